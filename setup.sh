@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# h2trace set-up: install the Debian packages that are missing, build, then
+# run what was asked.  Usage:
+#   ./setup.sh            install + build
+#   ./setup.sh demo       install + build + run the demo (h2serve traced by h2stat)
+#   ./setup.sh test       install + build + run every test through ctest
+#   ./setup.sh asan       the same tests built with ASan+UBSan (build-asan/)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# Library build deps, then the real peers the tests talk to.
+PKGS=(build-essential cmake pkg-config clang
+      libnghttp2-dev libssl-dev libev-dev libc-ares-dev libmicrohttpd-dev
+      libjansson-dev libncurses-dev libcmocka-dev libunwind-dev
+      nghttp2-server nghttp2-client curl openssl valgrind)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+build() { # dir, extra cmake args...
+  local dir=$1; shift
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  cmake --build "$dir" -j"$(nproc)"
+}
+
+case "${1:-build}" in
+  build) build build ;;
+  demo)  build build; exec examples/demo.sh build ;;
+  test)  build build; cd build && exec ctest --output-on-failure -j2 --timeout 300 ;;
+  asan)  build build-asan -DH2T_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+         cd build-asan && exec ctest --output-on-failure -j2 --timeout 600 ;;
+  *) echo "usage: $0 [build|demo|test|asan]" >&2; exit 2 ;;
+esac

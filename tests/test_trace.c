@@ -1,0 +1,79 @@
+/* trace/: hook lookup, composition order, masks, names, errors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <h2trace/trace.h>
+#include "trace/trace_int.h"
+
+static char order[64];
+
+static void hook_a(const h2t_event *ev, void *user) { strcat(order, "A"); }
+static void hook_b(const h2t_event *ev, void *user) { strcat(order, "B"); }
+static void hook_any(const h2t_event *ev, void *user) { strcat(order, "*"); }
+
+static void test_newer_runs_first_and_older_still_runs(void **state) {
+  h2t_client_trace older = {H2T_CLIENT_TRACE_INIT, .got_conn = hook_b};
+  h2t_client_trace newer = {H2T_CLIENT_TRACE_INIT, .got_conn = hook_a,
+                            .next = &older, .any = hook_any};
+  trace_chain tc;
+  trace_chain_clear(&tc, 0);
+  assert_int_equal(trace_chain_add(&tc, &newer), 0);
+  assert_true(TRACE_WANTS(&tc, H2T_EV_GOT_CONN));
+  assert_true(TRACE_WANTS(&tc, H2T_EV_DONE)); /* through `any` */
+  order[0] = '\0';
+  h2t_event ev = {.type = H2T_EV_GOT_CONN};
+  trace_emit(&tc, &ev);
+  assert_string_equal(order, "A*B");
+  assert_true(ev.t_us > 0);
+}
+
+static void test_unset_hooks_leave_mask_clear(void **state) {
+  h2t_client_trace t = {H2T_CLIENT_TRACE_INIT, .dns_done = hook_a};
+  trace_chain tc;
+  trace_chain_clear(&tc, 0);
+  trace_chain_add(&tc, &t);
+  assert_int_equal(tc.mask, UINT64_C(1) << H2T_EV_DNS_DONE);
+  /* a struct from an older, smaller header has no hooks past its size */
+  t.struct_size = offsetof(h2t_client_trace, dns_done);
+  trace_chain_clear(&tc, 0);
+  trace_chain_add(&tc, &t);
+  assert_int_equal(tc.mask, 0);
+}
+
+static void test_set_all_covers_every_event(void **state) {
+  h2t_client_trace c;
+  h2t_server_trace s;
+  assert_int_equal(h2t_client_trace_set_all(&c, hook_a, NULL), 0);
+  assert_int_equal(h2t_server_trace_set_all(&s, hook_a, NULL), 0);
+  for (int t = 0; t < H2T_EV_COUNT_; t++) {
+    int srv = t >= H2T_EV_FIRST_SERVER_;
+    assert_non_null(trace_hook_get(srv ? (void *)&s : (void *)&c, srv, t));
+    assert_null(trace_hook_get(srv ? (void *)&c : (void *)&s, !srv, t));
+    assert_non_null(h2t_event_name(t));
+  }
+  assert_string_equal(h2t_event_name(H2T_EV_GOT_CONN), "got_conn");
+  assert_string_equal(h2t_event_name(H2T_EV_SRV_WROTE_HEADERS), "wrote_headers");
+  assert_null(h2t_event_name(H2T_EV_COUNT_));
+}
+
+static void test_errors_have_names_and_text(void **state) {
+  assert_string_equal(h2t_strerror(H2T_ERR_DNS), "host name could not be resolved");
+  assert_string_equal(h2t_errname(H2T_ERR_TLS_VERIFY), "H2T_ERR_TLS_VERIFY");
+  assert_string_equal(h2t_strerror(12345), "unknown error");
+  assert_string_equal(h2t_http2_strerror(8), "CANCEL");
+  assert_string_equal(h2t_http2_strerror(99), "UNKNOWN");
+  assert_string_equal(h2t_conn_reason_name(H2T_CONN_MAX_STREAMS), "max_streams");
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_newer_runs_first_and_older_still_runs),
+      cmocka_unit_test(test_unset_hooks_leave_mask_clear),
+      cmocka_unit_test(test_set_all_covers_every_event),
+      cmocka_unit_test(test_errors_have_names_and_text),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

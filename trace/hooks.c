@@ -1,0 +1,177 @@
+/* Hook lookup, composition and dispatch. */
+#include <stddef.h>
+#include <string.h>
+
+#include "trace/trace_int.h"
+
+static const char *const event_names[H2T_EV_COUNT_] = {
+#define XX(up, low) #low,
+    H2T_EVENT_MAP(XX)
+#undef XX
+};
+
+const char *h2t_event_name(h2t_event_type type) {
+  return (unsigned)type < H2T_EV_COUNT_ ? event_names[type] : NULL;
+}
+
+const char *h2t_conn_reason_name(h2t_conn_reason r) {
+  static const char *const names[] = {
+#define XX(up, s) s,
+      H2T_CONN_REASON_MAP(XX)
+#undef XX
+  };
+  return (unsigned)r < H2T_CONN_REASON_COUNT_ ? names[r] : NULL;
+}
+
+const char *h2t_retry_reason_name(h2t_retry_reason r) {
+  switch (r) {
+  case H2T_RETRY_GOAWAY:
+    return "goaway";
+  case H2T_RETRY_REFUSED_STREAM:
+    return "refused_stream";
+  case H2T_RETRY_CONN_CLOSED:
+    return "conn_closed";
+  }
+  return NULL;
+}
+
+/* Where each event's hook sits in its struct.  The client events map onto
+ * h2t_client_trace fields and the server ones onto h2t_server_trace fields
+ * of the same (short) name. */
+#define CLIENT_OFF(up, low) [H2T_EV_##up] = offsetof(h2t_client_trace, low),
+static const size_t client_off[H2T_EV_FIRST_SERVER_] = {
+    CLIENT_OFF(GET_CONN, get_conn) CLIENT_OFF(DNS_START, dns_start)
+    CLIENT_OFF(DNS_DONE, dns_done) CLIENT_OFF(CONNECT_START, connect_start)
+    CLIENT_OFF(CONNECT_DONE, connect_done)
+    CLIENT_OFF(TLS_HANDSHAKE_START, tls_handshake_start)
+    CLIENT_OFF(TLS_HANDSHAKE_DONE, tls_handshake_done)
+    CLIENT_OFF(GOT_CONN, got_conn)
+    CLIENT_OFF(WROTE_HEADER_FIELD, wrote_header_field)
+    CLIENT_OFF(WROTE_HEADERS, wrote_headers)
+    CLIENT_OFF(WAIT_100_CONTINUE, wait_100_continue)
+    CLIENT_OFF(GOT_100_CONTINUE, got_100_continue)
+    CLIENT_OFF(GOT_1XX_RESPONSE, got_1xx_response)
+    CLIENT_OFF(WROTE_REQUEST, wrote_request)
+    CLIENT_OFF(GOT_FIRST_RESPONSE_BYTE, got_first_response_byte)
+    CLIENT_OFF(PUT_IDLE_CONN, put_idle_conn)
+    CLIENT_OFF(STREAM_OPENED, stream_opened)
+    CLIENT_OFF(GOT_HEADERS, got_headers) CLIENT_OFF(GOT_DATA, got_data)
+    CLIENT_OFF(FLOW_BLOCKED, flow_blocked)
+    CLIENT_OFF(STREAM_RESET, stream_reset) CLIENT_OFF(GOAWAY, goaway)
+    CLIENT_OFF(SETTINGS, settings) CLIENT_OFF(RETRY, retry)
+    CLIENT_OFF(DONE, done)};
+#undef CLIENT_OFF
+
+#define SERVER_OFF(up, low)                                                    \
+  [H2T_EV_##up - H2T_EV_FIRST_SERVER_] = offsetof(h2t_server_trace, low),
+static const size_t server_off[H2T_EV_COUNT_ - H2T_EV_FIRST_SERVER_] = {
+    SERVER_OFF(SRV_CONN_ACCEPTED, conn_accepted)
+    SERVER_OFF(SRV_TLS_HANDSHAKE_DONE, tls_handshake_done)
+    SERVER_OFF(SRV_REQUEST_HEADERS, request_headers)
+    SERVER_OFF(SRV_REQUEST_BODY_DONE, request_body_done)
+    SERVER_OFF(SRV_HANDLER_STARTED, handler_started)
+    SERVER_OFF(SRV_WROTE_HEADERS, wrote_headers)
+    SERVER_OFF(SRV_WROTE_FIRST_BYTE, wrote_first_byte)
+    SERVER_OFF(SRV_WROTE_RESPONSE, wrote_response)
+    SERVER_OFF(SRV_FLOW_BLOCKED, flow_blocked)
+    SERVER_OFF(SRV_STREAM_RESET, stream_reset)
+    SERVER_OFF(SRV_STREAM_CLOSED, stream_closed)
+    SERVER_OFF(SRV_GOAWAY_SENT, goaway_sent)
+    SERVER_OFF(SRV_LOAD_SHED, load_shed)};
+#undef SERVER_OFF
+
+/* Both trace structs begin with the same head. */
+typedef struct trace_head {
+  H2T_TRACE_HEAD_(trace_head);
+} trace_head;
+
+static h2t_hook hook_at(const void *trace, size_t off) {
+  const trace_head *h = trace;
+  h2t_hook fn;
+  if (off + sizeof(h2t_hook) > h->struct_size)
+    return NULL;
+  memcpy(&fn, (const char *)trace + off, sizeof fn);
+  return fn;
+}
+
+h2t_hook trace_hook_get(const void *trace, int server, h2t_event_type type) {
+  if (server) {
+    if (type < H2T_EV_FIRST_SERVER_ || type >= H2T_EV_COUNT_)
+      return NULL;
+    return hook_at(trace, server_off[type - H2T_EV_FIRST_SERVER_]);
+  }
+  if ((unsigned)type >= H2T_EV_FIRST_SERVER_)
+    return NULL;
+  return hook_at(trace, client_off[type]);
+}
+
+void trace_chain_clear(trace_chain *tc, int server) {
+  memset(tc, 0, sizeof *tc);
+  tc->server = (uint8_t)(server != 0);
+}
+
+static uint64_t mask_of(const trace_head *h, int server) {
+  uint64_t m = 0;
+  int first = server ? H2T_EV_FIRST_SERVER_ : 0;
+  int last = server ? H2T_EV_COUNT_ : H2T_EV_FIRST_SERVER_;
+  /* Bounded walk: a cycle in `next` must not hang the process. */
+  for (int depth = 0; h && depth < 64; h = h->next, depth++) {
+    if (h->struct_size < sizeof(trace_head))
+      continue;
+    for (int t = first; t < last; t++)
+      if (h->any || trace_hook_get(h, server, (h2t_event_type)t))
+        m |= UINT64_C(1) << t;
+  }
+  return m;
+}
+
+int trace_chain_add(trace_chain *tc, const void *trace) {
+  if (!trace)
+    return 0;
+  if (tc->nheads >= TRACE_MAX_HEADS)
+    return -1;
+  tc->heads[tc->nheads++] = trace;
+  tc->mask |= mask_of(trace, tc->server);
+  return 0;
+}
+
+void trace_emit(const trace_chain *tc, h2t_event *ev) {
+  if (!ev->t_us)
+    ev->t_us = h2t_now_us();
+  for (unsigned i = 0; i < tc->nheads; i++) {
+    const trace_head *h = tc->heads[i];
+    for (int depth = 0; h && depth < 64; h = h->next, depth++) {
+      if (h->struct_size < sizeof(trace_head))
+        continue;
+      h2t_hook fn = trace_hook_get(h, tc->server, ev->type);
+      if (fn)
+        fn(ev, h->user);
+      if (h->any)
+        h->any(ev, h->user);
+    }
+  }
+}
+
+static int set_all(void *trace, size_t size, int server, h2t_hook hook,
+                   void *user) {
+  if (!trace || !hook)
+    return H2T_ERR_INVALID_ARG;
+  trace_head *h = trace;
+  h->struct_size = size;
+  h->user = user;
+  int first = server ? H2T_EV_FIRST_SERVER_ : 0;
+  int last = server ? H2T_EV_COUNT_ : H2T_EV_FIRST_SERVER_;
+  for (int t = first; t < last; t++) {
+    size_t off = server ? server_off[t - first] : client_off[t];
+    memcpy((char *)trace + off, &hook, sizeof hook);
+  }
+  return 0;
+}
+
+int h2t_client_trace_set_all(h2t_client_trace *tr, h2t_hook hook, void *user) {
+  return set_all(tr, sizeof *tr, 0, hook, user);
+}
+
+int h2t_server_trace_set_all(h2t_server_trace *tr, h2t_hook hook, void *user) {
+  return set_all(tr, sizeof *tr, 1, hook, user);
+}

@@ -1,0 +1,53 @@
+/*
+ * trace/ private interface, used by h2/.  trace/ never calls into h2/.
+ */
+#ifndef H2T_TRACE_INT_H
+#define H2T_TRACE_INT_H
+
+#include <h2trace/common.h>
+#include <h2trace/trace.h>
+
+/* --- allocation through the optional h2t_mem --------------------------- */
+void *h2t_xmalloc(const h2t_mem *m, size_t n);
+void *h2t_xcalloc(const h2t_mem *m, size_t nmemb, size_t n);
+void *h2t_xrealloc(const h2t_mem *m, void *p, size_t n);
+void h2t_xfree(const h2t_mem *m, void *p);
+char *h2t_xstrdup(const h2t_mem *m, const char *s);
+char *h2t_xstrndup(const h2t_mem *m, const char *s, size_t n);
+
+/* Process-unique ids for requests and connections (thread-safe). */
+uint64_t h2t_next_req_id(void);
+uint64_t h2t_next_conn_id(void);
+
+/*
+ * A trace chain: up to TRACE_MAX_HEADS trace structs (each possibly with its
+ * own `next` chain), newest first, plus a mask with bit (1 << type) set when
+ * at least one hook would run for that event type.  The mask is computed once
+ * (per request, per server) so that each trace point is one branch when off.
+ */
+#define TRACE_MAX_HEADS 3
+
+typedef struct trace_chain {
+  uint64_t mask;
+  uint8_t nheads;
+  uint8_t server; /* heads are h2t_server_trace, else h2t_client_trace */
+  const void *heads[TRACE_MAX_HEADS];
+} trace_chain;
+
+/* Reset to "nothing traced". */
+void trace_chain_clear(trace_chain *tc, int server);
+/* Append a trace (NULL is ignored; over TRACE_MAX_HEADS it is dropped and
+ * the function returns -1).  Recomputes the mask. */
+int trace_chain_add(trace_chain *tc, const void *trace);
+
+#define TRACE_WANTS(tc, type) __builtin_expect((int)(((tc)->mask >> (type)) & 1u), 0)
+
+/* Run every hook for ev->type along the chain; reads the clock if ev->t_us
+ * is 0.  Call only after TRACE_WANTS(). */
+void trace_emit(const trace_chain *tc, h2t_event *ev);
+
+/* Is the hook for `type` set in this one struct (not its chain)?  For a
+ * struct_size too small to hold it: no. */
+h2t_hook trace_hook_get(const void *trace, int server, h2t_event_type type);
+
+#endif
