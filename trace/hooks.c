@@ -135,9 +135,17 @@ int trace_chain_add(trace_chain *tc, const void *trace) {
   return 0;
 }
 
+void trace_chain_set_inflight(trace_chain *tc, struct inflight_entry *e) {
+  tc->ife = e;
+  if (e)
+    tc->mask |= inflight_mask(tc->server ? INFLIGHT_SERVER : INFLIGHT_CLIENT);
+}
+
 void trace_emit(const trace_chain *tc, h2t_event *ev) {
   if (!ev->t_us)
     ev->t_us = h2t_now_us();
+  if (tc->ife)
+    inflight_event(tc->ife, ev);
   for (unsigned i = 0; i < tc->nheads; i++) {
     const trace_head *h = tc->heads[i];
     for (int depth = 0; h && depth < 64; h = h->next, depth++) {

@@ -27,11 +27,14 @@ uint64_t h2t_next_conn_id(void);
  */
 #define TRACE_MAX_HEADS 3
 
+struct inflight_entry;
+
 typedef struct trace_chain {
   uint64_t mask;
   uint8_t nheads;
   uint8_t server; /* heads are h2t_server_trace, else h2t_client_trace */
   const void *heads[TRACE_MAX_HEADS];
+  struct inflight_entry *ife; /* the request's in-flight entry, or NULL */
 } trace_chain;
 
 /* Reset to "nothing traced". */
@@ -42,6 +45,10 @@ int trace_chain_add(trace_chain *tc, const void *trace);
 
 #define TRACE_WANTS(tc, type) __builtin_expect((int)(((tc)->mask >> (type)) & 1u), 0)
 
+/* Attach the request's in-flight entry (NULL: none): its events then also
+ * reach the in-flight table, which keeps state, history and bytes. */
+void trace_chain_set_inflight(trace_chain *tc, struct inflight_entry *e);
+
 /* Run every hook for ev->type along the chain; reads the clock if ev->t_us
  * is 0.  Call only after TRACE_WANTS(). */
 void trace_emit(const trace_chain *tc, h2t_event *ev);
@@ -49,5 +56,29 @@ void trace_emit(const trace_chain *tc, h2t_event *ev);
 /* Is the hook for `type` set in this one struct (not its chain)?  For a
  * struct_size too small to hold it: no. */
 h2t_hook trace_hook_get(const void *trace, int server, h2t_event_type type);
+
+/*
+ * --- In-flight table, as h2/ sees it (trace/inflight.c) -----------------
+ * h2/ calls inflight_begin() when a request starts and inflight_end() when it
+ * is done; everything in between arrives as the request's trace events
+ * (trace_emit forwards them when the chain has an entry).  All return/accept
+ * NULL when the table is off, so h2/ needs no special case.
+ */
+typedef enum inflight_kind { INFLIGHT_CLIENT = 0, INFLIGHT_SERVER = 1 } inflight_kind;
+
+/* Called from any thread (the diagnostics endpoint's): must only post the
+ * cancel to the owning loop (ev_async), never touch the request. */
+typedef void (*inflight_cancel_fn)(void *arg, uint64_t req_id, const char *why);
+
+struct inflight_entry *inflight_begin(inflight_kind kind, uint64_t req_id,
+                                      const char *method, const char *scheme,
+                                      const char *authority, const char *path,
+                                      inflight_cancel_fn cancel,
+                                      void *cancel_arg);
+void inflight_event(struct inflight_entry *e, const h2t_event *ev);
+void inflight_set_status(struct inflight_entry *e, const char *text);
+void inflight_end(struct inflight_entry *e, int error);
+/* Events the table needs, by side; 0 while the table is off. */
+uint64_t inflight_mask(inflight_kind kind);
 
 #endif
