@@ -81,4 +81,34 @@ void inflight_end(struct inflight_entry *e, int error);
 /* Events the table needs, by side; 0 while the table is off. */
 uint64_t inflight_mask(inflight_kind kind);
 
+/*
+ * --- Connection registry (trace/connreg.c), for GET /debug/connections ---
+ * h2/ registers each client and server connection when it is established
+ * and removes it when it is freed; in between it bumps counters (atomic, no
+ * lock, any thread).  connreg_add() returns NULL while the in-flight table
+ * is off, and every function accepts NULL, so h2/ needs no special case.
+ */
+struct connreg_entry;
+struct connreg_entry *connreg_add(inflight_kind kind, uint64_t conn_id,
+                                  const char *peer, const char *authority);
+void connreg_remove(struct connreg_entry *c);
+void connreg_stream_open(struct connreg_entry *c);  /* a request started */
+void connreg_stream_close(struct connreg_entry *c); /* ... and ended */
+void connreg_set_max_streams(struct connreg_entry *c, uint32_t max);
+void connreg_reused(struct connreg_entry *c);       /* picked from the pool */
+void connreg_goaway(struct connreg_entry *c, int sent); /* 1 sent, 0 got */
+void connreg_bytes(struct connreg_entry *c, uint64_t in, uint64_t out); /* add */
+
+/*
+ * --- Metrics (trace/metrics.c), for GET /metrics ----------------------
+ * Request outcomes, in-flight states and got_conn reasons come from the
+ * in-flight table.  h2/ reports what has no request entry:
+ */
+/* Count a connection-level event that has no in-flight entry (load_shed,
+ * goaway, conn_accepted).  Cheap: a relaxed atomic add.  Any thread. */
+void metrics_event(const h2t_event *ev);
+/* Writer queue depth, a process-wide gauge: h2/ adds +n when it queues
+ * work for a writer thread and -n when the writer takes it. */
+void metrics_writer_queue_add(int64_t delta);
+
 #endif
