@@ -447,26 +447,35 @@ int ifl_foreach(int (*fn)(struct inflight_entry *e, void *arg), void *arg) {
   return 0;
 }
 
+/* snprintf is the snapshot's hot spot at 10 000 entries: copy by hand. */
+static void scopy(char *dst, size_t cap, const char *src, size_t srccap) {
+  size_t n = strnlen(src, cap - 1 < srccap ? cap - 1 : srccap);
+  memcpy(dst, src, n);
+  dst[n] = '\0';
+}
+
 void ife_to_info(const struct inflight_entry *e, uint64_t now_us,
                  h2t_inflight_info *o) {
   o->id = e->id;
   o->kind = (h2t_inflight_kind)e->kind;
-  snprintf(o->method, sizeof o->method, "%s", e->method);
-  snprintf(o->scheme, sizeof o->scheme, "%s", e->scheme);
-  snprintf(o->authority, sizeof o->authority, "%s", e->target);
-  snprintf(o->path, sizeof o->path, "%s",
-           e->target + strlen(e->target) + 1);
+  scopy(o->method, sizeof o->method, e->method, sizeof e->method);
+  scopy(o->scheme, sizeof o->scheme, e->scheme, sizeof e->scheme);
+  size_t alen = strnlen(e->target, IFE_TARGET - 1);
+  scopy(o->authority, sizeof o->authority, e->target, alen);
+  scopy(o->path, sizeof o->path, e->target + alen + 1,
+        IFE_TARGET - alen - 1);
   o->conn_id = e->conn_id;
   o->stream_id = e->stream_id;
   o->http_status = e->http_status;
   o->start_us = e->start_us;
   o->state = (h2t_inflight_state)e->state;
   o->state_since_us = e->state_us;
-  snprintf(o->status, sizeof o->status, "%s", e->status);
+  scopy(o->status, sizeof o->status, e->status, sizeof e->status);
   o->bytes_in = e->bytes_in;
   o->bytes_out = e->bytes_out;
   o->canceled = (e->flags & IFE_CANCELED) != 0;
-  snprintf(o->cancel_reason, sizeof o->cancel_reason, "%s", e->cancel_reason);
+  scopy(o->cancel_reason, sizeof o->cancel_reason, e->cancel_reason,
+        sizeof e->cancel_reason);
   unsigned n = e->nhist < IFE_HIST ? e->nhist : IFE_HIST;
   o->nhistory = n;
   o->history_dropped = e->nhist - n;
@@ -485,8 +494,8 @@ void ife_to_info(const struct inflight_entry *e, uint64_t now_us,
                         : end;
     s->duration_us = next > s->entered_us ? next - s->entered_us : 0;
   }
-  for (unsigned i = n; i < IFE_HIST; i++)
-    memset(&o->history[i], 0, sizeof o->history[i]);
+  if (n < IFE_HIST)
+    memset(&o->history[n], 0, (IFE_HIST - n) * sizeof o->history[0]);
 }
 
 struct snap {
