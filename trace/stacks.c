@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -48,11 +49,16 @@ static int st_signo(void) { return SIGRTMIN + 4; }
 
 static pid_t my_tid(void) { return (pid_t)syscall(SYS_gettid); }
 
-static void capture(struct st_slot *s) {
+/* uc: the interrupted context in a signal handler (the walk then starts
+ * where the thread was, not in the handler); NULL: the caller's own stack. */
+static void capture(struct st_slot *s, ucontext_t *uc) {
   unw_context_t ctx;
   unw_cursor_t cur;
   s->nframes = 0;
-  if (unw_getcontext(&ctx) != 0 || unw_init_local(&cur, &ctx) != 0)
+  if (uc) {
+    if (unw_init_local2(&cur, (unw_context_t *)uc, UNW_INIT_SIGNAL_FRAME) != 0)
+      return;
+  } else if (unw_getcontext(&ctx) != 0 || unw_init_local(&cur, &ctx) != 0)
     return;
   do {
     unw_word_t ip = 0, off = 0;
@@ -76,7 +82,7 @@ static void on_sample(int sig, siginfo_t *si, void *uc) {
       struct st_slot *s = &st_slots[i];
       if (atomic_load_explicit(&s->tid, memory_order_relaxed) == me &&
           !atomic_load_explicit(&s->done, memory_order_relaxed)) {
-        capture(s);
+        capture(s, uc);
         atomic_store_explicit(&s->done, 1, memory_order_release);
         break;
       }
@@ -145,13 +151,9 @@ static void thread_name(pid_t tid, char *buf, size_t len) {
   fclose(f);
 }
 
-/* Frames of the sampler itself (capture, the handler, the signal
- * trampoline) are not part of the thread's stack. */
+/* The sampling thread walked its own stack: skip capture() itself. */
 static int first_frame(const struct st_slot *s) {
-  for (int i = 0; i < s->nframes && i < 6; i++)
-    if (!strcmp(s->name[i], "__restore_rt"))
-      return i + 1;
-  for (int i = 0; i < s->nframes && i < 6; i++)
+  for (int i = 0; i < s->nframes && i < 4; i++)
     if (!strcmp(s->name[i], "h2t_diag_threads_json"))
       return i;
   return 0;
@@ -222,7 +224,7 @@ int h2t_diag_threads_json(char **out) {
   int pending = 0;
   for (int i = 0; i < n; i++) {
     if (tids[i] == me) {
-      capture(&st_slots[i]);
+      capture(&st_slots[i], NULL);
       atomic_store(&st_slots[i].done, 1);
     } else if (syscall(SYS_tgkill, pid, tids[i], st_signo()) == 0)
       pending++;
