@@ -133,31 +133,15 @@ static json_t *request_json(const h2t_inflight_info *r, uint64_t now,
   return o;
 }
 
-static int by_start(const void *a, const void *b, void *arg) {
-  const h2t_inflight_info *arr = arg;
-  const h2t_inflight_info *x = &arr[*(const size_t *)a];
-  const h2t_inflight_info *y = &arr[*(const size_t *)b];
-  return x->start_us < y->start_us ? -1 : x->start_us > y->start_us;
-}
-
 static enum MHD_Result get_requests(struct MHD_Connection *c) {
   h2t_inflight_info *arr;
   size_t n;
   if (h2t_inflight_snapshot(&arr, &n) != 0)
     return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
-  size_t *idx = malloc((n ? n : 1) * sizeof *idx);
-  if (!idx) {
-    h2t_inflight_free(arr);
-    return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
-  }
-  for (size_t i = 0; i < n; i++)
-    idx[i] = i;
-  qsort_r(idx, n, sizeof *idx, by_start, arr);
   uint64_t now = h2t_now_us();
-  json_t *list = json_array();
+  json_t *list = json_array(); /* the snapshot is oldest first */
   for (size_t i = 0; i < n; i++)
-    json_array_append_new(list, request_json(&arr[idx[i]], now, 0));
-  free(idx);
+    json_array_append_new(list, request_json(&arr[i], now, 0));
   h2t_inflight_free(arr);
   return send_json(c, MHD_HTTP_OK,
                    json_pack("{s:o,s:I,s:I}", "requests", list, "count",

@@ -522,6 +522,18 @@ static int snap_one(struct inflight_entry *e, void *arg) {
   return 0;
 }
 
+struct age {
+  uint64_t start_us, id;
+  size_t idx;
+};
+
+static int by_age(const void *a, const void *b) {
+  const struct age *x = a, *y = b;
+  if (x->start_us != y->start_us)
+    return x->start_us < y->start_us ? -1 : 1;
+  return x->id < y->id ? -1 : x->id > y->id;
+}
+
 int h2t_inflight_snapshot(h2t_inflight_info **out, size_t *n) {
   if (!out || !n)
     return H2T_ERR_INVALID_ARG;
@@ -544,13 +556,24 @@ int h2t_inflight_snapshot(h2t_inflight_info **out, size_t *n) {
   }
   if (s.n) {
     h2t_inflight_info *arr = malloc(s.n * sizeof *arr);
-    if (!arr) {
+    struct age *ord = malloc(s.n * sizeof *ord);
+    if (!arr || !ord) {
+      free(arr);
+      free(ord);
       free(s.copies);
       return H2T_ERR_NOMEM;
     }
+    /* oldest first: sort small keys, not the 512-byte copies */
+    for (size_t i = 0; i < s.n; i++) {
+      ord[i].start_us = s.copies[i].start_us;
+      ord[i].id = s.copies[i].id;
+      ord[i].idx = i;
+    }
+    qsort(ord, s.n, sizeof *ord, by_age);
     uint64_t now = h2t_now_us();
     for (size_t i = 0; i < s.n; i++)
-      ife_to_info(&s.copies[i], now, &arr[i]);
+      ife_to_info(&s.copies[ord[i].idx], now, &arr[i]);
+    free(ord);
     *out = arr;
     *n = s.n;
   }
