@@ -651,9 +651,41 @@ static void test_answers_while_loop_stuck_and_threads(void **state) {
   pthread_join(th, NULL);
 }
 
+/* A client that sends half a request and goes quiet is dropped after the
+ * configured timeout; others are served meanwhile. */
+static void test_slow_client_dropped(void **state) {
+  h2t_diag_config cfg = H2T_DIAG_CONFIG_INIT;
+  cfg.timeout_s = 1;
+  assert_int_equal(h2t_diag_start(&diag, &cfg), 0);
+  port = h2t_diag_port(diag);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+  const char half[] = "GET /debug/requ";
+  assert_int_equal(send(fd, half, sizeof half - 1, MSG_NOSIGNAL),
+                   (ssize_t)(sizeof half - 1));
+  struct resp r = http("GET", "/metrics", NULL);
+  assert_int_equal(r.status, 200);
+  resp_free(&r);
+  uint64_t t0 = h2t_now_us();
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  assert_int_equal(poll(&p, 1, 5000), 1);
+  char buf[256];
+  ssize_t n = recv(fd, buf, sizeof buf, 0);
+  assert_true(n <= 0); /* closed, nothing answered */
+  uint64_t waited = h2t_now_us() - t0;
+  assert_true(waited > 500000 && waited < 4000000);
+  close(fd);
+  h2t_diag_stop(diag);
+  diag = NULL;
+  assert_int_equal(h2t_inflight_disable(), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_config_checks),
+      cmocka_unit_test(test_slow_client_dropped),
       cmocka_unit_test_setup_teardown(test_requests_list, setup_token, teardown),
       cmocka_unit_test_setup_teardown(test_one_request_and_recent, setup_token,
                                       teardown),
