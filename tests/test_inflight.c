@@ -353,6 +353,9 @@ static void test_sensitive_headers(void **state) {
   assert_int_equal(h2t_header_add_sensitive("X-Api-Key"), 0);
   assert_true(h2t_header_is_sensitive("x-api-key"));
   assert_int_equal(h2t_header_add_sensitive(""), H2T_ERR_INVALID_ARG);
+  assert_true(header_is_sensitive_n("cookie: x", 6));
+  assert_false(header_is_sensitive_n("cookie", 5)); /* a prefix is not */
+  assert_true(header_is_sensitive_n("X-API-KEYS", 9));
   /* names from the table's config are added too */
   assert_int_equal(h2t_inflight_disable(), 0);
   const char *extra[] = {"x-session"};

@@ -729,19 +729,23 @@ static char sens_names[SENS_MAX][SENS_LEN];
 static atomic_int sens_n;
 static pthread_mutex_t sens_mu = PTHREAD_MUTEX_INITIALIZER;
 
-int h2t_header_is_sensitive(const char *name) {
+int header_is_sensitive_n(const char *name, size_t len) {
   static const char *const builtin[] = {"authorization", "cookie",
                                         "set-cookie", "proxy-authorization"};
   if (!name)
     return 0;
   for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++)
-    if (!strcasecmp(name, builtin[i]))
+    if (strlen(builtin[i]) == len && !strncasecmp(name, builtin[i], len))
       return 1;
   int n = atomic_load_explicit(&sens_n, memory_order_acquire);
   for (int i = 0; i < n; i++)
-    if (!strcasecmp(name, sens_names[i]))
+    if (strlen(sens_names[i]) == len && !strncasecmp(name, sens_names[i], len))
       return 1;
   return 0;
+}
+
+int h2t_header_is_sensitive(const char *name) {
+  return name ? header_is_sensitive_n(name, strlen(name)) : 0;
 }
 
 int h2t_header_add_sensitive(const char *name) {

@@ -15,6 +15,10 @@ void h2t_xfree(const h2t_mem *m, void *p);
 char *h2t_xstrdup(const h2t_mem *m, const char *s);
 char *h2t_xstrndup(const h2t_mem *m, const char *s, size_t n);
 
+/* h2t_header_is_sensitive() for a name that is not NUL-terminated (as
+ * nghttp2 hands them out).  Thread-safe, lock-free. */
+int header_is_sensitive_n(const char *name, size_t len);
+
 /* Process-unique ids for requests and connections (thread-safe). */
 uint64_t h2t_next_req_id(void);
 uint64_t h2t_next_conn_id(void);
