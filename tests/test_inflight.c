@@ -148,6 +148,12 @@ static void test_wait_stream_flow_blocked_retry(void **state) {
   assert_int_equal(r.state, H2T_IFS_WAIT_STREAM);
   ev_at(e, H2T_EV_STREAM_OPENED, b + 10, 1, 5);
   ev_at(e, H2T_EV_FLOW_BLOCKED, b + 20, 1, 5);
+  struct inflight_entry *q = client_req(8, "busy:443", "/queued");
+  inflight_wait_stream(q); /* the pool queued it: every conn is full */
+  inflight_wait_stream(NULL);
+  h2t_inflight_get(8, &r);
+  assert_int_equal(r.state, H2T_IFS_WAIT_STREAM);
+  inflight_end(q, 0);
   h2t_inflight_get(7, &r);
   assert_int_equal(r.state, H2T_IFS_FLOW_BLOCKED);
   ev_at(e, H2T_EV_WROTE_REQUEST, b + 30, 1, 5);

@@ -385,6 +385,16 @@ void inflight_set_status(struct inflight_entry *e, const char *text) {
   ife_unlock(e);
 }
 
+void inflight_wait_stream(struct inflight_entry *e) {
+  if (!e)
+    return;
+  uint64_t now = h2t_now_us();
+  ife_lock(e);
+  if (!(e->flags & IFE_CANCELED))
+    step_to(e, H2T_IFS_WAIT_STREAM, now);
+  ife_unlock(e);
+}
+
 static void ring_push(const struct inflight_entry *c) {
   pthread_mutex_lock(&ifl.ring_mu);
   if (ifl.ring_cap) {

@@ -84,6 +84,10 @@ struct inflight_entry *inflight_begin(inflight_kind kind, uint64_t req_id,
                                       void *cancel_arg);
 void inflight_event(struct inflight_entry *e, const h2t_event *ev);
 void inflight_set_status(struct inflight_entry *e, const char *text);
+/* The client queued the request because every connection it may use is at
+ * the peer's MAX_CONCURRENT_STREAMS (no event says so): "waiting for a
+ * stream slot" until its got_conn. */
+void inflight_wait_stream(struct inflight_entry *e);
 void inflight_end(struct inflight_entry *e, int error);
 /* Events the table needs, by side; 0 while the table is off. */
 uint64_t inflight_mask(inflight_kind kind);
