@@ -114,7 +114,15 @@ void h2_req_finish(h2t_request *r, int error) {
   r->in_done = 1;
   if (r->on_done)
     r->on_done(r, error, r->user);
-  req_free(r);
+  if (!r->hold)
+    req_free(r);
+}
+
+int h2_req_release(h2t_request *r) {
+  int live = r->state != REQ_DONE;
+  if (--r->hold == 0 && !live)
+    req_free(r);
+  return live;
 }
 
 int h2_req_safe_to_retry(const h2t_request *r) {
@@ -140,7 +148,10 @@ void h2_req_retry_or_fail(h2t_request *r, h2t_retry_reason why, int error) {
     h2_ev_init(&ev, r, H2T_EV_RETRY);
     ev.u.retry.reason = why;
     ev.u.retry.attempt = r->attempts - 1;
+    h2_req_hold(r);
     trace_emit(&r->tc, &ev);
+    if (!h2_req_release(r))
+      return;
   }
   r->avoid_id = r->conn_id;
   r->retry_reason = why == H2T_RETRY_GOAWAY         ? H2T_CONN_GOAWAY
@@ -532,17 +543,22 @@ int h2t_request_submit(h2t_client *c, const h2t_request_opts *opts,
   r->timeout_w.data = r;
   TAILQ_INSERT_TAIL(&c->reqs, r, all);
   c->pending++;
+  c->stats.requests_submitted++;
+  h2_req_hold(r);
   rv = h2_pool_acquire(c, r);
-  if (rv) {
+  if (rv && r->state != REQ_DONE) {
+    c->stats.requests_submitted--;
     TAILQ_REMOVE(&c->reqs, r, all);
     c->pending--;
     inflight_end(r->ife, rv);
-    req_free(r);
+    r->state = REQ_DONE; /* no callbacks: it never started */
+    h2_req_release(r);
     return rv;
   }
-  c->stats.requests_submitted++;
   if (r->timeout_ms && r->state != REQ_DONE)
     ev_timer_start(c->loop, &r->timeout_w);
+  if (!h2_req_release(r))
+    r = NULL; /* a hook already completed it */
   if (out)
     *out = r;
   return 0;

@@ -197,7 +197,9 @@ h2_conn *h2_conn_new(h2t_client *c, h2_origin *o, h2t_conn_reason why) {
   cn->state = CONN_DNS;
   cn->open_reason = why;
   cn->goaway_last_id = -1;
-  cn->max_streams = 100; /* nghttp2's assumption until SETTINGS arrive */
+  /* until its SETTINGS arrive, expect what this origin said last time, or
+   * nghttp2's own assumption */
+  cn->max_streams = o->peer_max_streams ? o->peer_max_streams : 100;
   TAILQ_INIT(&cn->waiters);
   TAILQ_INIT(&cn->streams);
   ev_timer_init(&cn->timer, timer_cb, c->connect_timeout_ms / 1000., 0.);
@@ -598,7 +600,7 @@ static h2t_request *stream_req(nghttp2_session *s, int32_t id) {
 }
 
 static void emit_header_fields(h2t_request *r) {
-  for (size_t i = 0; i < r->nnv; i++) {
+  for (size_t i = 0; i < r->nnv && r->state == REQ_ACTIVE; i++) {
     h2t_event ev;
     h2_ev_init(&ev, r, H2T_EV_WROTE_HEADER_FIELD);
     ev.u.header_field.name = (const char *)r->nv[i].name;
@@ -648,19 +650,24 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f,
     if (!r)
       break;
     r->headers_sent = 1;
+    h2_req_hold(r);
     simple_event(r, H2T_EV_STREAM_OPENED);
-    if (TRACE_WANTS(&r->tc, H2T_EV_WROTE_HEADER_FIELD))
+    if (r->state == REQ_ACTIVE &&
+        TRACE_WANTS(&r->tc, H2T_EV_WROTE_HEADER_FIELD))
       emit_header_fields(r);
-    simple_event(r, H2T_EV_WROTE_HEADERS);
-    if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
+    if (r->state == REQ_ACTIVE)
+      simple_event(r, H2T_EV_WROTE_HEADERS);
+    if (r->state != REQ_ACTIVE) {
+    } else if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
       wrote_request(r);
-    else if (r->expect_100 && r->waiting_100) {
-      simple_event(r, H2T_EV_WAIT_100_CONTINUE);
+    } else if (r->expect_100 && r->waiting_100) {
       ev_timer_init(&r->expect_w, expect_cb,
                     cn->client->expect_continue_timeout_ms / 1000., 0.);
       r->expect_w.data = r;
       ev_timer_start(cn->client->loop, &r->expect_w);
+      simple_event(r, H2T_EV_WAIT_100_CONTINUE);
     }
+    h2_req_release(r);
     break;
   case NGHTTP2_DATA:
     if (r && (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
@@ -778,13 +785,24 @@ static void release_body(h2_conn *cn, h2t_request *r) {
   }
 }
 
+static void got_headers2(h2_conn *cn, h2t_request *r);
+
 static void got_headers(h2_conn *cn, h2t_request *r, const nghttp2_frame *f) {
+  h2_req_hold(r);
+  got_headers2(cn, r);
+  h2_req_release(r);
+}
+
+/* r is held: after each hook, stop if it completed (state DONE) */
+static void got_headers2(h2_conn *cn, h2t_request *r) {
   int st = r->pending_status;
   if (st >= 100 && st < 200) {
     if (st == 100 && r->waiting_100) {
       r->waiting_100 = 0;
-      simple_event(r, H2T_EV_GOT_100_CONTINUE);
       release_body(cn, r);
+      simple_event(r, H2T_EV_GOT_100_CONTINUE);
+      if (r->state == REQ_DONE)
+        return;
     }
     if (TRACE_WANTS(&r->tc, H2T_EV_GOT_1XX_RESPONSE)) {
       h2t_event ev;
@@ -809,9 +827,13 @@ static void got_headers(h2_conn *cn, h2t_request *r, const nghttp2_frame *f) {
     h2_ev_init(&ev, r, H2T_EV_GOT_HEADERS);
     ev.u.response.status = st;
     trace_emit(&r->tc, &ev);
+    if (r->state == REQ_DONE)
+      return;
   }
   if (r->on_headers) {
     int rv = r->on_headers(r, st, r->hdrs, r->nhdrs, r->user);
+    if (r->state == REQ_DONE)
+      return; /* freeing it releases the headers */
     hdrs_release(r);
     if (rv != 0 && r->state == REQ_ACTIVE)
       abort_req(cn, r, H2T_ERR_CALLBACK);
@@ -886,6 +908,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f,
     cn->settings_seen = 1;
     cn->max_streams = nghttp2_session_get_remote_settings(
         s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+    cn->origin->peer_max_streams = cn->max_streams;
     if (list_wants(&cn->streams, H2T_EV_SETTINGS))
       emit_settings(cn);
     h2_pool_dispatch(cn->client, cn->origin);
@@ -916,9 +939,13 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid,
   if (!r)
     return 0;
   r->bytes_recv += len;
-  if (r->on_data && r->on_data(r, data, len, r->user) != 0 &&
-      r->state == REQ_ACTIVE)
+  if (!r->on_data)
+    return 0;
+  h2_req_hold(r);
+  int rv = r->on_data(r, data, len, r->user);
+  if (rv != 0 && r->state == REQ_ACTIVE)
     abort_req(ud, r, H2T_ERR_CALLBACK);
+  h2_req_release(r);
   return 0;
 }
 

@@ -148,6 +148,7 @@ struct h2t_request {
   int local_error;             /* our side failed the stream (body_read) */
   uint64_t conn_id;            /* of the current attempt's conn */
   uint64_t avoid_id;           /* retry: don't pick this conn again */
+  int hold;                    /* >0: in use up the stack, free later */
   h2t_conn_reason retry_reason; /* for the next conn, after a retry */
   /* final response headers, referenced from nghttp2 rcbufs until delivered */
   h2t_header hdrs_inline[REQ_INLINE_HDRS];
@@ -212,6 +213,7 @@ typedef struct h2_origin {
   struct req_list queue;
   uint32_t nqueued;
   h2t_conn_reason last_close; /* why the last conn went away */
+  uint32_t peer_max_streams;  /* last MAX_CONCURRENT_STREAMS seen; 0: none */
 } h2_origin;
 
 TAILQ_HEAD(origin_list, h2_origin);
@@ -308,6 +310,11 @@ void h2_req_got_conn(h2t_request *r, h2_conn *cn, int reused, int was_idle,
 void h2_req_put_conn(h2t_request *r, h2_conn *cn);
 void h2_req_event(h2t_request *r, h2t_event *ev, h2t_event_type type);
 int h2_req_safe_to_retry(const h2t_request *r);
+/* Hooks and callbacks may cancel the request they are given: code that
+ * touches r after running one holds it.  h2_req_release() returns 1 if r is
+ * still live, 0 if it completed meanwhile (and is now freed). */
+static inline void h2_req_hold(h2t_request *r) { r->hold++; }
+int h2_req_release(h2t_request *r);
 
 static inline void h2_ev_init(h2t_event *ev, h2t_request *r,
                               h2t_event_type type) {

@@ -182,7 +182,10 @@ int h2_pool_acquire(h2t_client *c, h2t_request *r) {
     ev.stream_id = 0;
     ev.u.get_conn.scheme = r->url.scheme;
     ev.u.get_conn.authority = r->url.authority;
+    h2_req_hold(r);
     trace_emit(&r->tc, &ev);
+    if (!h2_req_release(r))
+      return 0;
   }
   return place(c, r, 1);
 }
