@@ -246,6 +246,8 @@ int h2t_client_new(h2t_client **out, const h2t_client_config *cfg) {
   int rv = H2T_ERR_NOMEM;
   c->mem = mem;
   c->trace = CFG(cfg, trace, NULL);
+  trace_chain_clear(&c->tc_default, 0);
+  trace_chain_add(&c->tc_default, c->trace);
   c->max_conns_per_origin = CFG(cfg, max_conns_per_origin, 4);
   c->max_queued = CFG(cfg, max_queued, 0);
   c->connect_timeout_ms = CFG(cfg, connect_timeout_ms, 10000);
@@ -478,6 +480,38 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   h2_req_finish(r, H2T_ERR_TIMEOUT); /* resets the stream with CANCEL */
 }
 
+/* The request's trace chain: its own trace (copied), then the client's.
+ * Equivalent to trace_chain_add() of both, without recomputing masks for
+ * the common case of the same trace on every request. */
+static void req_chain(h2t_client *c, h2t_request *r,
+                      const h2t_client_trace *t) {
+  if (!t || t->struct_size < sizeof(size_t)) {
+    r->tc = c->tc_default;
+    return;
+  }
+  trace_chain_clear(&r->tc, 0);
+  memset(&r->trace_copy, 0, sizeof r->trace_copy);
+  memcpy(&r->trace_copy, t,
+         t->struct_size < sizeof r->trace_copy ? t->struct_size
+                                               : sizeof r->trace_copy);
+  if (!r->trace_copy.next && c->last_trace_valid &&
+      !memcmp(&r->trace_copy, &c->last_trace, sizeof r->trace_copy)) {
+    r->tc.heads[r->tc.nheads++] = &r->trace_copy;
+    r->tc.mask = c->last_trace_mask;
+  } else {
+    trace_chain_add(&r->tc, &r->trace_copy);
+    if (!r->trace_copy.next) {
+      c->last_trace = r->trace_copy;
+      c->last_trace_mask = r->tc.mask;
+      c->last_trace_valid = 1;
+    }
+  }
+  if (c->trace) {
+    r->tc.heads[r->tc.nheads++] = c->trace;
+    r->tc.mask |= c->tc_default.mask;
+  }
+}
+
 int h2t_request_submit(h2t_client *c, const h2t_request_opts *opts,
                        h2t_request **out) {
   if (out)
@@ -523,16 +557,7 @@ int h2t_request_submit(h2t_client *c, const h2t_request_opts *opts,
   r->hdrs = r->hdrs_inline;
   r->rcs = r->rc_inline;
   r->hdrs_cap = REQ_INLINE_HDRS;
-  trace_chain_clear(&r->tc, 0);
-  if (o.trace && o.trace->struct_size) {
-    memset(&r->trace_copy, 0, sizeof r->trace_copy);
-    memcpy(&r->trace_copy, o.trace,
-           o.trace->struct_size < sizeof r->trace_copy
-               ? o.trace->struct_size
-               : sizeof r->trace_copy);
-    trace_chain_add(&r->tc, &r->trace_copy);
-  }
-  trace_chain_add(&r->tc, c->trace);
+  req_chain(c, r, o.trace);
   r->ife = inflight_begin(INFLIGHT_CLIENT, r->id, r->method, r->url.scheme,
                           r->url.authority, r->url.path, cancel_from_thread,
                           c);

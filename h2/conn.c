@@ -599,10 +599,18 @@ static h2t_request *stream_req(nghttp2_session *s, int32_t id) {
   return id > 0 ? nghttp2_session_get_stream_user_data(s, id) : NULL;
 }
 
-static void emit_header_fields(h2t_request *r) {
+/* Events fired for one frame share one clock read. */
+static uint64_t now_once(uint64_t *t) {
+  if (!*t)
+    *t = h2t_now_us();
+  return *t;
+}
+
+static void emit_header_fields(h2t_request *r, uint64_t *t) {
   for (size_t i = 0; i < r->nnv && r->state == REQ_ACTIVE; i++) {
     h2t_event ev;
     h2_ev_init(&ev, r, H2T_EV_WROTE_HEADER_FIELD);
+    ev.t_us = now_once(t);
     ev.u.header_field.name = (const char *)r->nv[i].name;
     ev.u.header_field.namelen = r->nv[i].namelen;
     ev.u.header_field.value = (const char *)r->nv[i].value;
@@ -611,18 +619,25 @@ static void emit_header_fields(h2t_request *r) {
   }
 }
 
-static void simple_event(h2t_request *r, h2t_event_type t) {
-  if (TRACE_WANTS(&r->tc, t)) {
+static void simple_event_at(h2t_request *r, h2t_event_type type,
+                            uint64_t *t) {
+  if (TRACE_WANTS(&r->tc, type)) {
     h2t_event ev;
-    h2_ev_init(&ev, r, t);
+    h2_ev_init(&ev, r, type);
+    ev.t_us = t ? now_once(t) : 0;
     trace_emit(&r->tc, &ev);
   }
 }
 
-static void wrote_request(h2t_request *r) {
+static void simple_event(h2t_request *r, h2t_event_type type) {
+  simple_event_at(r, type, NULL);
+}
+
+static void wrote_request(h2t_request *r, uint64_t *t) {
   if (TRACE_WANTS(&r->tc, H2T_EV_WROTE_REQUEST)) {
     h2t_event ev;
     h2_ev_init(&ev, r, H2T_EV_WROTE_REQUEST);
+    ev.t_us = now_once(t);
     ev.u.wrote_request.error = 0;
     trace_emit(&r->tc, &ev);
   }
@@ -641,37 +656,46 @@ static void expect_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   }
 }
 
+#define EVBIT(t) (UINT64_C(1) << (t))
+#define HEADERS_EVENTS                                                         \
+  (EVBIT(H2T_EV_STREAM_OPENED) | EVBIT(H2T_EV_WROTE_HEADER_FIELD) |            \
+   EVBIT(H2T_EV_WROTE_HEADERS) | EVBIT(H2T_EV_WROTE_REQUEST) |                 \
+   EVBIT(H2T_EV_WAIT_100_CONTINUE))
+
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f,
                          void *ud) {
   h2_conn *cn = ud;
+  uint64_t t = 0;
   h2t_request *r = stream_req(s, f->hd.stream_id);
   switch (f->hd.type) {
   case NGHTTP2_HEADERS:
     if (!r)
       break;
     r->headers_sent = 1;
+    if (!(r->tc.mask & HEADERS_EVENTS) && !r->expect_100)
+      break; /* nothing traced: the common fast path */
     h2_req_hold(r);
-    simple_event(r, H2T_EV_STREAM_OPENED);
+    simple_event_at(r, H2T_EV_STREAM_OPENED, &t);
     if (r->state == REQ_ACTIVE &&
         TRACE_WANTS(&r->tc, H2T_EV_WROTE_HEADER_FIELD))
-      emit_header_fields(r);
+      emit_header_fields(r, &t);
     if (r->state == REQ_ACTIVE)
-      simple_event(r, H2T_EV_WROTE_HEADERS);
+      simple_event_at(r, H2T_EV_WROTE_HEADERS, &t);
     if (r->state != REQ_ACTIVE) {
     } else if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
-      wrote_request(r);
+      wrote_request(r, &t);
     } else if (r->expect_100 && r->waiting_100) {
       ev_timer_init(&r->expect_w, expect_cb,
                     cn->client->expect_continue_timeout_ms / 1000., 0.);
       r->expect_w.data = r;
       ev_timer_start(cn->client->loop, &r->expect_w);
-      simple_event(r, H2T_EV_WAIT_100_CONTINUE);
+      simple_event_at(r, H2T_EV_WAIT_100_CONTINUE, &t);
     }
     h2_req_release(r);
     break;
   case NGHTTP2_DATA:
     if (r && (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
-      wrote_request(r);
+      wrote_request(r, &t);
     break;
   case NGHTTP2_GOAWAY: {
     if (f->goaway.error_code != NGHTTP2_NO_ERROR && !cn->error)

@@ -248,6 +248,12 @@ struct h2t_client {
   uint32_t nqueued_total;
   int running, closing;
   h2t_client_stats stats;
+  /* per-request chains cost a mask computation: cache the default's and the
+   * last request trace's (when it has no `next` that could change) */
+  trace_chain tc_default;
+  h2t_client_trace last_trace;
+  uint64_t last_trace_mask;
+  int last_trace_valid;
 };
 
 /* --- conn.c ------------------------------------------------------------ */
