@@ -209,7 +209,7 @@ static void cancel_async_cb(struct ev_loop *loop, ev_async *w, int revents) {
 }
 
 /* From any thread (the diagnostics endpoint's): only post to the loop. */
-static void cancel_from_thread(void *arg, uint64_t req_id, const char *why) {
+void h2_client_post_cancel(void *arg, uint64_t req_id, const char *why) {
   h2t_client *c = arg;
   pthread_mutex_lock(&c->cancel_mu);
   if (c->ncancels == c->cancels_cap) {
@@ -559,7 +559,7 @@ int h2t_request_submit(h2t_client *c, const h2t_request_opts *opts,
   r->hdrs_cap = REQ_INLINE_HDRS;
   req_chain(c, r, o.trace);
   r->ife = inflight_begin(INFLIGHT_CLIENT, r->id, r->method, r->url.scheme,
-                          r->url.authority, r->url.path, cancel_from_thread,
+                          r->url.authority, r->url.path, h2_client_post_cancel,
                           c);
   trace_chain_set_inflight(&r->tc, r->ife);
   ev_timer_init(&r->expect_w, NULL, 0., 0.);

@@ -356,6 +356,11 @@ static void handshake_step(h2_conn *cn) {
   ev_io_stop(loop, &cn->wio);
   int e = SSL_get_verify_result(cn->ssl) != X509_V_OK ? H2T_ERR_TLS_VERIFY
                                                        : H2T_ERR_TLS;
+  /* RFC 7301 §3.2: a server without a common protocol may refuse with an
+   * alert instead of just not selecting one */
+  if (ERR_GET_REASON(ERR_peek_last_error()) ==
+      SSL_R_TLSV1_ALERT_NO_APPLICATION_PROTOCOL)
+    e = H2T_ERR_ALPN;
   ERR_clear_error();
   tls_done(cn, e);
   h2_conn_close(cn, H2T_CONN_DEAD, e);

@@ -316,6 +316,9 @@ void h2_req_got_conn(h2t_request *r, h2_conn *cn, int reused, int was_idle,
 void h2_req_put_conn(h2t_request *r, h2_conn *cn);
 void h2_req_event(h2t_request *r, h2t_event *ev, h2t_event_type type);
 int h2_req_safe_to_retry(const h2t_request *r);
+/* The in-flight table's cancel: from any thread, posts req_id to the
+ * client's loop (arg is the client), which cancels it if still pending. */
+void h2_client_post_cancel(void *arg, uint64_t req_id, const char *why);
 /* Hooks and callbacks may cancel the request they are given: code that
  * touches r after running one holds it.  h2_req_release() returns 1 if r is
  * still live, 0 if it completed meanwhile (and is now freed). */

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <unistd.h>
 
@@ -493,6 +494,93 @@ static void test_connect_timeout(void **state) {
   h2t_client_del(c);
 }
 
+static void stop_loop(struct ev_loop *loop, ev_timer *w, int revents) {
+  ev_break(loop, EVBREAK_ONE);
+}
+
+/* Run the client's loop for ms milliseconds. */
+static void run_for(h2t_client *c, int ms) {
+  ev_timer t;
+  ev_timer_init(&t, stop_loop, ms / 1000., 0.);
+  ev_timer_start(h2t_client_loop(c), &t);
+  ev_run(h2t_client_loop(c), 0);
+  ev_timer_stop(h2t_client_loop(c), &t);
+}
+
+static void test_idle_timeout_closes_conn(void **state) {
+  env e;
+  h2t_script s = {0};
+  h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
+  cfg.idle_timeout_ms = 100;
+  env_start(&e, &s, &cfg);
+  rq a = {0}, b = {0};
+  submit(&e, 0, &a, NULL, NULL);
+  h2t_client_run(e.c);
+  assert_int_equal(a.err, 0);
+  h2t_client_stats st;
+  h2t_client_stats_get(e.c, &st);
+  assert_int_equal(st.conns_open, 1);
+  run_for(e.c, 300);
+  h2t_client_stats_get(e.c, &st);
+  assert_int_equal(st.conns_open, 0);
+  submit(&e, 1, &b, NULL, NULL);
+  h2t_client_run(e.c);
+  assert_int_equal(b.err, 0);
+  assert_int_equal(b.reused, 0);
+  assert_int_equal(b.new_reason, H2T_CONN_IDLE_TIMEOUT);
+  env_stop(&e);
+}
+
+static void test_dead_idle_conn_never_handed_out(void **state) {
+  env e;
+  h2t_script s = {.close_after_response = 1};
+  env_start(&e, &s, NULL);
+  rq a = {0}, b = {0};
+  submit(&e, 0, &a, NULL, NULL);
+  h2t_client_run(e.c);
+  assert_int_equal(a.err, 0);
+  run_for(e.c, 100); /* the EOF is seen on the idle conn */
+  h2t_client_stats st;
+  h2t_client_stats_get(e.c, &st);
+  assert_int_equal(st.conns_open, 0);
+  submit(&e, 1, &b, NULL, NULL);
+  h2t_client_run(e.c);
+  assert_int_equal(b.err, 0);
+  assert_int_equal(b.retries, 0);
+  assert_int_equal(b.new_reason, H2T_CONN_CLOSED);
+  assert_int_not_equal(b.conn_id, a.conn_id);
+  env_stop(&e);
+}
+
+typedef struct xcancel {
+  h2t_client *c;
+  uint64_t id;
+} xcancel;
+
+static void *cancel_thread(void *arg) {
+  xcancel *x = arg;
+  h2_client_post_cancel(x->c, x->id, "test");
+  return NULL;
+}
+
+static void test_cancel_from_another_thread(void **state) {
+  env e;
+  h2t_script s = {.delay_ms = 3000};
+  env_start(&e, &s, NULL);
+  rq q = {0};
+  submit(&e, 0, &q, NULL, NULL);
+  xcancel x = {e.c, h2t_request_id(q.req)};
+  pthread_t th;
+  pthread_create(&th, NULL, cancel_thread, &x);
+  pthread_join(th, NULL);
+  h2t_client_run(e.c);
+  assert_int_equal(q.err, H2T_ERR_CANCELED);
+  /* an id that is gone is ignored */
+  h2_client_post_cancel(e.c, x.id, "again");
+  run_for(e.c, 20);
+  env_stop(&e);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_goaway_retries_on_new_conn),
@@ -510,6 +598,9 @@ int main(void) {
       cmocka_unit_test(test_client_del_cancels_pending),
       cmocka_unit_test(test_connect_refused_and_dns_failure),
       cmocka_unit_test(test_connect_timeout),
+      cmocka_unit_test(test_idle_timeout_closes_conn),
+      cmocka_unit_test(test_dead_idle_conn_never_handed_out),
+      cmocka_unit_test(test_cancel_from_another_thread),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

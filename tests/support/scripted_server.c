@@ -80,8 +80,10 @@ static void flush(sconn *sc) {
     if (w != n)
       break;
   }
-  if (!nghttp2_session_want_read(sc->sess) &&
-      !nghttp2_session_want_write(sc->sess))
+  if ((sc->srv->s.close_after_response && sc->answered &&
+       !nghttp2_session_want_write(sc->sess)) ||
+      (!nghttp2_session_want_read(sc->sess) &&
+      !nghttp2_session_want_write(sc->sess)))
     sconn_free(sc);
 }
 

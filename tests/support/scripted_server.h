@@ -25,6 +25,7 @@ typedef struct h2t_script {
                               request arrives */
   int garbage;             /* send garbage instead of a server preface */
   int send_100;            /* answer "expect: 100-continue" with a 100 */
+  int close_after_response; /* close the conn once a response is sent */
 } h2t_script;
 
 typedef struct h2t_scripted_server h2t_scripted_server;
