@@ -43,6 +43,9 @@ struct srv_conn {
   size_t ptlen;
   srv_conn *flush_next;
   uint32_t nreqs;
+  int32_t max_sid;        /* highest client stream id seen */
+  int32_t reset_ring[32]; /* streams we reset lately: see on_begin_frame */
+  unsigned reset_pos;
   unsigned flush_queued : 1, tls_done : 1, ready : 1, goaway : 1,
       input_dead : 1, read_paused : 1, blocked : 1;
 };
@@ -434,6 +437,27 @@ static void req_body_eof(h2t_server_req *r) {
  * nghttp2 callbacks
  */
 
+/* RFC 9113 §5.1.1: a new stream id lower than one already used is a
+ * connection error.  nghttp2 ignores such HEADERS when it cannot tell them
+ * from trailers on a stream it forgot, so tell them apart here: trailers
+ * can only target a stream that still exists or one we reset lately. */
+static int on_begin_frame(nghttp2_session *sess, const nghttp2_frame_hd *hd,
+                          void *user) {
+  srv_conn *c = user;
+  if (hd->type != NGHTTP2_HEADERS || !(hd->stream_id & 1))
+    return 0;
+  if (hd->stream_id > c->max_sid) {
+    c->max_sid = hd->stream_id;
+    return 0;
+  }
+  if (nghttp2_session_find_stream(sess, hd->stream_id))
+    return 0;
+  for (unsigned i = 0; i < 32; i++)
+    if (c->reset_ring[i] == hd->stream_id)
+      return 0;
+  return NGHTTP2_ERR_CALLBACK_FAILURE; /* feed() answers with GOAWAY */
+}
+
 static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *f,
                             void *user) {
   srv_conn *c = user;
@@ -620,6 +644,7 @@ static int on_frame_send(nghttp2_session *sess, const nghttp2_frame *f,
     break;
   case NGHTTP2_RST_STREAM: {
     c->s->st.resets_sent++;
+    c->reset_ring[c->reset_pos++ % 32] = f->hd.stream_id;
     const trace_chain *tc = r ? &r->tc : &c->s->tc;
     if (TRACE_WANTS(tc, H2T_EV_SRV_STREAM_RESET)) {
       h2t_event ev = {.type = H2T_EV_SRV_STREAM_RESET,
@@ -734,6 +759,7 @@ static void callbacks_init(void) {
   nghttp2_session_callbacks *cb;
   if (nghttp2_session_callbacks_new(&cb) != 0)
     return;
+  nghttp2_session_callbacks_set_on_begin_frame_callback(cb, on_begin_frame);
   nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
   nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
   nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
