@@ -58,6 +58,15 @@ void ife_unlock(struct inflight_entry *e) {
   atomic_store_explicit(&e->lock, s + 1, memory_order_release);
 }
 
+/* A private copy of a locked entry: everything but the lock words, which
+ * other threads may be CASing meanwhile. */
+static void ife_copy(struct inflight_entry *dst, const struct inflight_entry *src) {
+  size_t off = offsetof(struct inflight_entry, kind);
+  atomic_init(&dst->lock, 0);
+  atomic_init(&dst->live, 0);
+  memcpy((char *)dst + off, (const char *)src + off, sizeof *dst - off);
+}
+
 static struct inflight_entry *slot(uint32_t idx) {
   return &ifl.chunks[idx / IFL_CHUNK][idx % IFL_CHUNK];
 }
@@ -498,7 +507,7 @@ static int ring_get(uint64_t seq, struct inflight_entry *out) {
   ife_lock(r);
   int ok = r->next_free == (uint32_t)seq && r->id;
   if (ok)
-    memcpy(out, r, sizeof *out);
+    ife_copy(out, r);
   ife_unlock(r);
   return ok ? 0 : -1;
 }
@@ -633,7 +642,7 @@ static int snap_one(struct inflight_entry *e, void *arg) {
     s->copies = p;
     s->cap = cap;
   }
-  memcpy(&s->copies[s->n++], e, sizeof *e);
+  ife_copy(&s->copies[s->n++], e);
   return 0;
 }
 
@@ -748,7 +757,7 @@ static int find_one(struct inflight_entry *e, void *arg) {
   struct find *f = arg;
   if (e->id != f->id)
     return 0;
-  memcpy(&f->copy, e, sizeof *e);
+  ife_copy(&f->copy, e);
   return 1;
 }
 
