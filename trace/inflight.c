@@ -585,9 +585,12 @@ void inflight_end(struct inflight_entry *e, int error) {
 
 /* --- readers ------------------------------------------------------------ */
 
-int ifl_foreach(int (*fn)(struct inflight_entry *e, void *arg), void *arg) {
+/* Find the live entry with this id (reading, no lock) and return it
+ * locked, its id checked again under the lock; NULL if none. */
+static struct inflight_entry *lock_by_id(uint64_t id) {
   if (!atomic_load(&ifl_on))
-    return 0;
+    return NULL;
+  struct inflight_entry tmp;
   size_t n = atomic_load_explicit(&ifl.nchunks, memory_order_acquire);
   for (size_t c = 0; c < n; c++) {
     struct inflight_entry *chunk = ifl.chunks[c];
@@ -595,16 +598,17 @@ int ifl_foreach(int (*fn)(struct inflight_entry *e, void *arg), void *arg) {
       struct inflight_entry *e = &chunk[i];
       if (!atomic_load_explicit(&e->live, memory_order_relaxed))
         continue;
+      ife_read(&tmp, e);
+      if (tmp.id != id || !atomic_load_explicit(&tmp.live, memory_order_relaxed))
+        continue;
       ife_lock(e);
-      int rc = atomic_load_explicit(&e->live, memory_order_relaxed)
-                   ? fn(e, arg)
-                   : 0;
-      ife_unlock(e);
-      if (rc)
-        return rc;
+      if (atomic_load_explicit(&e->live, memory_order_relaxed) && e->id == id)
+        return e;
+      ife_unlock(e); /* ended meanwhile */
+      return NULL;
     }
   }
-  return 0;
+  return NULL;
 }
 
 int ifl_foreach_read(int (*fn)(const struct inflight_entry *copy, void *arg),
@@ -858,10 +862,7 @@ struct cancel_req {
 
 /* With the entry locked: the request cannot end (and its owner cannot free
  * cancel_arg) while cancel_fn posts the cancel. */
-static int cancel_one(struct inflight_entry *e, void *arg) {
-  struct cancel_req *c = arg;
-  if (e->id != c->id)
-    return 0;
+static void cancel_locked(struct inflight_entry *e, struct cancel_req *c) {
   if (e->state == H2T_IFS_DONE)
     c->rc = H2T_ERR_NOT_FOUND; /* over, only not unregistered yet */
   else if (e->flags & IFE_CANCELED)
@@ -876,7 +877,6 @@ static int cancel_one(struct inflight_entry *e, void *arg) {
     e->cancel(e->cancel_arg, e->id, e->cancel_reason);
     c->rc = 0;
   }
-  return 1;
 }
 
 int h2t_inflight_cancel(uint64_t id, const char *reason) {
@@ -884,32 +884,26 @@ int h2t_inflight_cancel(uint64_t id, const char *reason) {
     return H2T_ERR_NOT_FOUND;
   struct cancel_req c = {.id = id, .reason = reason, .rc = H2T_ERR_NOT_FOUND};
   pthread_rwlock_rdlock(&ifl_life);
-  ifl_foreach(cancel_one, &c);
+  struct inflight_entry *e = lock_by_id(id);
+  if (e) {
+    cancel_locked(e, &c);
+    ife_unlock(e);
+  }
   pthread_rwlock_unlock(&ifl_life);
   return c.rc;
-}
-
-struct status_req {
-  uint64_t id;
-  const char *text;
-};
-
-static int status_one(struct inflight_entry *e, void *arg) {
-  struct status_req *s = arg;
-  if (e->id != s->id)
-    return 0;
-  copy_trunc(e->status, sizeof e->status, s->text);
-  return 1;
 }
 
 int h2t_inflight_set_status(uint64_t id, const char *text) {
   if (!id || !text)
     return H2T_ERR_INVALID_ARG;
-  struct status_req s = {.id = id, .text = text};
   pthread_rwlock_rdlock(&ifl_life);
-  int found = ifl_foreach(status_one, &s);
+  struct inflight_entry *e = lock_by_id(id);
+  if (e) {
+    copy_trunc(e->status, sizeof e->status, text);
+    ife_unlock(e);
+  }
   pthread_rwlock_unlock(&ifl_life);
-  return found ? 0 : H2T_ERR_NOT_FOUND;
+  return e ? 0 : H2T_ERR_NOT_FOUND;
 }
 
 /* --- sensitive headers ----------------------------------------------------- */

@@ -86,12 +86,9 @@ void ife_unlock(struct inflight_entry *e);
 /* Readers: a consistent private copy without blocking writers (seqlock). */
 int ife_read(struct inflight_entry *dst, const struct inflight_entry *src);
 
-/* Call fn on each live entry, locked; stop when fn returns non-zero (that
- * value is returned).  For the rare writers from other threads.  Caller
+/* Call fn on a private copy of each live entry (never blocks the entry's
+ * writer); stop when fn returns non-zero (that value is returned).  Caller
  * holds ifl_life shared. */
-int ifl_foreach(int (*fn)(struct inflight_entry *e, void *arg), void *arg);
-/* The same for readers, on a private copy of each entry (never blocks the
- * entry's writer). */
 int ifl_foreach_read(int (*fn)(const struct inflight_entry *copy, void *arg),
                      void *arg);
 
