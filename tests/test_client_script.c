@@ -31,6 +31,10 @@ typedef struct rq {
   uint32_t reset_code;
   int reset_by_peer;
   unsigned attempts;
+  int flow_blocked;
+  uint32_t settings_mcs;
+  size_t data_bytes;
+  int32_t last_stream_window;
   char body[64];
   size_t body_len;
   char events[1024];
@@ -61,6 +65,16 @@ static void on_ev(const h2t_event *ev, void *user) {
     break;
   case H2T_EV_DONE:
     q->attempts = ev->u.done.attempts;
+    break;
+  case H2T_EV_FLOW_BLOCKED:
+    q->flow_blocked++;
+    break;
+  case H2T_EV_SETTINGS:
+    q->settings_mcs = ev->u.settings.max_concurrent_streams;
+    break;
+  case H2T_EV_GOT_DATA:
+    q->data_bytes += ev->u.data.bytes;
+    q->last_stream_window = ev->u.data.stream_window;
     break;
   default:
     break;
@@ -581,6 +595,28 @@ static void test_cancel_from_another_thread(void **state) {
   env_stop(&e);
 }
 
+static void test_flow_blocked_on_big_upload(void **state) {
+  env e;
+  h2t_script s = {0};
+  env_start(&e, &s, NULL);
+  static uint8_t big[300000];
+  memset(big, 'b', sizeof big);
+  rq q = {0};
+  h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .body = big,
+                        .body_len = sizeof big};
+  submit(&e, 0, &q, "POST", &o);
+  h2t_client_run(e.c);
+  assert_int_equal(q.err, 0);
+  assert_string_equal(q.body, "ok 300000");
+  /* the peer's 65535-byte windows stop the body at least once */
+  assert_true(q.flow_blocked >= 1);
+  /* no MAX_CONCURRENT_STREAMS in the peer's SETTINGS: unlimited */
+  assert_int_equal(q.settings_mcs, UINT32_MAX);
+  assert_int_equal(q.data_bytes, 9);
+  assert_true(q.last_stream_window > 0);
+  env_stop(&e);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_goaway_retries_on_new_conn),
@@ -601,6 +637,7 @@ int main(void) {
       cmocka_unit_test(test_idle_timeout_closes_conn),
       cmocka_unit_test(test_dead_idle_conn_never_handed_out),
       cmocka_unit_test(test_cancel_from_another_thread),
+      cmocka_unit_test(test_flow_blocked_on_big_upload),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
