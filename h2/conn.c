@@ -58,7 +58,7 @@ static void tmpl_init(h2t_event *ev, h2_conn *cn, h2t_event_type t) {
   memset(ev, 0, sizeof *ev);
   ev->type = t;
   ev->conn_id = cn->id;
-  ev->t_us = h2t_now_us();
+  ev->t_us = cn->client->ts ? cn->client->ts : h2t_now_us();
 }
 
 /* --- setup ------------------------------------------------------------- */
@@ -440,7 +440,9 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents) {
         goto out;
       }
     }
+    cn->client->ts = h2t_now_us();
     ssize_t rv = nghttp2_session_mem_recv(cn->sess, buf, (size_t)n);
+    cn->client->ts = 0;
     if (rv < 0) {
       cn->error = H2T_ERR_PROTOCOL;
       h2_conn_close(cn, H2T_CONN_DEAD, H2T_ERR_PROTOCOL);
@@ -629,7 +631,8 @@ static void simple_event_at(h2t_request *r, h2t_event_type type,
   if (TRACE_WANTS(&r->tc, type)) {
     h2t_event ev;
     h2_ev_init(&ev, r, type);
-    ev.t_us = t ? now_once(t) : 0;
+    if (t)
+      ev.t_us = now_once(t);
     trace_emit(&r->tc, &ev);
   }
 }

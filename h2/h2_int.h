@@ -31,12 +31,15 @@ typedef struct h2_url {
   char *path;       /* "/" at least, with query */
   const char *scheme;
   char *buf_;
+  size_t buflen_;
 } h2_url;
 
 /* Parse an absolute http:// or https:// URL.  Returns 0 or H2T_ERR_BAD_URL
  * / H2T_ERR_NOMEM.  Userinfo and fragments are rejected / dropped. */
 int h2_url_parse(const h2t_mem *mem, const char *s, h2_url *u);
 void h2_url_free(const h2t_mem *mem, h2_url *u);
+/* A copy of a parsed URL (one allocation).  0 or H2T_ERR_NOMEM. */
+int h2_url_dup(const h2t_mem *mem, const h2_url *from, h2_url *to);
 
 /* --- DNS (h2/dns.c): c-ares on the client's loop ----------------------- */
 typedef struct h2_dns h2_dns;
@@ -247,6 +250,9 @@ struct h2t_client {
   size_t pending;
   uint32_t nqueued_total;
   int running, closing;
+  /* while processing one read: its arrival time, shared by every event the
+   * read causes (one clock read per batch instead of one per event) */
+  uint64_t ts;
   h2t_client_stats stats;
   /* per-request chains cost a mask computation: cache the default's and the
    * last request trace's (when it has no `next` that could change) */
@@ -254,6 +260,9 @@ struct h2t_client {
   h2t_client_trace last_trace;
   uint64_t last_trace_mask;
   int last_trace_valid;
+  /* the last URL parsed: clients tend to fetch the same one again */
+  char *last_url;
+  h2_url last_url_parsed;
 };
 
 /* --- conn.c ------------------------------------------------------------ */
@@ -329,7 +338,7 @@ static inline void h2_ev_init(h2t_event *ev, h2t_request *r,
                               h2t_event_type type) {
   ev->type = type;
   ev->stream_id = r->stream_id;
-  ev->t_us = 0;
+  ev->t_us = r->client->ts;
   ev->req_id = r->id;
   ev->conn_id = r->conn_id;
   ev->req = r;
