@@ -450,8 +450,8 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents) {
     }
     if (cn->close_pending)
       goto out;
-    if (!cn->ssl && (size_t)n < sizeof buf)
-      break;
+    if ((size_t)n < sizeof buf && (!cn->ssl || !SSL_has_pending(cn->ssl)))
+      break; /* drained: no EAGAIN read needed */
   }
   h2_conn_flush(cn);
 out:
