@@ -39,7 +39,9 @@ static int list_wants(struct req_list *l, h2t_event_type t) {
   return 0;
 }
 
-/* Send tmpl (type + payload) to every request on l that wants it. */
+/* Send tmpl (type + payload) to every request on l that wants it.  A hook
+ * may cancel any request: the next one is held so the walk can go on, and
+ * stops if that one completed. */
 static void emit_list(struct req_list *l, h2t_event *tmpl) {
   h2t_request *r, *next;
   for (r = TAILQ_FIRST(l); r; r = next) {
@@ -50,7 +52,11 @@ static void emit_list(struct req_list *l, h2t_event *tmpl) {
     ev.stream_id = r->stream_id;
     ev.req_id = r->id;
     ev.req = r;
+    if (next)
+      h2_req_hold(next);
     trace_emit(&r->tc, &ev);
+    if (next && !h2_req_release(next))
+      break;
   }
 }
 
@@ -983,6 +989,7 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid,
 
 /* Detach r from cn's streams (its stream is over or being reset). */
 static void detach(h2_conn *cn, h2t_request *r) {
+  ev_timer_stop(cn->client->loop, &r->expect_w);
   TAILQ_REMOVE(&cn->streams, r, link);
   cn->nstreams--;
   if (r->has_body && !r->body_eof)
@@ -1239,21 +1246,30 @@ static void do_close(h2_conn *cn) {
   TAILQ_FOREACH(r, &waiters, link) {
     r->conn = NULL;
     r->state = REQ_NEW;
+    h2_req_hold(r);
   }
+  /* held: a callback below may cancel one that is still on these lists */
+  TAILQ_FOREACH(r, &streams, link)
+    h2_req_hold(r);
   release(cn);
   /* Now that the conn is gone, settle its requests. */
   while ((r = TAILQ_FIRST(&waiters))) {
     TAILQ_REMOVE(&waiters, r, link);
-    h2_req_finish(r, error);
+    if (r->state != REQ_DONE)
+      h2_req_finish(r, error);
+    h2_req_release(r);
   }
   while ((r = TAILQ_FIRST(&streams))) {
     TAILQ_REMOVE(&streams, r, link);
     int err = error;
-    if (err == H2T_ERR_CONN_CLOSED && !r->got_first_byte &&
-        h2_req_safe_to_retry(r))
+    if (r->state == REQ_DONE)
+      ;
+    else if (err == H2T_ERR_CONN_CLOSED && !r->got_first_byte &&
+             h2_req_safe_to_retry(r))
       h2_req_retry_or_fail(r, H2T_RETRY_CONN_CLOSED, err);
     else
       h2_req_finish(r, err);
+    h2_req_release(r);
   }
   if (!c->closing)
     h2_pool_dispatch(c, o);
