@@ -479,9 +479,16 @@ static void async_cb(struct ev_loop *loop, ev_async *a, int revents) {
   while (list) {
     wconn *wc = list;
     list = wc->next_ready;
-    if (w->mode == H2T_WRITER_SPAWN)
+    int call = 1;
+    if (w->mode == H2T_WRITER_SPAWN) {
+      /* every completion lands here: notify only for a reason */
       spawn_done(wc);
-    if (!wc->loop_gone && wc->fn)
+      size_t low = atomic_load(&wc->notify_low);
+      call = atomic_load(&wc->failed) ||
+             (low != SIZE_MAX && atomic_load(&wc->queued) <= low &&
+              atomic_compare_exchange_strong(&wc->notify_low, &low, SIZE_MAX));
+    }
+    if (call && !wc->loop_gone && wc->fn)
       wc->fn(wc->arg);
     wconn_unref(wc);
   }
