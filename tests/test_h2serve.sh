@@ -12,7 +12,7 @@ cleanup() {
   rm -rf "$T"
 }
 trap cleanup EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+fail() { echo "FAIL: $*"; [ -f "$T/log" ] && tail -30 "$T/log"; exit 1; }
 
 # --- CLI errors: one line + usage, exit 2 --------------------------------
 "$BIN" --help | grep -q "^usage: h2serve" || fail "--help"
