@@ -323,6 +323,34 @@ static void test_large_bodies_both_ways(void **state) {
   h2t_client_del(c);
 }
 
+static void test_api_misuse(void **state) {
+  h2t_client *c;
+  assert_int_equal(h2t_client_new(NULL, NULL), H2T_ERR_INVALID_ARG);
+  h2t_client_config bad = {.struct_size = 1};
+  assert_int_equal(h2t_client_new(&c, &bad), H2T_ERR_INVALID_ARG);
+  h2t_client_config v = H2T_CLIENT_CONFIG_INIT;
+  v.ip_version = 5;
+  assert_int_equal(h2t_client_new(&c, &v), H2T_ERR_INVALID_ARG);
+  assert_int_equal(h2t_client_new(&c, NULL), 0);
+  assert_non_null(h2t_client_loop(c));
+  assert_int_equal(h2t_request_submit(c, NULL, NULL), H2T_ERR_INVALID_ARG);
+  h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = "http://x/",
+                        .body_len = 3};
+  assert_int_equal(h2t_request_submit(c, &o, NULL), H2T_ERR_INVALID_ARG);
+  h2t_header h[] = {{"bad name", "v"}};
+  h2t_request_opts o2 = {H2T_REQUEST_OPTS_INIT, .url = "http://x/",
+                         .headers = h, .nheaders = 1};
+  assert_int_equal(h2t_request_submit(c, &o2, NULL), H2T_ERR_INVALID_ARG);
+  h2t_header h2[] = {{"x", "a\r\nb"}};
+  o2.headers = h2;
+  assert_int_equal(h2t_request_submit(c, &o2, NULL), H2T_ERR_INVALID_ARG);
+  assert_int_equal(h2t_request_cancel(NULL), H2T_ERR_STATE);
+  assert_int_equal(h2t_client_pending(c), 0);
+  assert_int_equal(h2t_client_run(c), 0); /* nothing pending: returns */
+  h2t_client_del(c);
+  h2t_client_del(NULL);
+}
+
 int main(void) {
   {
     /* the default docroot plus a file larger than every window */
@@ -353,6 +381,7 @@ int main(void) {
       cmocka_unit_test(test_bad_url_at_submit),
       cmocka_unit_test(test_post_body_and_headers),
       cmocka_unit_test(test_large_bodies_both_ways),
+      cmocka_unit_test(test_api_misuse),
   };
   int rv = cmocka_run_group_tests(tests, NULL, NULL);
   h2t_test_stop(a);
