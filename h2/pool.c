@@ -36,6 +36,8 @@ void h2_origin_free(h2t_client *c, h2_origin *o) {
   while ((cn = TAILQ_FIRST(&o->conns)))
     h2_conn_free(cn);
   TAILQ_REMOVE(&c->origins, o, link);
+  if (o->tls_session)
+    SSL_SESSION_free(o->tls_session);
   h2t_xfree(c->mem, o->host);
   h2t_xfree(c->mem, o);
 }
