@@ -129,9 +129,13 @@ static int can_open(h2t_client *c, h2_origin *o) {
   return live_conns(o) < c->max_conns_per_origin;
 }
 
+static int can_open(h2t_client *c, h2_origin *o);
+
 static int place(h2t_client *c, h2t_request *r, int may_queue) {
   h2_origin *o = r->origin;
   h2_conn *cn = h2_pool_pick(o, r->avoid_id);
+  if (!cn && r->avoid_id && !can_open(c, o) && !h2_pool_pick_connecting(o))
+    cn = h2_pool_pick(o, 0); /* a retry may not wait forever for another */
   if (cn) {
     attach(c, cn, r, 0);
     return 0;
