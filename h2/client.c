@@ -99,7 +99,8 @@ void h2_req_finish(h2t_request *r, int error) {
   if (TRACE_WANTS(&r->tc, H2T_EV_DONE)) {
     h2t_event ev;
     h2_ev_init(&ev, r, H2T_EV_DONE);
-    ev.t_us = h2t_now_us();
+    if (!ev.t_us)
+      ev.t_us = h2t_now_us();
     ev.u.done.error = error;
     ev.u.done.status = r->status;
     ev.u.done.bytes_sent = r->bytes_sent;
@@ -271,6 +272,9 @@ int h2t_client_new(h2t_client **out, const h2t_client_config *cfg) {
   /* Load the CA now so that a bad ca_file fails here, not per request. */
   if ((rv = h2_tls_ctx_new(&c->ssl_ctx, caf, cap, c->insecure)) != 0)
     goto fail;
+  SSL_CTX_set_session_cache_mode(c->ssl_ctx, SSL_SESS_CACHE_CLIENT |
+                                                 SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(c->ssl_ctx, h2_conn_tls_new_session);
   rv = H2T_ERR_NOMEM;
   if (h2_callbacks_new(&c->cbs) != 0 || nghttp2_option_new(&c->opt) != 0)
     goto fail;
@@ -332,6 +336,8 @@ void h2t_client_del(h2t_client *c) {
   nghttp2_option_del(c->opt);
   pthread_mutex_destroy(&c->cancel_mu);
   h2t_xfree(c->mem, c->cancels);
+  h2t_xfree(c->mem, c->last_url);
+  h2_url_free(c->mem, &c->last_url_parsed);
   h2t_xfree(c->mem, c->ca_file);
   h2t_xfree(c->mem, c->ca_path);
   h2t_xfree(c->mem, c);
@@ -392,10 +398,11 @@ static void nv_set(nghttp2_nv *nv, char **pp, const char *name, size_t nlen,
                    const char *value, size_t vlen, int lower) {
   char *p = *pp;
   nv->name = (uint8_t *)p;
-  for (size_t i = 0; i < nlen; i++)
-    p[i] = lower && name[i] >= 'A' && name[i] <= 'Z'
-               ? (char)(name[i] - 'A' + 'a')
-               : name[i];
+  memcpy(p, name, nlen);
+  if (lower) /* HTTP/2 field names are lowercase (RFC 9113 §8.2.1) */
+    for (size_t i = 0; i < nlen; i++)
+      if (p[i] >= 'A' && p[i] <= 'Z')
+        p[i] = (char)(p[i] - 'A' + 'a');
   p[nlen] = '\0';
   p += nlen + 1;
   nv->value = (uint8_t *)p;
@@ -475,6 +482,22 @@ static int build_headers(h2t_request *r, const h2t_request_opts *o) {
   return 0;
 }
 
+static int parse_url(h2t_client *c, const char *s, h2_url *u) {
+  if (s && c->last_url && !strcmp(s, c->last_url))
+    return h2_url_dup(c->mem, &c->last_url_parsed, u);
+  int rv = h2_url_parse(c->mem, s, u);
+  if (rv)
+    return rv;
+  h2t_xfree(c->mem, c->last_url);
+  h2_url_free(c->mem, &c->last_url_parsed);
+  c->last_url = h2t_xstrdup(c->mem, s);
+  if (c->last_url && h2_url_dup(c->mem, u, &c->last_url_parsed) != 0) {
+    h2t_xfree(c->mem, c->last_url);
+    c->last_url = NULL;
+  }
+  return 0;
+}
+
 static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   h2t_request *r = w->data;
   h2_req_finish(r, H2T_ERR_TIMEOUT); /* resets the stream with CANCEL */
@@ -533,7 +556,7 @@ int h2t_request_submit(h2t_client *c, const h2t_request_opts *opts,
   if (!r)
     return H2T_ERR_NOMEM;
   r->client = c;
-  int rv = h2_url_parse(m, o.url, &r->url);
+  int rv = parse_url(c, o.url, &r->url);
   if (rv) {
     h2t_xfree(m, r);
     return rv;

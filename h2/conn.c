@@ -39,7 +39,9 @@ static int list_wants(struct req_list *l, h2t_event_type t) {
   return 0;
 }
 
-/* Send tmpl (type + payload) to every request on l that wants it. */
+/* Send tmpl (type + payload) to every request on l that wants it.  A hook
+ * may cancel any request: the next one is held so the walk can go on, and
+ * stops if that one completed. */
 static void emit_list(struct req_list *l, h2t_event *tmpl) {
   h2t_request *r, *next;
   for (r = TAILQ_FIRST(l); r; r = next) {
@@ -50,7 +52,11 @@ static void emit_list(struct req_list *l, h2t_event *tmpl) {
     ev.stream_id = r->stream_id;
     ev.req_id = r->id;
     ev.req = r;
+    if (next)
+      h2_req_hold(next);
     trace_emit(&r->tc, &ev);
+    if (next && !h2_req_release(next))
+      break;
   }
 }
 
@@ -58,7 +64,7 @@ static void tmpl_init(h2t_event *ev, h2_conn *cn, h2t_event_type t) {
   memset(ev, 0, sizeof *ev);
   ev->type = t;
   ev->conn_id = cn->id;
-  ev->t_us = h2t_now_us();
+  ev->t_us = cn->client->ts ? cn->client->ts : h2t_now_us();
 }
 
 /* --- setup ------------------------------------------------------------- */
@@ -321,6 +327,18 @@ static void tls_done(h2_conn *cn, int error) {
 
 static void handshake_step(h2_conn *cn);
 
+int h2_conn_tls_new_session(SSL *ssl, SSL_SESSION *sess) {
+  h2_conn *cn = SSL_get_app_data(ssl);
+  if (!cn)
+    return 0;
+  /* sessions are kept per origin: the verify settings are client-wide, so a
+   * session verified once for this host:port stays valid for it */
+  if (cn->origin->tls_session)
+    SSL_SESSION_free(cn->origin->tls_session);
+  cn->origin->tls_session = sess;
+  return 1; /* we keep the reference */
+}
+
 static void tls_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
   handshake_step(w->data);
 }
@@ -382,6 +400,9 @@ static void start_tls(h2_conn *cn) {
     h2_conn_close(cn, H2T_CONN_DEAD, H2T_ERR_TLS);
     return;
   }
+  SSL_set_app_data(cn->ssl, cn);
+  if (cn->origin->tls_session)
+    SSL_set_session(cn->ssl, cn->origin->tls_session); /* best effort */
   ev_io_init(&cn->rio, tls_io_cb, cn->fd, EV_READ);
   ev_io_init(&cn->wio, tls_io_cb, cn->fd, EV_WRITE);
   cn->rio.data = cn->wio.data = cn;
@@ -407,10 +428,6 @@ static void end_io(h2_conn *cn) {
 static void read_cb(struct ev_loop *loop, ev_io *w, int revents) {
   h2_conn *cn = w->data;
   uint8_t buf[READ_CHUNK];
-  if (cn->ssl && cn->want_write_on_read && (revents & EV_WRITE)) {
-    /* SSL_write wanted to read: retry the write now the socket is ready */
-    cn->want_write_on_read = 0;
-  }
   cn->in_io++;
   for (;;) {
     ssize_t n;
@@ -440,7 +457,11 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents) {
         goto out;
       }
     }
+    cn->client->ts = h2t_now_us();
+    if (cn->reg)
+      connreg_bytes(cn->reg, (uint64_t)n, 0);
     ssize_t rv = nghttp2_session_mem_recv(cn->sess, buf, (size_t)n);
+    cn->client->ts = 0;
     if (rv < 0) {
       cn->error = H2T_ERR_PROTOCOL;
       h2_conn_close(cn, H2T_CONN_DEAD, H2T_ERR_PROTOCOL);
@@ -448,8 +469,8 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents) {
     }
     if (cn->close_pending)
       goto out;
-    if (!cn->ssl && (size_t)n < sizeof buf)
-      break;
+    if ((size_t)n < sizeof buf && (!cn->ssl || !SSL_has_pending(cn->ssl)))
+      break; /* drained: no EAGAIN read needed */
   }
   h2_conn_flush(cn);
 out:
@@ -487,6 +508,8 @@ static int write_out(h2_conn *cn) {
       }
     }
     cn->outoff += (size_t)n;
+    if (cn->reg)
+      connreg_bytes(cn->reg, 0, (uint64_t)n);
   }
   cn->outoff = cn->outlen = 0;
   return 1;
@@ -629,7 +652,8 @@ static void simple_event_at(h2t_request *r, h2t_event_type type,
   if (TRACE_WANTS(&r->tc, type)) {
     h2t_event ev;
     h2_ev_init(&ev, r, type);
-    ev.t_us = t ? now_once(t) : 0;
+    if (t)
+      ev.t_us = now_once(t);
     trace_emit(&r->tc, &ev);
   }
 }
@@ -659,6 +683,18 @@ static void expect_cb(struct ev_loop *loop, ev_timer *w, int revents) {
       h2_conn_mark_dirty(r->conn);
     }
   }
+}
+
+/* To the conn's requests, and once to the metrics (no request owns it). */
+static void goaway_event(h2_conn *cn, const nghttp2_frame *f, int by_peer) {
+  h2t_event ev;
+  tmpl_init(&ev, cn, H2T_EV_GOAWAY);
+  ev.u.goaway.last_stream_id = f->goaway.last_stream_id;
+  ev.u.goaway.error_code = f->goaway.error_code;
+  ev.u.goaway.by_peer = by_peer;
+  metrics_event(&ev);
+  if (list_wants(&cn->streams, H2T_EV_GOAWAY))
+    emit_list(&cn->streams, &ev);
 }
 
 #define EVBIT(t) (UINT64_C(1) << (t))
@@ -707,14 +743,8 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f,
       cn->error = H2T_ERR_PROTOCOL;
     if (cn->drain_reason == H2T_CONN_NONE)
       cn->drain_reason = cn->error ? H2T_CONN_DEAD : H2T_CONN_GOAWAY;
-    if (list_wants(&cn->streams, H2T_EV_GOAWAY)) {
-      h2t_event ev;
-      tmpl_init(&ev, cn, H2T_EV_GOAWAY);
-      ev.u.goaway.last_stream_id = f->goaway.last_stream_id;
-      ev.u.goaway.error_code = f->goaway.error_code;
-      ev.u.goaway.by_peer = 0;
-      emit_list(&cn->streams, &ev);
-    }
+    connreg_goaway(cn->reg, 1);
+    goaway_event(cn, f, 0);
     break;
   }
   default:
@@ -938,6 +968,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f,
     cn->max_streams = nghttp2_session_get_remote_settings(
         s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
     cn->origin->peer_max_streams = cn->max_streams;
+    connreg_set_max_streams(cn->reg, cn->max_streams);
     if (list_wants(&cn->streams, H2T_EV_SETTINGS))
       emit_settings(cn);
     h2_pool_dispatch(cn->client, cn->origin);
@@ -947,14 +978,8 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f,
     cn->drain_reason = H2T_CONN_GOAWAY;
     if (f->goaway.error_code != NGHTTP2_NO_ERROR && !cn->error)
       cn->error = H2T_ERR_GOAWAY;
-    if (list_wants(&cn->streams, H2T_EV_GOAWAY)) {
-      h2t_event ev;
-      tmpl_init(&ev, cn, H2T_EV_GOAWAY);
-      ev.u.goaway.last_stream_id = f->goaway.last_stream_id;
-      ev.u.goaway.error_code = f->goaway.error_code;
-      ev.u.goaway.by_peer = 1;
-      emit_list(&cn->streams, &ev);
-    }
+    connreg_goaway(cn->reg, 0);
+    goaway_event(cn, f, 1);
     break;
   default:
     break;
@@ -980,6 +1005,8 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid,
 
 /* Detach r from cn's streams (its stream is over or being reset). */
 static void detach(h2_conn *cn, h2t_request *r) {
+  ev_timer_stop(cn->client->loop, &r->expect_w);
+  connreg_stream_close(cn->reg);
   TAILQ_REMOVE(&cn->streams, r, link);
   cn->nstreams--;
   if (r->has_body && !r->body_eof)
@@ -1113,6 +1140,10 @@ void h2_conn_ready(h2_conn *cn) {
   nghttp2_session_set_local_window_size(cn->sess, NGHTTP2_FLAG_NONE, 0,
                                         CONN_WINDOW);
   cn->state = CONN_READY;
+  char auth[300];
+  snprintf(auth, sizeof auth, cn->origin->host_is_ip == 6 ? "[%s]:%u" : "%s:%u",
+           cn->origin->host, cn->origin->port);
+  cn->reg = connreg_add(INFLIGHT_CLIENT, cn->id, cn->addr_str, auth);
   ev_io_stop(loop, &cn->rio);
   ev_io_stop(loop, &cn->wio);
   /* the read watcher stays on for the conn's life: EOF on an idle conn is
@@ -1156,6 +1187,7 @@ int h2_conn_submit(h2_conn *cn, h2t_request *r) {
   if (pp)
     cn->nbody_pending++;
   TAILQ_INSERT_TAIL(&cn->streams, r, link);
+  connreg_stream_open(cn->reg);
   if (cn->nstreams++ == 0 && ev_is_active(&cn->timer))
     ev_timer_stop(cn->client->loop, &cn->timer);
   if (!cn->in_io)
@@ -1201,6 +1233,8 @@ static void release(h2_conn *cn) {
   ev_io_stop(loop, &cn->wio);
   ev_timer_stop(loop, &cn->timer);
   ev_timer_stop(loop, &cn->kick);
+  connreg_remove(cn->reg);
+  cn->reg = NULL;
   h2_dns_cancel(cn->dnsq);
   cn->dnsq = NULL;
   if (cn->dirty) {
@@ -1209,8 +1243,19 @@ static void release(h2_conn *cn) {
   }
   if (cn->sess)
     nghttp2_session_del(cn->sess);
-  if (cn->ssl)
+  if (cn->ssl) {
+    /* close_notify on a healthy conn: without it OpenSSL marks the session
+     * not resumable */
+    if (cn->state == CONN_CLOSED && cn->sess &&
+        (cn->close_reason == H2T_CONN_IDLE_TIMEOUT ||
+         cn->close_reason == H2T_CONN_GOAWAY ||
+         cn->close_reason == H2T_CONN_SHUTDOWN)) {
+      ERR_clear_error();
+      SSL_shutdown(cn->ssl);
+      ERR_clear_error();
+    }
     SSL_free(cn->ssl);
+  }
   if (cn->fd >= 0)
     close(cn->fd);
   h2t_xfree(c->mem, cn->out);
@@ -1236,21 +1281,30 @@ static void do_close(h2_conn *cn) {
   TAILQ_FOREACH(r, &waiters, link) {
     r->conn = NULL;
     r->state = REQ_NEW;
+    h2_req_hold(r);
   }
+  /* held: a callback below may cancel one that is still on these lists */
+  TAILQ_FOREACH(r, &streams, link)
+    h2_req_hold(r);
   release(cn);
   /* Now that the conn is gone, settle its requests. */
   while ((r = TAILQ_FIRST(&waiters))) {
     TAILQ_REMOVE(&waiters, r, link);
-    h2_req_finish(r, error);
+    if (r->state != REQ_DONE)
+      h2_req_finish(r, error);
+    h2_req_release(r);
   }
   while ((r = TAILQ_FIRST(&streams))) {
     TAILQ_REMOVE(&streams, r, link);
     int err = error;
-    if (err == H2T_ERR_CONN_CLOSED && !r->got_first_byte &&
-        h2_req_safe_to_retry(r))
+    if (r->state == REQ_DONE)
+      ;
+    else if (err == H2T_ERR_CONN_CLOSED && !r->got_first_byte &&
+             h2_req_safe_to_retry(r))
       h2_req_retry_or_fail(r, H2T_RETRY_CONN_CLOSED, err);
     else
       h2_req_finish(r, err);
+    h2_req_release(r);
   }
   if (!c->closing)
     h2_pool_dispatch(c, o);
@@ -1264,6 +1318,7 @@ void h2_conn_free(h2_conn *cn) {
     h2_conn_flush(cn);
   }
   cn->state = CONN_CLOSED;
+  cn->close_reason = H2T_CONN_SHUTDOWN;
   h2_pool_conn_remove(cn, H2T_CONN_SHUTDOWN);
   release(cn);
 }

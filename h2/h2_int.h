@@ -31,12 +31,15 @@ typedef struct h2_url {
   char *path;       /* "/" at least, with query */
   const char *scheme;
   char *buf_;
+  size_t buflen_;
 } h2_url;
 
 /* Parse an absolute http:// or https:// URL.  Returns 0 or H2T_ERR_BAD_URL
  * / H2T_ERR_NOMEM.  Userinfo and fragments are rejected / dropped. */
 int h2_url_parse(const h2t_mem *mem, const char *s, h2_url *u);
 void h2_url_free(const h2t_mem *mem, h2_url *u);
+/* A copy of a parsed URL (one allocation).  0 or H2T_ERR_NOMEM. */
+int h2_url_dup(const h2t_mem *mem, const h2_url *from, h2_url *to);
 
 /* --- DNS (h2/dns.c): c-ares on the client's loop ----------------------- */
 typedef struct h2_dns h2_dns;
@@ -173,6 +176,7 @@ typedef struct h2_conn {
   ev_io rio, wio;
   ev_timer timer;        /* connect timeout, then idle timeout */
   ev_timer kick;         /* starts the setup from the loop */
+  struct connreg_entry *reg; /* /debug/connections entry, or NULL */
   int settings_seen;
   h2_dns_query *dnsq;
   struct sockaddr_storage *addrs;
@@ -195,7 +199,6 @@ typedef struct h2_conn {
   int close_pending;
   h2t_conn_reason close_reason;
   int close_error;
-  int want_write_on_read; /* TLS: SSL_read wants write, or vice versa */
   int nbody_pending;      /* streams with a body still to send */
 } h2_conn;
 
@@ -203,7 +206,6 @@ TAILQ_HEAD(conn_list, h2_conn);
 
 typedef struct h2_origin {
   TAILQ_ENTRY(h2_origin) link;
-  char *key;             /* "https://host:port" */
   char *host;
   uint16_t port;
   int tls;
@@ -214,6 +216,7 @@ typedef struct h2_origin {
   uint32_t nqueued;
   h2t_conn_reason last_close; /* why the last conn went away */
   uint32_t peer_max_streams;  /* last MAX_CONCURRENT_STREAMS seen; 0: none */
+  SSL_SESSION *tls_session;   /* to resume the next TLS handshake */
 } h2_origin;
 
 TAILQ_HEAD(origin_list, h2_origin);
@@ -247,6 +250,9 @@ struct h2t_client {
   size_t pending;
   uint32_t nqueued_total;
   int running, closing;
+  /* while processing one read: its arrival time, shared by every event the
+   * read causes (one clock read per batch instead of one per event) */
+  uint64_t ts;
   h2t_client_stats stats;
   /* per-request chains cost a mask computation: cache the default's and the
    * last request trace's (when it has no `next` that could change) */
@@ -254,6 +260,9 @@ struct h2t_client {
   h2t_client_trace last_trace;
   uint64_t last_trace_mask;
   int last_trace_valid;
+  /* the last URL parsed: clients tend to fetch the same one again */
+  char *last_url;
+  h2_url last_url_parsed;
 };
 
 /* --- conn.c ------------------------------------------------------------ */
@@ -268,6 +277,8 @@ void h2_conn_ready(h2_conn *cn);
  * waiters with `error`, retries or fails streams.  reason: what the origin
  * records for the next conn. */
 void h2_conn_close(h2_conn *cn, h2t_conn_reason reason, int error);
+/* OpenSSL's new-session callback: keeps the origin's latest session. */
+int h2_conn_tls_new_session(SSL *ssl, SSL_SESSION *sess);
 /* Free without callbacks (client teardown): sends GOAWAY if ready. */
 void h2_conn_free(h2_conn *cn);
 /* Open a stream for r on a ready conn.  0 or an H2T_ERR_ code. */
@@ -329,7 +340,7 @@ static inline void h2_ev_init(h2t_event *ev, h2t_request *r,
                               h2t_event_type type) {
   ev->type = type;
   ev->stream_id = r->stream_id;
-  ev->t_us = 0;
+  ev->t_us = r->client->ts;
   ev->req_id = r->id;
   ev->conn_id = r->conn_id;
   ev->req = r;

@@ -85,6 +85,7 @@ static char *arena_dup(h2t_server_req *r, const void *p, size_t n) {
     b->next = r->arena;
     b->used = 0;
     b->cap = cap;
+    b->inline_ = 0;
     r->arena = b;
   }
   char *d = b->data + b->used;
@@ -264,9 +265,11 @@ static void req_free(h2t_server_req *r) {
   while (r->arena) {
     srv_arena_blk *b = r->arena;
     r->arena = b->next;
-    h2t_xfree(m, b);
+    if (!b->inline_)
+      h2t_xfree(m, b);
   }
-  h2t_xfree(m, r->hdrs);
+  if (r->hdrs != r->hdrs0)
+    h2t_xfree(m, r->hdrs);
   h2t_xfree(m, r->held);
   h2t_xfree(m, r->owned);
   h2t_xfree(m, r->trailers);
@@ -319,9 +322,17 @@ static void stream_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
 
 static h2t_server_req *req_new(srv_conn *c, int32_t sid) {
   h2t_server *s = c->s;
-  h2t_server_req *r = h2t_xcalloc(s->mem, 1, sizeof *r);
+  /* One allocation: the request, then its first arena block. */
+  h2t_server_req *r =
+      h2t_xmalloc(s->mem, sizeof *r + sizeof(srv_arena_blk) + SRV_ARENA0);
   if (!r)
     return NULL;
+  memset(r, 0, sizeof *r);
+  srv_arena_blk *b0 = (srv_arena_blk *)(r + 1);
+  *b0 = (srv_arena_blk){.cap = SRV_ARENA0, .inline_ = 1};
+  r->arena = b0;
+  r->hdrs = r->hdrs0;
+  r->hcap = SRV_HDRS0;
   r->s = s;
   r->c = c;
   r->sid = sid;
@@ -523,10 +534,13 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *f,
   if (!n)
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   if (r->nhdrs == r->hcap) {
-    size_t cap = r->hcap ? r->hcap * 2 : 8;
-    h2t_header *h = h2t_xrealloc(r->s->mem, r->hdrs, cap * sizeof *h);
+    size_t cap = r->hcap * 2;
+    h2t_header *h = h2t_xrealloc(
+        r->s->mem, r->hdrs == r->hdrs0 ? NULL : r->hdrs, cap * sizeof *h);
     if (!h)
       return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (r->hdrs == r->hdrs0)
+      memcpy(h, r->hdrs0, sizeof r->hdrs0);
     r->hdrs = h;
     r->hcap = cap;
   }
@@ -624,10 +638,7 @@ static int on_frame_send(nghttp2_session *sess, const nghttp2_frame *f,
       break;
     if (!r->sent_first && TRACE_WANTS(&r->tc, H2T_EV_SRV_WROTE_HEADERS)) {
       h2t_event ev = {.type = H2T_EV_SRV_WROTE_HEADERS};
-      for (size_t i = 0; i < f->headers.nvlen; i++)
-        if (f->headers.nva[i].namelen == 7 &&
-            !memcmp(f->headers.nva[i].name, ":status", 7))
-          ev.u.response.status = atoi((const char *)f->headers.nva[i].value);
+      ev.u.response.status = r->status;
       emit_req(r, &ev);
     }
     r->sent_first = 1;
@@ -1245,6 +1256,7 @@ static int req_submit(h2t_server_req *r, int status, const h2t_header *hdrs,
   if (rv != 0)
     return rv == NGHTTP2_ERR_NOMEM ? H2T_ERR_NOMEM : H2T_ERR_STATE;
   r->responded = 1;
+  r->status = status;
   r->s->st.responses++;
   schedule_flush(r->c);
   return 0;

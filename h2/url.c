@@ -77,6 +77,7 @@ int h2_url_parse(const h2t_mem *mem, const char *s, h2_url *u) {
   if (!buf)
     return H2T_ERR_NOMEM;
   u->buf_ = buf;
+  u->buflen_ = total;
   u->host = buf;
   memcpy(u->host, h, hlen);
   u->host[hlen] = '\0';
@@ -102,6 +103,20 @@ int h2_url_parse(const h2t_mem *mem, const char *s, h2_url *u) {
     h2_url_free(mem, u);
     return H2T_ERR_BAD_URL;
   }
+  return 0;
+}
+
+int h2_url_dup(const h2t_mem *mem, const h2_url *from, h2_url *to) {
+  *to = *from;
+  to->buf_ = h2t_xmalloc(mem, from->buflen_);
+  if (!to->buf_) {
+    memset(to, 0, sizeof *to);
+    return H2T_ERR_NOMEM;
+  }
+  memcpy(to->buf_, from->buf_, from->buflen_);
+  to->host = to->buf_ + (from->host - from->buf_);
+  to->authority = to->buf_ + (from->authority - from->buf_);
+  to->path = to->buf_ + (from->path - from->buf_);
   return 0;
 }
 

@@ -31,6 +31,10 @@ typedef struct rq {
   uint32_t reset_code;
   int reset_by_peer;
   unsigned attempts;
+  int flow_blocked;
+  uint32_t settings_mcs;
+  size_t data_bytes;
+  int32_t last_stream_window;
   char body[64];
   size_t body_len;
   char events[1024];
@@ -61,6 +65,16 @@ static void on_ev(const h2t_event *ev, void *user) {
     break;
   case H2T_EV_DONE:
     q->attempts = ev->u.done.attempts;
+    break;
+  case H2T_EV_FLOW_BLOCKED:
+    q->flow_blocked++;
+    break;
+  case H2T_EV_SETTINGS:
+    q->settings_mcs = ev->u.settings.max_concurrent_streams;
+    break;
+  case H2T_EV_GOT_DATA:
+    q->data_bytes += ev->u.data.bytes;
+    q->last_stream_window = ev->u.data.stream_window;
     break;
   default:
     break;
@@ -188,6 +202,21 @@ static void test_refused_stream_retried(void **state) {
   assert_int_equal(q.reset_code, 7 /* REFUSED_STREAM */);
   assert_int_equal(q.new_reason, H2T_CONN_RETRY);
   assert_string_equal(q.body, "ok 0");
+  env_stop(&e);
+}
+
+static void test_refused_stream_retried_on_only_conn(void **state) {
+  env e;
+  h2t_script s = {.refuse_first = 1};
+  h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
+  cfg.max_conns_per_origin = 1; /* no other conn to go to */
+  env_start(&e, &s, &cfg);
+  rq q = {0};
+  submit(&e, 0, &q, NULL, NULL);
+  h2t_client_run(e.c);
+  assert_int_equal(q.err, 0);
+  assert_int_equal(q.retries, 1);
+  assert_int_equal(h2t_scripted_server_conns(e.srv), 1);
   env_stop(&e);
 }
 
@@ -345,11 +374,11 @@ typedef struct body_src {
   h2t_request *req;
 } body_src;
 
+static body_src *cur_body;
+
 static ssize_t read_body(h2t_request *r, uint8_t *buf, size_t len, int *eof,
                          void *user) {
-  rq *q = user;
-  body_src *b = *(body_src **)q->body; /* stashed pointer, see below */
-  (void)q;
+  body_src *b = cur_body;
   if (!b->deferred) {
     b->deferred = 1;
     b->req = r;
@@ -372,17 +401,13 @@ static void test_streaming_body_with_defer(void **state) {
   env_start(&e, &s, NULL);
   body_src b = {0};
   rq q = {0};
-  body_src *bp = &b;
+  cur_body = &b;
   h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .body_read = read_body,
                         .body_length = 5000};
-  /* pass the source through q->body until the first read */
-  memcpy(q.body, &bp, sizeof bp);
   submit(&e, 0, &q, "PUT", &o);
   ev_timer_init(&b.resume, resume_cb, 0.05, 0.);
   b.resume.data = &b;
   ev_timer_start(h2t_client_loop(e.c), &b.resume);
-  /* the reply overwrites q.body from the start */
-  q.body_len = 0;
   h2t_client_run(e.c);
   assert_int_equal(q.err, 0);
   assert_int_equal(b.chunks, 5);
@@ -581,11 +606,63 @@ static void test_cancel_from_another_thread(void **state) {
   env_stop(&e);
 }
 
+static void test_flow_blocked_on_big_upload(void **state) {
+  env e;
+  h2t_script s = {0};
+  env_start(&e, &s, NULL);
+  static uint8_t big[300000];
+  memset(big, 'b', sizeof big);
+  rq q = {0};
+  h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .body = big,
+                        .body_len = sizeof big};
+  submit(&e, 0, &q, "POST", &o);
+  h2t_client_run(e.c);
+  assert_int_equal(q.err, 0);
+  assert_string_equal(q.body, "ok 300000");
+  /* the peer's 65535-byte windows stop the body at least once */
+  assert_true(q.flow_blocked >= 1);
+  /* no MAX_CONCURRENT_STREAMS in the peer's SETTINGS: unlimited */
+  assert_int_equal(q.settings_mcs, UINT32_MAX);
+  assert_int_equal(q.data_bytes, 9);
+  assert_true(q.last_stream_window > 0);
+  env_stop(&e);
+}
+
+static void test_cancel_while_connecting_and_queued(void **state) {
+  env e;
+  h2t_script s = {.max_concurrent_streams = 1, .delay_ms = 50};
+  h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
+  cfg.max_conns_per_origin = 1;
+  env_start(&e, &s, &cfg);
+  rq a = {0};
+  submit(&e, 0, &a, NULL, NULL); /* waits for the conn it opened */
+  assert_int_equal(h2t_request_cancel(a.req), 0);
+  assert_int_equal(a.err, H2T_ERR_CANCELED);
+  assert_null(strstr(a.events, "dns_start")); /* setup runs from the loop */
+  run_for(e.c, 100); /* the conn comes up anyway, idle */
+  rq b = {0}, q = {0};
+  submit(&e, 1, &b, NULL, NULL);
+  submit(&e, 2, &q, NULL, NULL); /* the one conn is full: queued */
+  h2t_client_stats st;
+  h2t_client_stats_get(e.c, &st);
+  assert_int_equal(st.requests_queued, 1);
+  assert_int_equal(h2t_request_cancel(q.req), 0);
+  assert_int_equal(q.err, H2T_ERR_CANCELED);
+  h2t_client_stats_get(e.c, &st);
+  assert_int_equal(st.requests_queued, 0);
+  h2t_client_run(e.c);
+  assert_int_equal(b.err, 0);
+  assert_int_equal(b.reused, 0); /* the conn never served anyone before */
+  assert_int_equal(h2t_request_cancel(b.req), H2T_ERR_STATE);
+  env_stop(&e);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_goaway_retries_on_new_conn),
       cmocka_unit_test(test_goaway_without_budget_fails),
       cmocka_unit_test(test_refused_stream_retried),
+      cmocka_unit_test(test_refused_stream_retried_on_only_conn),
       cmocka_unit_test(test_refused_stream_exhausted),
       cmocka_unit_test(test_stream_reset_by_peer),
       cmocka_unit_test(test_request_timeout_resets_stream),
@@ -601,6 +678,8 @@ int main(void) {
       cmocka_unit_test(test_idle_timeout_closes_conn),
       cmocka_unit_test(test_dead_idle_conn_never_handed_out),
       cmocka_unit_test(test_cancel_from_another_thread),
+      cmocka_unit_test(test_flow_blocked_on_big_upload),
+      cmocka_unit_test(test_cancel_while_connecting_and_queued),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -416,7 +416,15 @@ static void test_hook_order(void **state) {
     pthread_mutex_unlock(&t->mu);
     assert_int_equal(curl(t, tls, "/sum", "abc", &out), 0);
     free(out);
-    usleep(100000); /* stream_closed may follow the client's exit */
+    /* stream_closed may follow the client's exit */
+    for (int i = 0; i < 300; i++) {
+      pthread_mutex_lock(&t->mu);
+      size_t n = count_ev(t, H2T_EV_SRV_STREAM_CLOSED);
+      pthread_mutex_unlock(&t->mu);
+      if (n)
+        break;
+      usleep(10000);
+    }
     pthread_mutex_lock(&t->mu);
     static const h2t_event_type want_tls[] = {
         H2T_EV_SRV_CONN_ACCEPTED,     H2T_EV_SRV_TLS_HANDSHAKE_DONE,
@@ -573,13 +581,25 @@ static void test_shed_503_and_conn_limit(void **state) {
   struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(t->port)};
   sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-  usleep(100000);
+  for (int i = 0; i < 300; i++) { /* until the server has it */
+    pthread_mutex_lock(&t->mu);
+    size_t n = count_ev(t, H2T_EV_SRV_CONN_ACCEPTED);
+    pthread_mutex_unlock(&t->mu);
+    if (n >= 2)
+      break;
+    usleep(10000);
+  }
   assert_int_not_equal(curl(t, 0, "/hello", NULL, &out), 0);
   free(out);
   close(fd);
-  usleep(100000);
-  assert_int_equal(curl(t, 0, "/hello", NULL, &out), 0);
-  free(out);
+  int ok = 0; /* the slot frees once the server has seen the close */
+  for (int i = 0; i < 20 && !ok; i++) {
+    ok = curl(t, 0, "/hello", NULL, &out) == 0;
+    free(out);
+    if (!ok)
+      usleep(50000);
+  }
+  assert_true(ok);
   pthread_mutex_lock(&t->mu);
   size_t n503 = 0, nclose = 0;
   for (size_t i = 0; i < t->nev; i++)
