@@ -286,6 +286,16 @@ int h2_conn_submit(h2_conn *cn, h2t_request *r);
 /* Schedule a flush at the end of this loop iteration. */
 void h2_conn_mark_dirty(h2_conn *cn);
 void h2_conn_flush(h2_conn *cn);
+/* Shared between conn.c and session.c. */
+int h2_conn_list_wants(struct req_list *l, h2t_event_type t);
+/* Send tmpl (type + payload) to every request on l that wants it. */
+void h2_conn_emit_list(struct req_list *l, h2t_event *tmpl);
+void h2_conn_tmpl_init(h2t_event *ev, h2_conn *cn, h2t_event_type t);
+/* Leave an I/O section: closes the conn if a close was asked meanwhile. */
+void h2_conn_end_io(h2_conn *cn);
+/* Take r off cn's streams (its stream is over or being reset): emits
+ * put_idle_conn, clears the stream's user data. */
+void h2_conn_detach(h2_conn *cn, h2t_request *r);
 /* RST_STREAM r's stream and detach it from the conn (no callbacks). */
 void h2_conn_reset_stream(h2_conn *cn, h2t_request *r, uint32_t code);
 /* Can a new stream go on this conn now? */
