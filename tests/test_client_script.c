@@ -467,6 +467,10 @@ static void test_client_del_cancels_pending(void **state) {
     assert_true(q[i].done);
     assert_int_equal(q[i].err, H2T_ERR_CANCELED);
   }
+  /* the conn said goodbye with a GOAWAY */
+  for (int i = 0; i < 100 && !h2t_scripted_server_goaways(e.srv); i++)
+    usleep(10000);
+  assert_int_equal(h2t_scripted_server_goaways(e.srv), 1);
   h2t_scripted_server_stop(e.srv);
 }
 
