@@ -718,11 +718,9 @@ int h2t_client_fetch(h2t_client *c, const h2t_request_opts *opts,
   o.on_data = fetch_data;
   o.on_done = fetch_done;
   o.user = &st;
-  h2t_request *r;
-  int rv = h2t_request_submit(c, &o, &r);
+  int rv = h2t_request_submit(c, &o, NULL);
   if (rv)
     return rv;
-  r->is_fetch = 1;
   c->running = 1;
   while (!st.done)
     ev_run(c->loop, EVRUN_ONCE);

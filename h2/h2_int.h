@@ -143,7 +143,6 @@ struct h2t_request {
   unsigned headers_sent : 1;   /* our HEADERS went out */
   unsigned flow_blocked : 1;   /* flow_blocked already emitted */
   unsigned in_done : 1;
-  unsigned is_fetch : 1;
   unsigned got_eos : 1;        /* response END_STREAM */
   unsigned rst_by_peer : 1;
   unsigned skip_body : 1;      /* final response came before 100 */
