@@ -124,6 +124,16 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f,
     if (r && (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
       wrote_request(r, &t);
     break;
+  case NGHTTP2_RST_STREAM:
+    /* nghttp2 reset it (a malformed response, a failing body source) */
+    if (r && TRACE_WANTS(&r->tc, H2T_EV_STREAM_RESET)) {
+      h2t_event ev;
+      h2_ev_init(&ev, r, H2T_EV_STREAM_RESET);
+      ev.u.stream_reset.error_code = f->rst_stream.error_code;
+      ev.u.stream_reset.by_peer = 0;
+      trace_emit(&r->tc, &ev);
+    }
+    break;
   case NGHTTP2_GOAWAY: {
     if (f->goaway.error_code != NGHTTP2_NO_ERROR && !cn->error)
       cn->error = H2T_ERR_PROTOCOL;

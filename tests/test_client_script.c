@@ -416,6 +416,27 @@ static void test_streaming_body_with_defer(void **state) {
   env_stop(&e);
 }
 
+static ssize_t failing_body(h2t_request *r, uint8_t *buf, size_t len,
+                            int *eof, void *user) {
+  return H2T_ERR_IO;
+}
+
+static void test_failing_body_source_resets_stream(void **state) {
+  env e;
+  h2t_script s = {.delay_ms = 500};
+  env_start(&e, &s, NULL);
+  rq q = {0};
+  h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .body_read = failing_body,
+                        .body_length = -1};
+  submit(&e, 0, &q, "POST", &o);
+  h2t_client_run(e.c);
+  assert_int_equal(q.err, H2T_ERR_IO);
+  assert_int_equal(q.resets, 1);
+  assert_int_equal(q.reset_by_peer, 0);
+  assert_int_equal(q.reset_code, 2 /* INTERNAL_ERROR */);
+  env_stop(&e);
+}
+
 static void test_expect_continue(void **state) {
   h2t_header hdr[] = {{"expect", "100-continue"}};
   /* with a 100 from the server */
@@ -676,6 +697,7 @@ int main(void) {
       cmocka_unit_test(test_cancel_resets_and_completes),
       cmocka_unit_test(test_streaming_body_with_defer),
       cmocka_unit_test(test_expect_continue),
+      cmocka_unit_test(test_failing_body_source_resets_stream),
       cmocka_unit_test(test_client_del_cancels_pending),
       cmocka_unit_test(test_connect_refused_and_dns_failure),
       cmocka_unit_test(test_connect_timeout),
