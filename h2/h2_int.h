@@ -38,8 +38,9 @@ typedef struct h2_url {
  * / H2T_ERR_NOMEM.  Userinfo and fragments are rejected / dropped. */
 int h2_url_parse(const h2t_mem *mem, const char *s, h2_url *u);
 void h2_url_free(const h2t_mem *mem, h2_url *u);
-/* A copy of a parsed URL (one allocation).  0 or H2T_ERR_NOMEM. */
-int h2_url_dup(const h2t_mem *mem, const h2_url *from, h2_url *to);
+/* A copy into buf (at least from->buflen_ bytes), which `to` does not own
+ * (to->buf_ is NULL). */
+void h2_url_copy_to(const h2_url *from, h2_url *to, char *buf);
 
 /* --- DNS (h2/dns.c): c-ares on the client's loop ----------------------- */
 typedef struct h2_dns h2_dns;
@@ -115,6 +116,10 @@ struct h2t_request {
   nghttp2_nv *nv;      /* pseudo + user headers, in hdrbuf */
   size_t nnv;
   char *hdrbuf;        /* one allocation: nv array + strings */
+  size_t hdrcap;
+  char *urlbuf;        /* url's strings (url.buf_ stays NULL) */
+  size_t urlcap;
+  struct h2t_request *free_next; /* on client->free_reqs */
   const uint8_t *body;
   size_t body_len, body_off;
   h2t_body_read_cb body_read;
@@ -261,6 +266,10 @@ struct h2t_client {
   h2t_client_trace last_trace;
   uint64_t last_trace_mask;
   int last_trace_valid;
+  /* finished requests kept for reuse, with their buffers: a request then
+   * costs no allocation of ours */
+  h2t_request *free_reqs;
+  unsigned nfree;
   /* the last URL parsed: clients tend to fetch the same one again */
   char *last_url;
   h2_url last_url_parsed;
