@@ -1,4 +1,5 @@
 /* The client: lifecycle, request submission and completion, fetch, stats. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -105,7 +106,7 @@ static h2t_request *req_alloc(h2t_client *c) {
   c->nfree--;
   char *hb = r->hdrbuf, *ub = r->urlbuf;
   size_t hc = r->hdrcap, uc = r->urlcap;
-  memset(r, 0, sizeof *r);
+  memset(r, 0, offsetof(h2t_request, trace_copy));
   r->hdrbuf = hb;
   r->hdrcap = hc;
   r->urlbuf = ub;

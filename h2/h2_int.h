@@ -128,7 +128,6 @@ struct h2t_request {
   h2t_response_data_cb on_data;
   h2t_done_cb on_done;
   void *user;
-  h2t_client_trace trace_copy;
   trace_chain tc;
   struct inflight_entry *ife;
   uint32_t timeout_ms;
@@ -158,11 +157,13 @@ struct h2t_request {
   int hold;                    /* >0: in use up the stack, free later */
   h2t_conn_reason retry_reason; /* for the next conn, after a retry */
   /* final response headers, referenced from nghttp2 rcbufs until delivered */
-  h2t_header hdrs_inline[REQ_INLINE_HDRS];
-  nghttp2_rcbuf *rc_inline[2 * REQ_INLINE_HDRS];
   h2t_header *hdrs;
   nghttp2_rcbuf **rcs;
   size_t nhdrs, hdrs_cap;
+  /* From here on, nothing needs zeroing when a request is recycled. */
+  h2t_client_trace trace_copy;
+  h2t_header hdrs_inline[REQ_INLINE_HDRS];
+  nghttp2_rcbuf *rc_inline[2 * REQ_INLINE_HDRS];
 };
 
 TAILQ_HEAD(req_list, h2t_request);
