@@ -106,6 +106,11 @@ struct h2t_server {
   int async_shutdown;
 
   int shutting, done, running;
+  /* Event timestamps: one clock read shared by the events of a burst of
+   * our own work; reset at every entry from the loop and around every
+   * user callback, so user code never makes a timestamp stale. */
+  uint64_t now_us;
+  int in_burst; /* now_us is only used inside read_cb and flushes */
   h2t_server_stats st;
 };
 

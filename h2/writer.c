@@ -343,7 +343,7 @@ static void *writer_thread(void *arg) {
     if (!w->nactive && !stop) {
       /* Nothing blocked on a socket: a futex is the cheapest sleep. */
       atomic_store(&w->sleeping, SLEEP_FUTEX);
-      if (atomic_load(&w->in)) {
+      if (atomic_load(&w->in) || atomic_load(&w->stop)) {
         atomic_store(&w->sleeping, 0);
         continue;
       }
