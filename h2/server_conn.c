@@ -115,10 +115,8 @@ static char *arena_dup(h2t_server_req *r, const void *p, size_t n) {
 static int out_reserve(srv_conn *c, size_t n) {
   if (c->outcap - c->outlen >= n)
     return 0;
-  size_t cap = c->outcap ? c->outcap : 16384;
-  while (cap - c->outlen < n)
-    cap *= 2;
-  uint8_t *p = h2t_xrealloc(c->s->mem, c->out, cap);
+  size_t cap;
+  uint8_t *p = writer_buf_grow(c->s->writer, c->out, c->outlen + n, &cap);
   if (!p)
     return -1;
   c->out = p;
@@ -618,6 +616,8 @@ static int on_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t sid,
   if (!r || r->closed)
     return 0;
   r->bytes_in += len;
+  if (!r->on_body && r->responded)
+    return 0; /* answered without reading it: nobody wants this body */
   if (r->on_body) {
     int rc;
     USER_CALL(r->s, rc = r->on_body(r, data, len, 0, r->cb_user));
@@ -827,11 +827,16 @@ static void conn_finish(srv_conn *c, int abort) {
     }
   }
   nghttp2_session_del(c->sess);
+  if (!abort && c->ssl && c->tls_done) {
+    SSL_shutdown(c->ssl); /* close_notify, into the write BIO */
+    ERR_clear_error();
+    drain_wbio(c);
+  }
   if (c->ssl)
     SSL_free(c->ssl);
   if (!abort)
     push_out(c);
-  h2t_xfree(s->mem, c->out);
+  writer_buf_put(s->writer, c->out);
   h2t_xfree(s->mem, c->pt);
   writer_conn_close(c->wc, abort); /* the writer closes the fd */
   if (c->prev)
