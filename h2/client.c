@@ -1,4 +1,5 @@
 /* The client: lifecycle, request submission and completion, fetch, stats. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -76,20 +77,52 @@ static void hdrs_free(h2t_request *r) {
   }
 }
 
-static void req_free(h2t_request *r) {
-  const h2t_mem *m = r->client->mem;
-  hdrs_free(r);
-  h2_url_free(m, &r->url);
+#define MAX_FREE_REQS 64
+
+static void req_destroy(const h2t_mem *m, h2t_request *r) {
   h2t_xfree(m, r->hdrbuf);
+  h2t_xfree(m, r->urlbuf);
   h2t_xfree(m, r);
+}
+
+static void req_free(h2t_request *r) {
+  h2t_client *c = r->client;
+  hdrs_free(r);
+  if (c->nfree < MAX_FREE_REQS && !c->closing) {
+    r->free_next = c->free_reqs;
+    c->free_reqs = r;
+    c->nfree++;
+    return;
+  }
+  req_destroy(c->mem, r);
+}
+
+/* Like calloc, keeping a recycled request's buffers. */
+static h2t_request *req_alloc(h2t_client *c) {
+  h2t_request *r = c->free_reqs;
+  if (!r)
+    return h2t_xcalloc(c->mem, 1, sizeof *r);
+  c->free_reqs = r->free_next;
+  c->nfree--;
+  char *hb = r->hdrbuf, *ub = r->urlbuf;
+  size_t hc = r->hdrcap, uc = r->urlcap;
+  memset(r, 0, offsetof(h2t_request, trace_copy));
+  r->hdrbuf = hb;
+  r->hdrcap = hc;
+  r->urlbuf = ub;
+  r->urlcap = uc;
+  return r;
 }
 
 void h2_req_finish(h2t_request *r, int error) {
   h2t_client *c = r->client;
-  if (r->state == REQ_DONE)
+  if (r->state == REQ_DONE || r->finishing)
     return;
+  r->finishing = 1; /* unlinking runs put_idle_conn: a hook may cancel r */
+  r->hold++;
   unlink_req(r);
   r->state = REQ_DONE;
+  c->finished++;
   ev_timer_stop(c->loop, &r->timeout_w);
   ev_timer_stop(c->loop, &r->expect_w);
   if (error)
@@ -112,10 +145,9 @@ void h2_req_finish(h2t_request *r, int error) {
   inflight_end(r->ife, error);
   TAILQ_REMOVE(&c->reqs, r, all);
   c->pending--;
-  r->in_done = 1;
   if (r->on_done)
     r->on_done(r, error, r->user);
-  if (!r->hold)
+  if (--r->hold == 0)
     req_free(r);
 }
 
@@ -181,12 +213,21 @@ void h2_req_retry_or_fail(h2t_request *r, h2t_retry_reason why, int error) {
 
 /* --- client ------------------------------------------------------------ */
 
+static void wake_cb(struct ev_loop *loop, ev_idle *w, int revents) {
+  ev_idle_stop(loop, w);
+}
+
 static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
   h2t_client *c = w->data;
+  uint64_t finished = c->finished;
   h2_conn *cn;
   while ((cn = TAILQ_FIRST(&c->dirty)))
     h2_conn_flush(cn); /* removes it from the list */
   ev_prepare_stop(loop, w);
+  /* A request completed here, just before the loop polls: do not block in
+   * the poll, so that h2t_client_run()/fetch see it at once. */
+  if (c->finished != finished && !ev_is_active(&c->wake_w))
+    ev_idle_start(loop, &c->wake_w);
 }
 
 static void cancel_async_cb(struct ev_loop *loop, ev_async *w, int revents) {
@@ -293,6 +334,7 @@ int h2t_client_new(h2t_client **out, const h2t_client_config *cfg) {
     goto fail;
   ev_prepare_init(&c->flush_w, flush_cb);
   c->flush_w.data = c;
+  ev_idle_init(&c->wake_w, wake_cb);
   ev_async_init(&c->cancel_w, cancel_async_cb);
   c->cancel_w.data = c;
   ev_async_start(c->loop, &c->cancel_w);
@@ -327,6 +369,7 @@ void h2t_client_del(h2t_client *c) {
     h2_origin_free(c, o);
   h2_dns_del(c->dns);
   ev_prepare_stop(c->loop, &c->flush_w);
+  ev_idle_stop(c->loop, &c->wake_w);
   ev_ref(c->loop);
   ev_async_stop(c->loop, &c->cancel_w);
   if (c->own_loop)
@@ -338,6 +381,11 @@ void h2t_client_del(h2t_client *c) {
   h2t_xfree(c->mem, c->cancels);
   h2t_xfree(c->mem, c->last_url);
   h2_url_free(c->mem, &c->last_url_parsed);
+  while (c->free_reqs) {
+    h2t_request *f = c->free_reqs;
+    c->free_reqs = f->free_next;
+    req_destroy(c->mem, f);
+  }
   h2t_xfree(c->mem, c->ca_file);
   h2t_xfree(c->mem, c->ca_path);
   h2t_xfree(c->mem, c);
@@ -455,10 +503,15 @@ static int build_headers(h2t_request *r, const h2t_request_opts *o) {
   size_t mlen = strlen(method);
   strlen_total += 8 + mlen + 8 + strlen(r->url.scheme) + 11 +
                   strlen(r->url.authority) + 6 + strlen(r->url.path) + 8;
-  char *buf = h2t_xmalloc(m, n * sizeof(nghttp2_nv) + strlen_total);
-  if (!buf)
-    return H2T_ERR_NOMEM;
-  r->hdrbuf = buf;
+  size_t need = n * sizeof(nghttp2_nv) + strlen_total;
+  if (r->hdrcap < need) {
+    h2t_xfree(m, r->hdrbuf);
+    r->hdrcap = 0;
+    if (!(r->hdrbuf = h2t_xmalloc(m, need)))
+      return H2T_ERR_NOMEM;
+    r->hdrcap = need;
+  }
+  char *buf = r->hdrbuf;
   r->nv = (nghttp2_nv *)(void *)buf;
   char *p = buf + n * sizeof(nghttp2_nv);
   size_t k = 0;
@@ -482,20 +535,40 @@ static int build_headers(h2t_request *r, const h2t_request_opts *o) {
   return 0;
 }
 
-static int parse_url(h2t_client *c, const char *s, h2_url *u) {
-  if (s && c->last_url && !strcmp(s, c->last_url))
-    return h2_url_dup(c->mem, &c->last_url_parsed, u);
-  int rv = h2_url_parse(c->mem, s, u);
-  if (rv)
-    return rv;
-  h2t_xfree(c->mem, c->last_url);
-  h2_url_free(c->mem, &c->last_url_parsed);
-  c->last_url = h2t_xstrdup(c->mem, s);
-  if (c->last_url && h2_url_dup(c->mem, u, &c->last_url_parsed) != 0) {
-    h2t_xfree(c->mem, c->last_url);
-    c->last_url = NULL;
+/* r->url from s, into r->urlbuf.  The last URL's parse is kept: clients
+ * tend to fetch the same one again. */
+static int req_url(h2t_client *c, h2t_request *r, const char *s) {
+  const h2t_mem *m = c->mem;
+  h2_url tmp;
+  const h2_url *src = &c->last_url_parsed;
+  if (!s || !c->last_url || strcmp(s, c->last_url)) {
+    int rv = h2_url_parse(m, s, &tmp);
+    if (rv)
+      return rv;
+    char *copy = h2t_xstrdup(m, s);
+    src = &tmp;
+    if (copy) { /* cache it; without memory, just don't */
+      h2t_xfree(m, c->last_url);
+      h2_url_free(m, &c->last_url_parsed);
+      c->last_url = copy;
+      c->last_url_parsed = tmp;
+      src = &c->last_url_parsed;
+    }
   }
-  return 0;
+  int rv = 0;
+  if (r->urlcap < src->buflen_) {
+    h2t_xfree(m, r->urlbuf);
+    r->urlcap = 0;
+    if ((r->urlbuf = h2t_xmalloc(m, src->buflen_)))
+      r->urlcap = src->buflen_;
+    else
+      rv = H2T_ERR_NOMEM;
+  }
+  if (!rv)
+    h2_url_copy_to(src, &r->url, r->urlbuf);
+  if (src == &tmp)
+    h2_url_free(m, &tmp);
+  return rv;
 }
 
 static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents) {
@@ -551,14 +624,13 @@ int h2t_request_submit(h2t_client *c, const h2t_request_opts *opts,
     return H2T_ERR_INVALID_ARG;
   if (o.nheaders && !o.headers)
     return H2T_ERR_INVALID_ARG;
-  const h2t_mem *m = c->mem;
-  h2t_request *r = h2t_xcalloc(m, 1, sizeof *r);
+  h2t_request *r = req_alloc(c);
   if (!r)
     return H2T_ERR_NOMEM;
   r->client = c;
-  int rv = parse_url(c, o.url, &r->url);
+  int rv = req_url(c, r, o.url);
   if (rv) {
-    h2t_xfree(m, r);
+    req_free(r);
     return rv;
   }
   if ((rv = build_headers(r, &o)) != 0 ||
@@ -613,14 +685,14 @@ int h2t_request_submit(h2t_client *c, const h2t_request_opts *opts,
 }
 
 int h2t_request_cancel(h2t_request *r) {
-  if (!r || r->state == REQ_DONE || r->in_done)
+  if (!r || r->state == REQ_DONE || r->finishing)
     return H2T_ERR_STATE;
   h2_req_finish(r, H2T_ERR_CANCELED);
   return 0;
 }
 
 int h2t_request_resume(h2t_request *r) {
-  if (!r || r->state == REQ_DONE || r->in_done)
+  if (!r || r->state == REQ_DONE || r->finishing)
     return H2T_ERR_STATE;
   if (r->state == REQ_ACTIVE && r->body_deferred && !r->waiting_100 &&
       r->conn && r->conn->sess) {
@@ -718,11 +790,9 @@ int h2t_client_fetch(h2t_client *c, const h2t_request_opts *opts,
   o.on_data = fetch_data;
   o.on_done = fetch_done;
   o.user = &st;
-  h2t_request *r;
-  int rv = h2t_request_submit(c, &o, &r);
+  int rv = h2t_request_submit(c, &o, NULL);
   if (rv)
     return rv;
-  r->is_fetch = 1;
   c->running = 1;
   while (!st.done)
     ev_run(c->loop, EVRUN_ONCE);

@@ -38,8 +38,9 @@ typedef struct h2_url {
  * / H2T_ERR_NOMEM.  Userinfo and fragments are rejected / dropped. */
 int h2_url_parse(const h2t_mem *mem, const char *s, h2_url *u);
 void h2_url_free(const h2t_mem *mem, h2_url *u);
-/* A copy of a parsed URL (one allocation).  0 or H2T_ERR_NOMEM. */
-int h2_url_dup(const h2t_mem *mem, const h2_url *from, h2_url *to);
+/* A copy into buf (at least from->buflen_ bytes), which `to` does not own
+ * (to->buf_ is NULL). */
+void h2_url_copy_to(const h2_url *from, h2_url *to, char *buf);
 
 /* --- DNS (h2/dns.c): c-ares on the client's loop ----------------------- */
 typedef struct h2_dns h2_dns;
@@ -115,6 +116,10 @@ struct h2t_request {
   nghttp2_nv *nv;      /* pseudo + user headers, in hdrbuf */
   size_t nnv;
   char *hdrbuf;        /* one allocation: nv array + strings */
+  size_t hdrcap;
+  char *urlbuf;        /* url's strings (url.buf_ stays NULL) */
+  size_t urlcap;
+  struct h2t_request *free_next; /* on client->free_reqs */
   const uint8_t *body;
   size_t body_len, body_off;
   h2t_body_read_cb body_read;
@@ -123,7 +128,6 @@ struct h2t_request {
   h2t_response_data_cb on_data;
   h2t_done_cb on_done;
   void *user;
-  h2t_client_trace trace_copy;
   trace_chain tc;
   struct inflight_entry *ife;
   uint32_t timeout_ms;
@@ -142,8 +146,7 @@ struct h2t_request {
   unsigned got_final : 1;
   unsigned headers_sent : 1;   /* our HEADERS went out */
   unsigned flow_blocked : 1;   /* flow_blocked already emitted */
-  unsigned in_done : 1;
-  unsigned is_fetch : 1;
+  unsigned finishing : 1;      /* h2_req_finish() under way */
   unsigned got_eos : 1;        /* response END_STREAM */
   unsigned rst_by_peer : 1;
   unsigned skip_body : 1;      /* final response came before 100 */
@@ -154,11 +157,13 @@ struct h2t_request {
   int hold;                    /* >0: in use up the stack, free later */
   h2t_conn_reason retry_reason; /* for the next conn, after a retry */
   /* final response headers, referenced from nghttp2 rcbufs until delivered */
-  h2t_header hdrs_inline[REQ_INLINE_HDRS];
-  nghttp2_rcbuf *rc_inline[2 * REQ_INLINE_HDRS];
   h2t_header *hdrs;
   nghttp2_rcbuf **rcs;
   size_t nhdrs, hdrs_cap;
+  /* From here on, nothing needs zeroing when a request is recycled. */
+  h2t_client_trace trace_copy;
+  h2t_header hdrs_inline[REQ_INLINE_HDRS];
+  nghttp2_rcbuf *rc_inline[2 * REQ_INLINE_HDRS];
 };
 
 TAILQ_HEAD(req_list, h2t_request);
@@ -243,6 +248,8 @@ struct h2t_client {
   struct req_list reqs;
   struct conn_list dirty;
   ev_prepare flush_w;
+  ev_idle wake_w;        /* keeps the poll from blocking, once */
+  uint64_t finished;     /* requests completed, ever */
   ev_async cancel_w;
   pthread_mutex_t cancel_mu;
   cancel_item *cancels;
@@ -260,6 +267,10 @@ struct h2t_client {
   h2t_client_trace last_trace;
   uint64_t last_trace_mask;
   int last_trace_valid;
+  /* finished requests kept for reuse, with their buffers: a request then
+   * costs no allocation of ours */
+  h2t_request *free_reqs;
+  unsigned nfree;
   /* the last URL parsed: clients tend to fetch the same one again */
   char *last_url;
   h2_url last_url_parsed;
@@ -286,6 +297,16 @@ int h2_conn_submit(h2_conn *cn, h2t_request *r);
 /* Schedule a flush at the end of this loop iteration. */
 void h2_conn_mark_dirty(h2_conn *cn);
 void h2_conn_flush(h2_conn *cn);
+/* Shared between conn.c and session.c. */
+int h2_conn_list_wants(struct req_list *l, h2t_event_type t);
+/* Send tmpl (type + payload) to every request on l that wants it. */
+void h2_conn_emit_list(struct req_list *l, h2t_event *tmpl);
+void h2_conn_tmpl_init(h2t_event *ev, h2_conn *cn, h2t_event_type t);
+/* Leave an I/O section: closes the conn if a close was asked meanwhile. */
+void h2_conn_end_io(h2_conn *cn);
+/* Take r off cn's streams (its stream is over or being reset): emits
+ * put_idle_conn, clears the stream's user data. */
+void h2_conn_detach(h2_conn *cn, h2t_request *r);
 /* RST_STREAM r's stream and detach it from the conn (no callbacks). */
 void h2_conn_reset_stream(h2_conn *cn, h2t_request *r, uint32_t code);
 /* Can a new stream go on this conn now? */

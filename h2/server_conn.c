@@ -54,12 +54,25 @@ struct srv_conn {
  * small helpers
  */
 
+static uint64_t srv_now(h2t_server *s) {
+  if (!s->in_burst)
+    return h2t_now_us();
+  if (!s->now_us)
+    s->now_us = h2t_now_us();
+  return s->now_us;
+}
+
+/* Around user code: the next event reads the clock again. */
+#define USER_CALL(s, call) ((s)->now_us = 0, (call), (s)->now_us = 0)
+
 static void emit_conn(srv_conn *c, h2t_event *ev) {
+  ev->t_us = srv_now(c->s);
   ev->conn_id = c->id;
   trace_emit(&c->s->tc, ev);
 }
 
 static void emit_req(h2t_server_req *r, h2t_event *ev) {
+  ev->t_us = srv_now(r->s);
   ev->sreq = r;
   ev->req_id = r->id;
   ev->conn_id = r->c->id;
@@ -102,10 +115,8 @@ static char *arena_dup(h2t_server_req *r, const void *p, size_t n) {
 static int out_reserve(srv_conn *c, size_t n) {
   if (c->outcap - c->outlen >= n)
     return 0;
-  size_t cap = c->outcap ? c->outcap : 16384;
-  while (cap - c->outlen < n)
-    cap *= 2;
-  uint8_t *p = h2t_xrealloc(c->s->mem, c->out, cap);
+  size_t cap;
+  uint8_t *p = writer_buf_grow(c->s->writer, c->out, c->outlen + n, &cap);
   if (!p)
     return -1;
   c->out = p;
@@ -232,6 +243,8 @@ static void conn_flush(srv_conn *c) {
 }
 
 void srv_flush_pending(h2t_server *s) {
+  s->in_burst = 1;
+  s->now_us = 0;
   srv_conn *list = s->flush_head;
   s->flush_head = NULL;
   while (list) {
@@ -240,6 +253,7 @@ void srv_flush_pending(h2t_server *s) {
     c->flush_queued = 0;
     conn_flush(c);
   }
+  s->in_burst = 0;
 }
 
 static void writer_notify(void *arg) {
@@ -290,7 +304,7 @@ static void req_close(h2t_server_req *r, uint32_t code) {
     ev_timer_stop(s->loop, &r->timeout);
   if (TRACE_WANTS(&r->tc, H2T_EV_SRV_STREAM_CLOSED)) {
     h2t_event ev = {.type = H2T_EV_SRV_STREAM_CLOSED};
-    ev.t_us = h2t_now_us();
+    ev.t_us = srv_now(s);
     ev.u.stream_closed.error_code = code;
     ev.u.stream_closed.bytes_in = r->bytes_in;
     ev.u.stream_closed.bytes_out = r->bytes_out;
@@ -302,7 +316,7 @@ static void req_close(h2t_server_req *r, uint32_t code) {
                          : code == NGHTTP2_CANCEL ? H2T_ERR_CANCELED
                                                   : H2T_ERR_STREAM_RESET);
   if (r->on_close)
-    r->on_close(r, code, r->cb_user);
+    USER_CALL(s, r->on_close(r, code, r->cb_user));
   if (r->counted)
     s->st.inflight--;
   r->c->nreqs--;
@@ -337,7 +351,7 @@ static h2t_server_req *req_new(srv_conn *c, int32_t sid) {
   r->c = c;
   r->sid = sid;
   r->id = h2t_next_req_id();
-  r->t_start = h2t_now_us();
+  r->t_start = srv_now(s);
   r->fd = -1;
   r->method = r->path = r->scheme = r->authority = "";
   r->tc = s->tc;
@@ -425,7 +439,7 @@ static void req_headers_done(h2t_server_req *r) {
     ev.u.handler_started.route = r->route->prefix;
     emit_req(r, &ev);
   }
-  r->route->fn(r, r->route->user);
+  USER_CALL(s, r->route->fn(r, r->route->user));
 }
 
 static void req_body_eof(h2t_server_req *r) {
@@ -439,7 +453,9 @@ static void req_body_eof(h2t_server_req *r) {
   }
   if (r->on_body && !r->body_delivered_eof && !r->closed) {
     r->body_delivered_eof = 1;
-    if (r->on_body(r, NULL, 0, 1, r->cb_user) != 0)
+    int rc;
+    USER_CALL(r->s, rc = r->on_body(r, NULL, 0, 1, r->cb_user));
+    if (rc != 0)
       h2t_server_req_reset(r, NGHTTP2_CANCEL);
   }
 }
@@ -600,8 +616,12 @@ static int on_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t sid,
   if (!r || r->closed)
     return 0;
   r->bytes_in += len;
+  if (!r->on_body && r->responded)
+    return 0; /* answered without reading it: nobody wants this body */
   if (r->on_body) {
-    if (r->on_body(r, data, len, 0, r->cb_user) != 0)
+    int rc;
+    USER_CALL(r->s, rc = r->on_body(r, data, len, 0, r->cb_user));
+    if (rc != 0)
       nghttp2_submit_rst_stream(sess, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL);
     return 0;
   }
@@ -726,7 +746,8 @@ static ssize_t data_read(nghttp2_session *sess, int32_t sid, uint8_t *buf,
     break;
   }
   case SRV_BODY_GEN: {
-    ssize_t k = r->gen(r, buf, length, &eof, r->gen_user);
+    ssize_t k;
+    USER_CALL(r->s, k = r->gen(r, buf, length, &eof, r->gen_user));
     if (k == H2T_SERVER_BODY_DEFER || (k == 0 && !eof)) {
       r->deferred = 1;
       return NGHTTP2_ERR_DEFERRED;
@@ -806,11 +827,16 @@ static void conn_finish(srv_conn *c, int abort) {
     }
   }
   nghttp2_session_del(c->sess);
+  if (!abort && c->ssl && c->tls_done) {
+    SSL_shutdown(c->ssl); /* close_notify, into the write BIO */
+    ERR_clear_error();
+    drain_wbio(c);
+  }
   if (c->ssl)
     SSL_free(c->ssl);
   if (!abort)
     push_out(c);
-  h2t_xfree(s->mem, c->out);
+  writer_buf_put(s->writer, c->out);
   h2t_xfree(s->mem, c->pt);
   writer_conn_close(c->wc, abort); /* the writer closes the fd */
   if (c->prev)
@@ -929,8 +955,7 @@ static int tls_feed(srv_conn *c, const uint8_t *data, size_t len) {
   return 0;
 }
 
-static void read_cb(struct ev_loop *loop, ev_io *io, int revents) {
-  srv_conn *c = io->data;
+static void conn_read(struct ev_loop *loop, srv_conn *c) {
   uint8_t buf[READ_CHUNK];
   for (int i = 0; i < 4 && !c->input_dead; i++) {
     ssize_t n = recv(c->fd, buf, sizeof buf, 0);
@@ -960,6 +985,14 @@ static void read_cb(struct ev_loop *loop, ev_io *io, int revents) {
   }
   c->last_activity = ev_now(loop);
   schedule_flush(c);
+}
+
+static void read_cb(struct ev_loop *loop, ev_io *io, int revents) {
+  h2t_server *s = ((srv_conn *)io->data)->s;
+  s->in_burst = 1;
+  s->now_us = 0;
+  conn_read(loop, io->data);
+  s->in_burst = 0;
 }
 
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents) {
@@ -1185,7 +1218,8 @@ int h2t_server_req_on(h2t_server_req *r, h2t_server_body_cb on_body,
     size_t n = r->held_len;
     r->held = NULL;
     r->held_len = r->held_cap = 0;
-    int rc = on_body(r, held, n, 0, user);
+    int rc;
+    USER_CALL(r->s, rc = on_body(r, held, n, 0, user));
     h2t_xfree(r->s->mem, held);
     if (rc != 0) {
       h2t_server_req_reset(r, NGHTTP2_CANCEL);
@@ -1194,7 +1228,9 @@ int h2t_server_req_on(h2t_server_req *r, h2t_server_body_cb on_body,
   }
   if (on_body && r->body_eof && !r->body_delivered_eof) {
     r->body_delivered_eof = 1;
-    if (on_body(r, NULL, 0, 1, user) != 0)
+    int rc;
+    USER_CALL(r->s, rc = on_body(r, NULL, 0, 1, user));
+    if (rc != 0)
       h2t_server_req_reset(r, NGHTTP2_CANCEL);
   }
   return 0;
@@ -1218,6 +1254,19 @@ static int headers_ok(const h2t_header *h, size_t n) {
     (uint8_t *)(n), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NONE           \
   }
 
+/* Decimal digits of v into b (NUL-terminated); returns the length. */
+static size_t utoa(uint64_t v, char *b) {
+  char t[24];
+  size_t n = 0;
+  do
+    t[n++] = (char)('0' + v % 10);
+  while ((v /= 10));
+  for (size_t i = 0; i < n; i++)
+    b[i] = t[n - 1 - i];
+  b[n] = '\0';
+  return n;
+}
+
 static int req_submit(h2t_server_req *r, int status, const h2t_header *hdrs,
                       size_t n, int64_t content_length) {
   if (!r)
@@ -1233,10 +1282,10 @@ static int req_submit(h2t_server_req *r, int status, const h2t_header *hdrs,
       return H2T_ERR_NOMEM;
   }
   char st[8], cl[24];
-  int stl = snprintf(st, sizeof st, "%d", status);
+  size_t stl = utoa((uint64_t)status, st);
   size_t k = 0;
   int have_cl = 0;
-  nva[k++] = NV(":status", 7, st, (size_t)stl);
+  nva[k++] = NV(":status", 7, st, stl);
   for (size_t i = 0; i < n; i++) {
     if (!strcmp(hdrs[i].name, "content-length"))
       have_cl = 1;
@@ -1244,8 +1293,8 @@ static int req_submit(h2t_server_req *r, int status, const h2t_header *hdrs,
                   strlen(hdrs[i].value));
   }
   if (content_length >= 0 && !have_cl) {
-    int cll = snprintf(cl, sizeof cl, "%lld", (long long)content_length);
-    nva[k++] = NV("content-length", 14, cl, (size_t)cll);
+    size_t cll = utoa((uint64_t)content_length, cl);
+    nva[k++] = NV("content-length", 14, cl, cll);
   }
   nghttp2_data_provider prd = {.source.ptr = r, .read_callback = data_read};
   int has_body = r->body_kind != SRV_BODY_NONE || r->ntrailers;

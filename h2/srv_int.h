@@ -32,9 +32,16 @@ int writer_new(srv_writer **out, h2t_writer_mode mode, struct ev_loop *loop,
 void writer_del(srv_writer *w);
 /* Register a connection's socket (non-blocking).  NULL on ENOMEM. */
 wconn *writer_conn_new(srv_writer *w, int fd, writer_notify_fn fn, void *arg);
-/* Queue len bytes for the socket.  buf was allocated with the writer's mem
- * and is owned by the writer from now on (freed even on error).  One call
- * per connection flush.  Returns 0 or H2T_ERR_IO (connection failed). */
+/* Loop thread: a buffer of at least min bytes for writer_push (data NULL),
+ * or data (from here) grown to min, contents kept; *cap gets its size.
+ * NULL on ENOMEM (data is then still valid). */
+uint8_t *writer_buf_grow(srv_writer *w, uint8_t *data, size_t min,
+                         size_t *cap);
+/* Loop thread: give back a buffer that will not be pushed (NULL: no-op). */
+void writer_buf_put(srv_writer *w, uint8_t *data);
+/* Queue len bytes for the socket.  buf comes from writer_buf_grow and is
+ * owned by the writer from now on (recycled even on error).  One call per
+ * connection flush.  Returns 0 or H2T_ERR_IO (connection failed). */
 int writer_push(wconn *wc, uint8_t *buf, size_t len);
 /* Bytes queued and not yet written.  Any thread. */
 size_t writer_conn_queued(const wconn *wc);
@@ -106,6 +113,11 @@ struct h2t_server {
   int async_shutdown;
 
   int shutting, done, running;
+  /* Event timestamps: one clock read shared by the events of a burst of
+   * our own work; reset at every entry from the loop and around every
+   * user callback, so user code never makes a timestamp stale. */
+  uint64_t now_us;
+  int in_burst; /* now_us is only used inside read_cb and flushes */
   h2t_server_stats st;
 };
 

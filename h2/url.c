@@ -106,18 +106,13 @@ int h2_url_parse(const h2t_mem *mem, const char *s, h2_url *u) {
   return 0;
 }
 
-int h2_url_dup(const h2t_mem *mem, const h2_url *from, h2_url *to) {
+void h2_url_copy_to(const h2_url *from, h2_url *to, char *buf) {
   *to = *from;
-  to->buf_ = h2t_xmalloc(mem, from->buflen_);
-  if (!to->buf_) {
-    memset(to, 0, sizeof *to);
-    return H2T_ERR_NOMEM;
-  }
-  memcpy(to->buf_, from->buf_, from->buflen_);
-  to->host = to->buf_ + (from->host - from->buf_);
-  to->authority = to->buf_ + (from->authority - from->buf_);
-  to->path = to->buf_ + (from->path - from->buf_);
-  return 0;
+  memcpy(buf, from->buf_, from->buflen_);
+  to->host = buf + (from->host - from->buf_);
+  to->authority = buf + (from->authority - from->buf_);
+  to->path = buf + (from->path - from->buf_);
+  to->buf_ = NULL;
 }
 
 void h2_url_free(const h2t_mem *mem, h2_url *u) {

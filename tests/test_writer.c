@@ -56,8 +56,13 @@ static void on_notify(void *arg) {
     c->failed_seen = 1;
 }
 
+static srv_writer *g_w;
+
 static uint8_t *chunk(size_t from, size_t len) {
-  uint8_t *b = malloc(len);
+  size_t cap;
+  uint8_t *b = writer_buf_grow(g_w, NULL, len, &cap);
+  assert_non_null(b);
+  assert_true(cap >= len);
   for (size_t i = 0; i < len; i++)
     b[i] = (uint8_t)((from + i) % 251);
   return b;
@@ -112,6 +117,7 @@ static void test_order_and_drain_then_close(void **state) {
   struct ev_loop *loop = ev_loop_new(0);
   srv_writer *w;
   assert_int_equal(writer_new(&w, mode_of(state), loop, NULL), 0);
+  g_w = w;
   pair p = mkpair();
   ctx c = {.loop = loop};
   c.wc = writer_conn_new(w, p.a, on_notify, &c);
@@ -152,6 +158,7 @@ static void test_backpressure_notify(void **state) {
   struct ev_loop *loop = ev_loop_new(0);
   srv_writer *w;
   assert_int_equal(writer_new(&w, mode_of(state), loop, NULL), 0);
+  g_w = w;
   pair p = mkpair();
   ctx c = {.loop = loop};
   c.wc = writer_conn_new(w, p.a, on_notify, &c);
@@ -192,6 +199,7 @@ static void test_abort_and_peer_gone(void **state) {
   struct ev_loop *loop = ev_loop_new(0);
   srv_writer *w;
   assert_int_equal(writer_new(&w, mode_of(state), loop, NULL), 0);
+  g_w = w;
   /* abort with a full queue nobody reads: the fd is closed at once */
   pair p = mkpair();
   ctx c = {.loop = loop};
