@@ -41,9 +41,11 @@ static void *srv_thread(void *arg) {
   return NULL;
 }
 
-static tsrv *start(void **state) {
+static tsrv *start_cfg(void **state, const h2t_server_config *cfg) {
   tsrv *t = calloc(1, sizeof *t);
   h2t_server_config c = H2T_SERVER_CONFIG_INIT;
+  if (cfg)
+    c = *cfg;
   c.writer = *(h2t_writer_mode *)*state;
   c.max_header_list_size = 4096;
   assert_int_equal(h2t_server_new(&t->s, &c), 0);
@@ -59,6 +61,8 @@ static tsrv *start(void **state) {
   assert_int_equal(pthread_create(&t->th, NULL, srv_thread, t->s), 0);
   return t;
 }
+
+static tsrv *start(void **state) { return start_cfg(state, NULL); }
 
 /* The server must still answer a real client, then stop cleanly. */
 static void still_serves_and_stop(tsrv *t) {
@@ -408,6 +412,35 @@ static void test_truncated_and_tls_garbage(void **state) {
   still_serves_and_stop(t);
 }
 
+/* Connection timeouts: no preface in time → closed; idle after the
+ * preface → GOAWAY(NO_ERROR), then closed. */
+static void test_connection_timeouts(void **state) {
+  h2t_server_config cfg = H2T_SERVER_CONFIG_INIT;
+  cfg.handshake_timeout_ms = 300;
+  cfg.idle_timeout_ms = 400;
+  tsrv *t = start_cfg(state, &cfg);
+  uint64_t t0 = h2t_now_us();
+  int fd = dial(t->port);
+  answer a = read_answer(fd, 0, 3000);
+  close(fd);
+  assert_true(a.closed);
+  assert_true(h2t_now_us() - t0 < 2000000);
+  buf b = {0};
+  start_conn(&b);
+  fd = dial(t->port);
+  send_all(fd, &b);
+  free(b.p);
+  t0 = h2t_now_us();
+  a = read_answer(fd, 0, 3000);
+  uint64_t took = h2t_now_us() - t0;
+  assert_true(a.goaway);
+  assert_int_equal(a.goaway_code, NGHTTP2_NO_ERROR);
+  assert_true(took > 300000 && took < 2500000);
+  assert_true(closes_soon(fd));
+  close(fd);
+  still_serves_and_stop(t);
+}
+
 static h2t_writer_mode modes[] = {H2T_WRITER_REUSED, H2T_WRITER_SPAWN,
                                   H2T_WRITER_INLINE};
 
@@ -425,6 +458,7 @@ int main(void) {
       PER_MODE(test_oversized_headers_and_bad_request),
       PER_MODE(test_rapid_reset),
       PER_MODE(test_truncated_and_tls_garbage),
+      PER_MODE(test_connection_timeouts),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
