@@ -77,7 +77,19 @@ static void hdrs_free(h2t_request *r) {
   }
 }
 
+/* Under AddressSanitizer requests are not recycled, so that a use after
+ * completion is still caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#define MAX_FREE_REQS 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MAX_FREE_REQS 0
+#endif
+#endif
+#ifndef MAX_FREE_REQS
 #define MAX_FREE_REQS 64
+#endif
+static const unsigned max_free_reqs = MAX_FREE_REQS;
 
 static void req_destroy(const h2t_mem *m, h2t_request *r) {
   h2t_xfree(m, r->hdrbuf);
@@ -88,7 +100,7 @@ static void req_destroy(const h2t_mem *m, h2t_request *r) {
 static void req_free(h2t_request *r) {
   h2t_client *c = r->client;
   hdrs_free(r);
-  if (c->nfree < MAX_FREE_REQS && !c->closing) {
+  if (c->nfree < max_free_reqs && !c->closing) {
     r->free_next = c->free_reqs;
     c->free_reqs = r;
     c->nfree++;
