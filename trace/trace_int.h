@@ -15,6 +15,10 @@ void h2t_xfree(const h2t_mem *m, void *p);
 char *h2t_xstrdup(const h2t_mem *m, const char *s);
 char *h2t_xstrndup(const h2t_mem *m, const char *s, size_t n);
 
+/* h2t_header_is_sensitive() for a name that is not NUL-terminated (as
+ * nghttp2 hands them out).  Thread-safe, lock-free. */
+int header_is_sensitive_n(const char *name, size_t len);
+
 /* Process-unique ids for requests and connections (thread-safe). */
 uint64_t h2t_next_req_id(void);
 uint64_t h2t_next_conn_id(void);
@@ -67,7 +71,10 @@ h2t_hook trace_hook_get(const void *trace, int server, h2t_event_type type);
 typedef enum inflight_kind { INFLIGHT_CLIENT = 0, INFLIGHT_SERVER = 1 } inflight_kind;
 
 /* Called from any thread (the diagnostics endpoint's): must only post the
- * cancel to the owning loop (ev_async), never touch the request. */
+ * cancel to the owning loop (ev_async), never touch the request.  It runs
+ * with the request's entry locked, so the request cannot end meanwhile (its
+ * cancel_arg stays valid): it must not call inflight_* nor take a lock that
+ * the loop holds while it emits events or ends requests. */
 typedef void (*inflight_cancel_fn)(void *arg, uint64_t req_id, const char *why);
 
 struct inflight_entry *inflight_begin(inflight_kind kind, uint64_t req_id,
@@ -77,8 +84,42 @@ struct inflight_entry *inflight_begin(inflight_kind kind, uint64_t req_id,
                                       void *cancel_arg);
 void inflight_event(struct inflight_entry *e, const h2t_event *ev);
 void inflight_set_status(struct inflight_entry *e, const char *text);
+/* The client queued the request because every connection it may use is at
+ * the peer's MAX_CONCURRENT_STREAMS (no event says so): "waiting for a
+ * stream slot" until its got_conn. */
+void inflight_wait_stream(struct inflight_entry *e);
 void inflight_end(struct inflight_entry *e, int error);
 /* Events the table needs, by side; 0 while the table is off. */
 uint64_t inflight_mask(inflight_kind kind);
+
+/*
+ * --- Connection registry (trace/connreg.c), for GET /debug/connections ---
+ * h2/ registers each client and server connection when it is established
+ * and removes it when it is freed; in between it bumps counters (atomic, no
+ * lock, any thread).  connreg_add() returns NULL while the in-flight table
+ * is off, and every function accepts NULL, so h2/ needs no special case.
+ */
+struct connreg_entry;
+struct connreg_entry *connreg_add(inflight_kind kind, uint64_t conn_id,
+                                  const char *peer, const char *authority);
+void connreg_remove(struct connreg_entry *c);
+void connreg_stream_open(struct connreg_entry *c);  /* a request started */
+void connreg_stream_close(struct connreg_entry *c); /* ... and ended */
+void connreg_set_max_streams(struct connreg_entry *c, uint32_t max);
+void connreg_reused(struct connreg_entry *c);       /* picked from the pool */
+void connreg_goaway(struct connreg_entry *c, int sent); /* 1 sent, 0 got */
+void connreg_bytes(struct connreg_entry *c, uint64_t in, uint64_t out); /* add */
+
+/*
+ * --- Metrics (trace/metrics.c), for GET /metrics ----------------------
+ * Request outcomes, in-flight states and got_conn reasons come from the
+ * in-flight table.  h2/ reports what has no request entry:
+ */
+/* Count a connection-level event that has no in-flight entry (load_shed,
+ * goaway, conn_accepted).  Cheap: a relaxed atomic add.  Any thread. */
+void metrics_event(const h2t_event *ev);
+/* Writer queue depth, a process-wide gauge: h2/ adds +n when it queues
+ * work for a writer thread and -n when the writer takes it. */
+void metrics_writer_queue_add(int64_t delta);
 
 #endif

@@ -1,0 +1,582 @@
+/*
+ * h2serve: a traced HTTP/2 server on the public API.
+ *
+ *   h2serve (--h2c | --tls CERT KEY) --port P [--address A] [--root DIR]
+ *           [--writer reused|spawn|inline] [--max-streams N]
+ *           [--shed-inflight N] [--shed-503] [--max-conns N] [--quiet]
+ *
+ * Serves static files from DIR (small files cached in memory, revalidated
+ * at most once a second), /echo (streams the request body back),
+ * /delay?ms=N (answers after N ms from a timer, without holding up other
+ * streams) and /bytes?n=N (N bytes from a generator, with back-pressure).
+ * SIGINT/SIGTERM shut down gracefully.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ev.h>
+#include <h2trace/server.h>
+#include <h2trace/version.h>
+
+#define CACHE_MAX_FILE (1u << 20)
+#define CACHE_BUCKETS 256
+#define ECHO_MAX (64u << 20)
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: h2serve (--h2c | --tls CERT KEY) --port P [options]\n"
+          "  --address A        listen address (default 127.0.0.1; IPv6 ok)\n"
+          "  --root DIR         serve files from DIR (default .)\n"
+          "  --writer MODE      reused (default), spawn or inline\n"
+          "  --max-streams N    advertised max concurrent streams (default 100)\n"
+          "  --shed-inflight N  shed requests beyond N in flight\n"
+          "  --shed-503         shed with a 503 instead of REFUSED_STREAM\n"
+          "  --max-conns N      accept and close connections beyond N\n"
+          "  --quiet            print nothing but errors\n"
+          "  --help, --version\n"
+          "routes: /echo, /delay?ms=N, /bytes?n=N, anything else: a file\n");
+}
+
+static int bad(const char *fmt, const char *arg) {
+  fprintf(stderr, "h2serve: ");
+  fprintf(stderr, fmt, arg);
+  fputc('\n', stderr);
+  usage(stderr);
+  return 2;
+}
+
+static int parse_u32(const char *s, uint32_t max, uint32_t *out) {
+  char *end;
+  if (!s || !*s || *s == '-')
+    return -1;
+  errno = 0;
+  unsigned long v = strtoul(s, &end, 10);
+  if (errno || *end || v > max)
+    return -1;
+  *out = (uint32_t)v;
+  return 0;
+}
+
+/* Query parameter `name` as an unsigned number; def if absent or bad. */
+static unsigned long long query_num(const char *path, const char *name,
+                                    unsigned long long def) {
+  const char *q = strchr(path, '?');
+  size_t nl = strlen(name);
+  while (q) {
+    q++;
+    if (!strncmp(q, name, nl) && q[nl] == '=') {
+      char *end;
+      unsigned long long v = strtoull(q + nl + 1, &end, 10);
+      return (end != q + nl + 1 && (*end == '\0' || *end == '&')) ? v : def;
+    }
+    q = strchr(q, '&');
+  }
+  return def;
+}
+
+/* ---- static files ------------------------------------------------------ */
+
+typedef struct blob {
+  int refs;
+  size_t len;
+  uint8_t data[];
+} blob;
+
+typedef struct centry {
+  struct centry *next;
+  char *path;
+  blob *b;
+  const char *ctype;
+  time_t mtime;
+  off_t size;
+  ev_tstamp checked;
+} centry;
+
+typedef struct app {
+  h2t_server *srv;
+  struct ev_loop *loop;
+  const char *root;
+  centry *cache[CACHE_BUCKETS];
+} app;
+
+static void blob_unref(blob *b) {
+  if (b && --b->refs == 0)
+    free(b);
+}
+
+static const char *ctype_of(const char *path) {
+  static const struct { const char *ext, *type; } types[] = {
+      {".html", "text/html"},        {".htm", "text/html"},
+      {".txt", "text/plain"},        {".css", "text/css"},
+      {".js", "text/javascript"},    {".json", "application/json"},
+      {".png", "image/png"},         {".jpg", "image/jpeg"},
+      {".svg", "image/svg+xml"},     {".ico", "image/x-icon"}};
+  const char *dot = strrchr(path, '.');
+  if (dot && !strchr(dot, '/'))
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+      if (!strcasecmp(dot, types[i].ext))
+        return types[i].type;
+  return "application/octet-stream";
+}
+
+static int hexval(int c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+/* Decode the path part of a request target into out and refuse anything
+ * that could leave the root: "..", NUL, backslashes.  0 or -1. */
+static int safe_path(const char *target, char *out, size_t cap) {
+  size_t n = 0;
+  if (target[0] != '/')
+    return -1;
+  for (const char *p = target; *p && *p != '?' && *p != '#'; p++) {
+    int ch = (unsigned char)*p;
+    if (ch == '%') {
+      int h = hexval(p[1]), l = h >= 0 ? hexval(p[2]) : -1;
+      if (l < 0)
+        return -1;
+      ch = h * 16 + l;
+      p += 2;
+    }
+    if (ch == 0 || ch == '\\' || n + 1 >= cap)
+      return -1;
+    out[n++] = (char)ch;
+  }
+  out[n] = '\0';
+  for (const char *seg = out; seg; seg = strchr(seg + 1, '/')) {
+    const char *s = seg + 1;
+    size_t len = strcspn(s, "/");
+    if (len == 2 && s[0] == '.' && s[1] == '.')
+      return -1;
+  }
+  if (n == 0 || out[n - 1] == '/') {
+    if (n + 10 >= cap)
+      return -1;
+    strcpy(out + n, "index.html");
+  }
+  return 0;
+}
+
+static unsigned hash_str(const char *s) {
+  unsigned h = 2166136261u;
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 16777619u;
+  return h % CACHE_BUCKETS;
+}
+
+static void on_static_close(h2t_server_req *r, uint32_t code, void *user) {
+  blob_unref(user);
+}
+
+static void respond_blob(h2t_server_req *r, centry *e, int head) {
+  h2t_header h[2] = {{"content-type", e->ctype}, {"content-length", NULL}};
+  char cl[24];
+  snprintf(cl, sizeof cl, "%zu", e->b->len);
+  h[1].value = cl;
+  e->b->refs++;
+  h2t_server_req_on(r, NULL, on_static_close, e->b);
+  h2t_server_req_respond(r, 200, h, 2, head ? NULL : e->b->data,
+                         head ? 0 : e->b->len, H2T_RESPOND_NOCOPY);
+}
+
+static void not_found(h2t_server_req *r, int status, const char *msg) {
+  h2t_header h = {"content-type", "text/plain"};
+  h2t_server_req_respond(r, status, &h, 1, msg, strlen(msg),
+                         H2T_RESPOND_NOCOPY);
+}
+
+static void handle_static(h2t_server_req *r, void *user) {
+  app *a = user;
+  const char *method = h2t_server_req_method(r);
+  int head = !strcmp(method, "HEAD");
+  if (!head && strcmp(method, "GET")) {
+    not_found(r, 405, "method not allowed\n");
+    return;
+  }
+  char rel[PATH_MAX];
+  if (safe_path(h2t_server_req_path(r), rel, sizeof rel) != 0) {
+    not_found(r, 400, "bad path\n");
+    return;
+  }
+  unsigned hb = hash_str(rel);
+  centry *e = a->cache[hb];
+  while (e && strcmp(e->path, rel))
+    e = e->next;
+  ev_tstamp now = ev_now(a->loop);
+  if (e && now - e->checked < 1.0) {
+    respond_blob(r, e, head);
+    return;
+  }
+  char full[PATH_MAX * 2];
+  snprintf(full, sizeof full, "%s%s", a->root, rel);
+  struct stat st;
+  if (e && stat(full, &st) == 0 && st.st_mtime == e->mtime &&
+      st.st_size == e->size) {
+    e->checked = now;
+    respond_blob(r, e, head);
+    return;
+  }
+  int fd = open(full, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fd >= 0)
+      close(fd);
+    not_found(r, 404, "not found\n");
+    return;
+  }
+  if (st.st_size <= CACHE_MAX_FILE) {
+    blob *b = malloc(sizeof *b + (size_t)st.st_size + 1);
+    ssize_t got = b ? pread(fd, b->data, (size_t)st.st_size, 0) : -1;
+    close(fd);
+    if (got != st.st_size) {
+      free(b);
+      not_found(r, 500, "read error\n");
+      return;
+    }
+    b->refs = 1;
+    b->len = (size_t)got;
+    if (!e) {
+      e = calloc(1, sizeof *e);
+      if (!e || !(e->path = strdup(rel))) {
+        free(e);
+        free(b);
+        not_found(r, 500, "out of memory\n");
+        return;
+      }
+      e->next = a->cache[hb];
+      a->cache[hb] = e;
+    }
+    blob_unref(e->b);
+    e->b = b;
+    e->ctype = ctype_of(rel);
+    e->mtime = st.st_mtime;
+    e->size = st.st_size;
+    e->checked = now;
+    respond_blob(r, e, head);
+    return;
+  }
+  h2t_header h[2] = {{"content-type", ctype_of(rel)}, {"content-length", NULL}};
+  char cl[24];
+  snprintf(cl, sizeof cl, "%lld", (long long)st.st_size);
+  h[1].value = cl;
+  if (head) {
+    close(fd);
+    h2t_server_req_respond(r, 200, h, 2, NULL, 0, 0);
+    return;
+  }
+  h2t_server_req_respond_file(r, 200, h, 1, fd, 0, st.st_size);
+}
+
+static void cache_free(app *a) {
+  for (int i = 0; i < CACHE_BUCKETS; i++)
+    while (a->cache[i]) {
+      centry *e = a->cache[i];
+      a->cache[i] = e->next;
+      blob_unref(e->b);
+      free(e->path);
+      free(e);
+    }
+}
+
+/* ---- /echo: the request body streamed back -------------------------- */
+
+typedef struct echo {
+  uint8_t *buf;
+  size_t len, off, cap;
+  int eof;
+} echo;
+
+static int echo_body(h2t_server_req *r, const uint8_t *data, size_t len,
+                     int eof, void *user) {
+  echo *e = user;
+  if (len) {
+    if (e->off == e->len)
+      e->off = e->len = 0;
+    if (e->len + len > e->cap) {
+      if (e->len + len > ECHO_MAX)
+        return -1;
+      size_t cap = e->cap ? e->cap : 16384;
+      while (cap < e->len + len)
+        cap *= 2;
+      uint8_t *p = realloc(e->buf, cap);
+      if (!p)
+        return -1;
+      e->buf = p;
+      e->cap = cap;
+    }
+    memcpy(e->buf + e->len, data, len);
+    e->len += len;
+  }
+  if (eof)
+    e->eof = 1;
+  h2t_server_req_resume(r);
+  return 0;
+}
+
+static ssize_t echo_gen(h2t_server_req *r, uint8_t *buf, size_t len, int *eof,
+                        void *user) {
+  echo *e = user;
+  size_t n = e->len - e->off;
+  if (n > len)
+    n = len;
+  memcpy(buf, e->buf + e->off, n);
+  e->off += n;
+  if (e->off == e->len && e->eof)
+    *eof = 1;
+  return n || *eof ? (ssize_t)n : H2T_SERVER_BODY_DEFER;
+}
+
+static void echo_close(h2t_server_req *r, uint32_t code, void *user) {
+  echo *e = user;
+  free(e->buf);
+  free(e);
+}
+
+static void handle_echo(h2t_server_req *r, void *user) {
+  echo *e = calloc(1, sizeof *e);
+  if (!e) {
+    h2t_server_req_reset(r, 2 /* INTERNAL_ERROR */);
+    return;
+  }
+  h2t_header h = {"content-type", "application/octet-stream"};
+  h2t_server_req_on(r, echo_body, echo_close, e);
+  h2t_server_req_respond_gen(r, 200, &h, 1, echo_gen, e);
+}
+
+/* ---- /delay?ms=N ----------------------------------------------------- */
+
+typedef struct delay {
+  ev_timer t;
+  h2t_server_req *r;
+  struct ev_loop *loop;
+  unsigned long long ms;
+} delay;
+
+static void delay_fire(struct ev_loop *loop, ev_timer *t, int revents) {
+  delay *d = t->data;
+  char body[64];
+  int n = snprintf(body, sizeof body, "delayed %llu ms\n", d->ms);
+  h2t_header h = {"content-type", "text/plain"};
+  h2t_server_req_respond(d->r, 200, &h, 1, body, (size_t)n, 0);
+}
+
+static void delay_close(h2t_server_req *r, uint32_t code, void *user) {
+  delay *d = user;
+  ev_timer_stop(d->loop, &d->t);
+  free(d);
+}
+
+static void handle_delay(h2t_server_req *r, void *user) {
+  app *a = user;
+  delay *d = calloc(1, sizeof *d);
+  if (!d) {
+    h2t_server_req_reset(r, 2);
+    return;
+  }
+  d->ms = query_num(h2t_server_req_path(r), "ms", 0);
+  if (d->ms > 600000)
+    d->ms = 600000;
+  d->r = r;
+  d->loop = a->loop;
+  ev_timer_init(&d->t, delay_fire, d->ms / 1000.0, 0.);
+  d->t.data = d;
+  h2t_server_req_on(r, NULL, delay_close, d);
+  h2t_server_req_set_status(r, "sleeping");
+  ev_timer_start(a->loop, &d->t);
+}
+
+/* ---- /bytes?n=N ------------------------------------------------------ */
+
+typedef struct bytes_gen {
+  unsigned long long left, sent;
+} bytes_gen;
+
+static ssize_t bytes_fill(h2t_server_req *r, uint8_t *buf, size_t len,
+                          int *eof, void *user) {
+  bytes_gen *g = user;
+  size_t n = g->left < len ? (size_t)g->left : len;
+  for (size_t i = 0; i < n; i++)
+    buf[i] = (uint8_t)('a' + (g->sent + i) % 26);
+  g->sent += n;
+  g->left -= n;
+  if (!g->left)
+    *eof = 1;
+  return (ssize_t)n;
+}
+
+static void bytes_close(h2t_server_req *r, uint32_t code, void *user) {
+  free(user);
+}
+
+static void handle_bytes(h2t_server_req *r, void *user) {
+  bytes_gen *g = calloc(1, sizeof *g);
+  if (!g) {
+    h2t_server_req_reset(r, 2);
+    return;
+  }
+  g->left = query_num(h2t_server_req_path(r), "n", 0);
+  char cl[24];
+  snprintf(cl, sizeof cl, "%llu", g->left);
+  h2t_header h[2] = {{"content-type", "application/octet-stream"},
+                     {"content-length", cl}};
+  h2t_server_req_on(r, NULL, bytes_close, g);
+  if (!g->left)
+    h2t_server_req_respond(r, 200, h, 2, NULL, 0, 0);
+  else
+    h2t_server_req_respond_gen(r, 200, h, 2, bytes_fill, g);
+}
+
+/* ---- main ------------------------------------------------------------- */
+
+static h2t_server *g_srv;
+static int g_quiet;
+
+static void on_signal(struct ev_loop *loop, ev_signal *w, int revents) {
+  if (!g_quiet)
+    fprintf(stderr, "h2serve: signal %d, shutting down\n", w->signum);
+  h2t_server_shutdown(g_srv);
+}
+
+int main(int argc, char **argv) {
+  int h2c = 0, tls = 0, have_port = 0;
+  const char *cert = NULL, *key = NULL, *address = "127.0.0.1", *root = ".";
+  uint32_t port = 0;
+  h2t_server_config cfg = H2T_SERVER_CONFIG_INIT;
+  for (int i = 1; i < argc; i++) {
+    const char *o = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+      usage(stdout);
+      return 0;
+    } else if (!strcmp(o, "--version")) {
+      printf("h2serve %s\n", h2t_version());
+      return 0;
+    } else if (!strcmp(o, "--h2c")) {
+      h2c = 1;
+    } else if (!strcmp(o, "--tls")) {
+      if (i + 2 >= argc)
+        return bad("%s needs CERT and KEY", o);
+      tls = 1;
+      cert = argv[++i];
+      key = argv[++i];
+    } else if (!strcmp(o, "--quiet") || !strcmp(o, "-q")) {
+      g_quiet = 1;
+    } else if (!strcmp(o, "--shed-503")) {
+      cfg.shed_action = H2T_SHED_503;
+    } else if (!v) {
+      return bad("unknown option or missing value: %s", o);
+    } else if (!strcmp(o, "--port")) {
+      if (parse_u32(v, 65535, &port) != 0)
+        return bad("bad port: %s", v);
+      have_port = 1;
+      i++;
+    } else if (!strcmp(o, "--address")) {
+      address = v;
+      i++;
+    } else if (!strcmp(o, "--root")) {
+      root = v;
+      i++;
+    } else if (!strcmp(o, "--writer")) {
+      if (h2t_writer_mode_parse(v, &cfg.writer) != 0)
+        return bad("bad writer mode (reused, spawn, inline): %s", v);
+      i++;
+    } else if (!strcmp(o, "--max-streams")) {
+      if (parse_u32(v, INT32_MAX, &cfg.max_concurrent_streams) != 0 ||
+          !cfg.max_concurrent_streams)
+        return bad("bad --max-streams: %s", v);
+      i++;
+    } else if (!strcmp(o, "--shed-inflight")) {
+      if (parse_u32(v, UINT32_MAX, &cfg.shed_inflight) != 0 ||
+          !cfg.shed_inflight)
+        return bad("bad --shed-inflight: %s", v);
+      i++;
+    } else if (!strcmp(o, "--max-conns")) {
+      if (parse_u32(v, UINT32_MAX, &cfg.max_conns) != 0 || !cfg.max_conns)
+        return bad("bad --max-conns: %s", v);
+      i++;
+    } else {
+      return bad("unknown option: %s", o);
+    }
+  }
+  if (h2c == tls)
+    return bad("%s", "give exactly one of --h2c or --tls CERT KEY");
+  if (!have_port)
+    return bad("%s", "--port is required (0: any free port)");
+  struct stat st;
+  if (stat(root, &st) != 0 || !S_ISDIR(st.st_mode))
+    return bad("--root is not a directory: %s", root);
+  char rootbuf[PATH_MAX];
+  if (!realpath(root, rootbuf))
+    return bad("--root: %s", root);
+
+  signal(SIGPIPE, SIG_IGN);
+  app a = {.root = rootbuf};
+  a.loop = ev_default_loop(0);
+  cfg.loop = a.loop;
+  int rc = h2t_server_new(&a.srv, &cfg);
+  if (rc != 0) {
+    fprintf(stderr, "h2serve: %s\n", h2t_strerror(rc));
+    return 1;
+  }
+  g_srv = a.srv;
+  h2t_listen_opts lo = {H2T_LISTEN_OPTS_INIT, .address = address,
+                        .port = (uint16_t)port, .cert_file = cert,
+                        .key_file = key};
+  int idx = h2t_server_listen(a.srv, &lo);
+  if (idx < 0) {
+    fprintf(stderr, "h2serve: cannot listen on %s port %u: %s\n", address,
+            port, h2t_strerror(idx));
+    h2t_server_del(a.srv);
+    return idx == H2T_ERR_INVALID_ARG ? 2 : 1;
+  }
+  h2t_server_handle(a.srv, "/", handle_static, &a);
+  h2t_server_handle(a.srv, "/echo", handle_echo, &a);
+  h2t_server_handle(a.srv, "/delay", handle_delay, &a);
+  h2t_server_handle(a.srv, "/bytes", handle_bytes, &a);
+
+  ev_signal sint, sterm;
+  ev_signal_init(&sint, on_signal, SIGINT);
+  ev_signal_init(&sterm, on_signal, SIGTERM);
+  ev_signal_start(a.loop, &sint);
+  ev_signal_start(a.loop, &sterm);
+  ev_unref(a.loop);
+  ev_unref(a.loop);
+
+  if (!g_quiet) {
+    int v6 = strchr(address, ':') != NULL;
+    printf("h2serve: serving %s on %s://%s%s%s:%d (%s, writer %s)\n", rootbuf,
+           tls ? "https" : "http", v6 ? "[" : "", address, v6 ? "]" : "",
+           h2t_server_port(a.srv, idx), tls ? "tls" : "h2c",
+           h2t_writer_mode_name(cfg.writer));
+    fflush(stdout);
+  }
+  h2t_server_run(a.srv);
+  ev_ref(a.loop);
+  ev_ref(a.loop);
+  ev_signal_stop(a.loop, &sint);
+  ev_signal_stop(a.loop, &sterm);
+  h2t_server_stats st2;
+  h2t_server_stats_get(a.srv, &st2);
+  if (!g_quiet)
+    fprintf(stderr,
+            "h2serve: stopped: %llu connections, %llu requests, %llu shed\n",
+            (unsigned long long)st2.conns_accepted,
+            (unsigned long long)st2.requests,
+            (unsigned long long)(st2.shed_refused + st2.shed_503 +
+                                 st2.shed_conns));
+  h2t_server_del(a.srv);
+  cache_free(&a);
+  return 0;
+}

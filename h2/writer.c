@@ -1,0 +1,679 @@
+/*
+ * The frame writer: where a connection's output bytes (plaintext for h2c,
+ * ciphertext for TLS — the loop did all SSL work) meet the socket.
+ *
+ * REUSED: one thread for the server's lifetime, fed by a queue.  The loop
+ * pushes one item per connection flush and wakes the thread through an
+ * eventfd only when it sleeps.  The thread keeps a per-connection list,
+ * writes with sendmsg (many items per call), polls for POLLOUT on EAGAIN
+ * without holding up other connections, and tells the loop (ev_async) when
+ * a connection drained below the level it waits for or failed.
+ * SPAWN: per connection, one thread per item, created, run, joined, then
+ * the next (Go's writeFrameAsync).  For comparison only.
+ * INLINE: send on the loop thread, ev_io for the rest.  For comparison.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "h2/srv_int.h"
+
+#define WRITER_IOV 64
+#define CLOSE_DRAIN_US (5 * 1000000ull) /* bound on draining a closing conn */
+
+typedef struct witem {
+  struct witem *next;
+  wconn *wc;
+  uint8_t *buf;
+  size_t len, off;
+  int close; /* 1: close marker, 2: abort marker */
+} witem;
+
+struct wconn {
+  srv_writer *w;
+  int fd;
+  writer_notify_fn fn;
+  void *arg;
+  atomic_int refs;
+  atomic_size_t queued;
+  atomic_size_t notify_low; /* SIZE_MAX: nobody waits */
+  atomic_int failed;
+  int loop_gone; /* loop side only */
+
+  /* owned by whoever writes: the writer thread (REUSED) or the loop */
+  witem *head, *tail;
+  int closing;
+  uint64_t close_deadline;
+  int want_pollout;
+  int in_active;
+  wconn *next_ready; /* guarded by w->mu */
+  int in_ready;
+
+  /* INLINE */
+  ev_io wio;
+  ev_timer drain_timer;
+  /* SPAWN */
+  pthread_t th;
+  int th_active;
+};
+
+struct srv_writer {
+  h2t_writer_mode mode;
+  struct ev_loop *loop;
+  const h2t_mem *mem;
+  pthread_mutex_t mu;
+  witem *in_head, *in_tail; /* REUSED: pushed by the loop */
+  int efd;
+  int sleeping, stop;
+  pthread_t th;
+  int th_started;
+  ev_async async;
+  wconn *ready; /* to notify on the loop */
+  atomic_uint depth, depth_max;
+  /* REUSED thread: connections with queued items */
+  wconn **active;
+  size_t nactive, cap_active;
+};
+
+static void wconn_unref(wconn *wc) {
+  if (atomic_fetch_sub(&wc->refs, 1) == 1)
+    h2t_xfree(wc->w->mem, wc);
+}
+
+static void item_free(srv_writer *w, witem *it) {
+  h2t_xfree(w->mem, it->buf);
+  h2t_xfree(w->mem, it);
+}
+
+static void depth_sub(srv_writer *w, unsigned n) {
+  if (n)
+    atomic_fetch_sub(&w->depth, n);
+}
+
+/* Hand wc to the loop for a notify (any thread). */
+static void post_ready(wconn *wc) {
+  srv_writer *w = wc->w;
+  pthread_mutex_lock(&w->mu);
+  if (!wc->in_ready) {
+    wc->in_ready = 1;
+    atomic_fetch_add(&wc->refs, 1);
+    wc->next_ready = w->ready;
+    w->ready = wc;
+  }
+  pthread_mutex_unlock(&w->mu);
+  ev_async_send(w->loop, &w->async);
+}
+
+static void maybe_notify(wconn *wc) {
+  size_t low = atomic_load(&wc->notify_low);
+  if (low != SIZE_MAX && atomic_load(&wc->queued) <= low &&
+      atomic_compare_exchange_strong(&wc->notify_low, &low, SIZE_MAX))
+    post_ready(wc);
+}
+
+/* Drop every queued item (after an error or an abort). */
+static void drop_items(wconn *wc) {
+  unsigned n = 0;
+  size_t bytes = 0;
+  while (wc->head && !wc->head->close) {
+    witem *it = wc->head;
+    wc->head = it->next;
+    bytes += it->len - it->off;
+    item_free(wc->w, it);
+    n++;
+  }
+  if (!wc->head)
+    wc->tail = NULL;
+  atomic_fetch_sub(&wc->queued, bytes);
+  depth_sub(wc->w, n);
+}
+
+static void set_failed(wconn *wc) {
+  if (!atomic_exchange(&wc->failed, 1)) {
+    drop_items(wc);
+    post_ready(wc);
+  } else {
+    drop_items(wc);
+  }
+}
+
+/* Write as much of wc's list as the socket takes.  Returns 1 if the list
+ * head is now a close marker or the list is empty, 0 on EAGAIN. */
+static int write_some(wconn *wc) {
+  srv_writer *w = wc->w;
+  for (;;) {
+    struct iovec iov[WRITER_IOV];
+    int n = 0;
+    for (witem *it = wc->head; it && n < WRITER_IOV && !it->close;
+         it = it->next) {
+      iov[n].iov_base = it->buf + it->off;
+      iov[n].iov_len = it->len - it->off;
+      n++;
+    }
+    if (n == 0)
+      return 1;
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+    ssize_t r = sendmsg(wc->fd, &mh, MSG_NOSIGNAL);
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return 0;
+      set_failed(wc);
+      return 1;
+    }
+    size_t left = (size_t)r;
+    unsigned done = 0;
+    while (wc->head && !wc->head->close && left > 0) {
+      witem *it = wc->head;
+      size_t rest = it->len - it->off;
+      if (left < rest) {
+        it->off += left;
+        left = 0;
+        break;
+      }
+      left -= rest;
+      wc->head = it->next;
+      item_free(w, it);
+      done++;
+    }
+    if (!wc->head)
+      wc->tail = NULL;
+    atomic_fetch_sub(&wc->queued, (size_t)r);
+    depth_sub(w, done);
+    maybe_notify(wc);
+  }
+}
+
+static void close_fd(wconn *wc) {
+  if (wc->fd >= 0) {
+    shutdown(wc->fd, SHUT_WR);
+    close(wc->fd);
+    wc->fd = -1;
+  }
+}
+
+/* ------------------------------------------------------------------------
+ * REUSED: the writer thread
+ */
+
+static void append_item(wconn *wc, witem *it) {
+  it->next = NULL;
+  if (wc->tail)
+    wc->tail->next = it;
+  else
+    wc->head = it;
+  wc->tail = it;
+}
+
+static int active_add(srv_writer *w, wconn *wc) {
+  if (wc->in_active)
+    return 0;
+  if (w->nactive == w->cap_active) {
+    size_t cap = w->cap_active ? w->cap_active * 2 : 64;
+    wconn **a = h2t_xrealloc(w->mem, w->active, cap * sizeof *a);
+    if (!a)
+      return -1;
+    w->active = a;
+    w->cap_active = cap;
+  }
+  w->active[w->nactive++] = wc;
+  wc->in_active = 1;
+  return 0;
+}
+
+/* Handle a connection whose head is a close marker (or abort). */
+static void finish_close(srv_writer *w, wconn *wc) {
+  witem *it = wc->head;
+  wc->head = it->next;
+  if (!wc->head)
+    wc->tail = NULL;
+  h2t_xfree(w->mem, it);
+  close_fd(wc);
+  wconn_unref(wc); /* the writer's reference */
+}
+
+static void *writer_thread(void *arg) {
+  srv_writer *w = arg;
+  struct pollfd *pfd = NULL;
+  size_t pfd_cap = 0;
+  for (;;) {
+    pthread_mutex_lock(&w->mu);
+    witem *in = w->in_head;
+    w->in_head = w->in_tail = NULL;
+    int stop = w->stop;
+    pthread_mutex_unlock(&w->mu);
+
+    for (witem *it = in, *next; it; it = next) {
+      next = it->next;
+      wconn *wc = it->wc;
+      if (it->close == 2) { /* abort: drop everything, close now */
+        drop_items(wc);
+        append_item(wc, it);
+        it->close = 1;
+      } else {
+        append_item(wc, it);
+      }
+      if (it->close)
+        wc->close_deadline = h2t_now_us() + CLOSE_DRAIN_US;
+      if (active_add(w, wc) != 0)
+        set_failed(wc); /* out of memory: nothing better to do */
+    }
+
+    /* One pass over every connection with data. */
+    int any_writable = 0;
+    uint64_t now = 0;
+    for (size_t i = 0; i < w->nactive;) {
+      wconn *wc = w->active[i];
+      int done = 1;
+      if (!wc->want_pollout) {
+        done = write_some(wc);
+        wc->want_pollout = !done;
+      } else {
+        done = 0;
+      }
+      if (!done && wc->head && wc->head->close == 0) {
+        /* still writing; a closing conn that does not read gets dropped */
+        witem *t = wc->tail;
+        if (t && t->close) {
+          if (!now)
+            now = h2t_now_us();
+          if (now > wc->close_deadline) {
+            drop_items(wc);
+            done = 1;
+          }
+        }
+      }
+      if (done && wc->head && wc->head->close) {
+        wc->in_active = 0;
+        w->active[i] = w->active[--w->nactive];
+        finish_close(w, wc);
+        continue;
+      }
+      if (done && !wc->head) {
+        wc->in_active = 0;
+        wc->want_pollout = 0;
+        w->active[i] = w->active[--w->nactive];
+        continue;
+      }
+      if (!wc->want_pollout)
+        any_writable = 1;
+      i++;
+    }
+    if (any_writable)
+      continue;
+
+    /* Sleep until pushed to, or a blocked socket becomes writable. */
+    pthread_mutex_lock(&w->mu);
+    if (w->in_head) {
+      pthread_mutex_unlock(&w->mu);
+      continue;
+    }
+    if (stop && w->nactive == 0) {
+      pthread_mutex_unlock(&w->mu);
+      break;
+    }
+    w->sleeping = 1;
+    pthread_mutex_unlock(&w->mu);
+
+    if (pfd_cap < w->nactive + 1) {
+      size_t cap = (w->nactive + 1) * 2;
+      struct pollfd *p = h2t_xrealloc(w->mem, pfd, cap * sizeof *p);
+      if (p) {
+        pfd = p;
+        pfd_cap = cap;
+      }
+    }
+    size_t np = 0;
+    if (pfd) {
+      pfd[np++] = (struct pollfd){.fd = w->efd, .events = POLLIN};
+      for (size_t i = 0; i < w->nactive && np < pfd_cap; i++)
+        pfd[np++] = (struct pollfd){.fd = w->active[i]->fd, .events = POLLOUT};
+    }
+    int timeout = w->nactive ? 1000 : -1;
+    int r = pfd ? poll(pfd, (nfds_t)np, timeout) : (usleep(1000), 0);
+    pthread_mutex_lock(&w->mu);
+    w->sleeping = 0;
+    pthread_mutex_unlock(&w->mu);
+    if (r > 0 && pfd) {
+      if (pfd[0].revents) {
+        uint64_t v;
+        if (read(w->efd, &v, sizeof v) < 0) {
+          /* nothing to do: it is only a wakeup */
+        }
+      }
+      for (size_t i = 1; i < np; i++)
+        if (pfd[i].revents && i - 1 < w->nactive)
+          w->active[i - 1]->want_pollout = 0;
+    } else if (r == 0) {
+      /* timeout: retry everything, which also checks close deadlines */
+      for (size_t i = 0; i < w->nactive; i++)
+        w->active[i]->want_pollout = 0;
+    }
+  }
+  h2t_xfree(w->mem, pfd);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * SPAWN: one thread per item, one at a time per connection
+ */
+
+static void *spawn_thread(void *arg) {
+  wconn *wc = arg;
+  witem *it = wc->head;
+  while (it->off < it->len) {
+    ssize_t r = send(wc->fd, it->buf + it->off, it->len - it->off,
+                     MSG_NOSIGNAL);
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        struct pollfd p = {.fd = wc->fd, .events = POLLOUT};
+        if (poll(&p, 1, 5000) > 0)
+          continue;
+      }
+      atomic_store(&wc->failed, 1);
+      break;
+    }
+    it->off += (size_t)r;
+  }
+  post_ready(wc);
+  return NULL;
+}
+
+static void spawn_next(wconn *wc) {
+  srv_writer *w = wc->w;
+  while (wc->head && !wc->th_active) {
+    if (wc->head->close || atomic_load(&wc->failed)) {
+      if (atomic_load(&wc->failed))
+        drop_items(wc);
+      if (wc->head && wc->head->close) {
+        finish_close(w, wc);
+        return;
+      }
+      continue;
+    }
+    wc->th_active = 1;
+    atomic_fetch_add(&wc->refs, 1);
+    if (pthread_create(&wc->th, NULL, spawn_thread, wc) != 0) {
+      wc->th_active = 0;
+      wconn_unref(wc);
+      atomic_store(&wc->failed, 1);
+      drop_items(wc);
+      post_ready(wc);
+    }
+  }
+}
+
+/* The spawned thread finished its item (on the loop). */
+static void spawn_done(wconn *wc) {
+  if (!wc->th_active)
+    return;
+  pthread_join(wc->th, NULL);
+  wc->th_active = 0;
+  witem *it = wc->head;
+  wc->head = it->next;
+  if (!wc->head)
+    wc->tail = NULL;
+  atomic_fetch_sub(&wc->queued, it->len);
+  depth_sub(wc->w, 1);
+  item_free(wc->w, it);
+  wconn_unref(wc); /* the thread's reference */
+  if (atomic_load(&wc->failed))
+    drop_items(wc);
+  spawn_next(wc);
+}
+
+/* ------------------------------------------------------------------------
+ * INLINE: on the loop
+ */
+
+static void inline_finish(wconn *wc) {
+  ev_io_stop(wc->w->loop, &wc->wio);
+  ev_timer_stop(wc->w->loop, &wc->drain_timer);
+  finish_close(wc->w, wc);
+}
+
+static void inline_write(wconn *wc) {
+  int done = write_some(wc);
+  if (wc->head && wc->head->close && (done || atomic_load(&wc->failed))) {
+    inline_finish(wc);
+    return;
+  }
+  if (!done && !ev_is_active(&wc->wio))
+    ev_io_start(wc->w->loop, &wc->wio);
+  else if (done && ev_is_active(&wc->wio))
+    ev_io_stop(wc->w->loop, &wc->wio);
+}
+
+static void inline_io_cb(struct ev_loop *loop, ev_io *io, int revents) {
+  inline_write(io->data);
+}
+
+static void inline_drain_timeout(struct ev_loop *loop, ev_timer *t,
+                                 int revents) {
+  wconn *wc = t->data;
+  drop_items(wc);
+  inline_finish(wc);
+}
+
+/* ------------------------------------------------------------------------
+ * Loop side
+ */
+
+static void async_cb(struct ev_loop *loop, ev_async *a, int revents) {
+  srv_writer *w = a->data;
+  pthread_mutex_lock(&w->mu);
+  wconn *list = w->ready;
+  w->ready = NULL;
+  for (wconn *wc = list; wc; wc = wc->next_ready)
+    wc->in_ready = 0;
+  pthread_mutex_unlock(&w->mu);
+  while (list) {
+    wconn *wc = list;
+    list = wc->next_ready;
+    if (w->mode == H2T_WRITER_SPAWN)
+      spawn_done(wc);
+    if (!wc->loop_gone && wc->fn)
+      wc->fn(wc->arg);
+    wconn_unref(wc);
+  }
+}
+
+int writer_new(srv_writer **out, h2t_writer_mode mode, struct ev_loop *loop,
+               const h2t_mem *mem) {
+  if (mode != H2T_WRITER_REUSED && mode != H2T_WRITER_SPAWN &&
+      mode != H2T_WRITER_INLINE)
+    return H2T_ERR_INVALID_ARG;
+  srv_writer *w = h2t_xcalloc(mem, 1, sizeof *w);
+  if (!w)
+    return H2T_ERR_NOMEM;
+  w->mode = mode;
+  w->loop = loop;
+  w->mem = mem;
+  w->efd = -1;
+  pthread_mutex_init(&w->mu, NULL);
+  ev_async_init(&w->async, async_cb);
+  w->async.data = w;
+  ev_async_start(loop, &w->async);
+  ev_unref(loop); /* the writer alone must not keep the loop running */
+  if (mode == H2T_WRITER_REUSED) {
+    w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (w->efd < 0 || pthread_create(&w->th, NULL, writer_thread, w) != 0) {
+      if (w->efd >= 0)
+        close(w->efd);
+      ev_ref(loop);
+      ev_async_stop(loop, &w->async);
+      pthread_mutex_destroy(&w->mu);
+      h2t_xfree(mem, w);
+      return H2T_ERR_SYSTEM;
+    }
+    w->th_started = 1;
+  }
+  *out = w;
+  return 0;
+}
+
+void writer_del(srv_writer *w) {
+  if (!w)
+    return;
+  if (w->th_started) {
+    pthread_mutex_lock(&w->mu);
+    w->stop = 1;
+    uint64_t one = 1;
+    if (write(w->efd, &one, sizeof one) < 0) {
+      /* the counter cannot overflow here */
+    }
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->th, NULL);
+  }
+  /* Leftover notifies (and SPAWN completions) */
+  async_cb(w->loop, &w->async, 0);
+  if (w->efd >= 0)
+    close(w->efd);
+  ev_ref(w->loop);
+  ev_async_stop(w->loop, &w->async);
+  pthread_mutex_destroy(&w->mu);
+  h2t_xfree(w->mem, w->active);
+  h2t_xfree(w->mem, w);
+}
+
+wconn *writer_conn_new(srv_writer *w, int fd, writer_notify_fn fn,
+                       void *arg) {
+  wconn *wc = h2t_xcalloc(w->mem, 1, sizeof *wc);
+  if (!wc)
+    return NULL;
+  wc->w = w;
+  wc->fd = fd;
+  wc->fn = fn;
+  wc->arg = arg;
+  atomic_init(&wc->refs, 2); /* the loop's and the writer's */
+  atomic_init(&wc->queued, 0);
+  atomic_init(&wc->notify_low, SIZE_MAX);
+  atomic_init(&wc->failed, 0);
+  if (w->mode == H2T_WRITER_INLINE) {
+    ev_io_init(&wc->wio, inline_io_cb, fd, EV_WRITE);
+    wc->wio.data = wc;
+    ev_timer_init(&wc->drain_timer, inline_drain_timeout,
+                  CLOSE_DRAIN_US / 1e6, 0.);
+    wc->drain_timer.data = wc;
+  }
+  return wc;
+}
+
+static void depth_add(srv_writer *w) {
+  unsigned d = atomic_fetch_add(&w->depth, 1) + 1;
+  unsigned m = atomic_load(&w->depth_max);
+  while (d > m && !atomic_compare_exchange_weak(&w->depth_max, &m, d))
+    ;
+}
+
+static int enqueue(wconn *wc, uint8_t *buf, size_t len, int close) {
+  srv_writer *w = wc->w;
+  witem *it = h2t_xmalloc(w->mem, sizeof *it);
+  if (!it) {
+    h2t_xfree(w->mem, buf);
+    return H2T_ERR_NOMEM;
+  }
+  *it = (witem){.wc = wc, .buf = buf, .len = len, .close = close};
+  if (!close) {
+    atomic_fetch_add(&wc->queued, len);
+    depth_add(w);
+  }
+  switch (w->mode) {
+  case H2T_WRITER_REUSED: {
+    pthread_mutex_lock(&w->mu);
+    if (w->in_tail)
+      w->in_tail->next = it;
+    else
+      w->in_head = it;
+    w->in_tail = it;
+    int wake = w->sleeping;
+    w->sleeping = 0;
+    if (wake) {
+      uint64_t one = 1;
+      if (write(w->efd, &one, sizeof one) < 0) {
+        /* already signalled */
+      }
+    }
+    pthread_mutex_unlock(&w->mu);
+    break;
+  }
+  case H2T_WRITER_SPAWN:
+    if (close == 2) {
+      it->close = 1;
+      atomic_store(&wc->failed, 1);
+      if (wc->th_active) /* unblock the thread: it fails fast */
+        shutdown(wc->fd, SHUT_RDWR);
+    }
+    append_item(wc, it);
+    spawn_next(wc);
+    break;
+  case H2T_WRITER_INLINE:
+    if (close == 2) {
+      drop_items(wc);
+      it->close = 1;
+    }
+    append_item(wc, it);
+    if (close && !ev_is_active(&wc->drain_timer))
+      ev_timer_start(w->loop, &wc->drain_timer);
+    if (!ev_is_active(&wc->wio))
+      inline_write(wc);
+    break;
+  }
+  return 0;
+}
+
+int writer_push(wconn *wc, uint8_t *buf, size_t len) {
+  if (atomic_load(&wc->failed)) {
+    h2t_xfree(wc->w->mem, buf);
+    return H2T_ERR_IO;
+  }
+  return enqueue(wc, buf, len, 0);
+}
+
+size_t writer_conn_queued(const wconn *wc) {
+  return atomic_load(&((wconn *)wc)->queued);
+}
+
+int writer_conn_want_notify(wconn *wc, size_t low) {
+  atomic_store(&wc->notify_low, low);
+  if (atomic_load(&wc->queued) <= low) {
+    size_t l = low;
+    if (atomic_compare_exchange_strong(&wc->notify_low, &l, SIZE_MAX))
+      return 1;
+  }
+  return 0;
+}
+
+int writer_conn_failed(const wconn *wc) {
+  return atomic_load(&((wconn *)wc)->failed);
+}
+
+void writer_conn_close(wconn *wc, int abort) {
+  srv_writer *w = wc->w;
+  wc->loop_gone = 1;
+  atomic_store(&wc->notify_low, SIZE_MAX);
+  if (enqueue(wc, NULL, 0, abort ? 2 : 1) != 0) {
+    /* No memory for the marker: close the socket from here, the writer
+     * then fails on it and drops the rest. */
+    shutdown(wc->fd, SHUT_RDWR);
+  }
+  wconn_unref(wc); /* the loop's reference */
+  (void)w;
+}
+
+uint32_t writer_depth(const srv_writer *w) {
+  return atomic_load(&((srv_writer *)w)->depth);
+}
+
+uint32_t writer_depth_max(const srv_writer *w) {
+  return atomic_load(&((srv_writer *)w)->depth_max);
+}

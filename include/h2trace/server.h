@@ -1,0 +1,244 @@
+/*
+ * h2trace: the traced HTTP/2 server.
+ *
+ * A server listens on TCP (IPv4/IPv6), either h2c with prior knowledge or
+ * TLS with ALPN "h2", and runs on one libev loop: the caller's, or one it
+ * creates.  Requests go to handlers registered by path prefix; a handler
+ * answers at once or later (from a timer, another request...), with a body
+ * from a buffer, a file, or a generator with back-pressure.
+ *
+ * Threads: every function here must be called on the server's loop thread,
+ * except h2t_server_shutdown_async() and h2t_server_writer_depth(), which are
+ * thread-safe.  Frame output leaves through a writer (h2t_writer_mode); in the
+ * default mode a writer thread that lives as long as the server does the
+ * send(2) calls, so the loop never blocks on a socket.  With a writer thread,
+ * the allocator (h2t_server_config.mem) must be thread-safe.
+ *
+ * Life of a request: headers complete → handler(req) → the handler answers
+ * with one h2t_server_req_respond*() call → on_close(req, code), exactly
+ * once, after which the handle is invalid.  A handler that answers later
+ * must register on_close to learn that the stream went away (client reset,
+ * cancel from the diagnostics, timeout, shutdown).
+ */
+#ifndef H2TRACE_SERVER_H
+#define H2TRACE_SERVER_H
+
+#include <sys/types.h>
+#include <h2trace/common.h>
+#include <h2trace/trace.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ev_loop;
+typedef struct h2t_server h2t_server;
+
+/* How frame output reaches the socket.  REUSED is the production mode; the
+ * others exist to compare against it (h2bench writer). */
+typedef enum h2t_writer_mode {
+  H2T_WRITER_REUSED = 0, /* one writer thread for the server's lifetime */
+  H2T_WRITER_SPAWN = 1,  /* a new thread per write, one at a time per
+                            connection (like Go's writeFrameAsync) */
+  H2T_WRITER_INLINE = 2  /* send(2) on the loop thread */
+} h2t_writer_mode;
+
+/* "reused", "spawn", "inline"; NULL if unknown.  Thread-safe. */
+H2T_EXTERN const char *h2t_writer_mode_name(h2t_writer_mode m);
+/* Parse a name into *out.  Returns 0 or H2T_ERR_INVALID_ARG. */
+H2T_EXTERN int h2t_writer_mode_parse(const char *name, h2t_writer_mode *out);
+
+typedef struct h2t_server_config {
+  size_t struct_size;          /* H2T_SERVER_CONFIG_INIT */
+  struct ev_loop *loop;        /* NULL: the server makes its own */
+  const h2t_mem *mem;          /* NULL: malloc and friends */
+  /* Trace for every request and connection.  Not copied: it must stay
+   * valid until h2t_server_del(). */
+  const h2t_server_trace *trace;
+  h2t_writer_mode writer;      /* default H2T_WRITER_REUSED */
+  uint32_t max_concurrent_streams; /* advertised; 0: 100 */
+  uint32_t max_header_list_size;   /* request headers; 0: 64 KiB.  Larger
+                                      requests get a 431 */
+  uint32_t max_conns;          /* 0: no limit.  Beyond it: accept and close */
+  uint32_t shed_inflight;      /* 0: off.  Requests in flight beyond it are
+                                  shed (see shed_action) */
+  h2t_shed_action shed_action; /* 0 or H2T_SHED_REFUSED_STREAM: RST_STREAM
+                                  (REFUSED_STREAM); H2T_SHED_503: a 503 */
+  uint32_t idle_timeout_ms;    /* 0: 120 000; a connection with no stream
+                                  and no input for that long is closed */
+  uint32_t handshake_timeout_ms; /* 0: 10 000; TLS handshake + preface */
+  uint32_t stream_timeout_ms;  /* 0: none; reset a stream (CANCEL) that has
+                                  not completed after that long */
+  uint32_t shutdown_timeout_ms; /* 0: 10 000; graceful drain, then close */
+  uint32_t initial_window_size; /* 0: 1 MiB per stream */
+  uint32_t write_queue_limit;  /* bytes queued per connection before the
+                                  server stops producing frames; 0: 512 KiB */
+} h2t_server_config;
+
+#define H2T_SERVER_CONFIG_INIT { .struct_size = sizeof(h2t_server_config) }
+
+/* Create a server.  cfg may be NULL for all defaults.  Returns 0 and sets
+ * *out, or H2T_ERR_INVALID_ARG / H2T_ERR_NOMEM / H2T_ERR_SYSTEM (the writer
+ * thread could not start). */
+H2T_EXTERN int h2t_server_new(h2t_server **out, const h2t_server_config *cfg);
+
+/* Close every listener and connection at once (no drain), stop the writer
+ * thread and free the server.  Open requests get on_close(CANCEL).  NULL is
+ * a no-op.  Not from inside one of the server's callbacks. */
+H2T_EXTERN void h2t_server_del(h2t_server *s);
+
+/* The loop the server runs on. */
+H2T_EXTERN struct ev_loop *h2t_server_loop(h2t_server *s);
+
+typedef struct h2t_listen_opts {
+  size_t struct_size;          /* H2T_LISTEN_OPTS_INIT */
+  const char *address;         /* numeric IPv4/IPv6; NULL: "127.0.0.1" */
+  uint16_t port;               /* 0: ephemeral, see h2t_server_port() */
+  const char *cert_file;       /* PEM chain: TLS with ALPN h2.  NULL: h2c
+                                  with prior knowledge */
+  const char *key_file;        /* PEM private key (with cert_file) */
+  int backlog;                 /* 0: 511 */
+} h2t_listen_opts;
+
+#define H2T_LISTEN_OPTS_INIT .struct_size = sizeof(h2t_listen_opts)
+
+/* Start listening.  May be called several times (several addresses).
+ * Returns the listener's index (>= 0), or H2T_ERR_INVALID_ARG /
+ * H2T_ERR_BIND / H2T_ERR_TLS (cert/key could not be loaded) /
+ * H2T_ERR_NOMEM / H2T_ERR_STATE (shutting down). */
+H2T_EXTERN int h2t_server_listen(h2t_server *s, const h2t_listen_opts *o);
+
+/* The port listener `index` is bound to (the real one when asked for 0), or
+ * H2T_ERR_INVALID_ARG. */
+H2T_EXTERN int h2t_server_port(const h2t_server *s, int index);
+
+/* Called on the loop when a request's headers are complete.  The handler
+ * answers now or later with h2t_server_req_respond*(), and may register
+ * on_body / on_close. */
+typedef void (*h2t_handler_fn)(h2t_server_req *req, void *user);
+
+/* Route requests whose path (before '?') starts with `prefix` (e.g. "/",
+ * "/api/") to fn; the longest matching prefix wins; no match gets a 404.
+ * prefix is copied.  Returns 0, H2T_ERR_INVALID_ARG or H2T_ERR_NOMEM. */
+H2T_EXTERN int h2t_server_handle(h2t_server *s, const char *prefix,
+                                 h2t_handler_fn fn, void *user);
+
+/* Run the loop until the server has shut down (h2t_server_shutdown*).
+ * Returns 0 or H2T_ERR_STATE if called re-entrantly. */
+H2T_EXTERN int h2t_server_run(h2t_server *s);
+
+/* Graceful shutdown: stop accepting, send GOAWAY on every connection, let
+ * in-flight streams finish (up to shutdown_timeout_ms), then close.  On the
+ * loop thread; idempotent.  Returns 0. */
+H2T_EXTERN int h2t_server_shutdown(h2t_server *s);
+/* The same from any thread (or a signal-free context): posts to the loop. */
+H2T_EXTERN void h2t_server_shutdown_async(h2t_server *s);
+
+typedef struct h2t_server_stats {
+  uint64_t conns_accepted, requests, responses, resets_sent, resets_recv;
+  uint64_t shed_refused, shed_503, shed_conns; /* load shedding */
+  uint64_t bytes_in, bytes_out;                /* on the wire */
+  uint64_t writer_flushes;     /* queue items handed to the writer */
+  uint64_t writer_blocked;     /* times a connection hit write_queue_limit */
+  uint32_t conns_open, inflight;
+  uint32_t writer_queue_depth; /* items queued to the writer, now */
+  uint32_t writer_queue_max;   /* the most ever queued at once */
+} h2t_server_stats;
+
+/* Counters since creation.  On the loop thread (or after it stopped). */
+H2T_EXTERN void h2t_server_stats_get(const h2t_server *s,
+                                     h2t_server_stats *out);
+/* Items queued to the writer now.  Thread-safe. */
+H2T_EXTERN uint32_t h2t_server_writer_depth(const h2t_server *s);
+
+/* --- a request ---------------------------------------------------------- */
+
+/* Request pseudo-headers (never NULL; "" when absent) and id. */
+H2T_EXTERN const char *h2t_server_req_method(const h2t_server_req *r);
+H2T_EXTERN const char *h2t_server_req_path(const h2t_server_req *r);
+H2T_EXTERN const char *h2t_server_req_scheme(const h2t_server_req *r);
+H2T_EXTERN const char *h2t_server_req_authority(const h2t_server_req *r);
+/* Request headers (not pseudo-headers); names are lowercase.  Valid until
+ * on_close. */
+H2T_EXTERN const h2t_header *h2t_server_req_headers(const h2t_server_req *r,
+                                                    size_t *n);
+/* First header named `name` (lowercase), or NULL. */
+H2T_EXTERN const char *h2t_server_req_header(const h2t_server_req *r,
+                                             const char *name);
+/* Process-unique request id (h2t_event.req_id), stream and connection. */
+H2T_EXTERN uint64_t h2t_server_req_id(const h2t_server_req *r);
+H2T_EXTERN int32_t h2t_server_req_stream_id(const h2t_server_req *r);
+H2T_EXTERN uint64_t h2t_server_req_conn_id(const h2t_server_req *r);
+H2T_EXTERN h2t_server *h2t_server_req_server(const h2t_server_req *r);
+/* Has the request been canceled (reset by the peer, by the diagnostics,
+ * by a timeout or by h2t_server_del)? */
+H2T_EXTERN int h2t_server_req_canceled(const h2t_server_req *r);
+
+/* Free text shown by the diagnostics for this request ("querying db").
+ * Copied.  Returns 0 or H2T_ERR_INVALID_ARG. */
+H2T_EXTERN int h2t_server_req_set_status(h2t_server_req *r, const char *text);
+
+/* A chunk of request body; eof=1 on the last call (len may be 0).  Return
+ * 0, or non-zero to reset the stream (CANCEL). */
+typedef int (*h2t_server_body_cb)(h2t_server_req *r, const uint8_t *data,
+                                  size_t len, int eof, void *user);
+/* The stream is over: error_code 0 after a complete response, else the
+ * HTTP/2 code it was reset with.  The handle is invalid after it returns. */
+typedef void (*h2t_server_close_cb)(h2t_server_req *r, uint32_t error_code,
+                                    void *user);
+
+/* Register callbacks (either may be NULL); `user` is shared by both.  A body
+ * that fully arrived before registration is delivered at once (eof=1 with
+ * len 0 if there was none).  Returns 0 or H2T_ERR_INVALID_ARG. */
+H2T_EXTERN int h2t_server_req_on(h2t_server_req *r, h2t_server_body_cb on_body,
+                                 h2t_server_close_cb on_close, void *user);
+
+/* Response body generator: copy up to len bytes into buf and return how
+ * many; set *eof when done.  Return H2T_SERVER_BODY_DEFER to pause until
+ * h2t_server_req_resume(), or a negative H2T_ERR_ code to reset the stream.
+ * It is only called when the peer's flow-control window and the write
+ * queue have room (back-pressure). */
+typedef ssize_t (*h2t_server_gen_cb)(h2t_server_req *r, uint8_t *buf,
+                                     size_t len, int *eof, void *user);
+#define H2T_SERVER_BODY_DEFER (-1)
+
+/* Flags for h2t_server_req_respond(). */
+#define H2T_RESPOND_NOCOPY 1u /* body is not copied: it must stay valid
+                                 until on_close (or h2t_server_del) */
+
+/* Answer with status, headers (copied; pseudo-headers are refused) and a
+ * body from a buffer (copied unless H2T_RESPOND_NOCOPY; len 0: none).  One
+ * respond call per request.  Returns 0 or H2T_ERR_INVALID_ARG /
+ * H2T_ERR_STATE (already answered, or the stream is closed) /
+ * H2T_ERR_NOMEM. */
+H2T_EXTERN int h2t_server_req_respond(h2t_server_req *r, int status,
+                                      const h2t_header *hdrs, size_t n,
+                                      const void *body, size_t len,
+                                      unsigned flags);
+/* The same with a body read from fd (owned by the server from this call:
+ * closed at stream end, also on error) from offset off, len bytes (-1: to
+ * end of file).  Adds content-length when len is known. */
+H2T_EXTERN int h2t_server_req_respond_file(h2t_server_req *r, int status,
+                                           const h2t_header *hdrs, size_t n,
+                                           int fd, off_t off, int64_t len);
+/* The same with a generated body (see h2t_server_gen_cb). */
+H2T_EXTERN int h2t_server_req_respond_gen(h2t_server_req *r, int status,
+                                          const h2t_header *hdrs, size_t n,
+                                          h2t_server_gen_cb gen, void *user);
+/* Resume a generator that returned H2T_SERVER_BODY_DEFER.  Returns 0 or
+ * H2T_ERR_STATE. */
+H2T_EXTERN int h2t_server_req_resume(h2t_server_req *r);
+/* Trailers to send after the body (copied).  Call before the body ends
+ * (before respond for buffers and files, or before the generator's eof).
+ * Returns 0, H2T_ERR_INVALID_ARG, H2T_ERR_STATE or H2T_ERR_NOMEM. */
+H2T_EXTERN int h2t_server_req_set_trailers(h2t_server_req *r,
+                                           const h2t_header *hdrs, size_t n);
+/* Reset the stream with an HTTP/2 error code (e.g. 8, CANCEL).  on_close
+ * follows.  Returns 0 or H2T_ERR_STATE. */
+H2T_EXTERN int h2t_server_req_reset(h2t_server_req *r, uint32_t error_code);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* H2TRACE_SERVER_H */

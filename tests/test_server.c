@@ -1,0 +1,702 @@
+/*
+ * h2/server: real clients (curl, nghttp, h2load) against an in-process
+ * server on loopback, for every writer mode: h2c and TLS, bodies from
+ * buffers, files, generators that defer, async answers, trailers, hook
+ * order, cancel, timeouts, limits, load shedding, graceful shutdown.
+ */
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <cmocka.h>
+
+#include <ev.h>
+#include <h2trace/server.h>
+#include "h2/srv_int.h"
+#include "peer.h"
+
+/* ---- the server under test, on its own thread ------------------------ */
+
+#define MAX_EV 4096
+typedef struct rec_ev {
+  h2t_event_type type;
+  int32_t stream_id;
+  uint64_t req_id;
+  uint32_t code;
+  int status;
+  uint64_t bytes;
+  char path[64];
+} rec_ev;
+
+typedef struct tsrv {
+  h2t_server *s;
+  pthread_t th;
+  int port, tls_port;
+  h2t_writer_mode mode;
+  h2t_server_trace tr;
+  pthread_mutex_t mu;
+  rec_ev ev[MAX_EV];
+  size_t nev;
+  uint64_t last_req_id;      /* of /hold */
+  uint32_t closed_code;      /* /hold's on_close */
+  int closed;
+  char big_path[300];
+} tsrv;
+
+static void rec_any(const h2t_event *ev, void *user) {
+  tsrv *t = user;
+  pthread_mutex_lock(&t->mu);
+  if (t->nev < MAX_EV) {
+    rec_ev *r = &t->ev[t->nev++];
+    memset(r, 0, sizeof *r);
+    r->type = ev->type;
+    r->stream_id = ev->stream_id;
+    r->req_id = ev->req_id;
+    switch (ev->type) {
+    case H2T_EV_SRV_STREAM_CLOSED:
+      r->code = ev->u.stream_closed.error_code;
+      r->bytes = ev->u.stream_closed.bytes_out;
+      break;
+    case H2T_EV_SRV_STREAM_RESET:
+      r->code = ev->u.stream_reset.error_code;
+      break;
+    case H2T_EV_SRV_GOAWAY_SENT:
+      r->code = ev->u.goaway_sent.error_code;
+      break;
+    case H2T_EV_SRV_WROTE_HEADERS:
+      r->status = ev->u.response.status;
+      break;
+    case H2T_EV_SRV_WROTE_RESPONSE:
+      r->bytes = ev->u.body.bytes;
+      break;
+    case H2T_EV_SRV_REQUEST_HEADERS:
+      snprintf(r->path, sizeof r->path, "%s %s", ev->u.request_headers.method,
+               ev->u.request_headers.path);
+      break;
+    case H2T_EV_SRV_LOAD_SHED:
+      r->code = ev->u.load_shed.action;
+      break;
+    default:
+      break;
+    }
+  }
+  pthread_mutex_unlock(&t->mu);
+}
+
+static void h_hello(h2t_server_req *r, void *user) {
+  h2t_header h = {"content-type", "text/plain"};
+  h2t_server_req_respond(r, 200, &h, 1, "hello\n", 6, 0);
+}
+
+/* /gen?n=N: a generator that defers every other call and resumes from a
+ * zero-delay timer: the answer must still be N bytes, in order. */
+typedef struct gen {
+  ev_timer t;
+  h2t_server_req *r;
+  struct ev_loop *loop;
+  size_t left, sent;
+  int flip;
+} gen;
+
+static void gen_resume(struct ev_loop *loop, ev_timer *t, int revents) {
+  gen *g = t->data;
+  h2t_server_req_resume(g->r);
+}
+
+static ssize_t gen_fill(h2t_server_req *r, uint8_t *buf, size_t len, int *eof,
+                        void *user) {
+  gen *g = user;
+  if ((g->flip ^= 1)) {
+    ev_timer_start(g->loop, &g->t);
+    return H2T_SERVER_BODY_DEFER;
+  }
+  size_t n = g->left < len ? g->left : len;
+  if (n > 5000)
+    n = 5000;
+  for (size_t i = 0; i < n; i++)
+    buf[i] = (uint8_t)('0' + (g->sent + i) % 10);
+  g->sent += n;
+  g->left -= n;
+  *eof = g->left == 0;
+  return (ssize_t)n;
+}
+
+static void gen_close(h2t_server_req *r, uint32_t code, void *user) {
+  gen *g = user;
+  ev_timer_stop(g->loop, &g->t);
+  free(g);
+}
+
+static void h_gen(h2t_server_req *r, void *user) {
+  gen *g = calloc(1, sizeof *g);
+  const char *q = strstr(h2t_server_req_path(r), "n=");
+  g->left = q ? strtoul(q + 2, NULL, 10) : 0;
+  g->r = r;
+  g->loop = h2t_server_loop(h2t_server_req_server(r));
+  ev_timer_init(&g->t, gen_resume, 0., 0.);
+  g->t.data = g;
+  h2t_server_req_on(r, NULL, gen_close, g);
+  h2t_header tr = {"x-checksum", "digits"};
+  assert_int_equal(h2t_server_req_set_trailers(r, &tr, 1), 0);
+  assert_int_equal(h2t_server_req_respond_gen(r, 200, NULL, 0, gen_fill, g), 0);
+}
+
+/* /sum: reads the whole body, answers with its length (async: on eof). */
+typedef struct sum {
+  size_t n;
+} sum;
+
+static int sum_body(h2t_server_req *r, const uint8_t *d, size_t len, int eof,
+                    void *user) {
+  sum *s = user;
+  s->n += len;
+  if (eof) {
+    char b[32];
+    int k = snprintf(b, sizeof b, "%zu", s->n);
+    h2t_server_req_respond(r, 200, NULL, 0, b, (size_t)k, 0);
+  }
+  return 0;
+}
+
+static void sum_close(h2t_server_req *r, uint32_t code, void *user) {
+  free(user);
+}
+
+static void h_sum(h2t_server_req *r, void *user) {
+  h2t_server_req_on(r, sum_body, sum_close, calloc(1, sizeof(sum)));
+}
+
+/* /delay?ms=N */
+typedef struct delay {
+  ev_timer t;
+  h2t_server_req *r;
+  struct ev_loop *loop;
+} delay;
+
+static void delay_fire(struct ev_loop *loop, ev_timer *t, int revents) {
+  delay *d = t->data;
+  h2t_server_req_respond(d->r, 200, NULL, 0, "late\n", 5, 0);
+}
+
+static void delay_close(h2t_server_req *r, uint32_t code, void *user) {
+  delay *d = user;
+  ev_timer_stop(d->loop, &d->t);
+  free(d);
+}
+
+static void h_delay(h2t_server_req *r, void *user) {
+  delay *d = calloc(1, sizeof *d);
+  const char *q = strstr(h2t_server_req_path(r), "ms=");
+  d->r = r;
+  d->loop = h2t_server_loop(h2t_server_req_server(r));
+  ev_timer_init(&d->t, delay_fire, (q ? atoi(q + 3) : 0) / 1000.0, 0.);
+  d->t.data = d;
+  h2t_server_req_on(r, NULL, delay_close, d);
+  ev_timer_start(d->loop, &d->t);
+}
+
+/* /hold: never answers; records its id for a cancel from another thread */
+static void hold_close(h2t_server_req *r, uint32_t code, void *user) {
+  tsrv *t = user;
+  pthread_mutex_lock(&t->mu);
+  t->closed = 1;
+  t->closed_code = code;
+  pthread_mutex_unlock(&t->mu);
+}
+
+static void h_hold(h2t_server_req *r, void *user) {
+  tsrv *t = user;
+  h2t_server_req_on(r, NULL, hold_close, t);
+  h2t_server_req_set_status(r, "holding");
+  pthread_mutex_lock(&t->mu);
+  t->last_req_id = h2t_server_req_id(r);
+  pthread_mutex_unlock(&t->mu);
+}
+
+static void h_big(h2t_server_req *r, void *user) {
+  tsrv *t = user;
+  int fd = open(t->big_path, O_RDONLY);
+  h2t_server_req_respond_file(r, 200, NULL, 0, fd, 0, -1);
+}
+
+static void *srv_thread(void *arg) {
+  h2t_server_run(arg);
+  return NULL;
+}
+
+static tsrv *tsrv_start(h2t_writer_mode mode, h2t_server_config *cfg) {
+  tsrv *t = calloc(1, sizeof *t);
+  pthread_mutex_init(&t->mu, NULL);
+  t->mode = mode;
+  h2t_server_trace_set_all(&t->tr, rec_any, t);
+  h2t_server_config c = H2T_SERVER_CONFIG_INIT;
+  if (cfg)
+    c = *cfg;
+  c.writer = mode;
+  c.trace = &t->tr;
+  assert_int_equal(h2t_server_new(&t->s, &c), 0);
+  h2t_listen_opts lo = {H2T_LISTEN_OPTS_INIT};
+  int idx = h2t_server_listen(t->s, &lo);
+  assert_true(idx >= 0);
+  t->port = h2t_server_port(t->s, idx);
+  assert_true(t->port > 0);
+  const char *cert, *key;
+  assert_int_equal(h2t_test_make_cert(&cert, &key), 0);
+  h2t_listen_opts tl = {H2T_LISTEN_OPTS_INIT, .cert_file = cert,
+                        .key_file = key};
+  idx = h2t_server_listen(t->s, &tl);
+  assert_true(idx >= 0);
+  t->tls_port = h2t_server_port(t->s, idx);
+  snprintf(t->big_path, sizeof t->big_path, "%s/big.bin", h2t_test_tmpdir());
+  if (access(t->big_path, R_OK) != 0) {
+    FILE *f = fopen(t->big_path, "w");
+    for (int i = 0; i < 3 * 1024 * 1024; i++)
+      fputc('a' + i % 23, f);
+    fclose(f);
+  }
+  h2t_server_handle(t->s, "/hello", h_hello, t);
+  h2t_server_handle(t->s, "/gen", h_gen, t);
+  h2t_server_handle(t->s, "/sum", h_sum, t);
+  h2t_server_handle(t->s, "/delay", h_delay, t);
+  h2t_server_handle(t->s, "/hold", h_hold, t);
+  h2t_server_handle(t->s, "/big", h_big, t);
+  assert_int_equal(pthread_create(&t->th, NULL, srv_thread, t->s), 0);
+  return t;
+}
+
+static void tsrv_stop(tsrv *t) {
+  h2t_server_shutdown_async(t->s);
+  pthread_join(t->th, NULL);
+  h2t_server_del(t->s);
+  pthread_mutex_destroy(&t->mu);
+  free(t);
+}
+
+static char *url(const tsrv *t, int tls, const char *path) {
+  static char b[8][256];
+  static int i;
+  char *u = b[i++ % 8];
+  snprintf(u, 256, "%s://127.0.0.1:%d%s", tls ? "https" : "http",
+           tls ? t->tls_port : t->port, path);
+  return u;
+}
+
+/* curl, returns its exit code; *out: body then "\n<code> <version>" */
+static int curl(const tsrv *t, int tls, const char *path, const char *data,
+                char **out) {
+  char *argv[24];
+  int n = 0;
+  argv[n++] = "curl";
+  argv[n++] = "-sS";
+  argv[n++] = "--max-time";
+  argv[n++] = "20";
+  argv[n++] = tls ? "--http2" : "--http2-prior-knowledge";
+  if (tls)
+    argv[n++] = "-k";
+  if (data) {
+    argv[n++] = "--data-binary";
+    argv[n++] = (char *)data;
+  }
+  argv[n++] = "-w";
+  argv[n++] = "\n%{http_code} %{http_version}";
+  argv[n++] = url(t, tls, path);
+  argv[n] = NULL;
+  return h2t_test_run(argv, 25000, out);
+}
+
+static h2t_writer_mode mode_of(void **state) {
+  return *(h2t_writer_mode *)*state;
+}
+
+/* ---- tests --------------------------------------------------------- */
+
+static void test_curl_h2c_and_tls(void **state) {
+  tsrv *t = tsrv_start(mode_of(state), NULL);
+  for (int tls = 0; tls < 2; tls++) {
+    char *out = NULL;
+    assert_int_equal(curl(t, tls, "/hello", NULL, &out), 0);
+    assert_string_equal(out, "hello\n\n200 2");
+    free(out);
+    assert_int_equal(curl(t, tls, "/nope", NULL, &out), 0);
+    assert_non_null(strstr(out, "\n404 2"));
+    free(out);
+    /* a request body, read to the end before the answer */
+    char data[8200];
+    memset(data, 'q', sizeof data - 1);
+    data[sizeof data - 1] = '\0';
+    assert_int_equal(curl(t, tls, "/sum", data, &out), 0);
+    assert_string_equal(out, "8199\n200 2");
+    free(out);
+  }
+  tsrv_stop(t);
+}
+
+static void test_bodies_file_gen_trailers(void **state) {
+  tsrv *t = tsrv_start(mode_of(state), NULL);
+  for (int tls = 0; tls < 2; tls++) {
+    char *out = NULL;
+    /* a 3 MiB file: more than any window, so flow control must work */
+    char *argv[] = {"sh", "-c", NULL, NULL};
+    char cmd[600];
+    snprintf(cmd, sizeof cmd,
+             "curl -sSk --http2%s --max-time 20 %s | cmp - %s && echo SAME",
+             tls ? "" : "-prior-knowledge", url(t, tls, "/big"), t->big_path);
+    argv[2] = cmd;
+    assert_int_equal(h2t_test_run(argv, 25000, &out), 0);
+    assert_non_null(strstr(out, "SAME"));
+    free(out);
+    /* a deferring generator with trailers, through nghttp */
+    char *ng[] = {"nghttp", "-v", url(t, tls, "/gen?n=123457"), NULL};
+    assert_int_equal(h2t_test_run(ng, 25000, &out), 0);
+    assert_non_null(strstr(out, "x-checksum: digits"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "nghttp '%s' 2>/dev/null | wc -c", url(t, tls, "/gen?n=123457"));
+    assert_int_equal(h2t_test_run(argv, 25000, &out), 0);
+    if (atoi(out) != 123457)
+      print_error("%s: %s\n", cmd, out);
+    assert_int_equal(atoi(out), 123457);
+    free(out);
+  }
+  tsrv_stop(t);
+}
+
+static int h2load_ok(const char *out, int n) {
+  char want[96];
+  snprintf(want, sizeof want, "%d succeeded, 0 failed, 0 errored", n);
+  return strstr(out, want) != NULL;
+}
+
+static void test_h2load_no_failures(void **state) {
+  tsrv *t = tsrv_start(mode_of(state), NULL);
+  for (int tls = 0; tls < 2; tls++) {
+    char *out = NULL;
+    char *argv[] = {"h2load", "-n", "3000", "-c", "4", "-m", "10",
+                    url(t, tls, "/hello"), NULL};
+    assert_int_equal(h2t_test_run(argv, 30000, &out), 0);
+    if (!h2load_ok(out, 3000))
+      print_error("%s\n", out);
+    assert_true(h2load_ok(out, 3000));
+    free(out);
+    /* concurrent async answers on one connection: 20 x 200 ms in parallel
+     * must take well under 20 x 200 ms */
+    char *argv2[] = {"h2load", "-n", "20", "-c", "1", "-m", "20",
+                     url(t, tls, "/delay?ms=200"), NULL};
+    uint64_t t0 = h2t_now_us();
+    assert_int_equal(h2t_test_run(argv2, 30000, &out), 0);
+    assert_true(h2load_ok(out, 20));
+    assert_true(h2t_now_us() - t0 < 2000000);
+    free(out);
+  }
+  h2t_server_stats st;
+  tsrv_stop(t);
+  (void)st;
+}
+
+static size_t count_ev(tsrv *t, h2t_event_type type) {
+  size_t n = 0;
+  for (size_t i = 0; i < t->nev; i++)
+    n += t->ev[i].type == type;
+  return n;
+}
+
+static void test_hook_order(void **state) {
+  tsrv *t = tsrv_start(mode_of(state), NULL);
+  for (int tls = 0; tls < 2; tls++) {
+    char *out = NULL;
+    pthread_mutex_lock(&t->mu);
+    t->nev = 0;
+    pthread_mutex_unlock(&t->mu);
+    assert_int_equal(curl(t, tls, "/sum", "abc", &out), 0);
+    free(out);
+    usleep(100000); /* stream_closed may follow the client's exit */
+    pthread_mutex_lock(&t->mu);
+    static const h2t_event_type want_tls[] = {
+        H2T_EV_SRV_CONN_ACCEPTED,     H2T_EV_SRV_TLS_HANDSHAKE_DONE,
+        H2T_EV_SRV_REQUEST_HEADERS,   H2T_EV_SRV_HANDLER_STARTED,
+        H2T_EV_SRV_REQUEST_BODY_DONE, H2T_EV_SRV_WROTE_HEADERS,
+        H2T_EV_SRV_WROTE_FIRST_BYTE,  H2T_EV_SRV_WROTE_RESPONSE,
+        H2T_EV_SRV_STREAM_CLOSED};
+    h2t_event_type want[16];
+    size_t nwant = 0, k = 0;
+    for (size_t i = 0; i < sizeof want_tls / sizeof want_tls[0]; i++)
+      if (tls || want_tls[i] != H2T_EV_SRV_TLS_HANDSHAKE_DONE)
+        want[nwant++] = want_tls[i];
+    uint64_t req_id = 0;
+    assert_true(t->nev > 0);
+    assert_int_equal(t->ev[0].type, H2T_EV_SRV_CONN_ACCEPTED);
+    for (size_t i = 0; i < t->nev && k < nwant; i++) {
+      if (t->ev[i].type != want[k])
+        continue;
+      if (t->ev[i].type == H2T_EV_SRV_REQUEST_HEADERS) {
+        assert_string_equal(t->ev[i].path, "POST /sum");
+        req_id = t->ev[i].req_id;
+        assert_true(req_id > 0);
+        assert_int_equal(t->ev[i].stream_id, 1);
+      }
+      if (req_id)
+        assert_int_equal(t->ev[i].req_id, req_id);
+      if (t->ev[i].type == H2T_EV_SRV_WROTE_HEADERS)
+        assert_int_equal(t->ev[i].status, 200);
+      if (t->ev[i].type == H2T_EV_SRV_STREAM_CLOSED) {
+        assert_int_equal(t->ev[i].code, 0);
+        assert_int_equal(t->ev[i].bytes, 1); /* "3" */
+      }
+      k++;
+    }
+    if (k != nwant)
+      print_error("tls=%d: stopped at expected event %zu of %zu\n", tls, k,
+                  nwant);
+    assert_int_equal(k, nwant);
+    assert_int_equal(count_ev(t, H2T_EV_SRV_REQUEST_HEADERS), 1);
+    assert_int_equal(count_ev(t, H2T_EV_SRV_STREAM_CLOSED), 1);
+    pthread_mutex_unlock(&t->mu);
+  }
+  tsrv_stop(t);
+}
+
+/* Cancel from another thread (the in-flight table's path): the client sees
+ * RST_STREAM(CANCEL), the handler's on_close gets CANCEL. */
+static void test_cancel_from_other_thread(void **state) {
+  tsrv *t = tsrv_start(mode_of(state), NULL);
+  char log[300];
+  snprintf(log, sizeof log, "%s/cancel-%d.log", h2t_test_tmpdir(), t->mode);
+  char *argv[] = {"nghttp", "-v", url(t, 0, "/hold"), NULL};
+  pid_t pid = h2t_test_spawn(argv, log);
+  uint64_t id = 0;
+  for (int i = 0; i < 250 && !id; i++) {
+    usleep(20000);
+    pthread_mutex_lock(&t->mu);
+    id = t->last_req_id;
+    pthread_mutex_unlock(&t->mu);
+  }
+  assert_true(id > 0);
+  srv_cancel_post(t->s, id, "test");
+  int closed = 0;
+  for (int i = 0; i < 250 && !closed; i++) {
+    usleep(20000);
+    pthread_mutex_lock(&t->mu);
+    closed = t->closed;
+    pthread_mutex_unlock(&t->mu);
+  }
+  assert_true(closed);
+  assert_int_equal(t->closed_code, 8 /* CANCEL */);
+  h2t_test_stop(pid);
+  FILE *f = fopen(log, "r");
+  char buf[8192] = "";
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  buf[n] = '\0';
+  fclose(f);
+  assert_non_null(strstr(buf, "RST_STREAM"));
+  assert_non_null(strstr(buf, "CANCEL"));
+  tsrv_stop(t);
+}
+
+static void test_stream_timeout_and_header_limit(void **state) {
+  h2t_server_config cfg = H2T_SERVER_CONFIG_INIT;
+  cfg.stream_timeout_ms = 200;
+  cfg.max_header_list_size = 4096;
+  tsrv *t = tsrv_start(mode_of(state), &cfg);
+  char *out = NULL;
+  uint64_t t0 = h2t_now_us();
+  assert_int_not_equal(curl(t, 0, "/delay?ms=5000", NULL, &out), 0);
+  assert_true(h2t_now_us() - t0 < 3000000);
+  free(out);
+  /* a header list over the limit gets a 431, and the server goes on */
+  char big[6000];
+  memset(big, 'v', sizeof big - 1);
+  memcpy(big, "x-big: ", 7);
+  big[sizeof big - 1] = '\0';
+  char *argv[] = {"curl", "-sS", "--http2-prior-knowledge", "-H", big, "-w",
+                  "\n%{http_code}", url(t, 0, "/hello"), NULL};
+  assert_int_equal(h2t_test_run(argv, 20000, &out), 0);
+  assert_non_null(strstr(out, "\n431"));
+  free(out);
+  assert_int_equal(curl(t, 0, "/hello", NULL, &out), 0);
+  assert_non_null(strstr(out, "200 2"));
+  free(out);
+  tsrv_stop(t);
+}
+
+static void test_shed_refused_stream(void **state) {
+  h2t_server_config cfg = H2T_SERVER_CONFIG_INIT;
+  cfg.shed_inflight = 2;
+  tsrv *t = tsrv_start(mode_of(state), &cfg);
+  char *out = NULL;
+  char *argv[] = {"nghttp", "-v", "-m", "6", url(t, 0, "/delay?ms=300"), NULL};
+  h2t_test_run(argv, 20000, &out);
+  assert_non_null(strstr(out, "REFUSED_STREAM"));
+  free(out);
+  char *argv2[] = {"h2load", "-n", "10", "-c", "1", "-m", "10",
+                   url(t, 0, "/delay?ms=300"), NULL};
+  h2t_test_run(argv2, 20000, &out);
+  assert_null(strstr(out, "10 succeeded"));
+  free(out);
+  pthread_mutex_lock(&t->mu);
+  size_t nref = 0;
+  for (size_t i = 0; i < t->nev; i++)
+    nref += t->ev[i].type == H2T_EV_SRV_LOAD_SHED &&
+            t->ev[i].code == H2T_SHED_REFUSED_STREAM;
+  pthread_mutex_unlock(&t->mu);
+  assert_true(nref >= 4 + 8);
+  tsrv_stop(t);
+}
+
+static void test_shed_503_and_conn_limit(void **state) {
+  h2t_server_config cfg = H2T_SERVER_CONFIG_INIT;
+  cfg.shed_inflight = 2;
+  cfg.shed_action = H2T_SHED_503;
+  cfg.max_conns = 1;
+  tsrv *t = tsrv_start(mode_of(state), &cfg);
+  char *out = NULL;
+  char *argv[] = {"h2load", "-n", "8", "-c", "1", "-m", "8",
+                  url(t, 0, "/delay?ms=300"), NULL};
+  assert_int_equal(h2t_test_run(argv, 20000, &out), 0);
+  /* h2load: "status codes: 2 2xx, 0 3xx, 0 4xx, 6 5xx" */
+  const char *sc = strstr(out, "status codes:");
+  assert_non_null(sc);
+  int c2 = -1, c5 = -1;
+  assert_int_equal(sscanf(sc, "status codes: %d 2xx, %*d 3xx, %*d 4xx, %d 5xx",
+                          &c2, &c5), 2);
+  assert_int_equal(c2, 2);
+  assert_int_equal(c5, 6);
+  free(out);
+  /* hold the only connection slot, then a second connection is closed */
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(t->port)};
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+  usleep(100000);
+  assert_int_not_equal(curl(t, 0, "/hello", NULL, &out), 0);
+  free(out);
+  close(fd);
+  usleep(100000);
+  assert_int_equal(curl(t, 0, "/hello", NULL, &out), 0);
+  free(out);
+  pthread_mutex_lock(&t->mu);
+  size_t n503 = 0, nclose = 0;
+  for (size_t i = 0; i < t->nev; i++)
+    if (t->ev[i].type == H2T_EV_SRV_LOAD_SHED) {
+      n503 += t->ev[i].code == H2T_SHED_503;
+      nclose += t->ev[i].code == H2T_SHED_CLOSE;
+    }
+  pthread_mutex_unlock(&t->mu);
+  assert_int_equal(n503, 6);
+  assert_true(nclose >= 1);
+  h2t_server *s = t->s;
+  h2t_server_shutdown_async(s);
+  pthread_join(t->th, NULL);
+  h2t_server_stats st;
+  h2t_server_stats_get(s, &st);
+  assert_int_equal(st.shed_503, 6);
+  assert_true(st.shed_conns >= 1);
+  h2t_server_del(s);
+  pthread_mutex_destroy(&t->mu);
+  free(t);
+}
+
+typedef struct bg_run {
+  char **argv;
+  char *out;
+  int rc;
+} bg_run;
+
+static void *bg(void *arg) {
+  bg_run *b = arg;
+  b->rc = h2t_test_run(b->argv, 20000, &b->out);
+  return NULL;
+}
+
+/* Shutdown with streams in flight: they finish, then the server stops. */
+static void test_graceful_shutdown_drains(void **state) {
+  tsrv *t = tsrv_start(mode_of(state), NULL);
+  char *argv[] = {"h2load", "-n", "5", "-c", "1", "-m", "5",
+                  url(t, 0, "/delay?ms=400"), NULL};
+  bg_run b = {.argv = argv};
+  pthread_t th;
+  pthread_create(&th, NULL, bg, &b);
+  for (int i = 0; i < 200; i++) {
+    usleep(10000);
+    pthread_mutex_lock(&t->mu);
+    size_t n = count_ev(t, H2T_EV_SRV_HANDLER_STARTED);
+    pthread_mutex_unlock(&t->mu);
+    if (n == 5)
+      break;
+  }
+  uint64_t t0 = h2t_now_us();
+  h2t_server_shutdown_async(t->s);
+  pthread_join(t->th, NULL);
+  uint64_t took = h2t_now_us() - t0;
+  pthread_join(th, NULL);
+  assert_true(h2load_ok(b.out, 5));
+  assert_true(took > 200000 && took < 5000000);
+  free(b.out);
+  assert_true(count_ev(t, H2T_EV_SRV_GOAWAY_SENT) >= 1);
+  /* new connections are refused after shutdown */
+  char *out = NULL;
+  assert_int_not_equal(curl(t, 0, "/hello", NULL, &out), 0);
+  free(out);
+  h2t_server_del(t->s);
+  pthread_mutex_destroy(&t->mu);
+  free(t);
+}
+
+static void test_api_misuse(void **state) {
+  h2t_server *s = NULL;
+  h2t_server_config bad = H2T_SERVER_CONFIG_INIT;
+  bad.writer = (h2t_writer_mode)7;
+  assert_int_equal(h2t_server_new(&s, &bad), H2T_ERR_INVALID_ARG);
+  assert_int_equal(h2t_server_new(NULL, NULL), H2T_ERR_INVALID_ARG);
+  assert_int_equal(h2t_server_new(&s, NULL), 0);
+  h2t_listen_opts lo = {H2T_LISTEN_OPTS_INIT, .address = "not-an-ip"};
+  assert_int_equal(h2t_server_listen(s, &lo), H2T_ERR_INVALID_ARG);
+  h2t_listen_opts lt = {H2T_LISTEN_OPTS_INIT, .cert_file = "/nonexistent",
+                        .key_file = "/nonexistent"};
+  assert_int_equal(h2t_server_listen(s, &lt), H2T_ERR_TLS);
+  h2t_listen_opts l6 = {H2T_LISTEN_OPTS_INIT, .address = "::1"};
+  int i6 = h2t_server_listen(s, &l6);
+  if (i6 >= 0) /* IPv6 may be off on this machine */
+    assert_true(h2t_server_port(s, i6) > 0);
+  assert_int_equal(h2t_server_port(s, 5), H2T_ERR_INVALID_ARG);
+  assert_int_equal(h2t_server_handle(s, "nope", h_hello, NULL),
+                   H2T_ERR_INVALID_ARG);
+  h2t_writer_mode m;
+  assert_int_equal(h2t_writer_mode_parse("spawn", &m), 0);
+  assert_int_equal(m, H2T_WRITER_SPAWN);
+  assert_int_equal(h2t_writer_mode_parse("fast", &m), H2T_ERR_INVALID_ARG);
+  assert_int_equal(h2t_server_shutdown(s), 0);
+  assert_int_equal(h2t_server_listen(s, &l6), H2T_ERR_STATE);
+  h2t_server_del(s);
+  h2t_server_del(NULL);
+}
+
+static h2t_writer_mode modes[] = {H2T_WRITER_REUSED, H2T_WRITER_SPAWN,
+                                  H2T_WRITER_INLINE};
+
+#define PER_MODE(f)                                                            \
+  cmocka_unit_test_prestate(f, &modes[0]),                                     \
+      cmocka_unit_test_prestate(f, &modes[1]),                                 \
+      cmocka_unit_test_prestate(f, &modes[2])
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_api_misuse),
+      PER_MODE(test_curl_h2c_and_tls),
+      PER_MODE(test_bodies_file_gen_trailers),
+      PER_MODE(test_h2load_no_failures),
+      PER_MODE(test_hook_order),
+      PER_MODE(test_cancel_from_other_thread),
+      PER_MODE(test_stream_timeout_and_header_limit),
+      PER_MODE(test_shed_refused_stream),
+      PER_MODE(test_shed_503_and_conn_limit),
+      PER_MODE(test_graceful_shutdown_drains),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
