@@ -33,7 +33,9 @@ int cli_parse_seconds(const char *s, uint64_t *us) {
 
 char *cli_fmt_ms(char *buf, size_t len, uint64_t us) {
   double ms = (double)us / 1000.0;
-  if (ms < 9.995)
+  if (us < 1000)
+    snprintf(buf, len, "%uus", (unsigned)us);
+  else if (ms < 9.995)
     snprintf(buf, len, "%.2fms", ms);
   else if (ms < 99.95)
     snprintf(buf, len, "%.1fms", ms);

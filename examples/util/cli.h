@@ -20,7 +20,7 @@ int cli_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 int cli_parse_seconds(const char *s, uint64_t *us);
 
 /* A duration in at most 7 characters, precise where it matters:
- * "0.21ms", "12.3ms", "1234ms", "12.3s".  Returns buf. */
+ * "210us", "2.10ms", "12.3ms", "1234ms", "12.3s".  Returns buf. */
 char *cli_fmt_ms(char *buf, size_t len, uint64_t us);
 
 /* h2load's style: "123us", "4.56ms", "1.23s".  Returns buf. */
