@@ -497,7 +497,11 @@ int main(int argc, char **argv) {
   cfg.request_timeout_ms = (uint32_t)a.o.timeout_ms;
   int err = h2t_client_new(&a.client, &cfg);
   if (err) {
-    fprintf(stderr, PROG ": %s (%s)\n", h2t_strerror(err), h2t_errname(err));
+    if (err == H2T_ERR_TLS && a.o.cacert) /* the only file read here */
+      fprintf(stderr, PROG ": --cacert %s: cannot load CA certificates (%s)\n",
+              a.o.cacert, h2t_errname(err));
+    else
+      fprintf(stderr, PROG ": %s (%s)\n", h2t_strerror(err), h2t_errname(err));
     rc = 1;
     goto out;
   }

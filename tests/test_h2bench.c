@@ -94,6 +94,27 @@ static void test_tls(void **state) {
   free(out);
 }
 
+static void test_duration(void **state) {
+  int rc;
+  char *out = bench(&rc, "-D", "0.3", "-c2", "-m3", url(0, h2c_port, "/6"),
+                    NULL);
+  unsigned long total, started, done, ok;
+  const char *p = strstr(out, "requests: ");
+  assert_non_null(p);
+  assert_int_equal(sscanf(p, "requests: %lu total, %lu started, %lu done, "
+                             "%lu succeeded, 0 failed",
+                          &total, &started, &done, &ok),
+                   4);
+  assert_int_equal(rc, 0);
+  assert_true(ok > 0);
+  assert_int_equal(ok, done);
+  assert_int_equal(done, started);
+  double secs = 0;
+  assert_int_equal(sscanf(out, "finished in %lfms", &secs), 1);
+  assert_true(secs >= 290 && secs < 2000); /* ms; stops at ~300 */
+  free(out);
+}
+
 static void test_errors(void **state) {
   int rc;
   char *out = bench(&rc, "-n", "x", "http://127.0.0.1:1/", NULL);
@@ -115,6 +136,7 @@ int main(void) {
       cmocka_unit_test(test_h2c_counts_every_request),
       cmocka_unit_test(test_trace_all_sees_every_request),
       cmocka_unit_test(test_tls),
+      cmocka_unit_test(test_duration),
       cmocka_unit_test(test_errors),
   };
   return cmocka_run_group_tests(tests, setup, NULL);

@@ -345,6 +345,50 @@ static void test_output_file_and_body(void **state) {
   free(err);
 }
 
+static void test_concurrent_bodies_to_one_file(void **state) {
+  char *out, *err, path[400];
+  snprintf(path, sizeof path, "%s/bodies.out", h2t_test_tmpdir());
+  assert_int_equal(
+      run(&out, &err, "-p", "3", "-o", path, url(0, h2c_port, "/6"), NULL), 0);
+  assert_int_equal(count(out, "[req "), 3);
+  FILE *f = fopen(path, "r");
+  assert_non_null(f);
+  char got[32] = {0};
+  assert_int_equal(fread(got, 1, sizeof got - 1, f), 18);
+  fclose(f);
+  assert_string_equal(got, "abcdefabcdefabcdef"); /* whole bodies, not mixed */
+  free(out);
+  free(err);
+}
+
+/* Colour only on a terminal, and never with NO_COLOR: run under script(1),
+ * which gives the program a pty. */
+static int run_tty(const char *no_color, char **out) {
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "'%s' '%s'", h2t_test_bin("h2stat"),
+           url(0, h2c_port, "/6"));
+  if (no_color)
+    setenv("NO_COLOR", no_color, 1);
+  else
+    unsetenv("NO_COLOR");
+  char *argv[] = {"script", "-qec", cmd, "/dev/null", NULL};
+  int rc = h2t_test_run(argv, 20000, out);
+  setenv("NO_COLOR", "", 1);
+  return rc;
+}
+
+static void test_colour_on_a_tty_unless_no_color(void **state) {
+  char *out;
+  if (run_tty(NULL, &out) != 0 || !strstr(out, "HTTP"))
+    skip(); /* no usable script(1) / pty here */
+  assert_non_null(strstr(out, "\033["));
+  free(out);
+  assert_int_equal(run_tty("1", &out), 0);
+  assert_non_null(strstr(out, "total:"));
+  assert_null(strstr(out, "\033["));
+  free(out);
+}
+
 static void test_usage_errors(void **state) {
   char *out, *err;
   static const char *const bad[][3] = {{"--bogus", "http://127.0.0.1:1/", NULL},
@@ -401,6 +445,8 @@ int main(void) {
       cmocka_unit_test(test_json_tls_order_and_redaction),
       cmocka_unit_test(test_json_concurrent_requests),
       cmocka_unit_test(test_output_file_and_body),
+      cmocka_unit_test(test_concurrent_bodies_to_one_file),
+      cmocka_unit_test(test_colour_on_a_tty_unless_no_color),
       cmocka_unit_test(test_usage_errors),
       cmocka_unit_test(test_refused_port),
   };
