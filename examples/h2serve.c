@@ -331,8 +331,10 @@ static ssize_t echo_gen(h2t_server_req *r, uint8_t *buf, size_t len, int *eof,
   size_t n = e->len - e->off;
   if (n > len)
     n = len;
-  memcpy(buf, e->buf + e->off, n);
-  e->off += n;
+  if (n) {
+    memcpy(buf, e->buf + e->off, n);
+    e->off += n;
+  }
   if (e->off == e->len && e->eof)
     *eof = 1;
   return n || *eof ? (ssize_t)n : H2T_SERVER_BODY_DEFER;

@@ -447,6 +447,8 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents) {
       }
     }
     cn->client->ts = h2t_now_us();
+    if (cn->reg)
+      connreg_bytes(cn->reg, (uint64_t)n, 0);
     ssize_t rv = nghttp2_session_mem_recv(cn->sess, buf, (size_t)n);
     cn->client->ts = 0;
     if (rv < 0) {
@@ -495,6 +497,8 @@ static int write_out(h2_conn *cn) {
       }
     }
     cn->outoff += (size_t)n;
+    if (cn->reg)
+      connreg_bytes(cn->reg, 0, (uint64_t)n);
   }
   cn->outoff = cn->outlen = 0;
   return 1;
@@ -670,6 +674,18 @@ static void expect_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   }
 }
 
+/* To the conn's requests, and once to the metrics (no request owns it). */
+static void goaway_event(h2_conn *cn, const nghttp2_frame *f, int by_peer) {
+  h2t_event ev;
+  tmpl_init(&ev, cn, H2T_EV_GOAWAY);
+  ev.u.goaway.last_stream_id = f->goaway.last_stream_id;
+  ev.u.goaway.error_code = f->goaway.error_code;
+  ev.u.goaway.by_peer = by_peer;
+  metrics_event(&ev);
+  if (list_wants(&cn->streams, H2T_EV_GOAWAY))
+    emit_list(&cn->streams, &ev);
+}
+
 #define EVBIT(t) (UINT64_C(1) << (t))
 #define HEADERS_EVENTS                                                         \
   (EVBIT(H2T_EV_STREAM_OPENED) | EVBIT(H2T_EV_WROTE_HEADER_FIELD) |            \
@@ -716,14 +732,8 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f,
       cn->error = H2T_ERR_PROTOCOL;
     if (cn->drain_reason == H2T_CONN_NONE)
       cn->drain_reason = cn->error ? H2T_CONN_DEAD : H2T_CONN_GOAWAY;
-    if (list_wants(&cn->streams, H2T_EV_GOAWAY)) {
-      h2t_event ev;
-      tmpl_init(&ev, cn, H2T_EV_GOAWAY);
-      ev.u.goaway.last_stream_id = f->goaway.last_stream_id;
-      ev.u.goaway.error_code = f->goaway.error_code;
-      ev.u.goaway.by_peer = 0;
-      emit_list(&cn->streams, &ev);
-    }
+    connreg_goaway(cn->reg, 1);
+    goaway_event(cn, f, 0);
     break;
   }
   default:
@@ -947,6 +957,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f,
     cn->max_streams = nghttp2_session_get_remote_settings(
         s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
     cn->origin->peer_max_streams = cn->max_streams;
+    connreg_set_max_streams(cn->reg, cn->max_streams);
     if (list_wants(&cn->streams, H2T_EV_SETTINGS))
       emit_settings(cn);
     h2_pool_dispatch(cn->client, cn->origin);
@@ -956,14 +967,8 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f,
     cn->drain_reason = H2T_CONN_GOAWAY;
     if (f->goaway.error_code != NGHTTP2_NO_ERROR && !cn->error)
       cn->error = H2T_ERR_GOAWAY;
-    if (list_wants(&cn->streams, H2T_EV_GOAWAY)) {
-      h2t_event ev;
-      tmpl_init(&ev, cn, H2T_EV_GOAWAY);
-      ev.u.goaway.last_stream_id = f->goaway.last_stream_id;
-      ev.u.goaway.error_code = f->goaway.error_code;
-      ev.u.goaway.by_peer = 1;
-      emit_list(&cn->streams, &ev);
-    }
+    connreg_goaway(cn->reg, 0);
+    goaway_event(cn, f, 1);
     break;
   default:
     break;
@@ -990,6 +995,7 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid,
 /* Detach r from cn's streams (its stream is over or being reset). */
 static void detach(h2_conn *cn, h2t_request *r) {
   ev_timer_stop(cn->client->loop, &r->expect_w);
+  connreg_stream_close(cn->reg);
   TAILQ_REMOVE(&cn->streams, r, link);
   cn->nstreams--;
   if (r->has_body && !r->body_eof)
@@ -1123,6 +1129,10 @@ void h2_conn_ready(h2_conn *cn) {
   nghttp2_session_set_local_window_size(cn->sess, NGHTTP2_FLAG_NONE, 0,
                                         CONN_WINDOW);
   cn->state = CONN_READY;
+  char auth[300];
+  snprintf(auth, sizeof auth, cn->origin->host_is_ip == 6 ? "[%s]:%u" : "%s:%u",
+           cn->origin->host, cn->origin->port);
+  cn->reg = connreg_add(INFLIGHT_CLIENT, cn->id, cn->addr_str, auth);
   ev_io_stop(loop, &cn->rio);
   ev_io_stop(loop, &cn->wio);
   /* the read watcher stays on for the conn's life: EOF on an idle conn is
@@ -1166,6 +1176,7 @@ int h2_conn_submit(h2_conn *cn, h2t_request *r) {
   if (pp)
     cn->nbody_pending++;
   TAILQ_INSERT_TAIL(&cn->streams, r, link);
+  connreg_stream_open(cn->reg);
   if (cn->nstreams++ == 0 && ev_is_active(&cn->timer))
     ev_timer_stop(cn->client->loop, &cn->timer);
   if (!cn->in_io)
@@ -1211,6 +1222,8 @@ static void release(h2_conn *cn) {
   ev_io_stop(loop, &cn->wio);
   ev_timer_stop(loop, &cn->timer);
   ev_timer_stop(loop, &cn->kick);
+  connreg_remove(cn->reg);
+  cn->reg = NULL;
   h2_dns_cancel(cn->dnsq);
   cn->dnsq = NULL;
   if (cn->dirty) {

@@ -176,6 +176,7 @@ typedef struct h2_conn {
   ev_io rio, wio;
   ev_timer timer;        /* connect timeout, then idle timeout */
   ev_timer kick;         /* starts the setup from the loop */
+  struct connreg_entry *reg; /* /debug/connections entry, or NULL */
   int settings_seen;
   h2_dns_query *dnsq;
   struct sockaddr_storage *addrs;

@@ -98,8 +98,10 @@ static void attach(h2t_client *c, h2_conn *cn, h2t_request *r, int fresh) {
   if (was_idle && TRACE_WANTS(&r->tc, H2T_EV_GOT_CONN))
     idle_us = h2t_now_us() - cn->idle_since;
   cn->served++;
-  if (reused)
+  if (reused) {
     c->stats.conns_reused_picks++;
+    connreg_reused(cn->reg);
+  }
   r->conn = cn;
   r->conn_id = cn->id;
   r->state = REQ_ACTIVE;
@@ -166,6 +168,7 @@ static int place(h2t_client *c, h2t_request *r, int may_queue) {
   c->nqueued_total++;
   c->stats.requests_queued = c->nqueued_total;
   r->state = REQ_QUEUED;
+  inflight_wait_stream(r->ife);
   return 0;
 }
 

@@ -47,7 +47,8 @@ static void async_cb(struct ev_loop *loop, ev_async *a, int revents) {
   for (;;) {
     pthread_mutex_lock(&s->mu);
     size_t n = s->ncancel < 64 ? s->ncancel : 64;
-    memcpy(ids, s->cancel_ids + s->ncancel - n, n * sizeof *ids);
+    if (n)
+      memcpy(ids, s->cancel_ids + s->ncancel - n, n * sizeof *ids);
     s->ncancel -= n;
     int shut = s->async_shutdown;
     s->async_shutdown = 0;

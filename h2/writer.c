@@ -68,9 +68,9 @@ struct srv_writer {
   struct ev_loop *loop;
   const h2t_mem *mem;
   pthread_mutex_t mu;
-  witem *in_head, *in_tail; /* REUSED: pushed by the loop */
+  _Atomic(witem *) in; /* REUSED: pushed by the loop, newest first */
   int efd;
-  int sleeping, stop;
+  atomic_int sleeping, stop;
   pthread_t th;
   int th_started;
   ev_async async;
@@ -239,16 +239,25 @@ static void finish_close(srv_writer *w, wconn *wc) {
   wconn_unref(wc); /* the writer's reference */
 }
 
+/* Everything pushed so far, oldest first. */
+static witem *take_incoming(srv_writer *w) {
+  witem *l = atomic_exchange(&w->in, NULL), *fifo = NULL;
+  while (l) {
+    witem *next = l->next;
+    l->next = fifo;
+    fifo = l;
+    l = next;
+  }
+  return fifo;
+}
+
 static void *writer_thread(void *arg) {
   srv_writer *w = arg;
   struct pollfd *pfd = NULL;
   size_t pfd_cap = 0;
   for (;;) {
-    pthread_mutex_lock(&w->mu);
-    witem *in = w->in_head;
-    w->in_head = w->in_tail = NULL;
-    int stop = w->stop;
-    pthread_mutex_unlock(&w->mu);
+    witem *in = take_incoming(w);
+    int stop = atomic_load(&w->stop);
 
     for (witem *it = in, *next; it; it = next) {
       next = it->next;
@@ -309,18 +318,16 @@ static void *writer_thread(void *arg) {
     if (any_writable)
       continue;
 
-    /* Sleep until pushed to, or a blocked socket becomes writable. */
-    pthread_mutex_lock(&w->mu);
-    if (w->in_head) {
-      pthread_mutex_unlock(&w->mu);
+    if (stop && w->nactive == 0 && !atomic_load(&w->in))
+      break;
+    /* Sleep until pushed to, or a blocked socket becomes writable.  The
+     * pusher checks `sleeping` after pushing; we check `in` after setting
+     * it: one of us sees the other (seq_cst). */
+    atomic_store(&w->sleeping, 1);
+    if (atomic_load(&w->in)) {
+      atomic_store(&w->sleeping, 0);
       continue;
     }
-    if (stop && w->nactive == 0) {
-      pthread_mutex_unlock(&w->mu);
-      break;
-    }
-    w->sleeping = 1;
-    pthread_mutex_unlock(&w->mu);
 
     if (pfd_cap < w->nactive + 1) {
       size_t cap = (w->nactive + 1) * 2;
@@ -338,9 +345,7 @@ static void *writer_thread(void *arg) {
     }
     int timeout = w->nactive ? 1000 : -1;
     int r = pfd ? poll(pfd, (nfds_t)np, timeout) : (usleep(1000), 0);
-    pthread_mutex_lock(&w->mu);
-    w->sleeping = 0;
-    pthread_mutex_unlock(&w->mu);
+    atomic_store(&w->sleeping, 0);
     if (r > 0 && pfd) {
       if (pfd[0].revents) {
         uint64_t v;
@@ -479,9 +484,16 @@ static void async_cb(struct ev_loop *loop, ev_async *a, int revents) {
   while (list) {
     wconn *wc = list;
     list = wc->next_ready;
-    if (w->mode == H2T_WRITER_SPAWN)
+    int call = 1;
+    if (w->mode == H2T_WRITER_SPAWN) {
+      /* every completion lands here: notify only for a reason */
       spawn_done(wc);
-    if (!wc->loop_gone && wc->fn)
+      size_t low = atomic_load(&wc->notify_low);
+      call = atomic_load(&wc->failed) ||
+             (low != SIZE_MAX && atomic_load(&wc->queued) <= low &&
+              atomic_compare_exchange_strong(&wc->notify_low, &low, SIZE_MAX));
+    }
+    if (call && !wc->loop_gone && wc->fn)
       wc->fn(wc->arg);
     wconn_unref(wc);
   }
@@ -504,6 +516,7 @@ int writer_new(srv_writer **out, h2t_writer_mode mode, struct ev_loop *loop,
   w->async.data = w;
   ev_async_start(loop, &w->async);
   ev_unref(loop); /* the writer alone must not keep the loop running */
+  atomic_init(&w->in, NULL);
   if (mode == H2T_WRITER_REUSED) {
     w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (w->efd < 0 || pthread_create(&w->th, NULL, writer_thread, w) != 0) {
@@ -525,13 +538,11 @@ void writer_del(srv_writer *w) {
   if (!w)
     return;
   if (w->th_started) {
-    pthread_mutex_lock(&w->mu);
-    w->stop = 1;
+    atomic_store(&w->stop, 1);
     uint64_t one = 1;
     if (write(w->efd, &one, sizeof one) < 0) {
       /* the counter cannot overflow here */
     }
-    pthread_mutex_unlock(&w->mu);
     pthread_join(w->th, NULL);
   }
   /* Leftover notifies (and SPAWN completions) */
@@ -589,21 +600,16 @@ static int enqueue(wconn *wc, uint8_t *buf, size_t len, int close) {
   }
   switch (w->mode) {
   case H2T_WRITER_REUSED: {
-    pthread_mutex_lock(&w->mu);
-    if (w->in_tail)
-      w->in_tail->next = it;
-    else
-      w->in_head = it;
-    w->in_tail = it;
-    int wake = w->sleeping;
-    w->sleeping = 0;
-    if (wake) {
+    witem *head = atomic_load(&w->in);
+    do
+      it->next = head;
+    while (!atomic_compare_exchange_weak(&w->in, &head, it));
+    if (atomic_load(&w->sleeping) && atomic_exchange(&w->sleeping, 0)) {
       uint64_t one = 1;
       if (write(w->efd, &one, sizeof one) < 0) {
         /* already signalled */
       }
     }
-    pthread_mutex_unlock(&w->mu);
     break;
   }
   case H2T_WRITER_SPAWN:

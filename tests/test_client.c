@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <cmocka.h>
 
 #include <h2trace/client.h>
@@ -289,7 +290,79 @@ static void test_post_body_and_headers(void **state) {
   h2t_client_del(c);
 }
 
+/* Bodies far beyond every flow-control window, both ways, h2c and TLS. */
+static void test_large_bodies_both_ways(void **state) {
+  const char *cert, *key;
+  assert_int_equal(h2t_test_make_cert(&cert, &key), 0);
+  h2t_client *c = new_client(cert, 0);
+  enum { BIG = 3 * 1024 * 1024 + 17 };
+  uint8_t *up = malloc(BIG);
+  for (size_t i = 0; i < BIG; i++)
+    up[i] = (uint8_t)(i * 7);
+  int ports[2] = {h2c_port, tls_port};
+  const char *schemes[2] = {"http", "https"};
+  for (int k = 0; k < 2; k++) {
+    char url[128];
+    snprintf(url, sizeof url, "%s://localhost:%d/big", schemes[k], ports[k]);
+    h2t_response resp;
+    h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = url};
+    assert_int_equal(h2t_client_fetch(c, &o, &resp), 0);
+    assert_int_equal(resp.status, 200);
+    assert_int_equal(resp.body_len, BIG);
+    assert_memory_equal(resp.body, up, BIG);
+    h2t_response_free(c, &resp);
+    /* and an upload nghttpd reads fully before answering */
+    o.method = "POST";
+    o.body = up;
+    o.body_len = BIG;
+    assert_int_equal(h2t_client_fetch(c, &o, &resp), 0);
+    assert_int_equal(resp.status, 200);
+    h2t_response_free(c, &resp);
+  }
+  free(up);
+  h2t_client_del(c);
+}
+
+static void test_api_misuse(void **state) {
+  h2t_client *c;
+  assert_int_equal(h2t_client_new(NULL, NULL), H2T_ERR_INVALID_ARG);
+  h2t_client_config bad = {.struct_size = 1};
+  assert_int_equal(h2t_client_new(&c, &bad), H2T_ERR_INVALID_ARG);
+  h2t_client_config v = H2T_CLIENT_CONFIG_INIT;
+  v.ip_version = 5;
+  assert_int_equal(h2t_client_new(&c, &v), H2T_ERR_INVALID_ARG);
+  assert_int_equal(h2t_client_new(&c, NULL), 0);
+  assert_non_null(h2t_client_loop(c));
+  assert_int_equal(h2t_request_submit(c, NULL, NULL), H2T_ERR_INVALID_ARG);
+  h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = "http://x/",
+                        .body_len = 3};
+  assert_int_equal(h2t_request_submit(c, &o, NULL), H2T_ERR_INVALID_ARG);
+  h2t_header h[] = {{"bad name", "v"}};
+  h2t_request_opts o2 = {H2T_REQUEST_OPTS_INIT, .url = "http://x/",
+                         .headers = h, .nheaders = 1};
+  assert_int_equal(h2t_request_submit(c, &o2, NULL), H2T_ERR_INVALID_ARG);
+  h2t_header h2[] = {{"x", "a\r\nb"}};
+  o2.headers = h2;
+  assert_int_equal(h2t_request_submit(c, &o2, NULL), H2T_ERR_INVALID_ARG);
+  assert_int_equal(h2t_request_cancel(NULL), H2T_ERR_STATE);
+  assert_int_equal(h2t_client_pending(c), 0);
+  assert_int_equal(h2t_client_run(c), 0); /* nothing pending: returns */
+  h2t_client_del(c);
+  h2t_client_del(NULL);
+}
+
 int main(void) {
+  {
+    /* the default docroot plus a file larger than every window */
+    char p[400];
+    snprintf(p, sizeof p, "%s/www", h2t_test_tmpdir());
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/www/big", h2t_test_tmpdir());
+    FILE *f = fopen(p, "wb");
+    for (size_t i = 0; i < 3 * 1024 * 1024 + 17; i++)
+      fputc((int)(uint8_t)(i * 7), f);
+    fclose(f);
+  }
   pid_t a = h2t_test_nghttpd(0, NULL, NULL, &h2c_port);
   pid_t b = h2t_test_nghttpd(1, NULL, NULL, &tls_port);
   if (a < 0 || b < 0) {
@@ -307,6 +380,8 @@ int main(void) {
       cmocka_unit_test(test_parallel_requests_multiplex),
       cmocka_unit_test(test_bad_url_at_submit),
       cmocka_unit_test(test_post_body_and_headers),
+      cmocka_unit_test(test_large_bodies_both_ways),
+      cmocka_unit_test(test_api_misuse),
   };
   int rv = cmocka_run_group_tests(tests, NULL, NULL);
   h2t_test_stop(a);

@@ -205,7 +205,8 @@ static answer read_answer(int fd, int want_status, int timeout_ms) {
       }
       off += 9 + len;
     }
-    memmove(in.p, in.p + off, in.len - off);
+    if (off)
+      memmove(in.p, in.p + off, in.len - off);
     in.len -= off;
     if (a.goaway || (want_status && a.status) || a.closed)
       break;
