@@ -151,6 +151,24 @@ for my $file (@pages) {
     push @fail, "$file: EXAMPLE has no ```c block";
   }
 }
+# Full examples (starting with #include) in the guide and the design too,
+# when every h2trace header they include is in the tree.
+for my $doc (qw(guide design)) {
+  my $t = slurp("$src/doc/$doc.md") // next;
+  while ($t =~ /\]\(([^)#:\s]+\.md)(?:#[^)]*)?\)/g) {
+    push @fail, "$doc.md: broken link to $1" unless -f "$src/doc/$1";
+  }
+  my $i = 0;
+  while ($t =~ /```c\n(#include.*?)```/sg) {
+    my $code = $1;
+    $i++;
+    next if grep { !exists $hdr{$_} } $code =~ /#include\s*<h2trace\/(\w+\.h)>/g;
+    open(my $o, ">", "$tmp/$doc-$i.c") or die;
+    print $o $code;
+    close $o;
+    print $ex "$doc.md (example $i)\t$tmp/$doc-$i.c\n";
+  }
+}
 close $ex;
 
 # The types users fill each have a page once their header is in the tree.
