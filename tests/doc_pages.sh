@@ -4,7 +4,8 @@
 #
 # Fails (exit 1, listing each problem) when:
 #  - a function declared `H2T_EXTERN ... h2t_xxx(...)` in include/h2trace/*.h
-#    (or version.h.in) has no doc/api/h2t_xxx.md;
+#    (or version.h.in) has no doc/api/h2t_xxx.md, or a h2t_ prototype lacks
+#    H2T_EXTERN;
 #  - a page lacks a section (NAME SYNOPSIS DESCRIPTION EXAMPLE SEE ALSO, plus
 #    RETURN VALUE for functions) or its NAME line is not "<page name> - ...";
 #  - a page's SYNOPSIS includes a header that exists in the tree, and the
@@ -69,6 +70,14 @@ for my $h (sort keys %hdr) {
     $p =~ s/\s+/ /g;
     push @fail, "$name declared twice ($fn{$name}[0], $h)" if $fn{$name};
     $fn{$name} = [$h, "$p;"];
+  }
+}
+# A prototype in a public header without H2T_EXTERN is not exported (hidden
+# visibility) and would escape this check.
+for my $h (sort keys %hdr) {
+  for my $st (split /;/, $hdr{$h}) {
+    next if $st =~ /\btypedef\b|\bH2T_EXTERN\b/;
+    push @fail, "$h: $1() is declared without H2T_EXTERN" if $st =~ /\b(h2t_\w+)\s*\(/;
   }
 }
 # Public types: name => header.
