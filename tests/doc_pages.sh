@@ -4,16 +4,19 @@
 #
 # Fails (exit 1, listing each problem) when:
 #  - a function declared `H2T_EXTERN ... h2t_xxx(...)` in include/h2trace/*.h
-#    (or version.h.in) has no doc/api/h2t_xxx.md, or a h2t_ prototype lacks
-#    H2T_EXTERN;
+#    (or version.h.in; declarations may span lines) has no doc/api/h2t_xxx.md,
+#    or an h2t_ prototype lacks H2T_EXTERN;
 #  - a page lacks a section (NAME SYNOPSIS DESCRIPTION EXAMPLE SEE ALSO, plus
 #    RETURN VALUE for functions) or its NAME line is not "<page name> - ...";
 #  - a page's SYNOPSIS includes a header that exists in the tree, and the
-#    function or type it documents is no longer declared there (stale page), or
-#    the prototype differs from the header's (whitespace aside);
-#  - errors.md misses an H2T_ERR_ code, the trace pages miss a hook, or
-#    README.md does not link a page;
-#  - an EXAMPLE does not compile (-fsyntax-only) against the headers in tree.
+#    function or type it documents is no longer declared there (stale page),
+#    its prototype differs from the header's (whitespace aside), or a member
+#    of the struct it documents is not named on the page;
+#  - errors.md misses an H2T_ERR_ code, a trace page misses a hook, a config
+#    struct users fill has no page, README.md does not link a page, or a
+#    link between doc pages is broken;
+#  - an EXAMPLE (or a complete example of guide.md / design.md) does not
+#    compile (-fsyntax-only -Wall -Wextra -Werror) against the tree's headers.
 # Pages whose SYNOPSIS names a header not in the tree yet are counted as
 # pending and not checked against it (other branches land headers later).
 set -u
