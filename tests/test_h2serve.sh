@@ -55,7 +55,7 @@ start() {
   PID=$!
   PIDS+=("$PID")
   for _ in $(seq 100); do
-    grep -q "serving" "$T/log" && break
+    grep -qs "serving" "$T/log" && break
     sleep 0.05
   done
   PORT=$(sed -n 's/.*:\([0-9]*\) (.*/\1/p' "$T/log" | head -1)
