@@ -328,6 +328,9 @@ static void print_waterfall(const req_rec *r, int tls) {
     cell(a[i], sizeof a[i], c, c->green, ph[i], 1);
     cell(b[i], sizeof b[i], c, c->cyan, cum[i], 0);
   }
+  /* the last cell ends its line: no padding to trail */
+  snprintf(b[4], sizeof b[4], "%s%s%s", c->cyan,
+           cli_fmt_ms((char[16]){0}, 16, cum[4]), c->reset);
   if (tls)
     printf("\n"
            "  DNS Lookup   TCP Connection   TLS Handshake   Server Processing   Content Transfer\n"
