@@ -58,6 +58,7 @@ typedef struct req_rec {
   char *buf; /* body held back while other requests run (-p with -o) */
   size_t buf_len, buf_cap;
   int error;
+  int write_errno; /* -o failed: say so rather than "callback aborted" */
 } req_rec;
 
 static void usage(FILE *f) {
@@ -270,15 +271,21 @@ static int on_data(h2t_request *req, const uint8_t *data, size_t len,
   r->body_bytes += len;
   if (!a->out)
     return 0;
-  if (a->o.p == 1)
-    return fwrite(data, 1, len, a->out) == len ? 0 : 1;
+  if (a->o.p == 1) {
+    if (fwrite(data, 1, len, a->out) == len)
+      return 0;
+    r->write_errno = errno ? errno : EIO;
+    return 1;
+  }
   if (r->buf_len + len > r->buf_cap) {
     size_t cap = r->buf_cap ? r->buf_cap : 16384;
     while (cap < r->buf_len + len)
       cap *= 2;
     char *nb = realloc(r->buf, cap);
-    if (!nb)
+    if (!nb) {
+      r->write_errno = ENOMEM;
       return 1;
+    }
     r->buf = nb;
     r->buf_cap = cap;
   }
@@ -416,14 +423,22 @@ static void on_done(h2t_request *req, int error, void *user) {
   r->error = error;
   if (error) {
     a->failed = 1;
-    fprintf(stderr, PROG ": %s: %s (%s)\n", r->url, h2t_strerror(error),
-            h2t_errname(error));
+    if (r->write_errno)
+      fprintf(stderr, PROG ": %s: %s: %s\n", r->url, a->o.outfile,
+              strerror(r->write_errno));
+    else
+      fprintf(stderr, PROG ": %s: %s (%s)\n", r->url, h2t_strerror(error),
+              h2t_errname(error));
     return;
   }
-  if (a->out && r->buf_len &&
-      fwrite(r->buf, 1, r->buf_len, a->out) != r->buf_len) {
-    fprintf(stderr, PROG ": %s: %s\n", a->o.outfile, strerror(errno));
+  /* flush now, so that "Body stored" is only said of stored bodies */
+  if (a->out && ((r->buf_len && fwrite(r->buf, 1, r->buf_len, a->out) !=
+                                    r->buf_len) ||
+                 fflush(a->out) != 0)) {
+    fprintf(stderr, PROG ": %s: %s: %s\n", r->url, a->o.outfile,
+            strerror(errno));
     a->failed = 1;
+    return;
   }
   if (!a->o.json)
     report(r);

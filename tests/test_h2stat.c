@@ -321,6 +321,16 @@ static void test_output_file_and_body(void **state) {
   free(out);
   free(err);
 
+  /* a body that cannot be written is a failure, not "stored" */
+  assert_int_equal(run(&out, &err, "-o", "/dev/full", url(0, h2c_port, "/6"),
+                       NULL),
+                   1);
+  assert_int_equal(lines(err), 1);
+  assert_non_null(strstr(err, "/dev/full: "));
+  assert_null(strstr(out, "Body stored"));
+  free(out);
+  free(err);
+
   f = fopen(body, "w");
   fputs("0123456789", f);
   fclose(f);
