@@ -59,6 +59,10 @@ typedef struct req_rec {
   size_t buf_len, buf_cap;
   int error;
   int write_errno; /* -o failed: say so rather than "callback aborted" */
+  unsigned retries;
+  h2t_retry_reason retry_reason; /* the last one */
+  int put_idle, reusable;        /* what became of the connection after */
+  h2t_conn_reason unusable_reason;
 } req_rec;
 
 static void usage(FILE *f) {
@@ -234,6 +238,15 @@ static void on_event(const h2t_event *ev, void *user) {
     r->active_streams = ev->u.got_conn.active_streams;
     r->max_streams = ev->u.got_conn.max_streams;
     break;
+  case H2T_EV_RETRY:
+    r->retries++;
+    r->retry_reason = ev->u.retry.reason;
+    break;
+  case H2T_EV_PUT_IDLE_CONN:
+    r->put_idle = 1;
+    r->reusable = ev->u.put_idle_conn.reusable;
+    r->unusable_reason = ev->u.put_idle_conn.reason;
+    break;
   default:
     break;
   }
@@ -401,6 +414,16 @@ static void report(req_rec *r) {
   if (r->addr[0] && !r->reused)
     printf("%sConnected to %s%s\n", c->dim, r->addr, c->reset);
   print_conn_line(r);
+  if (r->retries) {
+    const char *why = h2t_retry_reason_name(r->retry_reason);
+    printf("%sretried %u time%s (last: %s)%s\n", c->yellow, r->retries,
+           r->retries > 1 ? "s" : "", why ? why : "unknown", c->reset);
+  }
+  if (r->put_idle && !r->reusable) {
+    const char *why = h2t_conn_reason_name(r->unusable_reason);
+    printf("%sconn #%llu not reusable after this request: %s%s\n", c->yellow,
+           (unsigned long long)r->conn_id, why ? why : "unknown", c->reset);
+  }
   if (r->tls[0])
     printf("%sTLS: %s%s\n", c->dim, r->tls, c->reset);
   printf("\n%sHTTP%s%s/%s%s2 %d%s\n", c->green, c->reset, c->dim, c->reset,

@@ -399,6 +399,38 @@ static void test_colour_on_a_tty_unless_no_color(void **state) {
   free(out);
 }
 
+/* A server that allows one stream at a time: the other requests cannot share
+ * the first connection, and h2stat must say why each got a new one. */
+static void test_new_connection_reasons(void **state) {
+  int port = h2t_test_free_port();
+  char pbuf[16], root[400];
+  snprintf(pbuf, sizeof pbuf, "%d", port);
+  snprintf(root, sizeof root, "%s/www", h2t_test_tmpdir());
+  char *argv[] = {(char *)h2t_test_bin("h2serve"), "--h2c", "--port", pbuf,
+                  "--root", root, "--max-streams", "1", "--quiet", NULL};
+  pid_t pid = h2t_test_spawn(argv, NULL);
+  assert_true(pid > 0);
+  assert_int_equal(h2t_test_wait_port(port, 5000), 0);
+  char *out, *err, u[128];
+  snprintf(u, sizeof u, "http://127.0.0.1:%d/delay?ms=50", port);
+  assert_int_equal(run(&out, &err, "-p", "3", u, NULL), 0);
+  assert_int_equal(count(out, "HTTP/2 200"), 3);
+  assert_int_equal(count(out, "conn #"), 3);
+  /* one request found no connection; the others say something else */
+  assert_int_equal(count(out, " new: no_conn"), 1);
+  const char *p = out;
+  while ((p = strstr(p, "conn #"))) {
+    const char *eol = strchr(p, '\n');
+    if (!strstr(p, " new: ") || strstr(p, " new: ") > eol)
+      fail_msg("a request of three on a 1-stream server did not get a new "
+               "connection:\n%s", out);
+    p = eol;
+  }
+  free(out);
+  free(err);
+  h2t_test_stop(pid);
+}
+
 static void test_usage_errors(void **state) {
   char *out, *err;
   static const char *const bad[][3] = {{"--bogus", "http://127.0.0.1:1/", NULL},
@@ -457,6 +489,7 @@ int main(void) {
       cmocka_unit_test(test_output_file_and_body),
       cmocka_unit_test(test_concurrent_bodies_to_one_file),
       cmocka_unit_test(test_colour_on_a_tty_unless_no_color),
+      cmocka_unit_test(test_new_connection_reasons),
       cmocka_unit_test(test_usage_errors),
       cmocka_unit_test(test_refused_port),
   };
