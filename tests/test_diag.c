@@ -465,6 +465,8 @@ static void check_prometheus(const char *text) {
   assert_true(nsamples >= 20);
 }
 
+static uint32_t read_depth(const void *arg) { return *(const uint32_t *)arg; }
+
 static void test_metrics(void **state) {
   h2t_event gc = {.type = H2T_EV_GOT_CONN};
   gc.u.got_conn.new_reason = H2T_CONN_MAX_STREAMS;
@@ -475,6 +477,8 @@ static void test_metrics(void **state) {
   metrics_event(&shed);
   metrics_writer_queue_add(5);
   metrics_writer_queue_add(-2);
+  static const uint32_t seven = 7;
+  assert_int_equal(metrics_writer_register(read_depth, &seven), 0);
   struct inflight_entry *e = inflight_begin(INFLIGHT_CLIENT, 900, "GET",
                                             "http", "x:1", "/", NULL, NULL);
   inflight_end(e, H2T_ERR_TIMEOUT);
@@ -494,8 +498,10 @@ static void test_metrics(void **state) {
       "h2t_client_connections_opened_total{reason=\"max_streams\"} 1\n"));
   assert_non_null(strstr(r.body, "h2t_load_shed_total{reason=\"inflight\","
                                  "action=\"refused_stream\"} 1\n"));
-  assert_non_null(strstr(r.body, "h2t_writer_queue_depth 3\n"));
+  assert_non_null(strstr(r.body, "h2t_writer_queue_depth 10\n"));
   resp_free(&r);
+  assert_int_equal(metrics_writer_unregister(&seven), 0);
+  assert_int_equal(metrics_writer_unregister(&seven), H2T_ERR_NOT_FOUND);
   metrics_writer_queue_add(-3);
 }
 

@@ -65,10 +65,11 @@ struct ifl_table {
   uint32_t free_head;
   atomic_size_t live;
   atomic_uint_fast64_t dropped; /* begins refused: table full */
+  atomic_uint_fast64_t gen;     /* bumped each time the table is made */
 
-  pthread_mutex_t ring_mu;
-  struct inflight_entry *ring;
-  size_t ring_cap, ring_n, ring_head; /* head: next slot to write */
+  struct inflight_entry *ring; /* recent: slot seq % ring_cap */
+  size_t ring_cap;
+  atomic_uint_fast64_t ring_seq; /* next sequence number to write */
 };
 
 extern struct ifl_table ifl;

@@ -275,6 +275,18 @@ int h2t_diag_threads_json(char **out) {
   }
   free(grp);
   pthread_mutex_unlock(&st_mu);
+  /* most common stack first: where most threads are is the story */
+  size_t ns = json_array_size(stacks);
+  for (size_t i = 1; i < ns; i++)
+    for (size_t j = i; j > 0; j--) {
+      json_t *a = json_array_get(stacks, j - 1), *b = json_array_get(stacks, j);
+      if (json_integer_value(json_object_get(a, "count")) >=
+          json_integer_value(json_object_get(b, "count")))
+        break;
+      json_incref(a);
+      json_array_set(stacks, j - 1, b);
+      json_array_set_new(stacks, j, a);
+    }
   json_object_set_new(root, "threads", json_integer(n));
   json_object_set_new(root, "sampled", json_integer(sampled));
   json_object_set_new(root, "stacks", stacks);
