@@ -413,10 +413,6 @@ static void end_io(h2_conn *cn) {
 static void read_cb(struct ev_loop *loop, ev_io *w, int revents) {
   h2_conn *cn = w->data;
   uint8_t buf[READ_CHUNK];
-  if (cn->ssl && cn->want_write_on_read && (revents & EV_WRITE)) {
-    /* SSL_write wanted to read: retry the write now the socket is ready */
-    cn->want_write_on_read = 0;
-  }
   cn->in_io++;
   for (;;) {
     ssize_t n;

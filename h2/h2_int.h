@@ -199,7 +199,6 @@ typedef struct h2_conn {
   int close_pending;
   h2t_conn_reason close_reason;
   int close_error;
-  int want_write_on_read; /* TLS: SSL_read wants write, or vice versa */
   int nbody_pending;      /* streams with a body still to send */
 } h2_conn;
 
@@ -207,7 +206,6 @@ TAILQ_HEAD(conn_list, h2_conn);
 
 typedef struct h2_origin {
   TAILQ_ENTRY(h2_origin) link;
-  char *key;             /* "https://host:port" */
   char *host;
   uint16_t port;
   int tls;

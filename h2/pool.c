@@ -36,7 +36,6 @@ void h2_origin_free(h2t_client *c, h2_origin *o) {
   while ((cn = TAILQ_FIRST(&o->conns)))
     h2_conn_free(cn);
   TAILQ_REMOVE(&c->origins, o, link);
-  h2t_xfree(c->mem, o->key);
   h2t_xfree(c->mem, o->host);
   h2t_xfree(c->mem, o);
 }

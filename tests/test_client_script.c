@@ -613,6 +613,35 @@ static void test_flow_blocked_on_big_upload(void **state) {
   env_stop(&e);
 }
 
+static void test_cancel_while_connecting_and_queued(void **state) {
+  env e;
+  h2t_script s = {.max_concurrent_streams = 1, .delay_ms = 50};
+  h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
+  cfg.max_conns_per_origin = 1;
+  env_start(&e, &s, &cfg);
+  rq a = {0};
+  submit(&e, 0, &a, NULL, NULL); /* waits for the conn it opened */
+  assert_int_equal(h2t_request_cancel(a.req), 0);
+  assert_int_equal(a.err, H2T_ERR_CANCELED);
+  assert_null(strstr(a.events, "dns_start")); /* setup runs from the loop */
+  run_for(e.c, 100); /* the conn comes up anyway, idle */
+  rq b = {0}, q = {0};
+  submit(&e, 1, &b, NULL, NULL);
+  submit(&e, 2, &q, NULL, NULL); /* the one conn is full: queued */
+  h2t_client_stats st;
+  h2t_client_stats_get(e.c, &st);
+  assert_int_equal(st.requests_queued, 1);
+  assert_int_equal(h2t_request_cancel(q.req), 0);
+  assert_int_equal(q.err, H2T_ERR_CANCELED);
+  h2t_client_stats_get(e.c, &st);
+  assert_int_equal(st.requests_queued, 0);
+  h2t_client_run(e.c);
+  assert_int_equal(b.err, 0);
+  assert_int_equal(b.reused, 0); /* the conn never served anyone before */
+  assert_int_equal(h2t_request_cancel(b.req), H2T_ERR_STATE);
+  env_stop(&e);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_goaway_retries_on_new_conn),
@@ -634,6 +663,7 @@ int main(void) {
       cmocka_unit_test(test_dead_idle_conn_never_handed_out),
       cmocka_unit_test(test_cancel_from_another_thread),
       cmocka_unit_test(test_flow_blocked_on_big_upload),
+      cmocka_unit_test(test_cancel_while_connecting_and_queued),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
