@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include <h2trace/client.h>
+#include <h2trace/inflight.h>
 #include <h2trace/version.h>
 
 #include "cli.h"
@@ -428,9 +429,12 @@ static void report(req_rec *r) {
     printf("%sTLS: %s%s\n", c->dim, r->tls, c->reset);
   printf("\n%sHTTP%s%s/%s%s2 %d%s\n", c->green, c->reset, c->dim, c->reset,
          c->cyan, r->status, c->reset);
+  /* like every h2trace output: set-cookie and friends never shown */
   for (size_t i = 0; i < r->nhdrs; i++)
     printf("%s%s:%s %s%s%s\n", c->dim, r->hdrs[i].name, c->reset, c->cyan,
-           r->hdrs[i].value, c->reset);
+           h2t_header_is_sensitive(r->hdrs[i].name) ? "[redacted]"
+                                                    : r->hdrs[i].value,
+           c->reset);
   if (a->out)
     printf("\n%sBody stored in: %s (%llu bytes)%s\n", c->green, a->o.outfile,
            (unsigned long long)r->body_bytes, c->reset);
