@@ -327,6 +327,18 @@ static void tls_done(h2_conn *cn, int error) {
 
 static void handshake_step(h2_conn *cn);
 
+int h2_conn_tls_new_session(SSL *ssl, SSL_SESSION *sess) {
+  h2_conn *cn = SSL_get_app_data(ssl);
+  if (!cn)
+    return 0;
+  /* sessions are kept per origin: the verify settings are client-wide, so a
+   * session verified once for this host:port stays valid for it */
+  if (cn->origin->tls_session)
+    SSL_SESSION_free(cn->origin->tls_session);
+  cn->origin->tls_session = sess;
+  return 1; /* we keep the reference */
+}
+
 static void tls_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
   handshake_step(w->data);
 }
@@ -388,6 +400,9 @@ static void start_tls(h2_conn *cn) {
     h2_conn_close(cn, H2T_CONN_DEAD, H2T_ERR_TLS);
     return;
   }
+  SSL_set_app_data(cn->ssl, cn);
+  if (cn->origin->tls_session)
+    SSL_set_session(cn->ssl, cn->origin->tls_session); /* best effort */
   ev_io_init(&cn->rio, tls_io_cb, cn->fd, EV_READ);
   ev_io_init(&cn->wio, tls_io_cb, cn->fd, EV_WRITE);
   cn->rio.data = cn->wio.data = cn;
@@ -1228,8 +1243,19 @@ static void release(h2_conn *cn) {
   }
   if (cn->sess)
     nghttp2_session_del(cn->sess);
-  if (cn->ssl)
+  if (cn->ssl) {
+    /* close_notify on a healthy conn: without it OpenSSL marks the session
+     * not resumable */
+    if (cn->state == CONN_CLOSED && cn->sess &&
+        (cn->close_reason == H2T_CONN_IDLE_TIMEOUT ||
+         cn->close_reason == H2T_CONN_GOAWAY ||
+         cn->close_reason == H2T_CONN_SHUTDOWN)) {
+      ERR_clear_error();
+      SSL_shutdown(cn->ssl);
+      ERR_clear_error();
+    }
     SSL_free(cn->ssl);
+  }
   if (cn->fd >= 0)
     close(cn->fd);
   h2t_xfree(c->mem, cn->out);
@@ -1292,6 +1318,7 @@ void h2_conn_free(h2_conn *cn) {
     h2_conn_flush(cn);
   }
   cn->state = CONN_CLOSED;
+  cn->close_reason = H2T_CONN_SHUTDOWN;
   h2_pool_conn_remove(cn, H2T_CONN_SHUTDOWN);
   release(cn);
 }

@@ -216,6 +216,7 @@ typedef struct h2_origin {
   uint32_t nqueued;
   h2t_conn_reason last_close; /* why the last conn went away */
   uint32_t peer_max_streams;  /* last MAX_CONCURRENT_STREAMS seen; 0: none */
+  SSL_SESSION *tls_session;   /* to resume the next TLS handshake */
 } h2_origin;
 
 TAILQ_HEAD(origin_list, h2_origin);
@@ -276,6 +277,8 @@ void h2_conn_ready(h2_conn *cn);
  * waiters with `error`, retries or fails streams.  reason: what the origin
  * records for the next conn. */
 void h2_conn_close(h2_conn *cn, h2t_conn_reason reason, int error);
+/* OpenSSL's new-session callback: keeps the origin's latest session. */
+int h2_conn_tls_new_session(SSL *ssl, SSL_SESSION *sess);
 /* Free without callbacks (client teardown): sends GOAWAY if ready. */
 void h2_conn_free(h2_conn *cn);
 /* Open a stream for r on a ready conn.  0 or an H2T_ERR_ code. */

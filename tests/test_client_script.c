@@ -205,6 +205,21 @@ static void test_refused_stream_retried(void **state) {
   env_stop(&e);
 }
 
+static void test_refused_stream_retried_on_only_conn(void **state) {
+  env e;
+  h2t_script s = {.refuse_first = 1};
+  h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
+  cfg.max_conns_per_origin = 1; /* no other conn to go to */
+  env_start(&e, &s, &cfg);
+  rq q = {0};
+  submit(&e, 0, &q, NULL, NULL);
+  h2t_client_run(e.c);
+  assert_int_equal(q.err, 0);
+  assert_int_equal(q.retries, 1);
+  assert_int_equal(h2t_scripted_server_conns(e.srv), 1);
+  env_stop(&e);
+}
+
 static void test_refused_stream_exhausted(void **state) {
   env e;
   h2t_script s = {.refuse_first = 1000};
@@ -647,6 +662,7 @@ int main(void) {
       cmocka_unit_test(test_goaway_retries_on_new_conn),
       cmocka_unit_test(test_goaway_without_budget_fails),
       cmocka_unit_test(test_refused_stream_retried),
+      cmocka_unit_test(test_refused_stream_retried_on_only_conn),
       cmocka_unit_test(test_refused_stream_exhausted),
       cmocka_unit_test(test_stream_reset_by_peer),
       cmocka_unit_test(test_request_timeout_resets_stream),
