@@ -225,9 +225,10 @@ static void on_event(const h2t_event *ev, void *user) {
     break;
   case H2T_EV_TLS_HANDSHAKE_DONE:
     if (ev->u.tls.version)
-      snprintf(r->tls, sizeof r->tls, "%s %s, ALPN %s", ev->u.tls.version,
+      snprintf(r->tls, sizeof r->tls, "%s %s, ALPN %s%s", ev->u.tls.version,
                ev->u.tls.cipher ? ev->u.tls.cipher : "?",
-               ev->u.tls.alpn ? ev->u.tls.alpn : "none");
+               ev->u.tls.alpn ? ev->u.tls.alpn : "none",
+               ev->u.tls.resumed ? ", session resumed" : "");
     break;
   case H2T_EV_GOT_CONN:
     r->got_conn = 1;
