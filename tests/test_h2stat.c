@@ -73,7 +73,8 @@ static void test_h2c_waterfall_and_new_conn(void **state) {
   static const char *const labels[] = {
       "DNS Lookup", "TCP Connection", "Server Processing", "Content Transfer",
       "namelookup:", "connect:", "starttransfer:", "total:", "HTTP/2 200",
-      "Body discarded (6 bytes)", " new: no_conn", "Connected to 127.0.0.1:"};
+      "Body discarded (6 bytes)", "\nconn #1 new: no_conn\n",
+      "Connected to 127.0.0.1:"};
   for (size_t i = 0; i < sizeof labels / sizeof labels[0]; i++)
     if (!strstr(out, labels[i]))
       fail_msg("'%s' missing from:\n%s", labels[i], out);
@@ -86,8 +87,8 @@ static void test_h2c_waterfall_and_new_conn(void **state) {
 static void test_sequential_requests_reuse_the_connection(void **state) {
   char *out, *err;
   assert_int_equal(run(&out, &err, "-n", "3", url(0, h2c_port, "/6"), NULL), 0);
-  assert_int_equal(count(out, " new: no_conn"), 1);
-  assert_int_equal(count(out, " reused (idle "), 2);
+  assert_int_equal(count(out, "\nconn #1 new: no_conn\n"), 1);
+  assert_int_equal(count(out, "\nconn #1 reused (idle "), 2);
   assert_int_equal(count(out, "total:"), 3);
   assert_int_equal(count(out, "Body discarded (6 bytes)"), 3);
   /* the same connection each time */
