@@ -96,6 +96,7 @@ typedef struct centry {
   const char *ctype;
   time_t mtime;
   off_t size;
+  char cl[24]; /* content-length, ready to send */
   ev_tstamp checked;
 } centry;
 
@@ -182,10 +183,7 @@ static void on_static_close(h2t_server_req *r, uint32_t code, void *user) {
 }
 
 static void respond_blob(h2t_server_req *r, centry *e, int head) {
-  h2t_header h[2] = {{"content-type", e->ctype}, {"content-length", NULL}};
-  char cl[24];
-  snprintf(cl, sizeof cl, "%zu", e->b->len);
-  h[1].value = cl;
+  h2t_header h[2] = {{"content-type", e->ctype}, {"content-length", e->cl}};
   e->b->refs++;
   h2t_server_req_on(r, NULL, on_static_close, e->b);
   h2t_server_req_respond(r, 200, h, 2, head ? NULL : e->b->data,
@@ -263,6 +261,7 @@ static void handle_static(h2t_server_req *r, void *user) {
     e->ctype = ctype_of(rel);
     e->mtime = st.st_mtime;
     e->size = st.st_size;
+    snprintf(e->cl, sizeof e->cl, "%zu", b->len);
     e->checked = now;
     respond_blob(r, e, head);
     return;

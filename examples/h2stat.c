@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include <h2trace/client.h>
+#include <h2trace/inflight.h>
 #include <h2trace/version.h>
 
 #include "cli.h"
@@ -58,6 +59,11 @@ typedef struct req_rec {
   char *buf; /* body held back while other requests run (-p with -o) */
   size_t buf_len, buf_cap;
   int error;
+  int write_errno; /* -o failed: say so rather than "callback aborted" */
+  unsigned retries;
+  h2t_retry_reason retry_reason; /* the last one */
+  int put_idle, reusable;        /* what became of the connection after */
+  h2t_conn_reason unusable_reason;
 } req_rec;
 
 static void usage(FILE *f) {
@@ -219,9 +225,10 @@ static void on_event(const h2t_event *ev, void *user) {
     break;
   case H2T_EV_TLS_HANDSHAKE_DONE:
     if (ev->u.tls.version)
-      snprintf(r->tls, sizeof r->tls, "%s %s, ALPN %s", ev->u.tls.version,
+      snprintf(r->tls, sizeof r->tls, "%s %s, ALPN %s%s", ev->u.tls.version,
                ev->u.tls.cipher ? ev->u.tls.cipher : "?",
-               ev->u.tls.alpn ? ev->u.tls.alpn : "none");
+               ev->u.tls.alpn ? ev->u.tls.alpn : "none",
+               ev->u.tls.resumed ? ", session resumed" : "");
     break;
   case H2T_EV_GOT_CONN:
     r->got_conn = 1;
@@ -232,6 +239,15 @@ static void on_event(const h2t_event *ev, void *user) {
     r->new_reason = ev->u.got_conn.new_reason;
     r->active_streams = ev->u.got_conn.active_streams;
     r->max_streams = ev->u.got_conn.max_streams;
+    break;
+  case H2T_EV_RETRY:
+    r->retries++;
+    r->retry_reason = ev->u.retry.reason;
+    break;
+  case H2T_EV_PUT_IDLE_CONN:
+    r->put_idle = 1;
+    r->reusable = ev->u.put_idle_conn.reusable;
+    r->unusable_reason = ev->u.put_idle_conn.reason;
     break;
   default:
     break;
@@ -270,15 +286,21 @@ static int on_data(h2t_request *req, const uint8_t *data, size_t len,
   r->body_bytes += len;
   if (!a->out)
     return 0;
-  if (a->o.p == 1)
-    return fwrite(data, 1, len, a->out) == len ? 0 : 1;
+  if (a->o.p == 1) {
+    if (fwrite(data, 1, len, a->out) == len)
+      return 0;
+    r->write_errno = errno ? errno : EIO;
+    return 1;
+  }
   if (r->buf_len + len > r->buf_cap) {
     size_t cap = r->buf_cap ? r->buf_cap : 16384;
     while (cap < r->buf_len + len)
       cap *= 2;
     char *nb = realloc(r->buf, cap);
-    if (!nb)
+    if (!nb) {
+      r->write_errno = ENOMEM;
       return 1;
+    }
     r->buf = nb;
     r->buf_cap = cap;
   }
@@ -328,6 +350,9 @@ static void print_waterfall(const req_rec *r, int tls) {
     cell(a[i], sizeof a[i], c, c->green, ph[i], 1);
     cell(b[i], sizeof b[i], c, c->cyan, cum[i], 0);
   }
+  /* the last cell ends its line: no padding to trail */
+  snprintf(b[4], sizeof b[4], "%s%s%s", c->cyan,
+           cli_fmt_ms((char[16]){0}, 16, cum[4]), c->reset);
   if (tls)
     printf("\n"
            "  DNS Lookup   TCP Connection   TLS Handshake   Server Processing   Content Transfer\n"
@@ -391,13 +416,26 @@ static void report(req_rec *r) {
   if (r->addr[0] && !r->reused)
     printf("%sConnected to %s%s\n", c->dim, r->addr, c->reset);
   print_conn_line(r);
+  if (r->retries) {
+    const char *why = h2t_retry_reason_name(r->retry_reason);
+    printf("%sretried %u time%s (last: %s)%s\n", c->yellow, r->retries,
+           r->retries > 1 ? "s" : "", why ? why : "unknown", c->reset);
+  }
+  if (r->put_idle && !r->reusable) {
+    const char *why = h2t_conn_reason_name(r->unusable_reason);
+    printf("%sconn #%llu not reusable after this request: %s%s\n", c->yellow,
+           (unsigned long long)r->conn_id, why ? why : "unknown", c->reset);
+  }
   if (r->tls[0])
     printf("%sTLS: %s%s\n", c->dim, r->tls, c->reset);
   printf("\n%sHTTP%s%s/%s%s2 %d%s\n", c->green, c->reset, c->dim, c->reset,
          c->cyan, r->status, c->reset);
+  /* like every h2trace output: set-cookie and friends never shown */
   for (size_t i = 0; i < r->nhdrs; i++)
     printf("%s%s:%s %s%s%s\n", c->dim, r->hdrs[i].name, c->reset, c->cyan,
-           r->hdrs[i].value, c->reset);
+           h2t_header_is_sensitive(r->hdrs[i].name) ? "[redacted]"
+                                                    : r->hdrs[i].value,
+           c->reset);
   if (a->out)
     printf("\n%sBody stored in: %s (%llu bytes)%s\n", c->green, a->o.outfile,
            (unsigned long long)r->body_bytes, c->reset);
@@ -413,14 +451,22 @@ static void on_done(h2t_request *req, int error, void *user) {
   r->error = error;
   if (error) {
     a->failed = 1;
-    fprintf(stderr, PROG ": %s: %s (%s)\n", r->url, h2t_strerror(error),
-            h2t_errname(error));
+    if (r->write_errno)
+      fprintf(stderr, PROG ": %s: %s: %s\n", r->url, a->o.outfile,
+              strerror(r->write_errno));
+    else
+      fprintf(stderr, PROG ": %s: %s (%s)\n", r->url, h2t_strerror(error),
+              h2t_errname(error));
     return;
   }
-  if (a->out && r->buf_len &&
-      fwrite(r->buf, 1, r->buf_len, a->out) != r->buf_len) {
-    fprintf(stderr, PROG ": %s: %s\n", a->o.outfile, strerror(errno));
+  /* flush now, so that "Body stored" is only said of stored bodies */
+  if (a->out && ((r->buf_len && fwrite(r->buf, 1, r->buf_len, a->out) !=
+                                    r->buf_len) ||
+                 fflush(a->out) != 0)) {
+    fprintf(stderr, PROG ": %s: %s: %s\n", r->url, a->o.outfile,
+            strerror(errno));
     a->failed = 1;
+    return;
   }
   if (!a->o.json)
     report(r);

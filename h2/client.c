@@ -272,6 +272,9 @@ int h2t_client_new(h2t_client **out, const h2t_client_config *cfg) {
   /* Load the CA now so that a bad ca_file fails here, not per request. */
   if ((rv = h2_tls_ctx_new(&c->ssl_ctx, caf, cap, c->insecure)) != 0)
     goto fail;
+  SSL_CTX_set_session_cache_mode(c->ssl_ctx, SSL_SESS_CACHE_CLIENT |
+                                                 SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(c->ssl_ctx, h2_conn_tls_new_session);
   rv = H2T_ERR_NOMEM;
   if (h2_callbacks_new(&c->cbs) != 0 || nghttp2_option_new(&c->opt) != 0)
     goto fail;
@@ -715,11 +718,9 @@ int h2t_client_fetch(h2t_client *c, const h2t_request_opts *opts,
   o.on_data = fetch_data;
   o.on_done = fetch_done;
   o.user = &st;
-  h2t_request *r;
-  int rv = h2t_request_submit(c, &o, &r);
+  int rv = h2t_request_submit(c, &o, NULL);
   if (rv)
     return rv;
-  r->is_fetch = 1;
   c->running = 1;
   while (!st.done)
     ev_run(c->loop, EVRUN_ONCE);

@@ -143,7 +143,6 @@ struct h2t_request {
   unsigned headers_sent : 1;   /* our HEADERS went out */
   unsigned flow_blocked : 1;   /* flow_blocked already emitted */
   unsigned in_done : 1;
-  unsigned is_fetch : 1;
   unsigned got_eos : 1;        /* response END_STREAM */
   unsigned rst_by_peer : 1;
   unsigned skip_body : 1;      /* final response came before 100 */
@@ -199,7 +198,6 @@ typedef struct h2_conn {
   int close_pending;
   h2t_conn_reason close_reason;
   int close_error;
-  int want_write_on_read; /* TLS: SSL_read wants write, or vice versa */
   int nbody_pending;      /* streams with a body still to send */
 } h2_conn;
 
@@ -207,7 +205,6 @@ TAILQ_HEAD(conn_list, h2_conn);
 
 typedef struct h2_origin {
   TAILQ_ENTRY(h2_origin) link;
-  char *key;             /* "https://host:port" */
   char *host;
   uint16_t port;
   int tls;
@@ -218,6 +215,7 @@ typedef struct h2_origin {
   uint32_t nqueued;
   h2t_conn_reason last_close; /* why the last conn went away */
   uint32_t peer_max_streams;  /* last MAX_CONCURRENT_STREAMS seen; 0: none */
+  SSL_SESSION *tls_session;   /* to resume the next TLS handshake */
 } h2_origin;
 
 TAILQ_HEAD(origin_list, h2_origin);
@@ -278,6 +276,8 @@ void h2_conn_ready(h2_conn *cn);
  * waiters with `error`, retries or fails streams.  reason: what the origin
  * records for the next conn. */
 void h2_conn_close(h2_conn *cn, h2t_conn_reason reason, int error);
+/* OpenSSL's new-session callback: keeps the origin's latest session. */
+int h2_conn_tls_new_session(SSL *ssl, SSL_SESSION *sess);
 /* Free without callbacks (client teardown): sends GOAWAY if ready. */
 void h2_conn_free(h2_conn *cn);
 /* Open a stream for r on a ready conn.  0 or an H2T_ERR_ code. */
@@ -285,6 +285,16 @@ int h2_conn_submit(h2_conn *cn, h2t_request *r);
 /* Schedule a flush at the end of this loop iteration. */
 void h2_conn_mark_dirty(h2_conn *cn);
 void h2_conn_flush(h2_conn *cn);
+/* Shared between conn.c and session.c. */
+int h2_conn_list_wants(struct req_list *l, h2t_event_type t);
+/* Send tmpl (type + payload) to every request on l that wants it. */
+void h2_conn_emit_list(struct req_list *l, h2t_event *tmpl);
+void h2_conn_tmpl_init(h2t_event *ev, h2_conn *cn, h2t_event_type t);
+/* Leave an I/O section: closes the conn if a close was asked meanwhile. */
+void h2_conn_end_io(h2_conn *cn);
+/* Take r off cn's streams (its stream is over or being reset): emits
+ * put_idle_conn, clears the stream's user data. */
+void h2_conn_detach(h2_conn *cn, h2t_request *r);
 /* RST_STREAM r's stream and detach it from the conn (no callbacks). */
 void h2_conn_reset_stream(h2_conn *cn, h2t_request *r, uint32_t code);
 /* Can a new stream go on this conn now? */

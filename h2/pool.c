@@ -36,7 +36,8 @@ void h2_origin_free(h2t_client *c, h2_origin *o) {
   while ((cn = TAILQ_FIRST(&o->conns)))
     h2_conn_free(cn);
   TAILQ_REMOVE(&c->origins, o, link);
-  h2t_xfree(c->mem, o->key);
+  if (o->tls_session)
+    SSL_SESSION_free(o->tls_session);
   h2t_xfree(c->mem, o->host);
   h2t_xfree(c->mem, o);
 }
@@ -128,9 +129,13 @@ static int can_open(h2t_client *c, h2_origin *o) {
   return live_conns(o) < c->max_conns_per_origin;
 }
 
+static int can_open(h2t_client *c, h2_origin *o);
+
 static int place(h2t_client *c, h2t_request *r, int may_queue) {
   h2_origin *o = r->origin;
   h2_conn *cn = h2_pool_pick(o, r->avoid_id);
+  if (!cn && r->avoid_id && !can_open(c, o) && !h2_pool_pick_connecting(o))
+    cn = h2_pool_pick(o, 0); /* a retry may not wait forever for another */
   if (cn) {
     attach(c, cn, r, 0);
     return 0;

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <cmocka.h>
 
+#include <ev.h>
 #include <h2trace/client.h>
 #include "h2/h2_int.h"
 #include "peer.h"
@@ -323,6 +324,35 @@ static void test_large_bodies_both_ways(void **state) {
   h2t_client_del(c);
 }
 
+static char order[64];
+static void mark_req(const h2t_event *ev, void *u) { strcat(order, "R"); }
+static void mark_cli(const h2t_event *ev, void *u) { strcat(order, "C"); }
+
+/* The request's trace runs first, then the client's default. */
+static void test_default_trace_runs_after_request_trace(void **state) {
+  h2t_client_trace dflt = {H2T_CLIENT_TRACE_INIT, .got_conn = mark_cli,
+                           .done = mark_cli};
+  h2t_client_trace mine = {H2T_CLIENT_TRACE_INIT, .got_conn = mark_req};
+  h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
+  cfg.trace = &dflt;
+  h2t_client *c;
+  assert_int_equal(h2t_client_new(&c, &cfg), 0);
+  char url[128];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/6", h2c_port);
+  h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = url, .trace = &mine};
+  h2t_response resp;
+  order[0] = '\0';
+  assert_int_equal(h2t_client_fetch(c, &o, &resp), 0);
+  h2t_response_free(c, &resp);
+  assert_string_equal(order, "RCC");
+  o.trace = NULL; /* only the default */
+  order[0] = '\0';
+  assert_int_equal(h2t_client_fetch(c, &o, &resp), 0);
+  h2t_response_free(c, &resp);
+  assert_string_equal(order, "CC");
+  h2t_client_del(c);
+}
+
 static void test_api_misuse(void **state) {
   h2t_client *c;
   assert_int_equal(h2t_client_new(NULL, NULL), H2T_ERR_INVALID_ARG);
@@ -349,6 +379,38 @@ static void test_api_misuse(void **state) {
   assert_int_equal(h2t_client_run(c), 0); /* nothing pending: returns */
   h2t_client_del(c);
   h2t_client_del(NULL);
+}
+
+static void test_tls_session_resumed_on_next_conn(void **state) {
+  const char *cert, *key;
+  assert_int_equal(h2t_test_make_cert(&cert, &key), 0);
+  h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
+  cfg.ca_file = cert;
+  cfg.idle_timeout_ms = 50;
+  h2t_client *c;
+  assert_int_equal(h2t_client_new(&c, &cfg), 0);
+  char url[128];
+  snprintf(url, sizeof url, "https://localhost:%d/6", tls_port);
+  h2t_response resp;
+  assert_int_equal(fetch(c, url, &resp), 0);
+  h2t_response_free(c, &resp);
+  assert_int_equal(last_tls_done.u.tls.resumed, 0);
+  uint64_t first = last_got_conn.conn_id;
+  /* let the conn idle out, then connect again */
+  h2t_client_stats st;
+  for (int i = 0; i < 100; i++) {
+    h2t_client_stats_get(c, &st);
+    if (!st.conns_open)
+      break;
+    ev_run(h2t_client_loop(c), EVRUN_ONCE);
+  }
+  assert_int_equal(st.conns_open, 0);
+  assert_int_equal(fetch(c, url, &resp), 0);
+  h2t_response_free(c, &resp);
+  assert_int_not_equal(last_got_conn.conn_id, first);
+  assert_int_equal(last_got_conn.u.got_conn.new_reason, H2T_CONN_IDLE_TIMEOUT);
+  assert_int_equal(last_tls_done.u.tls.resumed, 1);
+  h2t_client_del(c);
 }
 
 int main(void) {
@@ -382,6 +444,8 @@ int main(void) {
       cmocka_unit_test(test_post_body_and_headers),
       cmocka_unit_test(test_large_bodies_both_ways),
       cmocka_unit_test(test_api_misuse),
+      cmocka_unit_test(test_default_trace_runs_after_request_trace),
+      cmocka_unit_test(test_tls_session_resumed_on_next_conn),
   };
   int rv = cmocka_run_group_tests(tests, NULL, NULL);
   h2t_test_stop(a);

@@ -205,6 +205,21 @@ static void test_refused_stream_retried(void **state) {
   env_stop(&e);
 }
 
+static void test_refused_stream_retried_on_only_conn(void **state) {
+  env e;
+  h2t_script s = {.refuse_first = 1};
+  h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
+  cfg.max_conns_per_origin = 1; /* no other conn to go to */
+  env_start(&e, &s, &cfg);
+  rq q = {0};
+  submit(&e, 0, &q, NULL, NULL);
+  h2t_client_run(e.c);
+  assert_int_equal(q.err, 0);
+  assert_int_equal(q.retries, 1);
+  assert_int_equal(h2t_scripted_server_conns(e.srv), 1);
+  env_stop(&e);
+}
+
 static void test_refused_stream_exhausted(void **state) {
   env e;
   h2t_script s = {.refuse_first = 1000};
@@ -401,6 +416,27 @@ static void test_streaming_body_with_defer(void **state) {
   env_stop(&e);
 }
 
+static ssize_t failing_body(h2t_request *r, uint8_t *buf, size_t len,
+                            int *eof, void *user) {
+  return H2T_ERR_IO;
+}
+
+static void test_failing_body_source_resets_stream(void **state) {
+  env e;
+  h2t_script s = {.delay_ms = 500};
+  env_start(&e, &s, NULL);
+  rq q = {0};
+  h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .body_read = failing_body,
+                        .body_length = -1};
+  submit(&e, 0, &q, "POST", &o);
+  h2t_client_run(e.c);
+  assert_int_equal(q.err, H2T_ERR_IO);
+  assert_int_equal(q.resets, 1);
+  assert_int_equal(q.reset_by_peer, 0);
+  assert_int_equal(q.reset_code, 2 /* INTERNAL_ERROR */);
+  env_stop(&e);
+}
+
 static void test_expect_continue(void **state) {
   h2t_header hdr[] = {{"expect", "100-continue"}};
   /* with a 100 from the server */
@@ -452,6 +488,10 @@ static void test_client_del_cancels_pending(void **state) {
     assert_true(q[i].done);
     assert_int_equal(q[i].err, H2T_ERR_CANCELED);
   }
+  /* the conn said goodbye with a GOAWAY */
+  for (int i = 0; i < 100 && !h2t_scripted_server_goaways(e.srv); i++)
+    usleep(10000);
+  assert_int_equal(h2t_scripted_server_goaways(e.srv), 1);
   h2t_scripted_server_stop(e.srv);
 }
 
@@ -613,11 +653,41 @@ static void test_flow_blocked_on_big_upload(void **state) {
   env_stop(&e);
 }
 
+static void test_cancel_while_connecting_and_queued(void **state) {
+  env e;
+  h2t_script s = {.max_concurrent_streams = 1, .delay_ms = 50};
+  h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
+  cfg.max_conns_per_origin = 1;
+  env_start(&e, &s, &cfg);
+  rq a = {0};
+  submit(&e, 0, &a, NULL, NULL); /* waits for the conn it opened */
+  assert_int_equal(h2t_request_cancel(a.req), 0);
+  assert_int_equal(a.err, H2T_ERR_CANCELED);
+  assert_null(strstr(a.events, "dns_start")); /* setup runs from the loop */
+  run_for(e.c, 100); /* the conn comes up anyway, idle */
+  rq b = {0}, q = {0};
+  submit(&e, 1, &b, NULL, NULL);
+  submit(&e, 2, &q, NULL, NULL); /* the one conn is full: queued */
+  h2t_client_stats st;
+  h2t_client_stats_get(e.c, &st);
+  assert_int_equal(st.requests_queued, 1);
+  assert_int_equal(h2t_request_cancel(q.req), 0);
+  assert_int_equal(q.err, H2T_ERR_CANCELED);
+  h2t_client_stats_get(e.c, &st);
+  assert_int_equal(st.requests_queued, 0);
+  h2t_client_run(e.c);
+  assert_int_equal(b.err, 0);
+  assert_int_equal(b.reused, 0); /* the conn never served anyone before */
+  assert_int_equal(h2t_request_cancel(b.req), H2T_ERR_STATE);
+  env_stop(&e);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_goaway_retries_on_new_conn),
       cmocka_unit_test(test_goaway_without_budget_fails),
       cmocka_unit_test(test_refused_stream_retried),
+      cmocka_unit_test(test_refused_stream_retried_on_only_conn),
       cmocka_unit_test(test_refused_stream_exhausted),
       cmocka_unit_test(test_stream_reset_by_peer),
       cmocka_unit_test(test_request_timeout_resets_stream),
@@ -627,6 +697,7 @@ int main(void) {
       cmocka_unit_test(test_cancel_resets_and_completes),
       cmocka_unit_test(test_streaming_body_with_defer),
       cmocka_unit_test(test_expect_continue),
+      cmocka_unit_test(test_failing_body_source_resets_stream),
       cmocka_unit_test(test_client_del_cancels_pending),
       cmocka_unit_test(test_connect_refused_and_dns_failure),
       cmocka_unit_test(test_connect_timeout),
@@ -634,6 +705,7 @@ int main(void) {
       cmocka_unit_test(test_dead_idle_conn_never_handed_out),
       cmocka_unit_test(test_cancel_from_another_thread),
       cmocka_unit_test(test_flow_blocked_on_big_upload),
+      cmocka_unit_test(test_cancel_while_connecting_and_queued),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

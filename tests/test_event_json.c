@@ -8,6 +8,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include <h2trace/inflight.h>
 #include <h2trace/trace.h>
 
 static char buf[4096];
@@ -193,6 +194,13 @@ static void test_header_redaction(void **state) {
     assert_null(strstr(buf, "s3cret"));
     json_decref(o);
   }
+  /* names the application declared sensitive are redacted too */
+  assert_int_equal(h2t_header_add_sensitive("X-Api-Key"), 0);
+  ev.u.header_field.name = "x-api-key";
+  ev.u.header_field.namelen = 9;
+  json_t *k = roundtrip(&ev);
+  assert_string_equal(str(k, "value"), "[redacted]");
+  json_decref(k);
   /* a prefix of a sensitive name is not sensitive */
   ev.u.header_field.name = "cookies-enabled";
   ev.u.header_field.namelen = 15;

@@ -104,6 +104,14 @@ for mode in reused spawn inline; do
   done
 done
 
+# --- IPv6, when the machine has it -----------------------------------------
+if ip -6 addr show lo 2>/dev/null | grep -q "::1"; then
+  start --h2c --address ::1
+  grep -q "http://\[::1\]:$PORT" "$T/log" || fail "v6 banner: $(cat "$T/log")"
+  [ "$(curl -sS -g --http2-prior-knowledge "http://[::1]:$PORT/6")" = abcdef ] || fail "IPv6"
+  stop
+fi
+
 # --- load shedding ---------------------------------------------------------
 start --h2c --shed-inflight 2
 out=$(nghttp -v -m 6 "http://127.0.0.1:$PORT/delay?ms=300" 2>&1)

@@ -73,7 +73,8 @@ static void test_h2c_waterfall_and_new_conn(void **state) {
   static const char *const labels[] = {
       "DNS Lookup", "TCP Connection", "Server Processing", "Content Transfer",
       "namelookup:", "connect:", "starttransfer:", "total:", "HTTP/2 200",
-      "Body discarded (6 bytes)", " new: no_conn", "Connected to 127.0.0.1:"};
+      "Body discarded (6 bytes)", "\nconn #1 new: no_conn\n",
+      "Connected to 127.0.0.1:"};
   for (size_t i = 0; i < sizeof labels / sizeof labels[0]; i++)
     if (!strstr(out, labels[i]))
       fail_msg("'%s' missing from:\n%s", labels[i], out);
@@ -86,8 +87,8 @@ static void test_h2c_waterfall_and_new_conn(void **state) {
 static void test_sequential_requests_reuse_the_connection(void **state) {
   char *out, *err;
   assert_int_equal(run(&out, &err, "-n", "3", url(0, h2c_port, "/6"), NULL), 0);
-  assert_int_equal(count(out, " new: no_conn"), 1);
-  assert_int_equal(count(out, " reused (idle "), 2);
+  assert_int_equal(count(out, "\nconn #1 new: no_conn\n"), 1);
+  assert_int_equal(count(out, "\nconn #1 reused (idle "), 2);
   assert_int_equal(count(out, "total:"), 3);
   assert_int_equal(count(out, "Body discarded (6 bytes)"), 3);
   /* the same connection each time */
@@ -321,6 +322,16 @@ static void test_output_file_and_body(void **state) {
   free(out);
   free(err);
 
+  /* a body that cannot be written is a failure, not "stored" */
+  assert_int_equal(run(&out, &err, "-o", "/dev/full", url(0, h2c_port, "/6"),
+                       NULL),
+                   1);
+  assert_int_equal(lines(err), 1);
+  assert_non_null(strstr(err, "/dev/full: "));
+  assert_null(strstr(out, "Body stored"));
+  free(out);
+  free(err);
+
   f = fopen(body, "w");
   fputs("0123456789", f);
   fclose(f);
@@ -389,6 +400,38 @@ static void test_colour_on_a_tty_unless_no_color(void **state) {
   free(out);
 }
 
+/* A server that allows one stream at a time: the other requests cannot share
+ * the first connection, and h2stat must say why each got a new one. */
+static void test_new_connection_reasons(void **state) {
+  int port = h2t_test_free_port();
+  char pbuf[16], root[400];
+  snprintf(pbuf, sizeof pbuf, "%d", port);
+  snprintf(root, sizeof root, "%s/www", h2t_test_tmpdir());
+  char *argv[] = {(char *)h2t_test_bin("h2serve"), "--h2c", "--port", pbuf,
+                  "--root", root, "--max-streams", "1", "--quiet", NULL};
+  pid_t pid = h2t_test_spawn(argv, NULL);
+  assert_true(pid > 0);
+  assert_int_equal(h2t_test_wait_port(port, 5000), 0);
+  char *out, *err, u[128];
+  snprintf(u, sizeof u, "http://127.0.0.1:%d/delay?ms=50", port);
+  assert_int_equal(run(&out, &err, "-p", "3", u, NULL), 0);
+  assert_int_equal(count(out, "HTTP/2 200"), 3);
+  assert_int_equal(count(out, "conn #"), 3);
+  /* one request found no connection; the others say something else */
+  assert_int_equal(count(out, " new: no_conn"), 1);
+  const char *p = out;
+  while ((p = strstr(p, "conn #"))) {
+    const char *eol = strchr(p, '\n');
+    if (!strstr(p, " new: ") || strstr(p, " new: ") > eol)
+      fail_msg("a request of three on a 1-stream server did not get a new "
+               "connection:\n%s", out);
+    p = eol;
+  }
+  free(out);
+  free(err);
+  h2t_test_stop(pid);
+}
+
 static void test_usage_errors(void **state) {
   char *out, *err;
   static const char *const bad[][3] = {{"--bogus", "http://127.0.0.1:1/", NULL},
@@ -447,6 +490,7 @@ int main(void) {
       cmocka_unit_test(test_output_file_and_body),
       cmocka_unit_test(test_concurrent_bodies_to_one_file),
       cmocka_unit_test(test_colour_on_a_tty_unless_no_color),
+      cmocka_unit_test(test_new_connection_reasons),
       cmocka_unit_test(test_usage_errors),
       cmocka_unit_test(test_refused_port),
   };

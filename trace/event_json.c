@@ -2,21 +2,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <jansson.h>
 
 #include "trace/trace_int.h"
-
-/* Header values never worth leaking into logs. */
-static int sensitive_header(const char *name, size_t len) {
-  static const char *const names[] = {"authorization", "cookie", "set-cookie",
-                                      "proxy-authorization"};
-  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-    if (strlen(names[i]) == len && !strncasecmp(names[i], name, len))
-      return 1;
-  return 0;
-}
 
 /* jansson refuses invalid UTF-8; peers send arbitrary bytes, so those become
  * '?' rather than losing the whole event. */
@@ -164,7 +153,8 @@ static void put_payload(jobj *j, const h2t_event *ev) {
                                                  : strlen(v))
                   : 0;
     put(j, "name", jstr(n ? n : "", nl));
-    if (sensitive_header(n ? n : "", nl))
+    /* the process-wide list, so names the application added count too */
+    if (header_is_sensitive_n(n ? n : "", nl))
       put_str(j, "value", "[redacted]");
     else
       put(j, "value", jstr(v ? v : "", vl));

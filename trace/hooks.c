@@ -146,6 +146,19 @@ void trace_emit(const trace_chain *tc, h2t_event *ev) {
     ev->t_us = h2t_now_us();
   if (tc->ife)
     inflight_event(tc->ife, ev);
+  /* Fast path: one full-size client trace without `next`. */
+  const trace_head *h0 = tc->heads[0];
+  if (tc->nheads == 1 && !tc->server && !h0->next &&
+      h0->struct_size >= sizeof(h2t_client_trace) &&
+      (unsigned)ev->type < H2T_EV_FIRST_SERVER_) {
+    h2t_hook fn;
+    memcpy(&fn, (const char *)h0 + client_off[ev->type], sizeof fn);
+    if (fn)
+      fn(ev, h0->user);
+    if (h0->any)
+      h0->any(ev, h0->user);
+    return;
+  }
   for (unsigned i = 0; i < tc->nheads; i++) {
     const trace_head *h = tc->heads[i];
     for (int depth = 0; h && depth < 64; h = h->next, depth++) {

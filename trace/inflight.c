@@ -58,6 +58,56 @@ void ife_unlock(struct inflight_entry *e) {
   atomic_store_explicit(&e->lock, s + 1, memory_order_release);
 }
 
+/*
+ * Readers never take the lock: the lock word doubles as a sequence count
+ * (odd while a writer holds it), so a reader copies the entry and keeps the
+ * copy only if the count was even and unchanged around it (a seqlock).  A
+ * loop thread therefore never waits for a reader, even one that is
+ * preempted mid-copy.  The copy itself races with the writer by design and
+ * is thrown away when it did; it is done word by word through volatile so
+ * the compiler makes no assumption, and kept out of ThreadSanitizer's view.
+ */
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 8)
+#define NO_TSAN __attribute__((no_sanitize("thread")))
+#else
+#define NO_TSAN
+#endif
+
+NO_TSAN static void racy_copy(struct inflight_entry *dst,
+                              const struct inflight_entry *src) {
+  const volatile uint64_t *s = (const volatile uint64_t *)(const void *)src;
+  uint64_t *d = (uint64_t *)(void *)dst;
+  for (size_t i = 0; i < sizeof *dst / sizeof *d; i++)
+    d[i] = s[i];
+}
+
+_Static_assert(sizeof(struct inflight_entry) % sizeof(uint64_t) == 0,
+               "entries are copied in 8-byte words");
+
+int ife_read(struct inflight_entry *dst, const struct inflight_entry *src) {
+  struct inflight_entry *e = (struct inflight_entry *)src;
+  for (unsigned tries = 0; tries < 200; tries++) {
+    unsigned s1 = atomic_load_explicit(&e->lock, memory_order_acquire);
+    if (s1 & 1u) {
+      if (tries > 32)
+        sched_yield();
+      continue;
+    }
+    racy_copy(dst, src);
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&e->lock, memory_order_relaxed) == s1) {
+      atomic_init(&dst->lock, 0);
+      return 0;
+    }
+  }
+  /* a writer that never lets go for long: take the lock for one copy */
+  ife_lock(e);
+  racy_copy(dst, src);
+  ife_unlock(e);
+  atomic_init(&dst->lock, 0);
+  return 0;
+}
+
 static struct inflight_entry *slot(uint32_t idx) {
   return &ifl.chunks[idx / IFL_CHUNK][idx % IFL_CHUNK];
 }
@@ -494,13 +544,8 @@ static void ring_push(const struct inflight_entry *c) {
 
 /* Copy ring entry `seq` into out if it still holds it; 0 or -1. */
 static int ring_get(uint64_t seq, struct inflight_entry *out) {
-  struct inflight_entry *r = &ifl.ring[seq % ifl.ring_cap];
-  ife_lock(r);
-  int ok = r->next_free == (uint32_t)seq && r->id;
-  if (ok)
-    memcpy(out, r, sizeof *out);
-  ife_unlock(r);
-  return ok ? 0 : -1;
+  ife_read(out, &ifl.ring[seq % ifl.ring_cap]);
+  return out->next_free == (uint32_t)seq && out->id ? 0 : -1;
 }
 
 void inflight_end(struct inflight_entry *e, int error) {
@@ -540,9 +585,12 @@ void inflight_end(struct inflight_entry *e, int error) {
 
 /* --- readers ------------------------------------------------------------ */
 
-int ifl_foreach(int (*fn)(struct inflight_entry *e, void *arg), void *arg) {
+/* Find the live entry with this id (reading, no lock) and return it
+ * locked, its id checked again under the lock; NULL if none. */
+static struct inflight_entry *lock_by_id(uint64_t id) {
   if (!atomic_load(&ifl_on))
-    return 0;
+    return NULL;
+  struct inflight_entry tmp;
   size_t n = atomic_load_explicit(&ifl.nchunks, memory_order_acquire);
   for (size_t c = 0; c < n; c++) {
     struct inflight_entry *chunk = ifl.chunks[c];
@@ -550,11 +598,34 @@ int ifl_foreach(int (*fn)(struct inflight_entry *e, void *arg), void *arg) {
       struct inflight_entry *e = &chunk[i];
       if (!atomic_load_explicit(&e->live, memory_order_relaxed))
         continue;
+      ife_read(&tmp, e);
+      if (tmp.id != id || !atomic_load_explicit(&tmp.live, memory_order_relaxed))
+        continue;
       ife_lock(e);
-      int rc = atomic_load_explicit(&e->live, memory_order_relaxed)
-                   ? fn(e, arg)
-                   : 0;
-      ife_unlock(e);
+      if (atomic_load_explicit(&e->live, memory_order_relaxed) && e->id == id)
+        return e;
+      ife_unlock(e); /* ended meanwhile */
+      return NULL;
+    }
+  }
+  return NULL;
+}
+
+int ifl_foreach_read(int (*fn)(const struct inflight_entry *copy, void *arg),
+                     void *arg) {
+  if (!atomic_load(&ifl_on))
+    return 0;
+  struct inflight_entry tmp;
+  size_t n = atomic_load_explicit(&ifl.nchunks, memory_order_acquire);
+  for (size_t c = 0; c < n; c++) {
+    struct inflight_entry *chunk = ifl.chunks[c];
+    for (size_t i = 0; i < IFL_CHUNK; i++) {
+      if (!atomic_load_explicit(&chunk[i].live, memory_order_relaxed))
+        continue;
+      ife_read(&tmp, &chunk[i]);
+      if (!atomic_load_explicit(&tmp.live, memory_order_relaxed))
+        continue;
+      int rc = fn(&tmp, arg);
       if (rc)
         return rc;
     }
@@ -619,22 +690,30 @@ struct snap {
   int oom;
 };
 
-static int snap_one(struct inflight_entry *e, void *arg) {
-  struct snap *s = arg;
-  if (s->n == s->cap) {
-    /* rare (the buffer was sized for what was live); the loop waits for
-     * this one entry only */
-    size_t cap = s->cap ? s->cap * 2 : 256;
-    struct inflight_entry *p = realloc(s->copies, cap * sizeof *p);
-    if (!p) {
-      s->oom = 1;
-      return 1;
+/* Copy every live entry straight into s (no intermediate copy). */
+static void snap_all(struct snap *s) {
+  size_t n = atomic_load_explicit(&ifl.nchunks, memory_order_acquire);
+  for (size_t c = 0; c < n && !s->oom; c++) {
+    struct inflight_entry *chunk = ifl.chunks[c];
+    for (size_t i = 0; i < IFL_CHUNK; i++) {
+      if (!atomic_load_explicit(&chunk[i].live, memory_order_relaxed))
+        continue;
+      if (s->n == s->cap) { /* rare: the buffer was sized for what was live */
+        size_t cap = s->cap ? s->cap * 2 : 256;
+        struct inflight_entry *p = realloc(s->copies, cap * sizeof *p);
+        if (!p) {
+          s->oom = 1;
+          return;
+        }
+        s->copies = p;
+        s->cap = cap;
+      }
+      struct inflight_entry *d = &s->copies[s->n];
+      ife_read(d, &chunk[i]);
+      if (atomic_load_explicit(&d->live, memory_order_relaxed) && d->id)
+        s->n++;
     }
-    s->copies = p;
-    s->cap = cap;
   }
-  memcpy(&s->copies[s->n++], e, sizeof *e);
-  return 0;
 }
 
 struct age {
@@ -663,7 +742,8 @@ int h2t_inflight_snapshot(h2t_inflight_info **out, size_t *n) {
     pthread_rwlock_unlock(&ifl_life);
     return H2T_ERR_NOMEM;
   }
-  ifl_foreach(snap_one, &s);
+  if (atomic_load(&ifl_on))
+    snap_all(&s);
   pthread_rwlock_unlock(&ifl_life);
   if (s.oom) {
     free(s.copies);
@@ -744,7 +824,7 @@ struct find {
   struct inflight_entry copy;
 };
 
-static int find_one(struct inflight_entry *e, void *arg) {
+static int find_one(const struct inflight_entry *e, void *arg) {
   struct find *f = arg;
   if (e->id != f->id)
     return 0;
@@ -758,7 +838,7 @@ int h2t_inflight_get(uint64_t id, h2t_inflight_info *out) {
   struct find f = {.id = id};
   int found = 0;
   pthread_rwlock_rdlock(&ifl_life);
-  if (ifl_foreach(find_one, &f))
+  if (ifl_foreach_read(find_one, &f))
     found = 1;
   else if (atomic_load(&ifl_on)) {
     uint64_t seq = atomic_load(&ifl.ring_seq);
@@ -782,10 +862,7 @@ struct cancel_req {
 
 /* With the entry locked: the request cannot end (and its owner cannot free
  * cancel_arg) while cancel_fn posts the cancel. */
-static int cancel_one(struct inflight_entry *e, void *arg) {
-  struct cancel_req *c = arg;
-  if (e->id != c->id)
-    return 0;
+static void cancel_locked(struct inflight_entry *e, struct cancel_req *c) {
   if (e->state == H2T_IFS_DONE)
     c->rc = H2T_ERR_NOT_FOUND; /* over, only not unregistered yet */
   else if (e->flags & IFE_CANCELED)
@@ -800,7 +877,6 @@ static int cancel_one(struct inflight_entry *e, void *arg) {
     e->cancel(e->cancel_arg, e->id, e->cancel_reason);
     c->rc = 0;
   }
-  return 1;
 }
 
 int h2t_inflight_cancel(uint64_t id, const char *reason) {
@@ -808,32 +884,26 @@ int h2t_inflight_cancel(uint64_t id, const char *reason) {
     return H2T_ERR_NOT_FOUND;
   struct cancel_req c = {.id = id, .reason = reason, .rc = H2T_ERR_NOT_FOUND};
   pthread_rwlock_rdlock(&ifl_life);
-  ifl_foreach(cancel_one, &c);
+  struct inflight_entry *e = lock_by_id(id);
+  if (e) {
+    cancel_locked(e, &c);
+    ife_unlock(e);
+  }
   pthread_rwlock_unlock(&ifl_life);
   return c.rc;
-}
-
-struct status_req {
-  uint64_t id;
-  const char *text;
-};
-
-static int status_one(struct inflight_entry *e, void *arg) {
-  struct status_req *s = arg;
-  if (e->id != s->id)
-    return 0;
-  copy_trunc(e->status, sizeof e->status, s->text);
-  return 1;
 }
 
 int h2t_inflight_set_status(uint64_t id, const char *text) {
   if (!id || !text)
     return H2T_ERR_INVALID_ARG;
-  struct status_req s = {.id = id, .text = text};
   pthread_rwlock_rdlock(&ifl_life);
-  int found = ifl_foreach(status_one, &s);
+  struct inflight_entry *e = lock_by_id(id);
+  if (e) {
+    copy_trunc(e->status, sizeof e->status, text);
+    ife_unlock(e);
+  }
   pthread_rwlock_unlock(&ifl_life);
-  return found ? 0 : H2T_ERR_NOT_FOUND;
+  return e ? 0 : H2T_ERR_NOT_FOUND;
 }
 
 /* --- sensitive headers ----------------------------------------------------- */

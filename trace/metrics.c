@@ -200,7 +200,7 @@ struct state_count {
   uint64_t n[2][H2T_IFS_COUNT_];
 };
 
-static int count_one(struct inflight_entry *e, void *arg) {
+static int count_one(const struct inflight_entry *e, void *arg) {
   struct state_count *c = arg;
   if (e->state < H2T_IFS_COUNT_)
     c->n[e->kind ? 1 : 0][e->state]++;
@@ -234,7 +234,7 @@ int h2t_diag_metrics(char **out, size_t *len) {
   struct state_count sc;
   memset(&sc, 0, sizeof sc);
   pthread_rwlock_rdlock(&ifl_life);
-  ifl_foreach(count_one, &sc);
+  ifl_foreach_read(count_one, &sc);
   uint64_t dropped = atomic_load(&ifl.dropped);
   pthread_rwlock_unlock(&ifl_life);
   head(&b, "h2t_requests_in_flight", "gauge",

@@ -29,6 +29,7 @@ typedef struct conn {
   struct bench *b;
   h2t_client *client;
   uint64_t done; /* measured requests finished on this connection */
+  int dead;      /* could not connect: like h2load, stop using it */
 } conn;
 
 /* One of the M request slots of a connection: what a request in flight needs. */
@@ -222,6 +223,22 @@ static void count_error(bench *b, int error) {
     b->first_error = error;
 }
 
+/* Errors that mean the connection cannot be made at all: retrying would
+ * only measure how fast connect() fails. */
+static int conn_failed(int error) {
+  switch (error) {
+  case H2T_ERR_DNS:
+  case H2T_ERR_CONNECT_REFUSED:
+  case H2T_ERR_CONNECT:
+  case H2T_ERR_CONNECT_TIMEOUT:
+  case H2T_ERR_TLS:
+  case H2T_ERR_TLS_VERIFY:
+  case H2T_ERR_ALPN:
+    return 1;
+  }
+  return 0;
+}
+
 static int on_data(h2t_request *req, const uint8_t *data, size_t len,
                    void *user) {
   slot *s = user;
@@ -241,6 +258,8 @@ static void on_done(h2t_request *req, int error, void *user) {
   }
   if (error) {
     count_error(b, error);
+    if (conn_failed(error))
+      s->c->dead = 1;
   } else {
     int st = h2t_request_status(req);
     b->status[st >= 100 && st < 600 ? st / 100 : 0]++;
@@ -255,7 +274,7 @@ static void on_done(h2t_request *req, int error, void *user) {
 }
 
 static void submit(bench *b, slot *s) {
-  if (b->stopping || b->started >= b->target)
+  if (b->stopping || b->started >= b->target || s->c->dead)
     return;
   b->started++;
   b->ro.user = s;
@@ -506,6 +525,12 @@ int bench_client_main(int argc, char **argv) {
   b.measuring = 1;
   b.target = b.duration_us ? UINT64_MAX : b.n;
   uint64_t elapsed = measured_run(&b);
+  if (!b.duration_us && b.started < b.target) {
+    /* never started because every connection failed: h2load counts these
+     * as failed and errored too */
+    b.failed += b.target - b.started;
+    b.errored += b.target - b.started;
+  }
   print_summary(&b, elapsed);
   rc = b.failed ? 1 : 0;
 out:

@@ -24,7 +24,7 @@ struct h2t_scripted_server {
   ev_io accept_w;
   ev_async stop_w;
   int lfd;
-  atomic_int nconns, nstreams;
+  atomic_int nconns, nstreams, ngoaways;
   struct sconn *conns;
 };
 
@@ -178,6 +178,8 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f,
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f,
                          void *ud) {
   sconn *sc = ud;
+  if (f->hd.type == NGHTTP2_GOAWAY)
+    atomic_fetch_add(&sc->srv->ngoaways, 1);
   sstream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
   if (!st)
     return 0;
@@ -340,4 +342,8 @@ int h2t_scripted_server_conns(h2t_scripted_server *srv) {
 
 int h2t_scripted_server_streams(h2t_scripted_server *srv) {
   return atomic_load(&srv->nstreams);
+}
+
+int h2t_scripted_server_goaways(h2t_scripted_server *srv) {
+  return atomic_load(&srv->ngoaways);
 }

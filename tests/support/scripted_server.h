@@ -37,5 +37,7 @@ void h2t_scripted_server_stop(h2t_scripted_server *srv);
 /* Counters (read after the client is done; thread-safe enough for that). */
 int h2t_scripted_server_conns(h2t_scripted_server *srv);
 int h2t_scripted_server_streams(h2t_scripted_server *srv);
+/* GOAWAY frames received from clients. */
+int h2t_scripted_server_goaways(h2t_scripted_server *srv);
 
 #endif
