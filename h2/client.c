@@ -86,10 +86,13 @@ static void req_free(h2t_request *r) {
 
 void h2_req_finish(h2t_request *r, int error) {
   h2t_client *c = r->client;
-  if (r->state == REQ_DONE)
+  if (r->state == REQ_DONE || r->finishing)
     return;
+  r->finishing = 1; /* unlinking runs put_idle_conn: a hook may cancel r */
+  r->hold++;
   unlink_req(r);
   r->state = REQ_DONE;
+  c->finished++;
   ev_timer_stop(c->loop, &r->timeout_w);
   ev_timer_stop(c->loop, &r->expect_w);
   if (error)
@@ -112,10 +115,9 @@ void h2_req_finish(h2t_request *r, int error) {
   inflight_end(r->ife, error);
   TAILQ_REMOVE(&c->reqs, r, all);
   c->pending--;
-  r->in_done = 1;
   if (r->on_done)
     r->on_done(r, error, r->user);
-  if (!r->hold)
+  if (--r->hold == 0)
     req_free(r);
 }
 
@@ -181,12 +183,21 @@ void h2_req_retry_or_fail(h2t_request *r, h2t_retry_reason why, int error) {
 
 /* --- client ------------------------------------------------------------ */
 
+static void wake_cb(struct ev_loop *loop, ev_idle *w, int revents) {
+  ev_idle_stop(loop, w);
+}
+
 static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
   h2t_client *c = w->data;
+  uint64_t finished = c->finished;
   h2_conn *cn;
   while ((cn = TAILQ_FIRST(&c->dirty)))
     h2_conn_flush(cn); /* removes it from the list */
   ev_prepare_stop(loop, w);
+  /* A request completed here, just before the loop polls: do not block in
+   * the poll, so that h2t_client_run()/fetch see it at once. */
+  if (c->finished != finished && !ev_is_active(&c->wake_w))
+    ev_idle_start(loop, &c->wake_w);
 }
 
 static void cancel_async_cb(struct ev_loop *loop, ev_async *w, int revents) {
@@ -293,6 +304,7 @@ int h2t_client_new(h2t_client **out, const h2t_client_config *cfg) {
     goto fail;
   ev_prepare_init(&c->flush_w, flush_cb);
   c->flush_w.data = c;
+  ev_idle_init(&c->wake_w, wake_cb);
   ev_async_init(&c->cancel_w, cancel_async_cb);
   c->cancel_w.data = c;
   ev_async_start(c->loop, &c->cancel_w);
@@ -327,6 +339,7 @@ void h2t_client_del(h2t_client *c) {
     h2_origin_free(c, o);
   h2_dns_del(c->dns);
   ev_prepare_stop(c->loop, &c->flush_w);
+  ev_idle_stop(c->loop, &c->wake_w);
   ev_ref(c->loop);
   ev_async_stop(c->loop, &c->cancel_w);
   if (c->own_loop)
@@ -613,14 +626,14 @@ int h2t_request_submit(h2t_client *c, const h2t_request_opts *opts,
 }
 
 int h2t_request_cancel(h2t_request *r) {
-  if (!r || r->state == REQ_DONE || r->in_done)
+  if (!r || r->state == REQ_DONE || r->finishing)
     return H2T_ERR_STATE;
   h2_req_finish(r, H2T_ERR_CANCELED);
   return 0;
 }
 
 int h2t_request_resume(h2t_request *r) {
-  if (!r || r->state == REQ_DONE || r->in_done)
+  if (!r || r->state == REQ_DONE || r->finishing)
     return H2T_ERR_STATE;
   if (r->state == REQ_ACTIVE && r->body_deferred && !r->waiting_100 &&
       r->conn && r->conn->sess) {

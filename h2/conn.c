@@ -723,6 +723,7 @@ static void do_close(h2_conn *cn) {
   TAILQ_INIT(&streams);
   h2t_request *r;
   while ((r = TAILQ_FIRST(&cn->streams))) {
+    h2_req_hold(r); /* held: a callback below may cancel it */
     h2_conn_detach(cn, r);
     TAILQ_INSERT_TAIL(&streams, r, link);
   }
@@ -732,9 +733,6 @@ static void do_close(h2_conn *cn) {
     r->state = REQ_NEW;
     h2_req_hold(r);
   }
-  /* held: a callback below may cancel one that is still on these lists */
-  TAILQ_FOREACH(r, &streams, link)
-    h2_req_hold(r);
   release(cn);
   /* Now that the conn is gone, settle its requests. */
   while ((r = TAILQ_FIRST(&waiters))) {

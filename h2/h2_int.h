@@ -142,7 +142,7 @@ struct h2t_request {
   unsigned got_final : 1;
   unsigned headers_sent : 1;   /* our HEADERS went out */
   unsigned flow_blocked : 1;   /* flow_blocked already emitted */
-  unsigned in_done : 1;
+  unsigned finishing : 1;      /* h2_req_finish() under way */
   unsigned got_eos : 1;        /* response END_STREAM */
   unsigned rst_by_peer : 1;
   unsigned skip_body : 1;      /* final response came before 100 */
@@ -242,6 +242,8 @@ struct h2t_client {
   struct req_list reqs;
   struct conn_list dirty;
   ev_prepare flush_w;
+  ev_idle wake_w;        /* keeps the poll from blocking, once */
+  uint64_t finished;     /* requests completed, ever */
   ev_async cancel_w;
   pthread_mutex_t cancel_mu;
   cancel_item *cancels;

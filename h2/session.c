@@ -409,9 +409,11 @@ void h2_conn_detach(h2_conn *cn, h2t_request *r) {
     cn->nbody_pending--;
   if (cn->sess && r->stream_id > 0)
     nghttp2_session_set_stream_user_data(cn->sess, r->stream_id, NULL);
-  h2_req_put_conn(r, cn);
+  /* off the conn before the hook runs: a cancel from it finds nothing left
+   * to unlink */
   r->conn = NULL;
   r->state = REQ_NEW;
+  h2_req_put_conn(r, cn);
 }
 
 static void after_stream(h2_conn *cn) {
@@ -428,8 +430,10 @@ static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t code,
   h2t_request *r = stream_req(s, sid);
   if (!r)
     return 0;
+  h2_req_hold(r); /* put_idle_conn's hooks may cancel it */
   h2_conn_detach(cn, r);
-  if (r->got_final && r->got_eos) {
+  if (r->state == REQ_DONE) {
+  } else if (r->got_final && r->got_eos) {
     h2_req_finish(r, 0);
   } else if (r->local_error) {
     h2_req_finish(r, r->local_error);
@@ -447,6 +451,7 @@ static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t code,
   } else {
     h2_req_finish(r, cn->error ? cn->error : H2T_ERR_PROTOCOL);
   }
+  h2_req_release(r);
   after_stream(cn);
   return 0;
 }

@@ -682,6 +682,58 @@ static void test_cancel_while_connecting_and_queued(void **state) {
   env_stop(&e);
 }
 
+static h2t_event_type chaos_type;
+static int chaos_fired, chaos_dones;
+
+static void chaos_hook(const h2t_event *ev, void *user) {
+  if (ev->type == chaos_type && !chaos_fired) {
+    chaos_fired = 1;
+    int rv = h2t_request_cancel(ev->req);
+    /* in `done` the request is already completing */
+    assert_int_equal(rv, ev->type == H2T_EV_DONE ? H2T_ERR_STATE : 0);
+  }
+}
+
+static void chaos_done(h2t_request *r, int err, void *user) {
+  int *e = user;
+  *e = err;
+  chaos_dones++;
+}
+
+/* A hook may cancel its request from any event: it completes exactly once,
+ * nothing is used after free (ASan), and the client carries on. */
+static void test_cancel_from_every_hook(void **state) {
+  env e;
+  h2t_script s = {.send_100 = 1};
+  env_start(&e, &s, NULL);
+  char url[128];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/x", e.port);
+  h2t_header hdr[] = {{"expect", "100-continue"}};
+  h2t_client_trace tr = {H2T_CLIENT_TRACE_INIT, .any = chaos_hook};
+  for (int t = 0; t < H2T_EV_FIRST_SERVER_; t++) {
+    chaos_type = (h2t_event_type)t;
+    chaos_fired = chaos_dones = 0;
+    int err = 1;
+    h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = url,
+                          .method = "POST", .body = "abc", .body_len = 3,
+                          .headers = hdr, .nheaders = 1, .trace = &tr,
+                          .on_done = chaos_done, .user = &err};
+    assert_int_equal(h2t_request_submit(e.c, &o, NULL), 0);
+    h2t_client_run(e.c);
+    assert_int_equal(chaos_dones, 1);
+    if (chaos_fired && t != H2T_EV_DONE)
+      assert_int_equal(err, H2T_ERR_CANCELED);
+    else
+      assert_int_equal(err, 0);
+  }
+  /* and a normal request still works on what is left */
+  rq q = {0};
+  submit(&e, 0, &q, NULL, NULL);
+  h2t_client_run(e.c);
+  assert_int_equal(q.err, 0);
+  env_stop(&e);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_goaway_retries_on_new_conn),
@@ -706,6 +758,7 @@ int main(void) {
       cmocka_unit_test(test_cancel_from_another_thread),
       cmocka_unit_test(test_flow_blocked_on_big_upload),
       cmocka_unit_test(test_cancel_while_connecting_and_queued),
+      cmocka_unit_test(test_cancel_from_every_hook),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
