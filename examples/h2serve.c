@@ -96,6 +96,7 @@ typedef struct centry {
   const char *ctype;
   time_t mtime;
   off_t size;
+  char cl[24]; /* content-length, ready to send */
   ev_tstamp checked;
 } centry;
 
@@ -182,10 +183,7 @@ static void on_static_close(h2t_server_req *r, uint32_t code, void *user) {
 }
 
 static void respond_blob(h2t_server_req *r, centry *e, int head) {
-  h2t_header h[2] = {{"content-type", e->ctype}, {"content-length", NULL}};
-  char cl[24];
-  snprintf(cl, sizeof cl, "%zu", e->b->len);
-  h[1].value = cl;
+  h2t_header h[2] = {{"content-type", e->ctype}, {"content-length", e->cl}};
   e->b->refs++;
   h2t_server_req_on(r, NULL, on_static_close, e->b);
   h2t_server_req_respond(r, 200, h, 2, head ? NULL : e->b->data,
@@ -263,6 +261,7 @@ static void handle_static(h2t_server_req *r, void *user) {
     e->ctype = ctype_of(rel);
     e->mtime = st.st_mtime;
     e->size = st.st_size;
+    snprintf(e->cl, sizeof e->cl, "%zu", b->len);
     e->checked = now;
     respond_blob(r, e, head);
     return;
@@ -444,6 +443,10 @@ static void handle_bytes(h2t_server_req *r, void *user) {
 
 static h2t_server *g_srv;
 static int g_quiet;
+static unsigned long long g_events;
+
+/* Tracing stays on: every server event is counted for the summary. */
+static void count_event(const h2t_event *ev, void *user) { g_events++; }
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents) {
   if (!g_quiet)
@@ -527,6 +530,8 @@ int main(int argc, char **argv) {
   app a = {.root = rootbuf};
   a.loop = ev_default_loop(0);
   cfg.loop = a.loop;
+  h2t_server_trace tr = {H2T_SERVER_TRACE_INIT, .any = count_event};
+  cfg.trace = &tr;
   int rc = h2t_server_new(&a.srv, &cfg);
   if (rc != 0) {
     fprintf(stderr, "h2serve: %s\n", h2t_strerror(rc));
@@ -573,11 +578,13 @@ int main(int argc, char **argv) {
   h2t_server_stats_get(a.srv, &st2);
   if (!g_quiet)
     fprintf(stderr,
-            "h2serve: stopped: %llu connections, %llu requests, %llu shed\n",
+            "h2serve: stopped: %llu connections, %llu requests, %llu shed, "
+            "%llu events traced\n",
             (unsigned long long)st2.conns_accepted,
             (unsigned long long)st2.requests,
             (unsigned long long)(st2.shed_refused + st2.shed_503 +
-                                 st2.shed_conns));
+                                 st2.shed_conns),
+            g_events);
   h2t_server_del(a.srv);
   cache_free(&a);
   return 0;

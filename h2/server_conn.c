@@ -54,12 +54,25 @@ struct srv_conn {
  * small helpers
  */
 
+static uint64_t srv_now(h2t_server *s) {
+  if (!s->in_burst)
+    return h2t_now_us();
+  if (!s->now_us)
+    s->now_us = h2t_now_us();
+  return s->now_us;
+}
+
+/* Around user code: the next event reads the clock again. */
+#define USER_CALL(s, call) ((s)->now_us = 0, (call), (s)->now_us = 0)
+
 static void emit_conn(srv_conn *c, h2t_event *ev) {
+  ev->t_us = srv_now(c->s);
   ev->conn_id = c->id;
   trace_emit(&c->s->tc, ev);
 }
 
 static void emit_req(h2t_server_req *r, h2t_event *ev) {
+  ev->t_us = srv_now(r->s);
   ev->sreq = r;
   ev->req_id = r->id;
   ev->conn_id = r->c->id;
@@ -85,6 +98,7 @@ static char *arena_dup(h2t_server_req *r, const void *p, size_t n) {
     b->next = r->arena;
     b->used = 0;
     b->cap = cap;
+    b->inline_ = 0;
     r->arena = b;
   }
   char *d = b->data + b->used;
@@ -231,6 +245,8 @@ static void conn_flush(srv_conn *c) {
 }
 
 void srv_flush_pending(h2t_server *s) {
+  s->in_burst = 1;
+  s->now_us = 0;
   srv_conn *list = s->flush_head;
   s->flush_head = NULL;
   while (list) {
@@ -239,6 +255,7 @@ void srv_flush_pending(h2t_server *s) {
     c->flush_queued = 0;
     conn_flush(c);
   }
+  s->in_burst = 0;
 }
 
 static void writer_notify(void *arg) {
@@ -264,9 +281,11 @@ static void req_free(h2t_server_req *r) {
   while (r->arena) {
     srv_arena_blk *b = r->arena;
     r->arena = b->next;
-    h2t_xfree(m, b);
+    if (!b->inline_)
+      h2t_xfree(m, b);
   }
-  h2t_xfree(m, r->hdrs);
+  if (r->hdrs != r->hdrs0)
+    h2t_xfree(m, r->hdrs);
   h2t_xfree(m, r->held);
   h2t_xfree(m, r->owned);
   h2t_xfree(m, r->trailers);
@@ -287,7 +306,7 @@ static void req_close(h2t_server_req *r, uint32_t code) {
     ev_timer_stop(s->loop, &r->timeout);
   if (TRACE_WANTS(&r->tc, H2T_EV_SRV_STREAM_CLOSED)) {
     h2t_event ev = {.type = H2T_EV_SRV_STREAM_CLOSED};
-    ev.t_us = h2t_now_us();
+    ev.t_us = srv_now(s);
     ev.u.stream_closed.error_code = code;
     ev.u.stream_closed.bytes_in = r->bytes_in;
     ev.u.stream_closed.bytes_out = r->bytes_out;
@@ -299,7 +318,7 @@ static void req_close(h2t_server_req *r, uint32_t code) {
                          : code == NGHTTP2_CANCEL ? H2T_ERR_CANCELED
                                                   : H2T_ERR_STREAM_RESET);
   if (r->on_close)
-    r->on_close(r, code, r->cb_user);
+    USER_CALL(s, r->on_close(r, code, r->cb_user));
   if (r->counted)
     s->st.inflight--;
   r->c->nreqs--;
@@ -319,14 +338,22 @@ static void stream_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
 
 static h2t_server_req *req_new(srv_conn *c, int32_t sid) {
   h2t_server *s = c->s;
-  h2t_server_req *r = h2t_xcalloc(s->mem, 1, sizeof *r);
+  /* One allocation: the request, then its first arena block. */
+  h2t_server_req *r =
+      h2t_xmalloc(s->mem, sizeof *r + sizeof(srv_arena_blk) + SRV_ARENA0);
   if (!r)
     return NULL;
+  memset(r, 0, sizeof *r);
+  srv_arena_blk *b0 = (srv_arena_blk *)(r + 1);
+  *b0 = (srv_arena_blk){.cap = SRV_ARENA0, .inline_ = 1};
+  r->arena = b0;
+  r->hdrs = r->hdrs0;
+  r->hcap = SRV_HDRS0;
   r->s = s;
   r->c = c;
   r->sid = sid;
   r->id = h2t_next_req_id();
-  r->t_start = h2t_now_us();
+  r->t_start = srv_now(s);
   r->fd = -1;
   r->method = r->path = r->scheme = r->authority = "";
   r->tc = s->tc;
@@ -414,7 +441,7 @@ static void req_headers_done(h2t_server_req *r) {
     ev.u.handler_started.route = r->route->prefix;
     emit_req(r, &ev);
   }
-  r->route->fn(r, r->route->user);
+  USER_CALL(s, r->route->fn(r, r->route->user));
 }
 
 static void req_body_eof(h2t_server_req *r) {
@@ -428,7 +455,9 @@ static void req_body_eof(h2t_server_req *r) {
   }
   if (r->on_body && !r->body_delivered_eof && !r->closed) {
     r->body_delivered_eof = 1;
-    if (r->on_body(r, NULL, 0, 1, r->cb_user) != 0)
+    int rc;
+    USER_CALL(r->s, rc = r->on_body(r, NULL, 0, 1, r->cb_user));
+    if (rc != 0)
       h2t_server_req_reset(r, NGHTTP2_CANCEL);
   }
 }
@@ -523,10 +552,13 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *f,
   if (!n)
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   if (r->nhdrs == r->hcap) {
-    size_t cap = r->hcap ? r->hcap * 2 : 8;
-    h2t_header *h = h2t_xrealloc(r->s->mem, r->hdrs, cap * sizeof *h);
+    size_t cap = r->hcap * 2;
+    h2t_header *h = h2t_xrealloc(
+        r->s->mem, r->hdrs == r->hdrs0 ? NULL : r->hdrs, cap * sizeof *h);
     if (!h)
       return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (r->hdrs == r->hdrs0)
+      memcpy(h, r->hdrs0, sizeof r->hdrs0);
     r->hdrs = h;
     r->hcap = cap;
   }
@@ -587,7 +619,9 @@ static int on_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t sid,
     return 0;
   r->bytes_in += len;
   if (r->on_body) {
-    if (r->on_body(r, data, len, 0, r->cb_user) != 0)
+    int rc;
+    USER_CALL(r->s, rc = r->on_body(r, data, len, 0, r->cb_user));
+    if (rc != 0)
       nghttp2_submit_rst_stream(sess, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL);
     return 0;
   }
@@ -624,10 +658,7 @@ static int on_frame_send(nghttp2_session *sess, const nghttp2_frame *f,
       break;
     if (!r->sent_first && TRACE_WANTS(&r->tc, H2T_EV_SRV_WROTE_HEADERS)) {
       h2t_event ev = {.type = H2T_EV_SRV_WROTE_HEADERS};
-      for (size_t i = 0; i < f->headers.nvlen; i++)
-        if (f->headers.nva[i].namelen == 7 &&
-            !memcmp(f->headers.nva[i].name, ":status", 7))
-          ev.u.response.status = atoi((const char *)f->headers.nva[i].value);
+      ev.u.response.status = r->status;
       emit_req(r, &ev);
     }
     r->sent_first = 1;
@@ -715,7 +746,8 @@ static ssize_t data_read(nghttp2_session *sess, int32_t sid, uint8_t *buf,
     break;
   }
   case SRV_BODY_GEN: {
-    ssize_t k = r->gen(r, buf, length, &eof, r->gen_user);
+    ssize_t k;
+    USER_CALL(r->s, k = r->gen(r, buf, length, &eof, r->gen_user));
     if (k == H2T_SERVER_BODY_DEFER || (k == 0 && !eof)) {
       r->deferred = 1;
       return NGHTTP2_ERR_DEFERRED;
@@ -918,8 +950,7 @@ static int tls_feed(srv_conn *c, const uint8_t *data, size_t len) {
   return 0;
 }
 
-static void read_cb(struct ev_loop *loop, ev_io *io, int revents) {
-  srv_conn *c = io->data;
+static void conn_read(struct ev_loop *loop, srv_conn *c) {
   uint8_t buf[READ_CHUNK];
   for (int i = 0; i < 4 && !c->input_dead; i++) {
     ssize_t n = recv(c->fd, buf, sizeof buf, 0);
@@ -949,6 +980,14 @@ static void read_cb(struct ev_loop *loop, ev_io *io, int revents) {
   }
   c->last_activity = ev_now(loop);
   schedule_flush(c);
+}
+
+static void read_cb(struct ev_loop *loop, ev_io *io, int revents) {
+  h2t_server *s = ((srv_conn *)io->data)->s;
+  s->in_burst = 1;
+  s->now_us = 0;
+  conn_read(loop, io->data);
+  s->in_burst = 0;
 }
 
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents) {
@@ -1174,7 +1213,8 @@ int h2t_server_req_on(h2t_server_req *r, h2t_server_body_cb on_body,
     size_t n = r->held_len;
     r->held = NULL;
     r->held_len = r->held_cap = 0;
-    int rc = on_body(r, held, n, 0, user);
+    int rc;
+    USER_CALL(r->s, rc = on_body(r, held, n, 0, user));
     h2t_xfree(r->s->mem, held);
     if (rc != 0) {
       h2t_server_req_reset(r, NGHTTP2_CANCEL);
@@ -1183,7 +1223,9 @@ int h2t_server_req_on(h2t_server_req *r, h2t_server_body_cb on_body,
   }
   if (on_body && r->body_eof && !r->body_delivered_eof) {
     r->body_delivered_eof = 1;
-    if (on_body(r, NULL, 0, 1, user) != 0)
+    int rc;
+    USER_CALL(r->s, rc = on_body(r, NULL, 0, 1, user));
+    if (rc != 0)
       h2t_server_req_reset(r, NGHTTP2_CANCEL);
   }
   return 0;
@@ -1207,6 +1249,19 @@ static int headers_ok(const h2t_header *h, size_t n) {
     (uint8_t *)(n), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NONE           \
   }
 
+/* Decimal digits of v into b (NUL-terminated); returns the length. */
+static size_t utoa(uint64_t v, char *b) {
+  char t[24];
+  size_t n = 0;
+  do
+    t[n++] = (char)('0' + v % 10);
+  while ((v /= 10));
+  for (size_t i = 0; i < n; i++)
+    b[i] = t[n - 1 - i];
+  b[n] = '\0';
+  return n;
+}
+
 static int req_submit(h2t_server_req *r, int status, const h2t_header *hdrs,
                       size_t n, int64_t content_length) {
   if (!r)
@@ -1222,10 +1277,10 @@ static int req_submit(h2t_server_req *r, int status, const h2t_header *hdrs,
       return H2T_ERR_NOMEM;
   }
   char st[8], cl[24];
-  int stl = snprintf(st, sizeof st, "%d", status);
+  size_t stl = utoa((uint64_t)status, st);
   size_t k = 0;
   int have_cl = 0;
-  nva[k++] = NV(":status", 7, st, (size_t)stl);
+  nva[k++] = NV(":status", 7, st, stl);
   for (size_t i = 0; i < n; i++) {
     if (!strcmp(hdrs[i].name, "content-length"))
       have_cl = 1;
@@ -1233,8 +1288,8 @@ static int req_submit(h2t_server_req *r, int status, const h2t_header *hdrs,
                   strlen(hdrs[i].value));
   }
   if (content_length >= 0 && !have_cl) {
-    int cll = snprintf(cl, sizeof cl, "%lld", (long long)content_length);
-    nva[k++] = NV("content-length", 14, cl, (size_t)cll);
+    size_t cll = utoa((uint64_t)content_length, cl);
+    nva[k++] = NV("content-length", 14, cl, cll);
   }
   nghttp2_data_provider prd = {.source.ptr = r, .read_callback = data_read};
   int has_body = r->body_kind != SRV_BODY_NONE || r->ntrailers;
@@ -1245,6 +1300,7 @@ static int req_submit(h2t_server_req *r, int status, const h2t_header *hdrs,
   if (rv != 0)
     return rv == NGHTTP2_ERR_NOMEM ? H2T_ERR_NOMEM : H2T_ERR_STATE;
   r->responded = 1;
+  r->status = status;
   r->s->st.responses++;
   schedule_flush(r->c);
   return 0;

@@ -106,6 +106,11 @@ struct h2t_server {
   int async_shutdown;
 
   int shutting, done, running;
+  /* Event timestamps: one clock read shared by the events of a burst of
+   * our own work; reset at every entry from the loop and around every
+   * user callback, so user code never makes a timestamp stale. */
+  uint64_t now_us;
+  int in_burst; /* now_us is only used inside read_cb and flushes */
   h2t_server_stats st;
 };
 
@@ -116,8 +121,13 @@ enum { SRV_BODY_NONE, SRV_BODY_BUF, SRV_BODY_FILE, SRV_BODY_GEN };
 typedef struct srv_arena_blk {
   struct srv_arena_blk *next;
   size_t used, cap;
+  int inline_; /* lives inside the request: not freed on its own */
   char data[];
 } srv_arena_blk;
+
+/* Room for a typical request's strings and headers without more mallocs. */
+#define SRV_ARENA0 768
+#define SRV_HDRS0 8
 
 struct h2t_server_req {
   h2t_server *s;
@@ -130,8 +140,10 @@ struct h2t_server_req {
   struct inflight_entry *ife;
 
   const char *method, *path, *scheme, *authority;
-  h2t_header *hdrs;
+  h2t_header *hdrs; /* hdrs0 until it outgrows it */
   size_t nhdrs, hcap;
+  h2t_header hdrs0[SRV_HDRS0];
+  int status;
   size_t hdr_bytes;
   srv_arena_blk *arena;
   const srv_route *route;

@@ -17,7 +17,9 @@
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
+#include <linux/futex.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -25,6 +27,8 @@
 #include "h2/srv_int.h"
 
 #define WRITER_IOV 64
+#define SLEEP_FUTEX 1 /* w->sleeping: in futex_wait on it */
+#define SLEEP_POLL 2  /* in poll() on the eventfd and blocked sockets */
 #define CLOSE_DRAIN_US (5 * 1000000ull) /* bound on draining a closing conn */
 
 typedef struct witem {
@@ -239,6 +243,19 @@ static void finish_close(srv_writer *w, wconn *wc) {
   wconn_unref(wc); /* the writer's reference */
 }
 
+/* Wake the writer thread from whichever sleep it is in. */
+static void writer_wake(srv_writer *w) {
+  int how = atomic_exchange(&w->sleeping, 0);
+  if (how == SLEEP_FUTEX) {
+    syscall(SYS_futex, &w->sleeping, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+  } else if (how == SLEEP_POLL) {
+    uint64_t one = 1;
+    if (write(w->efd, &one, sizeof one) < 0) {
+      /* already signalled */
+    }
+  }
+}
+
 /* Everything pushed so far, oldest first. */
 static witem *take_incoming(srv_writer *w) {
   witem *l = atomic_exchange(&w->in, NULL), *fifo = NULL;
@@ -323,7 +340,19 @@ static void *writer_thread(void *arg) {
     /* Sleep until pushed to, or a blocked socket becomes writable.  The
      * pusher checks `sleeping` after pushing; we check `in` after setting
      * it: one of us sees the other (seq_cst). */
-    atomic_store(&w->sleeping, 1);
+    if (!w->nactive && !stop) {
+      /* Nothing blocked on a socket: a futex is the cheapest sleep. */
+      atomic_store(&w->sleeping, SLEEP_FUTEX);
+      if (atomic_load(&w->in) || atomic_load(&w->stop)) {
+        atomic_store(&w->sleeping, 0);
+        continue;
+      }
+      syscall(SYS_futex, &w->sleeping, FUTEX_WAIT_PRIVATE, SLEEP_FUTEX, NULL,
+              NULL, 0);
+      atomic_store(&w->sleeping, 0);
+      continue;
+    }
+    atomic_store(&w->sleeping, SLEEP_POLL);
     if (atomic_load(&w->in)) {
       atomic_store(&w->sleeping, 0);
       continue;
@@ -539,6 +568,7 @@ void writer_del(srv_writer *w) {
     return;
   if (w->th_started) {
     atomic_store(&w->stop, 1);
+    writer_wake(w);
     uint64_t one = 1;
     if (write(w->efd, &one, sizeof one) < 0) {
       /* the counter cannot overflow here */
@@ -604,12 +634,8 @@ static int enqueue(wconn *wc, uint8_t *buf, size_t len, int close) {
     do
       it->next = head;
     while (!atomic_compare_exchange_weak(&w->in, &head, it));
-    if (atomic_load(&w->sleeping) && atomic_exchange(&w->sleeping, 0)) {
-      uint64_t one = 1;
-      if (write(w->efd, &one, sizeof one) < 0) {
-        /* already signalled */
-      }
-    }
+    if (atomic_load(&w->sleeping))
+      writer_wake(w);
     break;
   }
   case H2T_WRITER_SPAWN:

@@ -318,6 +318,40 @@ static void test_bad_inputs(void **state) {
   assert_int_equal(atomic_load(&cancel_called_id), 0);
 }
 
+/* Random paths and methods: always a clear answer (or a closed
+ * connection for what is not HTTP), never a crash, never a cancel. */
+static void test_random_requests(void **state) {
+  static const char *const methods[] = {"GET", "POST", "PUT", "HEAD",
+                                        "DELETE", "OPTIONS", "PATCH", "BREW"};
+  static const char *const prefixes[] = {"/debug/requests/", "/debug/",
+                                         "/metrics", "/", "//debug/requests/"};
+  static const char alphabet[] = "0123456789abc/%.?=&-_~";
+  srand(1234);
+  atomic_store(&cancel_called_id, 0);
+  for (int i = 0; i < 300; i++) {
+    char path[128];
+    int n = snprintf(path, sizeof path, "%s", prefixes[rand() % 5]);
+    int extra = rand() % 24;
+    for (int k = 0; k < extra && n < (int)sizeof path - 1; k++)
+      path[n++] = alphabet[rand() % (int)(sizeof alphabet - 1)];
+    path[n] = '\0';
+    const char *m = methods[rand() % 8];
+    struct resp r = http(m, path, rand() % 2 ? "Authorization: Bearer nope\r\n"
+                                              : NULL);
+    int st = r.status;
+    if (!(st == 0 || st == 200 || st == 400 || st == 401 || st == 403 ||
+          st == 404 || st == 405 || st == 414))
+      fprintf(stderr, "%s %s -> %d\n", m, path, st);
+    assert_true(st == 0 || st == 200 || st == 400 || st == 401 || st == 403 ||
+                st == 404 || st == 405 || st == 414);
+    resp_free(&r);
+  }
+  assert_int_equal(atomic_load(&cancel_called_id), 0);
+  struct resp r = http("GET", "/debug/requests", NULL);
+  assert_int_equal(r.status, 200);
+  resp_free(&r);
+}
+
 static void test_cancel_needs_token(void **state) {
   atomic_store(&cancel_called_id, 0);
   struct resp r = http("POST", "/debug/requests/501/cancel", NULL);
@@ -465,6 +499,8 @@ static void check_prometheus(const char *text) {
   assert_true(nsamples >= 20);
 }
 
+static uint32_t read_depth(const void *arg) { return *(const uint32_t *)arg; }
+
 static void test_metrics(void **state) {
   h2t_event gc = {.type = H2T_EV_GOT_CONN};
   gc.u.got_conn.new_reason = H2T_CONN_MAX_STREAMS;
@@ -475,6 +511,8 @@ static void test_metrics(void **state) {
   metrics_event(&shed);
   metrics_writer_queue_add(5);
   metrics_writer_queue_add(-2);
+  static const uint32_t seven = 7;
+  assert_int_equal(metrics_writer_register(read_depth, &seven), 0);
   struct inflight_entry *e = inflight_begin(INFLIGHT_CLIENT, 900, "GET",
                                             "http", "x:1", "/", NULL, NULL);
   inflight_end(e, H2T_ERR_TIMEOUT);
@@ -494,8 +532,10 @@ static void test_metrics(void **state) {
       "h2t_client_connections_opened_total{reason=\"max_streams\"} 1\n"));
   assert_non_null(strstr(r.body, "h2t_load_shed_total{reason=\"inflight\","
                                  "action=\"refused_stream\"} 1\n"));
-  assert_non_null(strstr(r.body, "h2t_writer_queue_depth 3\n"));
+  assert_non_null(strstr(r.body, "h2t_writer_queue_depth 10\n"));
   resp_free(&r);
+  assert_int_equal(metrics_writer_unregister(&seven), 0);
+  assert_int_equal(metrics_writer_unregister(&seven), H2T_ERR_NOT_FOUND);
   metrics_writer_queue_add(-3);
 }
 
@@ -690,6 +730,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_one_request_and_recent, setup_token,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_bad_inputs, setup_token, teardown),
+      cmocka_unit_test_setup_teardown(test_random_requests, setup_token,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_cancel_needs_token, setup_token,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_cancel_disabled_without_token,

@@ -48,11 +48,14 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
 
 # start ARGS... : sets PID and PORT
 start() {
+  # A fresh file: the child truncates its redirect only after fork, so a
+  # reused log could still show the previous server's "serving" line.
+  rm -f "$T/log"
   "$BIN" "$@" --port 0 --root "$T/www" >"$T/log" 2>&1 &
   PID=$!
   PIDS+=("$PID")
   for _ in $(seq 100); do
-    grep -q "serving" "$T/log" && break
+    grep -qs "serving" "$T/log" && break
     sleep 0.05
   done
   PORT=$(sed -n 's/.*:\([0-9]*\) (.*/\1/p' "$T/log" | head -1)
@@ -100,6 +103,14 @@ for mode in reused spawn inline; do
     stop
   done
 done
+
+# --- IPv6, when the machine has it -----------------------------------------
+if ip -6 addr show lo 2>/dev/null | grep -q "::1"; then
+  start --h2c --address ::1
+  grep -q "http://\[::1\]:$PORT" "$T/log" || fail "v6 banner: $(cat "$T/log")"
+  [ "$(curl -sS -g --http2-prior-knowledge "http://[::1]:$PORT/6")" = abcdef ] || fail "IPv6"
+  stop
+fi
 
 # --- load shedding ---------------------------------------------------------
 start --h2c --shed-inflight 2

@@ -215,6 +215,25 @@ static void test_slow_request_seen_and_canceled(void **state) {
   assert_int_equal(json_integer_value(json_object_get(s, "stream")), 1);
   json_int_t cid = json_integer_value(json_object_get(c, "id"));
   json_int_t sid = json_integer_value(json_object_get(s, "id"));
+  json_int_t cconn = json_integer_value(json_object_get(c, "conn"));
+  json_decref(j);
+
+  /* the client's connection is registered, carrying this one stream */
+  j = get_json("/debug/connections");
+  json_t *conns = json_object_get(j, "connections"), *cc = NULL;
+  for (size_t i = 0; i < json_array_size(conns); i++)
+    if (json_integer_value(json_object_get(json_array_get(conns, i), "id")) ==
+        cconn)
+      cc = json_array_get(conns, i);
+  assert_non_null(cc);
+  assert_string_equal(json_string_value(json_object_get(cc, "kind")), "client");
+  char auth[32];
+  snprintf(auth, sizeof auth, "127.0.0.1:%d", srv_port);
+  assert_string_equal(json_string_value(json_object_get(cc, "authority")), auth);
+  assert_int_equal(json_integer_value(json_object_get(cc, "streams_active")), 1);
+  assert_int_equal(json_integer_value(json_object_get(cc, "requests")), 1);
+  assert_true(json_integer_value(json_object_get(cc, "bytes_out")) > 0);
+  assert_true(json_integer_value(json_object_get(cc, "streams_max")) >= 1);
   json_decref(j);
 
   /* the human report shows both */

@@ -312,6 +312,13 @@ static int curl(const tsrv *t, int tls, const char *path, const char *data,
   return h2t_test_run(argv, 25000, out);
 }
 
+static size_t count_ev(tsrv *t, h2t_event_type type) {
+  size_t n = 0;
+  for (size_t i = 0; i < t->nev; i++)
+    n += t->ev[i].type == type;
+  return n;
+}
+
 static h2t_writer_mode mode_of(void **state) {
   return *(h2t_writer_mode *)*state;
 }
@@ -358,6 +365,18 @@ static void test_bodies_file_gen_trailers(void **state) {
     assert_int_equal(h2t_test_run(ng, 25000, &out), 0);
     assert_non_null(strstr(out, "x-checksum: digits"));
     free(out);
+    /* a client window of 1 KiB: the server's sends block on flow control,
+     * and the flow_blocked hook says so */
+    pthread_mutex_lock(&t->mu);
+    size_t fb0 = count_ev(t, H2T_EV_SRV_FLOW_BLOCKED);
+    pthread_mutex_unlock(&t->mu);
+    char *ngw[] = {"nghttp", "-w", "10", "-W", "10", url(t, tls, "/big"), NULL};
+    assert_int_equal(h2t_test_run(ngw, 25000, &out), 0);
+    free(out);
+    pthread_mutex_lock(&t->mu);
+    size_t fb1 = count_ev(t, H2T_EV_SRV_FLOW_BLOCKED);
+    pthread_mutex_unlock(&t->mu);
+    assert_true(fb1 > fb0);
     snprintf(cmd, sizeof cmd, "nghttp '%s' 2>/dev/null | wc -c", url(t, tls, "/gen?n=123457"));
     assert_int_equal(h2t_test_run(argv, 25000, &out), 0);
     if (atoi(out) != 123457)
@@ -400,13 +419,6 @@ static void test_h2load_no_failures(void **state) {
   (void)st;
 }
 
-static size_t count_ev(tsrv *t, h2t_event_type type) {
-  size_t n = 0;
-  for (size_t i = 0; i < t->nev; i++)
-    n += t->ev[i].type == type;
-  return n;
-}
-
 static void test_hook_order(void **state) {
   tsrv *t = tsrv_start(mode_of(state), NULL);
   for (int tls = 0; tls < 2; tls++) {
@@ -416,7 +428,15 @@ static void test_hook_order(void **state) {
     pthread_mutex_unlock(&t->mu);
     assert_int_equal(curl(t, tls, "/sum", "abc", &out), 0);
     free(out);
-    usleep(100000); /* stream_closed may follow the client's exit */
+    /* stream_closed may follow the client's exit */
+    for (int i = 0; i < 300; i++) {
+      pthread_mutex_lock(&t->mu);
+      size_t n = count_ev(t, H2T_EV_SRV_STREAM_CLOSED);
+      pthread_mutex_unlock(&t->mu);
+      if (n)
+        break;
+      usleep(10000);
+    }
     pthread_mutex_lock(&t->mu);
     static const h2t_event_type want_tls[] = {
         H2T_EV_SRV_CONN_ACCEPTED,     H2T_EV_SRV_TLS_HANDSHAKE_DONE,
@@ -496,6 +516,13 @@ static void test_cancel_from_other_thread(void **state) {
   fclose(f);
   assert_non_null(strstr(buf, "RST_STREAM"));
   assert_non_null(strstr(buf, "CANCEL"));
+  pthread_mutex_lock(&t->mu);
+  int sent_cancel = 0;
+  for (size_t i = 0; i < t->nev; i++)
+    sent_cancel |= t->ev[i].type == H2T_EV_SRV_STREAM_RESET &&
+                   t->ev[i].req_id == id && t->ev[i].code == 8;
+  pthread_mutex_unlock(&t->mu);
+  assert_true(sent_cancel);
   tsrv_stop(t);
 }
 
@@ -573,13 +600,25 @@ static void test_shed_503_and_conn_limit(void **state) {
   struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(t->port)};
   sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-  usleep(100000);
+  for (int i = 0; i < 300; i++) { /* until the server has it */
+    pthread_mutex_lock(&t->mu);
+    size_t n = count_ev(t, H2T_EV_SRV_CONN_ACCEPTED);
+    pthread_mutex_unlock(&t->mu);
+    if (n >= 2)
+      break;
+    usleep(10000);
+  }
   assert_int_not_equal(curl(t, 0, "/hello", NULL, &out), 0);
   free(out);
   close(fd);
-  usleep(100000);
-  assert_int_equal(curl(t, 0, "/hello", NULL, &out), 0);
-  free(out);
+  int ok = 0; /* the slot frees once the server has seen the close */
+  for (int i = 0; i < 20 && !ok; i++) {
+    ok = curl(t, 0, "/hello", NULL, &out) == 0;
+    free(out);
+    if (!ok)
+      usleep(50000);
+  }
+  assert_true(ok);
   pthread_mutex_lock(&t->mu);
   size_t n503 = 0, nclose = 0;
   for (size_t i = 0; i < t->nev; i++)

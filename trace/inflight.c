@@ -8,8 +8,7 @@
 
 #include "trace/inflight_int.h"
 
-struct ifl_table ifl = {.mu = PTHREAD_MUTEX_INITIALIZER,
-                        .ring_mu = PTHREAD_MUTEX_INITIALIZER};
+struct ifl_table ifl = {.mu = PTHREAD_MUTEX_INITIALIZER};
 atomic_int ifl_on;
 pthread_rwlock_t ifl_life = PTHREAD_RWLOCK_INITIALIZER;
 atomic_int ifl_users;
@@ -59,6 +58,56 @@ void ife_unlock(struct inflight_entry *e) {
   atomic_store_explicit(&e->lock, s + 1, memory_order_release);
 }
 
+/*
+ * Readers never take the lock: the lock word doubles as a sequence count
+ * (odd while a writer holds it), so a reader copies the entry and keeps the
+ * copy only if the count was even and unchanged around it (a seqlock).  A
+ * loop thread therefore never waits for a reader, even one that is
+ * preempted mid-copy.  The copy itself races with the writer by design and
+ * is thrown away when it did; it is done word by word through volatile so
+ * the compiler makes no assumption, and kept out of ThreadSanitizer's view.
+ */
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 8)
+#define NO_TSAN __attribute__((no_sanitize("thread")))
+#else
+#define NO_TSAN
+#endif
+
+NO_TSAN static void racy_copy(struct inflight_entry *dst,
+                              const struct inflight_entry *src) {
+  const volatile uint64_t *s = (const volatile uint64_t *)(const void *)src;
+  uint64_t *d = (uint64_t *)(void *)dst;
+  for (size_t i = 0; i < sizeof *dst / sizeof *d; i++)
+    d[i] = s[i];
+}
+
+_Static_assert(sizeof(struct inflight_entry) % sizeof(uint64_t) == 0,
+               "entries are copied in 8-byte words");
+
+int ife_read(struct inflight_entry *dst, const struct inflight_entry *src) {
+  struct inflight_entry *e = (struct inflight_entry *)src;
+  for (unsigned tries = 0; tries < 200; tries++) {
+    unsigned s1 = atomic_load_explicit(&e->lock, memory_order_acquire);
+    if (s1 & 1u) {
+      if (tries > 32)
+        sched_yield();
+      continue;
+    }
+    racy_copy(dst, src);
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&e->lock, memory_order_relaxed) == s1) {
+      atomic_init(&dst->lock, 0);
+      return 0;
+    }
+  }
+  /* a writer that never lets go for long: take the lock for one copy */
+  ife_lock(e);
+  racy_copy(dst, src);
+  ife_unlock(e);
+  atomic_init(&dst->lock, 0);
+  return 0;
+}
+
 static struct inflight_entry *slot(uint32_t idx) {
   return &ifl.chunks[idx / IFL_CHUNK][idx % IFL_CHUNK];
 }
@@ -76,7 +125,8 @@ static void table_free(void) {
   atomic_store(&ifl.nchunks, 0);
   ifl.allocated = 0;
   ifl.free_head = 0;
-  ifl.ring_cap = ifl.ring_n = ifl.ring_head = 0;
+  ifl.ring_cap = 0;
+  atomic_store(&ifl.ring_seq, 0);
   profile_fini();
 }
 
@@ -90,6 +140,8 @@ static int table_init(const h2t_inflight_config *cfg) {
   ifl.chunks = calloc(ifl.max_chunks, sizeof *ifl.chunks);
   ifl.ring = calloc(ring, sizeof *ifl.ring);
   ifl.ring_cap = ring;
+  atomic_store(&ifl.ring_seq, 0);
+  atomic_fetch_add(&ifl.gen, 1); /* thread caches of an older table: void */
   atomic_store(&ifl.live, 0);
   atomic_store(&ifl.dropped, 0);
   if (!ifl.chunks || !ifl.ring || profile_init() != 0) {
@@ -132,12 +184,18 @@ int h2t_inflight_disable(void) {
   pthread_rwlock_wrlock(&ifl_life);
   pthread_mutex_lock(&ifl.mu);
   int rc = 0;
-  if (!atomic_load(&ifl_on) || atomic_load(&ifl.live) ||
-      atomic_load(&ifl_users))
+  if (!atomic_load(&ifl_on) || atomic_load(&ifl_users))
     rc = H2T_ERR_STATE;
   else {
+    /* Off first, then count: a begin that raced past its check has already
+     * counted itself live (seq_cst on both sides), and one that did not
+     * will see the table off before it touches an entry. */
     atomic_store(&ifl_on, 0);
-    table_free();
+    if (atomic_load(&ifl.live)) {
+      atomic_store(&ifl_on, 1);
+      rc = H2T_ERR_STATE;
+    } else
+      table_free();
   }
   pthread_mutex_unlock(&ifl.mu);
   pthread_rwlock_unlock(&ifl_life);
@@ -205,6 +263,62 @@ static void step_to(struct inflight_entry *e, unsigned st, uint64_t t) {
   push_step(e, st, t);
 }
 
+/*
+ * Free entries go through a small per-thread cache, so that a loop thread
+ * starting and ending requests touches the shared freelist (and its mutex)
+ * once per TCACHE requests.  A cache belongs to one table generation; an
+ * exiting thread hands its cache back.
+ */
+#define TCACHE 16
+
+struct tcache {
+  uint64_t gen;
+  uint32_t n;
+  int registered;
+  uint32_t idx[2 * TCACHE];
+};
+
+/* initial-exec: a plain TLS access on the hot path, not a call (the cache
+ * is small enough for the static TLS surplus that dlopen() may use) */
+static _Thread_local struct tcache tcache
+    __attribute__((tls_model("initial-exec")));
+static pthread_key_t tcache_key;
+static pthread_once_t tcache_once = PTHREAD_ONCE_INIT;
+
+/* Give n cached indices back to the shared freelist; with ifl.mu held. */
+static void tcache_flush_locked(struct tcache *tc, uint32_t n) {
+  while (n-- && tc->n) {
+    uint32_t idx = tc->idx[--tc->n];
+    slot(idx)->next_free = ifl.free_head;
+    ifl.free_head = idx + 1;
+  }
+}
+
+static void tcache_exit(void *arg) {
+  struct tcache *tc = arg;
+  pthread_mutex_lock(&ifl.mu);
+  if (atomic_load(&ifl_on) && tc->gen == atomic_load(&ifl.gen))
+    tcache_flush_locked(tc, 2 * TCACHE);
+  tc->n = 0;
+  pthread_mutex_unlock(&ifl.mu);
+}
+
+static void tcache_key_init(void) { pthread_key_create(&tcache_key, tcache_exit); }
+
+/* Take up to TCACHE free entries; 0 if the table is full or off. */
+static uint32_t tcache_refill(struct tcache *tc) {
+  pthread_mutex_lock(&ifl.mu);
+  if (atomic_load_explicit(&ifl_on, memory_order_relaxed)) {
+    while (tc->n < TCACHE && (ifl.free_head || grow() == 0)) {
+      uint32_t idx = ifl.free_head - 1;
+      ifl.free_head = slot(idx)->next_free;
+      tc->idx[tc->n++] = idx;
+    }
+  }
+  pthread_mutex_unlock(&ifl.mu);
+  return tc->n;
+}
+
 struct inflight_entry *inflight_begin(inflight_kind kind, uint64_t req_id,
                                       const char *method, const char *scheme,
                                       const char *authority, const char *path,
@@ -212,19 +326,31 @@ struct inflight_entry *inflight_begin(inflight_kind kind, uint64_t req_id,
                                       void *cancel_arg) {
   if (!atomic_load_explicit(&ifl_on, memory_order_relaxed))
     return NULL;
-  pthread_mutex_lock(&ifl.mu);
-  if (!atomic_load_explicit(&ifl_on, memory_order_relaxed) ||
-      (!ifl.free_head && grow() != 0)) {
-    if (atomic_load_explicit(&ifl_on, memory_order_relaxed))
-      atomic_fetch_add_explicit(&ifl.dropped, 1, memory_order_relaxed);
-    pthread_mutex_unlock(&ifl.mu);
+  /* counted live before looking again: see h2t_inflight_disable() */
+  atomic_fetch_add(&ifl.live, 1);
+  struct tcache *tc = &tcache;
+  uint64_t gen = atomic_load(&ifl.gen);
+  if (!atomic_load(&ifl_on)) {
+    atomic_fetch_sub(&ifl.live, 1);
     return NULL;
   }
-  uint32_t idx = ifl.free_head - 1;
+  if (tc->gen != gen) {
+    tc->gen = gen;
+    tc->n = 0;
+    if (!tc->registered) {
+      pthread_once(&tcache_once, tcache_key_init);
+      pthread_setspecific(tcache_key, tc);
+      tc->registered = 1;
+    }
+  }
+  if (!tc->n && !tcache_refill(tc)) {
+    atomic_fetch_sub(&ifl.live, 1);
+    if (atomic_load_explicit(&ifl_on, memory_order_relaxed))
+      atomic_fetch_add_explicit(&ifl.dropped, 1, memory_order_relaxed);
+    return NULL;
+  }
+  uint32_t idx = tc->idx[--tc->n];
   struct inflight_entry *e = slot(idx);
-  ifl.free_head = e->next_free;
-  atomic_fetch_add_explicit(&ifl.live, 1, memory_order_relaxed);
-  pthread_mutex_unlock(&ifl.mu);
 
   uint64_t now = h2t_now_us();
   ife_lock(e);
@@ -260,19 +386,21 @@ struct inflight_entry *inflight_begin(inflight_kind kind, uint64_t req_id,
 
 #define EVBIT(t) (UINT64_C(1) << H2T_EV_##t)
 
+/* Only the events that change a state or a byte count: with the table on,
+ * every event in the mask costs h2/ a clock read and us a lock.  A GET on a
+ * reused connection is got_conn, wrote_request, got_first_response_byte,
+ * got_data per frame and done; a served request is handler_started,
+ * wrote_headers and stream_closed.  (wrote_response, request_headers and
+ * request_body_done are still understood when they arrive.) */
 uint64_t inflight_mask(inflight_kind kind) {
   if (!atomic_load_explicit(&ifl_on, memory_order_relaxed))
     return 0;
   if (kind == INFLIGHT_SERVER)
-    return EVBIT(SRV_REQUEST_HEADERS) | EVBIT(SRV_REQUEST_BODY_DONE) |
-           EVBIT(SRV_HANDLER_STARTED) | EVBIT(SRV_WROTE_HEADERS) |
-           EVBIT(SRV_WROTE_FIRST_BYTE) | EVBIT(SRV_WROTE_RESPONSE) |
+    return EVBIT(SRV_HANDLER_STARTED) | EVBIT(SRV_WROTE_HEADERS) |
            EVBIT(SRV_FLOW_BLOCKED) | EVBIT(SRV_STREAM_CLOSED);
-  return EVBIT(GET_CONN) | EVBIT(DNS_START) | EVBIT(CONNECT_START) |
-         EVBIT(TLS_HANDSHAKE_START) | EVBIT(GOT_CONN) | EVBIT(STREAM_OPENED) |
-         EVBIT(WROTE_HEADERS) | EVBIT(WAIT_100_CONTINUE) |
-         EVBIT(GOT_100_CONTINUE) | EVBIT(WROTE_REQUEST) |
-         EVBIT(GOT_FIRST_RESPONSE_BYTE) | EVBIT(GOT_HEADERS) |
+  return EVBIT(DNS_START) | EVBIT(CONNECT_START) | EVBIT(TLS_HANDSHAKE_START) |
+         EVBIT(GOT_CONN) | EVBIT(WAIT_100_CONTINUE) | EVBIT(GOT_100_CONTINUE) |
+         EVBIT(WROTE_REQUEST) | EVBIT(GOT_FIRST_RESPONSE_BYTE) |
          EVBIT(GOT_DATA) | EVBIT(FLOW_BLOCKED) | EVBIT(RETRY) | EVBIT(DONE);
 }
 
@@ -321,12 +449,12 @@ static int apply(struct inflight_entry *e, const h2t_event *ev) {
     return H2T_IFS_FLOW_BLOCKED;
   case H2T_EV_RETRY:
     return H2T_IFS_RETRYING;
-  case H2T_EV_DONE:
+  case H2T_EV_DONE: /* its time is the end: inflight_end reads no clock */
     e->bytes_in = ev->u.done.bytes_recv;
     e->bytes_out = ev->u.done.bytes_sent;
     if (ev->u.done.status)
       e->http_status = (uint16_t)ev->u.done.status;
-    return -1;
+    return H2T_IFS_DONE;
   case H2T_EV_SRV_REQUEST_HEADERS:
     if (!e->method[0]) {
       copy_trunc(e->method, sizeof e->method, ev->u.request_headers.method);
@@ -353,7 +481,7 @@ static int apply(struct inflight_entry *e, const h2t_event *ev) {
   case H2T_EV_SRV_STREAM_CLOSED:
     e->bytes_in = ev->u.stream_closed.bytes_in;
     e->bytes_out = ev->u.stream_closed.bytes_out;
-    return -1;
+    return H2T_IFS_DONE;
   default:
     return -1;
   }
@@ -371,8 +499,10 @@ void inflight_event(struct inflight_entry *e, const h2t_event *ev) {
   if (ev->stream_id)
     e->stream_id = ev->stream_id;
   int st = apply(e, ev);
-  /* once canceled, late events must not make it look alive again */
-  if (st >= 0 && !(e->flags & IFE_CANCELED))
+  /* once canceled, late events must not make it look alive again; once
+   * done, nothing moves it */
+  if (st >= 0 && e->state != H2T_IFS_DONE &&
+      (!(e->flags & IFE_CANCELED) || st == H2T_IFS_DONE))
     step_to(e, (unsigned)st, t);
   ife_unlock(e);
 }
@@ -390,54 +520,77 @@ void inflight_wait_stream(struct inflight_entry *e) {
     return;
   uint64_t now = h2t_now_us();
   ife_lock(e);
-  if (!(e->flags & IFE_CANCELED))
+  if (!(e->flags & IFE_CANCELED) && e->state != H2T_IFS_DONE)
     step_to(e, H2T_IFS_WAIT_STREAM, now);
   ife_unlock(e);
 }
 
+/* Claim the next ring slot with one atomic add; the slot's own lock keeps
+ * readers from seeing half a copy.  next_free of a ring slot holds the
+ * sequence number it was written with, so readers can tell it apart from a
+ * newer one that has lapped it. */
 static void ring_push(const struct inflight_entry *c) {
-  pthread_mutex_lock(&ifl.ring_mu);
-  if (ifl.ring_cap) {
-    ifl.ring[ifl.ring_head] = *c;
-    ifl.ring_head = (ifl.ring_head + 1) % ifl.ring_cap;
-    if (ifl.ring_n < ifl.ring_cap)
-      ifl.ring_n++;
-  }
-  pthread_mutex_unlock(&ifl.ring_mu);
+  if (!ifl.ring_cap)
+    return;
+  uint64_t seq = atomic_fetch_add_explicit(&ifl.ring_seq, 1,
+                                           memory_order_relaxed);
+  struct inflight_entry *r = &ifl.ring[seq % ifl.ring_cap];
+  size_t off = offsetof(struct inflight_entry, kind);
+  ife_lock(r);
+  memcpy((char *)r + off, (const char *)c + off, sizeof *r - off);
+  r->next_free = (uint32_t)seq;
+  ife_unlock(r);
+}
+
+/* Copy ring entry `seq` into out if it still holds it; 0 or -1. */
+static int ring_get(uint64_t seq, struct inflight_entry *out) {
+  ife_read(out, &ifl.ring[seq % ifl.ring_cap]);
+  return out->next_free == (uint32_t)seq && out->id ? 0 : -1;
 }
 
 void inflight_end(struct inflight_entry *e, int error) {
   if (!e)
     return;
-  struct inflight_entry copy;
-  uint64_t now = h2t_now_us();
   ife_lock(e);
-  step_to(e, H2T_IFS_DONE, now);
+  /* usually the done/stream_closed event already ended the timeline */
+  if (e->state != H2T_IFS_DONE)
+    step_to(e, H2T_IFS_DONE, h2t_now_us());
   e->error = error;
-  memcpy(&copy, e, sizeof copy);
+  /* straight from the entry, under its lock (lock order: entry, then ring
+   * slot or profile; their readers never take an entry lock) */
+  ring_push(e);
+  profile_add(e);
+  uint32_t idx = e->next_free;
+  int kind = e->kind;
   atomic_store_explicit(&e->live, 0, memory_order_relaxed);
   e->id = 0;
   e->cancel = NULL;
   ife_unlock(e);
+  metrics_request_done(kind, error);
 
-  atomic_store_explicit(&copy.live, 0, memory_order_relaxed);
-  ring_push(&copy);
-  profile_add(&copy);
-  metrics_request_done(copy.kind, error);
-
-  uint32_t idx = copy.next_free;
-  pthread_mutex_lock(&ifl.mu);
-  e->next_free = ifl.free_head;
-  ifl.free_head = idx + 1;
-  atomic_fetch_sub_explicit(&ifl.live, 1, memory_order_relaxed);
-  pthread_mutex_unlock(&ifl.mu);
+  struct tcache *tc = &tcache;
+  if (tc->gen != atomic_load_explicit(&ifl.gen, memory_order_relaxed) ||
+      tc->n == 2 * TCACHE) {
+    /* ended on a thread whose cache is from another table, or full */
+    pthread_mutex_lock(&ifl.mu);
+    if (tc->gen == atomic_load_explicit(&ifl.gen, memory_order_relaxed))
+      tcache_flush_locked(tc, TCACHE);
+    e->next_free = ifl.free_head;
+    ifl.free_head = idx + 1;
+    pthread_mutex_unlock(&ifl.mu);
+  } else
+    tc->idx[tc->n++] = idx;
+  atomic_fetch_sub(&ifl.live, 1);
 }
 
 /* --- readers ------------------------------------------------------------ */
 
-int ifl_foreach(int (*fn)(struct inflight_entry *e, void *arg), void *arg) {
+/* Find the live entry with this id (reading, no lock) and return it
+ * locked, its id checked again under the lock; NULL if none. */
+static struct inflight_entry *lock_by_id(uint64_t id) {
   if (!atomic_load(&ifl_on))
-    return 0;
+    return NULL;
+  struct inflight_entry tmp;
   size_t n = atomic_load_explicit(&ifl.nchunks, memory_order_acquire);
   for (size_t c = 0; c < n; c++) {
     struct inflight_entry *chunk = ifl.chunks[c];
@@ -445,11 +598,34 @@ int ifl_foreach(int (*fn)(struct inflight_entry *e, void *arg), void *arg) {
       struct inflight_entry *e = &chunk[i];
       if (!atomic_load_explicit(&e->live, memory_order_relaxed))
         continue;
+      ife_read(&tmp, e);
+      if (tmp.id != id || !atomic_load_explicit(&tmp.live, memory_order_relaxed))
+        continue;
       ife_lock(e);
-      int rc = atomic_load_explicit(&e->live, memory_order_relaxed)
-                   ? fn(e, arg)
-                   : 0;
-      ife_unlock(e);
+      if (atomic_load_explicit(&e->live, memory_order_relaxed) && e->id == id)
+        return e;
+      ife_unlock(e); /* ended meanwhile */
+      return NULL;
+    }
+  }
+  return NULL;
+}
+
+int ifl_foreach_read(int (*fn)(const struct inflight_entry *copy, void *arg),
+                     void *arg) {
+  if (!atomic_load(&ifl_on))
+    return 0;
+  struct inflight_entry tmp;
+  size_t n = atomic_load_explicit(&ifl.nchunks, memory_order_acquire);
+  for (size_t c = 0; c < n; c++) {
+    struct inflight_entry *chunk = ifl.chunks[c];
+    for (size_t i = 0; i < IFL_CHUNK; i++) {
+      if (!atomic_load_explicit(&chunk[i].live, memory_order_relaxed))
+        continue;
+      ife_read(&tmp, &chunk[i]);
+      if (!atomic_load_explicit(&tmp.live, memory_order_relaxed))
+        continue;
+      int rc = fn(&tmp, arg);
       if (rc)
         return rc;
     }
@@ -514,22 +690,30 @@ struct snap {
   int oom;
 };
 
-static int snap_one(struct inflight_entry *e, void *arg) {
-  struct snap *s = arg;
-  if (s->n == s->cap) {
-    /* rare (the buffer was sized for what was live); the loop waits for
-     * this one entry only */
-    size_t cap = s->cap ? s->cap * 2 : 256;
-    struct inflight_entry *p = realloc(s->copies, cap * sizeof *p);
-    if (!p) {
-      s->oom = 1;
-      return 1;
+/* Copy every live entry straight into s (no intermediate copy). */
+static void snap_all(struct snap *s) {
+  size_t n = atomic_load_explicit(&ifl.nchunks, memory_order_acquire);
+  for (size_t c = 0; c < n && !s->oom; c++) {
+    struct inflight_entry *chunk = ifl.chunks[c];
+    for (size_t i = 0; i < IFL_CHUNK; i++) {
+      if (!atomic_load_explicit(&chunk[i].live, memory_order_relaxed))
+        continue;
+      if (s->n == s->cap) { /* rare: the buffer was sized for what was live */
+        size_t cap = s->cap ? s->cap * 2 : 256;
+        struct inflight_entry *p = realloc(s->copies, cap * sizeof *p);
+        if (!p) {
+          s->oom = 1;
+          return;
+        }
+        s->copies = p;
+        s->cap = cap;
+      }
+      struct inflight_entry *d = &s->copies[s->n];
+      ife_read(d, &chunk[i]);
+      if (atomic_load_explicit(&d->live, memory_order_relaxed) && d->id)
+        s->n++;
     }
-    s->copies = p;
-    s->cap = cap;
   }
-  memcpy(&s->copies[s->n++], e, sizeof *e);
-  return 0;
 }
 
 struct age {
@@ -558,7 +742,8 @@ int h2t_inflight_snapshot(h2t_inflight_info **out, size_t *n) {
     pthread_rwlock_unlock(&ifl_life);
     return H2T_ERR_NOMEM;
   }
-  ifl_foreach(snap_one, &s);
+  if (atomic_load(&ifl_on))
+    snap_all(&s);
   pthread_rwlock_unlock(&ifl_life);
   if (s.oom) {
     free(s.copies);
@@ -601,20 +786,23 @@ int h2t_inflight_recent(h2t_inflight_info **out, size_t *n) {
     pthread_rwlock_unlock(&ifl_life);
     return 0;
   }
-  pthread_mutex_lock(&ifl.ring_mu);
-  size_t cnt = ifl.ring_n;
+  uint64_t seq = atomic_load(&ifl.ring_seq);
+  size_t cnt = seq < ifl.ring_cap ? (size_t)seq : ifl.ring_cap;
   struct inflight_entry *copies = cnt ? malloc(cnt * sizeof *copies) : NULL;
   if (cnt && !copies) {
-    pthread_mutex_unlock(&ifl.ring_mu);
     pthread_rwlock_unlock(&ifl_life);
     return H2T_ERR_NOMEM;
   }
-  for (size_t i = 0; i < cnt; i++)
-    copies[i] = ifl.ring[(ifl.ring_head + ifl.ring_cap - 1 - i) % ifl.ring_cap];
-  pthread_mutex_unlock(&ifl.ring_mu);
+  size_t got = 0;
+  for (size_t i = 0; i < cnt; i++) /* newest first */
+    if (ring_get(seq - 1 - i, &copies[got]) == 0)
+      got++;
   pthread_rwlock_unlock(&ifl_life);
-  if (!cnt)
+  cnt = got;
+  if (!cnt) {
+    free(copies);
     return 0;
+  }
   h2t_inflight_info *arr = malloc(cnt * sizeof *arr);
   if (!arr) {
     free(copies);
@@ -636,7 +824,7 @@ struct find {
   struct inflight_entry copy;
 };
 
-static int find_one(struct inflight_entry *e, void *arg) {
+static int find_one(const struct inflight_entry *e, void *arg) {
   struct find *f = arg;
   if (e->id != f->id)
     return 0;
@@ -650,19 +838,14 @@ int h2t_inflight_get(uint64_t id, h2t_inflight_info *out) {
   struct find f = {.id = id};
   int found = 0;
   pthread_rwlock_rdlock(&ifl_life);
-  if (ifl_foreach(find_one, &f))
+  if (ifl_foreach_read(find_one, &f))
     found = 1;
   else if (atomic_load(&ifl_on)) {
-    pthread_mutex_lock(&ifl.ring_mu);
-    for (size_t i = 0; i < ifl.ring_n && !found; i++) {
-      const struct inflight_entry *r =
-          &ifl.ring[(ifl.ring_head + ifl.ring_cap - 1 - i) % ifl.ring_cap];
-      if (r->id == id) {
-        f.copy = *r;
+    uint64_t seq = atomic_load(&ifl.ring_seq);
+    size_t cnt = seq < ifl.ring_cap ? (size_t)seq : ifl.ring_cap;
+    for (size_t i = 0; i < cnt && !found; i++)
+      if (ring_get(seq - 1 - i, &f.copy) == 0 && f.copy.id == id)
         found = 1;
-      }
-    }
-    pthread_mutex_unlock(&ifl.ring_mu);
   }
   pthread_rwlock_unlock(&ifl_life);
   if (!found)
@@ -679,11 +862,10 @@ struct cancel_req {
 
 /* With the entry locked: the request cannot end (and its owner cannot free
  * cancel_arg) while cancel_fn posts the cancel. */
-static int cancel_one(struct inflight_entry *e, void *arg) {
-  struct cancel_req *c = arg;
-  if (e->id != c->id)
-    return 0;
-  if (e->flags & IFE_CANCELED)
+static void cancel_locked(struct inflight_entry *e, struct cancel_req *c) {
+  if (e->state == H2T_IFS_DONE)
+    c->rc = H2T_ERR_NOT_FOUND; /* over, only not unregistered yet */
+  else if (e->flags & IFE_CANCELED)
     c->rc = H2T_ERR_STATE;
   else if (!e->cancel)
     c->rc = H2T_ERR_UNSUPPORTED;
@@ -695,7 +877,6 @@ static int cancel_one(struct inflight_entry *e, void *arg) {
     e->cancel(e->cancel_arg, e->id, e->cancel_reason);
     c->rc = 0;
   }
-  return 1;
 }
 
 int h2t_inflight_cancel(uint64_t id, const char *reason) {
@@ -703,32 +884,26 @@ int h2t_inflight_cancel(uint64_t id, const char *reason) {
     return H2T_ERR_NOT_FOUND;
   struct cancel_req c = {.id = id, .reason = reason, .rc = H2T_ERR_NOT_FOUND};
   pthread_rwlock_rdlock(&ifl_life);
-  ifl_foreach(cancel_one, &c);
+  struct inflight_entry *e = lock_by_id(id);
+  if (e) {
+    cancel_locked(e, &c);
+    ife_unlock(e);
+  }
   pthread_rwlock_unlock(&ifl_life);
   return c.rc;
-}
-
-struct status_req {
-  uint64_t id;
-  const char *text;
-};
-
-static int status_one(struct inflight_entry *e, void *arg) {
-  struct status_req *s = arg;
-  if (e->id != s->id)
-    return 0;
-  copy_trunc(e->status, sizeof e->status, s->text);
-  return 1;
 }
 
 int h2t_inflight_set_status(uint64_t id, const char *text) {
   if (!id || !text)
     return H2T_ERR_INVALID_ARG;
-  struct status_req s = {.id = id, .text = text};
   pthread_rwlock_rdlock(&ifl_life);
-  int found = ifl_foreach(status_one, &s);
+  struct inflight_entry *e = lock_by_id(id);
+  if (e) {
+    copy_trunc(e->status, sizeof e->status, text);
+    ife_unlock(e);
+  }
   pthread_rwlock_unlock(&ifl_life);
-  return found ? 0 : H2T_ERR_NOT_FOUND;
+  return e ? 0 : H2T_ERR_NOT_FOUND;
 }
 
 /* --- sensitive headers ----------------------------------------------------- */

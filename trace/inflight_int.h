@@ -22,12 +22,13 @@
 #define IFE_T_MASK ((UINT64_C(1) << 56) - 1)
 
 /*
- * One request.  The owning loop writes it under `lock` (a spinlock: odd =
- * held) for a few stores per event; readers on other threads take the same
- * lock just long enough to memcpy the 512 bytes, so neither side waits long
- * and a reader always sees a consistent entry.  Entries live in chunks that
- * are never freed while the table is on, so a reader may look at a slot that
- * was just recycled: it checks `live` and the id under the lock.
+ * One request.  The owning loop writes it under `lock` (odd = held) for a
+ * few stores per event.  Readers on other threads never take it: it is also
+ * a sequence count, and a reader keeps its copy only if the count was even
+ * and unchanged around the copy (seqlock, see ife_read), so a reader never
+ * blocks a loop.  Entries live in chunks that are never freed while the
+ * table is on, so a reader may look at a slot that was just recycled: it
+ * checks `live` and the id in its copy.
  */
 struct inflight_entry {
   atomic_uint lock;
@@ -65,10 +66,11 @@ struct ifl_table {
   uint32_t free_head;
   atomic_size_t live;
   atomic_uint_fast64_t dropped; /* begins refused: table full */
+  atomic_uint_fast64_t gen;     /* bumped each time the table is made */
 
-  pthread_mutex_t ring_mu;
-  struct inflight_entry *ring;
-  size_t ring_cap, ring_n, ring_head; /* head: next slot to write */
+  struct inflight_entry *ring; /* recent: slot seq % ring_cap */
+  size_t ring_cap;
+  atomic_uint_fast64_t ring_seq; /* next sequence number to write */
 };
 
 extern struct ifl_table ifl;
@@ -78,12 +80,17 @@ extern pthread_rwlock_t ifl_life;
 /* Users that keep the table alive (diag endpoint, signal dump). */
 extern atomic_int ifl_users;
 
+/* Writers (the owning loop; cancel and status from other threads) */
 void ife_lock(struct inflight_entry *e);
 void ife_unlock(struct inflight_entry *e);
+/* Readers: a consistent private copy without blocking writers (seqlock). */
+int ife_read(struct inflight_entry *dst, const struct inflight_entry *src);
 
-/* Call fn on each live entry, locked; stop when fn returns non-zero (that
- * value is returned).  Caller holds ifl_life shared. */
-int ifl_foreach(int (*fn)(struct inflight_entry *e, void *arg), void *arg);
+/* Call fn on a private copy of each live entry (never blocks the entry's
+ * writer); stop when fn returns non-zero (that value is returned).  Caller
+ * holds ifl_life shared. */
+int ifl_foreach_read(int (*fn)(const struct inflight_entry *copy, void *arg),
+                     void *arg);
 
 /* Convert a private copy to the public struct; now_us for current durations. */
 void ife_to_info(const struct inflight_entry *e, uint64_t now_us,

@@ -90,6 +90,52 @@ void metrics_writer_queue_add(int64_t delta) {
   atomic_fetch_add_explicit(&m_writer_queue, delta, memory_order_relaxed);
 }
 
+struct depth_src {
+  struct depth_src *next;
+  uint32_t (*fn)(const void *arg);
+  const void *arg;
+};
+
+static pthread_mutex_t src_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct depth_src *srcs;
+
+int metrics_writer_register(uint32_t (*depth)(const void *arg),
+                            const void *arg) {
+  struct depth_src *d = malloc(sizeof *d);
+  if (!d)
+    return H2T_ERR_NOMEM;
+  d->fn = depth;
+  d->arg = arg;
+  pthread_mutex_lock(&src_mu);
+  d->next = srcs;
+  srcs = d;
+  pthread_mutex_unlock(&src_mu);
+  return 0;
+}
+
+int metrics_writer_unregister(const void *arg) {
+  pthread_mutex_lock(&src_mu);
+  struct depth_src **pp = &srcs, *d = NULL;
+  for (; *pp; pp = &(*pp)->next)
+    if ((*pp)->arg == arg) {
+      d = *pp;
+      *pp = d->next;
+      break;
+    }
+  pthread_mutex_unlock(&src_mu);
+  free(d);
+  return d ? 0 : H2T_ERR_NOT_FOUND;
+}
+
+static int64_t writer_depth_sum(void) {
+  int64_t sum = atomic_load_explicit(&m_writer_queue, memory_order_relaxed);
+  pthread_mutex_lock(&src_mu);
+  for (struct depth_src *d = srcs; d; d = d->next)
+    sum += d->fn(d->arg);
+  pthread_mutex_unlock(&src_mu);
+  return sum;
+}
+
 /* --- exposition ---------------------------------------------------------- */
 
 struct sbuf {
@@ -154,7 +200,7 @@ struct state_count {
   uint64_t n[2][H2T_IFS_COUNT_];
 };
 
-static int count_one(struct inflight_entry *e, void *arg) {
+static int count_one(const struct inflight_entry *e, void *arg) {
   struct state_count *c = arg;
   if (e->state < H2T_IFS_COUNT_)
     c->n[e->kind ? 1 : 0][e->state]++;
@@ -188,7 +234,7 @@ int h2t_diag_metrics(char **out, size_t *len) {
   struct state_count sc;
   memset(&sc, 0, sizeof sc);
   pthread_rwlock_rdlock(&ifl_life);
-  ifl_foreach(count_one, &sc);
+  ifl_foreach_read(count_one, &sc);
   uint64_t dropped = atomic_load(&ifl.dropped);
   pthread_rwlock_unlock(&ifl_life);
   head(&b, "h2t_requests_in_flight", "gauge",
@@ -261,8 +307,7 @@ int h2t_diag_metrics(char **out, size_t *len) {
 
   head(&b, "h2t_writer_queue_depth", "gauge",
        "Work items queued for writer threads.");
-  sb_printf(&b, "h2t_writer_queue_depth %lld\n",
-            (long long)atomic_load(&m_writer_queue));
+  sb_printf(&b, "h2t_writer_queue_depth %lld\n", (long long)writer_depth_sum());
 
   if (b.oom) {
     free(b.p);

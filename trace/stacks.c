@@ -60,17 +60,42 @@ static void capture(struct st_slot *s, ucontext_t *uc) {
       return;
   } else if (unw_getcontext(&ctx) != 0 || unw_init_local(&cur, &ctx) != 0)
     return;
+  /* Only addresses here: naming a frame (unw_get_proc_name) reads ELF
+   * files and mallocs, which a signal handler must not. */
   do {
-    unw_word_t ip = 0, off = 0;
+    unw_word_t ip = 0;
     if (unw_get_reg(&cur, UNW_REG_IP, &ip) != 0 || !ip)
       break;
-    int i = s->nframes++;
-    s->ip[i] = (uintptr_t)ip;
-    int r = unw_get_proc_name(&cur, s->name[i], ST_NAME, &off);
-    if (r != 0 && r != -UNW_ENOMEM) /* ENOMEM: truncated, still useful */
-      s->name[i][0] = '\0';
-    s->off[i] = (uintptr_t)off;
+    s->ip[s->nframes++] = (uintptr_t)ip;
   } while (s->nframes < ST_FRAMES && unw_step(&cur) > 0);
+}
+
+/* Name the function containing ip, from the sampling thread: libunwind
+ * names the frame of a cursor, so make a cursor that stands at ip.  For a
+ * return address (not the first frame) look up ip - 1, inside the call. */
+static void symbolize(uintptr_t ip, int first, char *name, size_t len,
+                      uintptr_t *off) {
+  unw_context_t ctx;
+  unw_cursor_t cur;
+  unw_word_t o = 0;
+  name[0] = '\0';
+  *off = 0;
+  if (unw_getcontext(&ctx) != 0)
+    return;
+#if defined(__x86_64__)
+  ctx.uc_mcontext.gregs[REG_RIP] = (greg_t)(first ? ip : ip - 1);
+#elif defined(__aarch64__)
+  ctx.uc_mcontext.pc = first ? ip : ip - 1;
+#else
+  return;
+#endif
+  if (unw_init_local(&cur, &ctx) != 0)
+    return;
+  int r = unw_get_proc_name(&cur, name, len, &o);
+  if (r != 0 && r != -UNW_ENOMEM) /* ENOMEM: truncated, still useful */
+    name[0] = '\0';
+  else
+    *off = (uintptr_t)o + (first ? 0 : 1);
 }
 
 static void on_sample(int sig, siginfo_t *si, void *uc) {
@@ -96,6 +121,12 @@ int stacks_init(void) {
   pthread_mutex_lock(&st_mu);
   int rc = 0;
   if (!st_installed) {
+    /* libunwind initializes itself lazily (and mallocs doing so): do it
+     * here, not first inside a signal handler */
+    static struct st_slot warm;
+    capture(&warm, NULL);
+    for (int f = 0; f < warm.nframes; f++)
+      symbolize(warm.ip[f], f == 0, warm.name[f], ST_NAME, &warm.off[f]);
     st_slots = calloc(ST_THREADS, sizeof *st_slots);
     if (!st_slots)
       rc = H2T_ERR_NOMEM;
@@ -243,6 +274,12 @@ int h2t_diag_threads_json(char **out) {
   for (int i = 0; i < 1000 && atomic_load(&st_in_handler); i++)
     sleep_ms(1);
 
+  for (int i = 0; i < n; i++)
+    if (atomic_load(&st_slots[i].done))
+      for (int f = 0; f < st_slots[i].nframes; f++)
+        symbolize(st_slots[i].ip[f], f == 0, st_slots[i].name[f], ST_NAME,
+                  &st_slots[i].off[f]);
+
   json_t *root = json_object(), *stacks = json_array(), *missing = json_array();
   int *grp = calloc((size_t)n + 1, sizeof *grp); /* stack group + 1 */
   int sampled = 0;
@@ -275,6 +312,18 @@ int h2t_diag_threads_json(char **out) {
   }
   free(grp);
   pthread_mutex_unlock(&st_mu);
+  /* most common stack first: where most threads are is the story */
+  size_t ns = json_array_size(stacks);
+  for (size_t i = 1; i < ns; i++)
+    for (size_t j = i; j > 0; j--) {
+      json_t *a = json_array_get(stacks, j - 1), *b = json_array_get(stacks, j);
+      if (json_integer_value(json_object_get(a, "count")) >=
+          json_integer_value(json_object_get(b, "count")))
+        break;
+      json_incref(a);
+      json_array_set(stacks, j - 1, b);
+      json_array_set_new(stacks, j, a);
+    }
   json_object_set_new(root, "threads", json_integer(n));
   json_object_set_new(root, "sampled", json_integer(sampled));
   json_object_set_new(root, "stacks", stacks);

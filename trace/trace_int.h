@@ -121,5 +121,12 @@ void metrics_event(const h2t_event *ev);
 /* Writer queue depth, a process-wide gauge: h2/ adds +n when it queues
  * work for a writer thread and -n when the writer takes it. */
 void metrics_writer_queue_add(int64_t delta);
+/* Or, free on the hot path: register a function that reads a writer's
+ * depth; GET /metrics calls it (from the diag thread: it must be
+ * thread-safe) and adds it to the gauge.  Unregister before `arg` goes
+ * away (no call is running or will run once it returns).  0 or
+ * H2T_ERR_NOMEM / H2T_ERR_NOT_FOUND. */
+int metrics_writer_register(uint32_t (*depth)(const void *arg), const void *arg);
+int metrics_writer_unregister(const void *arg);
 
 #endif

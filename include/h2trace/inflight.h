@@ -39,6 +39,18 @@ typedef enum h2t_inflight_kind {
  * with flow-blocked and retrying on the way; a server request goes reading
  * headers → reading body → in handler → writing.  Both end in "done".
  * (identifier, short name used in JSON and metrics, text used in dumps)
+ *
+ * What moves a request (trace events, see trace.h):
+ *   client: submitted: queued; dns_start: dns; connect_start: connecting;
+ *     tls_handshake_start: tls; got_conn: sending (waiting for a stream slot
+ *     when the connection is over the peer's limit, or while the pool holds
+ *     it back for that reason); wait_100_continue / got_100_continue;
+ *     wrote_request: waiting for response; got_first_response_byte and
+ *     got_data: receiving; flow_blocked: flow-blocked; retry: retrying;
+ *     done: done.
+ *   server: headers complete: reading body; handler_started: in handler;
+ *     wrote_headers: writing; flow_blocked: flow-blocked; stream_closed: done.
+ *   h2t_inflight_cancel(): canceling, until the request ends.
  */
 #define H2T_INFLIGHT_STATE_MAP(XX)                                             \
   XX(QUEUED, "queued", "queued for a connection")                              \
