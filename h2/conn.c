@@ -653,6 +653,10 @@ void h2_conn_ready(h2_conn *cn) {
   cn->in_io++;
   h2_pool_conn_ready(cn);
   h2_conn_flush(cn);
+  /* With read-ahead, the handshake may have pulled the peer's first frames
+   * into OpenSSL already: the socket will not signal them again. */
+  if (cn->ssl && !cn->close_pending && SSL_has_pending(cn->ssl))
+    ev_feed_event(loop, &cn->rio, EV_READ);
   h2_conn_end_io(cn);
 }
 
