@@ -604,8 +604,7 @@ static void req_chain(h2t_client *c, h2t_request *r,
                                                : sizeof r->trace_copy);
   if (!r->trace_copy.next && c->last_trace_valid &&
       !memcmp(&r->trace_copy, &c->last_trace, sizeof r->trace_copy)) {
-    r->tc.heads[r->tc.nheads++] = &r->trace_copy;
-    r->tc.mask = c->last_trace_mask;
+    trace_chain_push(&r->tc, &r->trace_copy, c->last_trace_mask);
   } else {
     trace_chain_add(&r->tc, &r->trace_copy);
     if (!r->trace_copy.next) {
@@ -614,10 +613,8 @@ static void req_chain(h2t_client *c, h2t_request *r,
       c->last_trace_valid = 1;
     }
   }
-  if (c->trace) {
-    r->tc.heads[r->tc.nheads++] = c->trace;
-    r->tc.mask |= c->tc_default.mask;
-  }
+  if (c->trace)
+    trace_chain_push(&r->tc, c->trace, c->tc_default.mask);
 }
 
 int h2t_request_submit(h2t_client *c, const h2t_request_opts *opts,
