@@ -286,6 +286,18 @@ void h2_client_post_cancel(void *arg, uint64_t req_id, const char *why) {
 #define CFG(cfg, field, dflt)                                                  \
   ((cfg) && CFG_HAS(cfg, field) && (cfg)->field ? (cfg)->field : (dflt))
 
+int h2_client_ssl_ctx(h2t_client *c) {
+  if (c->ssl_ctx)
+    return 0;
+  int rv = h2_tls_ctx_new(&c->ssl_ctx, c->ca_file, c->ca_path, c->insecure);
+  if (rv != 0)
+    return rv;
+  SSL_CTX_set_session_cache_mode(c->ssl_ctx, SSL_SESS_CACHE_CLIENT |
+                                                 SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(c->ssl_ctx, h2_conn_tls_new_session);
+  return 0;
+}
+
 int h2t_client_new(h2t_client **out, const h2t_client_config *cfg) {
   if (!out || (cfg && cfg->struct_size < offsetof(h2t_client_config, mem)))
     return H2T_ERR_INVALID_ARG;
@@ -322,12 +334,11 @@ int h2t_client_new(h2t_client **out, const h2t_client_config *cfg) {
   if ((caf && !(c->ca_file = h2t_xstrdup(mem, caf))) ||
       (cap && !(c->ca_path = h2t_xstrdup(mem, cap))))
     goto fail;
-  /* Load the CA now so that a bad ca_file fails here, not per request. */
-  if ((rv = h2_tls_ctx_new(&c->ssl_ctx, caf, cap, c->insecure)) != 0)
+  /* A CA the caller named is loaded now, so that a bad one fails here and
+   * not per request.  The system's store is loaded on the first https
+   * connection: it costs ~25 ms, which an h2c-only client never needs. */
+  if ((caf || cap) && (rv = h2_client_ssl_ctx(c)) != 0)
     goto fail;
-  SSL_CTX_set_session_cache_mode(c->ssl_ctx, SSL_SESS_CACHE_CLIENT |
-                                                 SSL_SESS_CACHE_NO_INTERNAL_STORE);
-  SSL_CTX_sess_set_new_cb(c->ssl_ctx, h2_conn_tls_new_session);
   rv = H2T_ERR_NOMEM;
   if (h2_callbacks_new(&c->cbs) != 0 || nghttp2_option_new(&c->opt) != 0)
     goto fail;

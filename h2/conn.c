@@ -391,9 +391,11 @@ static void start_tls(h2_conn *cn) {
     ev.u.tls.sni = cn->origin->host_is_ip ? NULL : cn->origin->host;
     h2_conn_emit_list(&cn->waiters, &ev);
   }
-  cn->ssl = h2_tls_new(c->ssl_ctx, cn->fd, cn->origin->host,
-                       cn->origin->host_is_ip, c->insecure);
-  if (!cn->ssl) {
+  int rv = h2_client_ssl_ctx(c);
+  if (rv == 0 && !(cn->ssl = h2_tls_new(c->ssl_ctx, cn->fd, cn->origin->host,
+                                        cn->origin->host_is_ip, c->insecure)))
+    rv = H2T_ERR_TLS;
+  if (rv != 0) {
     tls_done(cn, H2T_ERR_TLS);
     h2_conn_close(cn, H2T_CONN_DEAD, H2T_ERR_TLS);
     return;
