@@ -77,7 +77,19 @@ static void hdrs_free(h2t_request *r) {
   }
 }
 
+/* Under AddressSanitizer requests are not recycled, so that a use after
+ * completion is still caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#define MAX_FREE_REQS 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MAX_FREE_REQS 0
+#endif
+#endif
+#ifndef MAX_FREE_REQS
 #define MAX_FREE_REQS 64
+#endif
+static const unsigned max_free_reqs = MAX_FREE_REQS;
 
 static void req_destroy(const h2t_mem *m, h2t_request *r) {
   h2t_xfree(m, r->hdrbuf);
@@ -88,7 +100,7 @@ static void req_destroy(const h2t_mem *m, h2t_request *r) {
 static void req_free(h2t_request *r) {
   h2t_client *c = r->client;
   hdrs_free(r);
-  if (c->nfree < MAX_FREE_REQS && !c->closing) {
+  if (c->nfree < max_free_reqs && !c->closing) {
     r->free_next = c->free_reqs;
     c->free_reqs = r;
     c->nfree++;
@@ -274,6 +286,18 @@ void h2_client_post_cancel(void *arg, uint64_t req_id, const char *why) {
 #define CFG(cfg, field, dflt)                                                  \
   ((cfg) && CFG_HAS(cfg, field) && (cfg)->field ? (cfg)->field : (dflt))
 
+int h2_client_ssl_ctx(h2t_client *c) {
+  if (c->ssl_ctx)
+    return 0;
+  int rv = h2_tls_ctx_new(&c->ssl_ctx, c->ca_file, c->ca_path, c->insecure);
+  if (rv != 0)
+    return rv;
+  SSL_CTX_set_session_cache_mode(c->ssl_ctx, SSL_SESS_CACHE_CLIENT |
+                                                 SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(c->ssl_ctx, h2_conn_tls_new_session);
+  return 0;
+}
+
 int h2t_client_new(h2t_client **out, const h2t_client_config *cfg) {
   if (!out || (cfg && cfg->struct_size < offsetof(h2t_client_config, mem)))
     return H2T_ERR_INVALID_ARG;
@@ -310,12 +334,11 @@ int h2t_client_new(h2t_client **out, const h2t_client_config *cfg) {
   if ((caf && !(c->ca_file = h2t_xstrdup(mem, caf))) ||
       (cap && !(c->ca_path = h2t_xstrdup(mem, cap))))
     goto fail;
-  /* Load the CA now so that a bad ca_file fails here, not per request. */
-  if ((rv = h2_tls_ctx_new(&c->ssl_ctx, caf, cap, c->insecure)) != 0)
+  /* A CA the caller named is loaded now, so that a bad one fails here and
+   * not per request.  The system's store is loaded on the first https
+   * connection: it costs ~25 ms, which an h2c-only client never needs. */
+  if ((caf || cap) && (rv = h2_client_ssl_ctx(c)) != 0)
     goto fail;
-  SSL_CTX_set_session_cache_mode(c->ssl_ctx, SSL_SESS_CACHE_CLIENT |
-                                                 SSL_SESS_CACHE_NO_INTERNAL_STORE);
-  SSL_CTX_sess_set_new_cb(c->ssl_ctx, h2_conn_tls_new_session);
   rv = H2T_ERR_NOMEM;
   if (h2_callbacks_new(&c->cbs) != 0 || nghttp2_option_new(&c->opt) != 0)
     goto fail;
@@ -592,8 +615,7 @@ static void req_chain(h2t_client *c, h2t_request *r,
                                                : sizeof r->trace_copy);
   if (!r->trace_copy.next && c->last_trace_valid &&
       !memcmp(&r->trace_copy, &c->last_trace, sizeof r->trace_copy)) {
-    r->tc.heads[r->tc.nheads++] = &r->trace_copy;
-    r->tc.mask = c->last_trace_mask;
+    trace_chain_push(&r->tc, &r->trace_copy, c->last_trace_mask);
   } else {
     trace_chain_add(&r->tc, &r->trace_copy);
     if (!r->trace_copy.next) {
@@ -602,10 +624,8 @@ static void req_chain(h2t_client *c, h2t_request *r,
       c->last_trace_valid = 1;
     }
   }
-  if (c->trace) {
-    r->tc.heads[r->tc.nheads++] = c->trace;
-    r->tc.mask |= c->tc_default.mask;
-  }
+  if (c->trace)
+    trace_chain_push(&r->tc, c->trace, c->tc_default.mask);
 }
 
 int h2t_request_submit(h2t_client *c, const h2t_request_opts *opts,

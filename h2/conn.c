@@ -391,9 +391,11 @@ static void start_tls(h2_conn *cn) {
     ev.u.tls.sni = cn->origin->host_is_ip ? NULL : cn->origin->host;
     h2_conn_emit_list(&cn->waiters, &ev);
   }
-  cn->ssl = h2_tls_new(c->ssl_ctx, cn->fd, cn->origin->host,
-                       cn->origin->host_is_ip, c->insecure);
-  if (!cn->ssl) {
+  int rv = h2_client_ssl_ctx(c);
+  if (rv == 0 && !(cn->ssl = h2_tls_new(c->ssl_ctx, cn->fd, cn->origin->host,
+                                        cn->origin->host_is_ip, c->insecure)))
+    rv = H2T_ERR_TLS;
+  if (rv != 0) {
     tls_done(cn, H2T_ERR_TLS);
     h2_conn_close(cn, H2T_CONN_DEAD, H2T_ERR_TLS);
     return;
@@ -653,6 +655,10 @@ void h2_conn_ready(h2_conn *cn) {
   cn->in_io++;
   h2_pool_conn_ready(cn);
   h2_conn_flush(cn);
+  /* With read-ahead, the handshake may have pulled the peer's first frames
+   * into OpenSSL already: the socket will not signal them again. */
+  if (cn->ssl && !cn->close_pending && SSL_has_pending(cn->ssl))
+    ev_feed_event(loop, &cn->rio, EV_READ);
   h2_conn_end_io(cn);
 }
 

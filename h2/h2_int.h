@@ -75,6 +75,8 @@ void h2_sockaddr_str(const struct sockaddr_storage *sa, char *buf,
  * Returns 0 or H2T_ERR_TLS (CA file/path could not be loaded). */
 int h2_tls_ctx_new(SSL_CTX **out, const char *ca_file, const char *ca_path,
                    int insecure);
+/* The client's TLS context, made on first use.  0 or H2T_ERR_TLS. */
+int h2_client_ssl_ctx(h2t_client *c);
 /* An SSL for fd, with SNI (names only) and host/IP verification. */
 SSL *h2_tls_new(SSL_CTX *ctx, int fd, const char *host, int host_is_ip,
                 int insecure);

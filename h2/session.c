@@ -21,10 +21,10 @@ static uint64_t now_once(uint64_t *t) {
 }
 
 static void emit_header_fields(h2t_request *r, uint64_t *t) {
+  h2t_event ev;
+  h2_ev_init(&ev, r, H2T_EV_WROTE_HEADER_FIELD);
+  ev.t_us = now_once(t);
   for (size_t i = 0; i < r->nnv && r->state == REQ_ACTIVE; i++) {
-    h2t_event ev;
-    h2_ev_init(&ev, r, H2T_EV_WROTE_HEADER_FIELD);
-    ev.t_us = now_once(t);
     ev.u.header_field.name = (const char *)r->nv[i].name;
     ev.u.header_field.namelen = r->nv[i].namelen;
     ev.u.header_field.value = (const char *)r->nv[i].value;

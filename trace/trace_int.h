@@ -35,6 +35,10 @@ struct inflight_entry;
 
 typedef struct trace_chain {
   uint64_t mask;
+  /* Set when the chain is one full-size trace struct with no `next`, no
+   * `any` and no in-flight entry (the common case): its hooks are called
+   * straight from the inline trace_emit().  Kept by the functions below. */
+  const void *direct;
   uint8_t nheads;
   uint8_t server; /* heads are h2t_server_trace, else h2t_client_trace */
   const void *heads[TRACE_MAX_HEADS];
@@ -49,13 +53,38 @@ int trace_chain_add(trace_chain *tc, const void *trace);
 
 #define TRACE_WANTS(tc, type) __builtin_expect((int)(((tc)->mask >> (type)) & 1u), 0)
 
+/* Append a trace whose mask is already known (cached by the caller). */
+int trace_chain_push(trace_chain *tc, const void *trace, uint64_t mask);
+
 /* Attach the request's in-flight entry (NULL: none): its events then also
  * reach the in-flight table, which keeps state, history and bytes. */
 void trace_chain_set_inflight(trace_chain *tc, struct inflight_entry *e);
 
+/* Offset of each event's hook in its trace struct (client or server). */
+extern const uint16_t trace_hook_off[H2T_EV_COUNT_];
+
+/* The general walk: every head, its `next` chain, `any`, the in-flight
+ * entry. */
+void trace_emit_slow(const trace_chain *tc, h2t_event *ev);
+
 /* Run every hook for ev->type along the chain; reads the clock if ev->t_us
- * is 0.  Call only after TRACE_WANTS(). */
-void trace_emit(const trace_chain *tc, h2t_event *ev);
+ * is 0.  Call only after TRACE_WANTS().  Inline so that the common chain
+ * costs a few loads and the hook's call, not a call into the walk. */
+static inline void trace_emit(const trace_chain *tc, h2t_event *ev) {
+  const char *d = (const char *)tc->direct;
+  if (__builtin_expect(d != NULL, 1)) {
+    h2t_hook fn;
+    void *user;
+    if (!ev->t_us)
+      ev->t_us = h2t_now_us();
+    __builtin_memcpy(&fn, d + trace_hook_off[ev->type], sizeof fn);
+    __builtin_memcpy(&user, d + sizeof(size_t), sizeof user);
+    if (fn)
+      fn(ev, user);
+    return;
+  }
+  trace_emit_slow(tc, ev);
+}
 
 /* Is the hook for `type` set in this one struct (not its chain)?  For a
  * struct_size too small to hold it: no. */
