@@ -4,6 +4,7 @@
  *   h2serve (--h2c | --tls CERT KEY) --port P [--address A] [--root DIR]
  *           [--writer reused|spawn|inline] [--max-streams N]
  *           [--shed-inflight N] [--shed-503] [--max-conns N] [--quiet]
+ *           [--diag ADDR:PORT [--diag-token TOKEN]]
  *
  * Serves static files from DIR (small files cached in memory, revalidated
  * at most once a second), /echo (streams the request body back),
@@ -22,6 +23,8 @@
 #include <unistd.h>
 
 #include <ev.h>
+#include <h2trace/diag.h>
+#include <h2trace/inflight.h>
 #include <h2trace/server.h>
 #include <h2trace/version.h>
 
@@ -40,6 +43,10 @@ static void usage(FILE *f) {
           "  --shed-503         shed with a 503 instead of REFUSED_STREAM\n"
           "  --max-conns N      accept and close connections beyond N\n"
           "  --quiet            print nothing but errors\n"
+          "  --diag ADDR:PORT   diagnostics endpoint (GET /debug/requests,\n"
+          "                     /metrics...; loopback only) and SIGUSR1\n"
+          "                     in-flight report on stderr\n"
+          "  --diag-token T     bearer token that allows POST .../cancel\n"
           "  --help, --version\n"
           "routes: /echo, /delay?ms=N, /bytes?n=N, anything else: a file\n");
 }
@@ -458,6 +465,7 @@ int main(int argc, char **argv) {
   int h2c = 0, tls = 0, have_port = 0;
   const char *cert = NULL, *key = NULL, *address = "127.0.0.1", *root = ".";
   uint32_t port = 0;
+  const char *diag_listen = NULL, *diag_token = NULL; /* --diag */
   h2t_server_config cfg = H2T_SERVER_CONFIG_INIT;
   for (int i = 1; i < argc; i++) {
     const char *o = argv[i];
@@ -507,6 +515,12 @@ int main(int argc, char **argv) {
           !cfg.shed_inflight)
         return bad("bad --shed-inflight: %s", v);
       i++;
+    } else if (!strcmp(o, "--diag")) {
+      diag_listen = v;
+      i++;
+    } else if (!strcmp(o, "--diag-token")) {
+      diag_token = v;
+      i++;
     } else if (!strcmp(o, "--max-conns")) {
       if (parse_u32(v, UINT32_MAX, &cfg.max_conns) != 0 || !cfg.max_conns)
         return bad("bad --max-conns: %s", v);
@@ -553,6 +567,34 @@ int main(int argc, char **argv) {
   h2t_server_handle(a.srv, "/delay", handle_delay, &a);
   h2t_server_handle(a.srv, "/bytes", handle_bytes, &a);
 
+  /* --- diagnostics endpoint and SIGUSR1 report (--diag) --- */
+  h2t_diag *diag = NULL;
+  if (diag_token && !diag_listen)
+    return bad("%s", "--diag-token needs --diag");
+  if (diag_listen) {
+    h2t_diag_config dc = H2T_DIAG_CONFIG_INIT;
+    dc.listen = diag_listen;
+    dc.token = diag_token;
+    rc = h2t_diag_start(&diag, &dc);
+    if (rc != 0) {
+      fprintf(stderr, "h2serve: --diag %s: %s%s\n", diag_listen,
+              h2t_strerror(rc),
+              rc == H2T_ERR_INVALID_ARG ? " (ADDR:PORT on a loopback address)"
+                                        : "");
+      h2t_server_del(a.srv);
+      return rc == H2T_ERR_INVALID_ARG ? 2 : 1;
+    }
+    h2t_inflight_install_signal(-1);
+    if (!g_quiet) {
+      const char *colon = strrchr(diag_listen, ':');
+      int hostlen = colon ? (int)(colon - diag_listen) : 0;
+      printf("h2serve: diagnostics on http://%.*s:%u/debug/requests%s\n",
+             hostlen ? hostlen : 9, hostlen ? diag_listen : "127.0.0.1",
+             h2t_diag_port(diag), diag_token ? " (cancel allowed)" : "");
+    }
+  }
+  /* --- end --diag --- */
+
   ev_signal sint, sterm;
   ev_signal_init(&sint, on_signal, SIGINT);
   ev_signal_init(&sterm, on_signal, SIGTERM);
@@ -586,6 +628,10 @@ int main(int argc, char **argv) {
                                  st2.shed_conns),
             g_events);
   h2t_server_del(a.srv);
+  if (diag) { /* --diag */
+    h2t_inflight_uninstall_signal();
+    h2t_diag_stop(diag);
+  }
   cache_free(&a);
   return 0;
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include <h2trace/client.h>
+#include <h2trace/diag.h>
 #include <h2trace/inflight.h>
 #include <h2trace/version.h>
 
@@ -24,6 +25,7 @@ typedef struct opts {
   size_t body_len;
   int has_body, insecure, json;
   cli_headers headers;
+  const char *diag, *diag_token; /* --diag ADDR:PORT, --diag-token */
 } opts;
 
 typedef struct app {
@@ -82,6 +84,9 @@ static void usage(FILE *f) {
       "      --cacert FILE  trust the CA certificates in FILE (PEM)\n"
       "      --timeout MS   connect and request timeout in milliseconds\n"
       "      --json         JSON Lines on stdout: one object per trace event\n"
+      "      --diag ADDR:PORT  serve the diagnostics endpoint meanwhile\n"
+      "                     (GET /debug/requests, /metrics...; loopback only)\n"
+      "      --diag-token T bearer token that allows POST .../cancel\n"
       "  -h, --help         this help\n"
       "  -V, --version      print the version\n"
       "\n"
@@ -97,7 +102,7 @@ static int usage_error(const char *fmt, const char *arg) {
 }
 
 /* Long-only options get ids past the ASCII range. */
-enum { OPT_CACERT = 256, OPT_TIMEOUT, OPT_JSON };
+enum { OPT_CACERT = 256, OPT_TIMEOUT, OPT_JSON, OPT_DIAG, OPT_DIAG_TOKEN };
 
 /* Returns -1 to go on, else the exit code. */
 static int parse_args(opts *o, int argc, char **argv, int *first_url) {
@@ -106,6 +111,8 @@ static int parse_args(opts *o, int argc, char **argv, int *first_url) {
       {"cacert", required_argument, NULL, OPT_CACERT},
       {"timeout", required_argument, NULL, OPT_TIMEOUT},
       {"json", no_argument, NULL, OPT_JSON},
+      {"diag", required_argument, NULL, OPT_DIAG},
+      {"diag-token", required_argument, NULL, OPT_DIAG_TOKEN},
       {"output", required_argument, NULL, 'o'},
       {"request", required_argument, NULL, 'X'},
       {"header", required_argument, NULL, 'H'},
@@ -166,6 +173,12 @@ static int parse_args(opts *o, int argc, char **argv, int *first_url) {
       break;
     case OPT_JSON:
       o->json = 1;
+      break;
+    case OPT_DIAG:
+      o->diag = optarg;
+      break;
+    case OPT_DIAG_TOKEN:
+      o->diag_token = optarg;
       break;
     case 'h':
       usage(stdout);
@@ -526,6 +539,7 @@ static int run_round(app *a, const char *url) {
 
 int main(int argc, char **argv) {
   app a = {.o = {.n = 1, .p = 1}};
+  h2t_diag *diag = NULL; /* --diag */
   int first = 0;
   int rc = parse_args(&a.o, argc, argv, &first);
   if (rc >= 0)
@@ -551,6 +565,26 @@ int main(int argc, char **argv) {
     rc = 1;
     goto out;
   }
+  /* --- diagnostics endpoint (--diag) --- */
+  if (a.o.diag_token && !a.o.diag) {
+    rc = usage_error("--diag-token needs --diag%s", "");
+    goto out;
+  }
+  if (a.o.diag) {
+    h2t_diag_config dc = H2T_DIAG_CONFIG_INIT;
+    dc.listen = a.o.diag;
+    dc.token = a.o.diag_token;
+    err = h2t_diag_start(&diag, &dc);
+    if (err) {
+      fprintf(stderr, PROG ": --diag %s: %s (%s)\n", a.o.diag, h2t_strerror(err),
+              h2t_errname(err));
+      rc = err == H2T_ERR_INVALID_ARG ? 2 : 1;
+      goto out;
+    }
+    fprintf(stderr, PROG ": diagnostics on port %u (/debug/requests)\n",
+            h2t_diag_port(diag));
+  }
+  /* --- end --diag --- */
   a.total = (size_t)((uint64_t)(argc - first) * a.o.n * a.o.p);
   rc = -1;
   for (int u = first; u < argc && rc < 0; u++) {
@@ -569,6 +603,7 @@ int main(int argc, char **argv) {
     rc = a.failed ? 1 : 0;
 out:
   h2t_client_del(a.client);
+  h2t_diag_stop(diag); /* --diag */
   if (a.out && fclose(a.out) != 0 && rc == 0) {
     fprintf(stderr, PROG ": %s: %s\n", a.o.outfile, strerror(errno));
     rc = 1;

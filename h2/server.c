@@ -88,6 +88,9 @@ static void shutdown_timeout_cb(struct ev_loop *loop, ev_timer *t,
   srv_maybe_done(s);
 }
 
+/* inflight: GET /metrics (diag thread) reads it; writer_depth is atomic */
+static uint32_t writer_depth_cb(const void *w) { return writer_depth(w); }
+
 int h2t_server_new(h2t_server **out, const h2t_server_config *cfg) {
   h2t_server_config def = H2T_SERVER_CONFIG_INIT;
   if (!out)
@@ -148,6 +151,8 @@ int h2t_server_new(h2t_server **out, const h2t_server_config *cfg) {
     h2t_xfree(def.mem, s);
     return rc;
   }
+  /* inflight: /metrics reads the queue depth when scraped (no-op cost) */
+  metrics_writer_register(writer_depth_cb, s->writer);
   ev_prepare_init(&s->prepare, prepare_cb);
   s->prepare.data = s;
   ev_prepare_start(s->loop, &s->prepare);
@@ -181,6 +186,7 @@ void h2t_server_del(h2t_server *s) {
   while (s->conns)
     srv_conn_abort(s->conns);
   ev_timer_stop(s->loop, &s->shutdown_timer);
+  metrics_writer_unregister(s->writer); /* inflight */
   writer_del(s->writer);
   ev_ref(s->loop);
   ev_prepare_stop(s->loop, &s->prepare);

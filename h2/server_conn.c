@@ -17,6 +17,7 @@
 
 #include <openssl/err.h>
 
+#include <h2trace/inflight.h>
 #include "h2/srv_int.h"
 
 #define READ_CHUNK 65536
@@ -48,6 +49,7 @@ struct srv_conn {
   unsigned reset_pos;
   unsigned flush_queued : 1, tls_done : 1, ready : 1, goaway : 1,
       input_dead : 1, read_paused : 1, blocked : 1;
+  struct connreg_entry *reg; /* inflight: /debug/connections, or NULL */
 };
 
 /* ------------------------------------------------------------------------
@@ -182,6 +184,7 @@ static int push_out(srv_conn *c) {
   c->outlen = c->outcap = 0;
   c->s->st.bytes_out += n;
   c->s->st.writer_flushes++;
+  connreg_bytes(c->reg, 0, n); /* inflight */
   return writer_push(c->wc, buf, n);
 }
 
@@ -317,8 +320,10 @@ static void req_close(h2t_server_req *r, uint32_t code) {
                                                   : H2T_ERR_STREAM_RESET);
   if (r->on_close)
     USER_CALL(s, r->on_close(r, code, r->cb_user));
-  if (r->counted)
+  if (r->counted) {
     s->st.inflight--;
+    connreg_stream_close(r->c->reg); /* inflight */
+  }
   r->c->nreqs--;
   if (r->prev)
     r->prev->next = r->next;
@@ -378,6 +383,12 @@ static const srv_route *route_find(h2t_server *s, const char *path) {
 static void shed_trace(srv_conn *c, h2t_server_req *r, int32_t sid,
                        h2t_shed_reason why, h2t_shed_action what) {
   const trace_chain *tc = r ? &r->tc : &c->s->tc;
+  { /* inflight: /metrics counts sheds whether traced or not */
+    h2t_event m = {.type = H2T_EV_SRV_LOAD_SHED};
+    m.u.load_shed.reason = why;
+    m.u.load_shed.action = what;
+    metrics_event(&m);
+  }
   if (TRACE_WANTS(tc, H2T_EV_SRV_LOAD_SHED)) {
     h2t_event ev = {.type = H2T_EV_SRV_LOAD_SHED, .stream_id = sid};
     ev.u.load_shed.reason = why;
@@ -514,6 +525,7 @@ static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *f,
   if (!shed503) {
     r->counted = 1;
     s->st.inflight++;
+    connreg_stream_open(c->reg); /* inflight */
   }
   nghttp2_session_set_stream_user_data(sess, f->hd.stream_id, r);
   return 0;
@@ -690,6 +702,11 @@ static int on_frame_send(nghttp2_session *sess, const nghttp2_frame *f,
   }
   case NGHTTP2_GOAWAY:
     c->goaway = 1;
+    { /* inflight */
+      h2t_event m = {.type = H2T_EV_SRV_GOAWAY_SENT};
+      metrics_event(&m);
+      connreg_goaway(c->reg, 1);
+    }
     if (TRACE_WANTS(&c->s->tc, H2T_EV_SRV_GOAWAY_SENT)) {
       h2t_event ev = {.type = H2T_EV_SRV_GOAWAY_SENT};
       ev.u.goaway_sent.last_stream_id = f->goaway.last_stream_id;
@@ -846,6 +863,7 @@ static void conn_finish(srv_conn *c, int abort) {
   if (c->next)
     c->next->prev = c->prev;
   s->st.conns_open--;
+  connreg_remove(c->reg); /* inflight */
   h2t_xfree(s->mem, c);
   srv_maybe_done(s);
 }
@@ -972,6 +990,7 @@ static void conn_read(struct ev_loop *loop, srv_conn *c) {
       return;
     }
     c->s->st.bytes_in += (uint64_t)n;
+    connreg_bytes(c->reg, (uint64_t)n, 0); /* inflight */
     /* h2c failures end in a GOAWAY written by the next flush; TLS ones
      * (handshake, alert, close_notify) end the connection now. */
     if (!c->ssl) {
@@ -1033,6 +1052,12 @@ void srv_conn_accept(h2t_server *s, srv_listener *l, int fd) {
   }
   if (s->cfg.max_conns && s->st.conns_open >= s->cfg.max_conns) {
     s->st.shed_conns++;
+    { /* inflight: /metrics */
+      h2t_event m = {.type = H2T_EV_SRV_LOAD_SHED};
+      m.u.load_shed.reason = H2T_SHED_CONNECTIONS;
+      m.u.load_shed.action = H2T_SHED_CLOSE;
+      metrics_event(&m);
+    }
     if (TRACE_WANTS(&s->tc, H2T_EV_SRV_LOAD_SHED)) {
       h2t_event ev = {.type = H2T_EV_SRV_LOAD_SHED};
       ev.u.load_shed.reason = H2T_SHED_CONNECTIONS;
@@ -1103,7 +1128,12 @@ void srv_conn_accept(h2t_server *s, srv_listener *l, int fd) {
   s->conns = c;
   s->st.conns_accepted++;
   s->st.conns_open++;
-  if (TRACE_WANTS(&s->tc, H2T_EV_SRV_CONN_ACCEPTED)) {
+  { /* inflight: /metrics */
+    h2t_event m = {.type = H2T_EV_SRV_CONN_ACCEPTED};
+    metrics_event(&m);
+  }
+  int traced = TRACE_WANTS(&s->tc, H2T_EV_SRV_CONN_ACCEPTED);
+  if (traced || h2t_inflight_enabled()) { /* inflight: peer for the registry */
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     char peer[INET6_ADDRSTRLEN + 8] = "", local[INET6_ADDRSTRLEN + 8] = "";
@@ -1124,10 +1154,14 @@ void srv_conn_accept(h2t_server *s, srv_listener *l, int fd) {
         snprintf(dst, sizeof peer, "[%s]:%u", a, ntohs(in6->sin6_port));
       }
     }
-    h2t_event ev = {.type = H2T_EV_SRV_CONN_ACCEPTED};
-    ev.u.conn_accepted.peer = peer;
-    ev.u.conn_accepted.local = local;
-    emit_conn(c, &ev);
+    c->reg = connreg_add(INFLIGHT_SERVER, c->id, peer, NULL); /* inflight */
+    connreg_set_max_streams(c->reg, s->cfg.max_concurrent_streams);
+    if (traced) {
+      h2t_event ev = {.type = H2T_EV_SRV_CONN_ACCEPTED};
+      ev.u.conn_accepted.peer = peer;
+      ev.u.conn_accepted.local = local;
+      emit_conn(c, &ev);
+    }
   }
   if (!c->ssl)
     schedule_flush(c); /* our SETTINGS go out at once */

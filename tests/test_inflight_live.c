@@ -216,6 +216,7 @@ static void test_slow_request_seen_and_canceled(void **state) {
   json_int_t cid = json_integer_value(json_object_get(c, "id"));
   json_int_t sid = json_integer_value(json_object_get(s, "id"));
   json_int_t cconn = json_integer_value(json_object_get(c, "conn"));
+  json_int_t sconn = json_integer_value(json_object_get(s, "conn"));
   json_decref(j);
 
   /* the client's connection is registered, carrying this one stream */
@@ -234,6 +235,19 @@ static void test_slow_request_seen_and_canceled(void **state) {
   assert_int_equal(json_integer_value(json_object_get(cc, "requests")), 1);
   assert_true(json_integer_value(json_object_get(cc, "bytes_out")) > 0);
   assert_true(json_integer_value(json_object_get(cc, "streams_max")) >= 1);
+  /* and the server's end of it, with its peer */
+  json_t *sc = NULL;
+  for (size_t i = 0; i < json_array_size(conns); i++)
+    if (json_integer_value(json_object_get(json_array_get(conns, i), "id")) ==
+        sconn)
+      sc = json_array_get(conns, i);
+  assert_non_null(sc);
+  assert_string_equal(json_string_value(json_object_get(sc, "kind")), "server");
+  assert_non_null(strstr(json_string_value(json_object_get(sc, "peer")),
+                         "127.0.0.1:"));
+  assert_int_equal(json_integer_value(json_object_get(sc, "streams_active")), 1);
+  assert_int_equal(json_integer_value(json_object_get(sc, "streams_max")), 100);
+  assert_true(json_integer_value(json_object_get(sc, "bytes_in")) > 0);
   json_decref(j);
 
   /* the human report shows both */
