@@ -23,6 +23,7 @@
 #define TLS_RECORD 16384
 #define HELD_BODY_MAX (16u << 20)
 #define CONN_WINDOW (16 << 20)
+#define FLUSH_PIECE 32768
 
 struct srv_conn {
   srv_conn *next, *prev; /* s->conns */
@@ -219,6 +220,13 @@ static void conn_flush(srv_conn *c) {
       if (n == 0)
         break;
       if (out_append(c, data, (size_t)n) != 0) {
+        conn_finish(c, 1);
+        return;
+      }
+      /* A big TLS flush goes out in pieces: the writer (and the peer)
+       * start on the first while we encrypt the rest.  (For h2c there is
+       * nothing to overlap: one item is cheaper.) */
+      if (c->ssl && c->outlen >= FLUSH_PIECE && push_out(c) != 0) {
         conn_finish(c, 1);
         return;
       }
