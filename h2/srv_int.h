@@ -89,6 +89,7 @@ struct srv_listener {
   int port;
   SSL_CTX *ssl_ctx; /* NULL: h2c */
   ev_io io;
+  ev_timer backoff; /* out of fds: pause accepting for a moment */
 };
 
 #define SRV_MAX_LISTENERS 8
