@@ -48,11 +48,14 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
 
 # start ARGS... : sets PID and PORT
 start() {
+  # A fresh file: the child truncates its redirect only after fork, so a
+  # reused log could still show the previous server's "serving" line.
+  rm -f "$T/log"
   "$BIN" "$@" --port 0 --root "$T/www" >"$T/log" 2>&1 &
   PID=$!
   PIDS+=("$PID")
   for _ in $(seq 100); do
-    grep -q "serving" "$T/log" && break
+    grep -qs "serving" "$T/log" && break
     sleep 0.05
   done
   PORT=$(sed -n 's/.*:\([0-9]*\) (.*/\1/p' "$T/log" | head -1)

@@ -30,6 +30,49 @@ static void test_newer_runs_first_and_older_still_runs(void **state) {
   assert_true(ev.t_us > 0);
 }
 
+static void *seen_user;
+static void hook_user(const h2t_event *ev, void *user) {
+  seen_user = user;
+  strcat(order, "U");
+}
+
+/* One full-size trace is dispatched inline; the shape decides the path, and
+ * both paths call the same hooks with the same user pointer. */
+static void test_direct_path_matches_walk(void **state) {
+  int tag;
+  h2t_client_trace t = {H2T_CLIENT_TRACE_INIT, .user = &tag,
+                        .got_data = hook_user};
+  trace_chain tc;
+  trace_chain_clear(&tc, 0);
+  trace_chain_add(&tc, &t);
+  assert_ptr_equal(tc.direct, &t);
+  order[0] = '\0';
+  h2t_event ev = {.type = H2T_EV_GOT_DATA};
+  trace_emit(&tc, &ev);
+  assert_string_equal(order, "U");
+  assert_ptr_equal(seen_user, &tag);
+  assert_true(ev.t_us > 0);
+  h2t_event other = {.type = H2T_EV_DONE, .t_us = 7};
+  trace_emit(&tc, &other); /* unset hook: nothing runs, clock untouched */
+  assert_string_equal(order, "U");
+  assert_int_equal(other.t_us, 7);
+
+  /* a second head, an `any`, or an older struct size: the general walk */
+  h2t_client_trace t2 = {H2T_CLIENT_TRACE_INIT, .got_data = hook_a};
+  trace_chain_add(&tc, &t2);
+  assert_null(tc.direct);
+  order[0] = '\0';
+  trace_emit(&tc, &ev);
+  assert_string_equal(order, "UA");
+  t.struct_size = offsetof(h2t_client_trace, done);
+  trace_chain_clear(&tc, 0);
+  trace_chain_add(&tc, &t);
+  assert_null(tc.direct);
+  order[0] = '\0';
+  trace_emit(&tc, &ev);
+  assert_string_equal(order, "U");
+}
+
 static void test_unset_hooks_leave_mask_clear(void **state) {
   h2t_client_trace t = {H2T_CLIENT_TRACE_INIT, .dns_done = hook_a};
   trace_chain tc;
@@ -72,6 +115,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_newer_runs_first_and_older_still_runs),
       cmocka_unit_test(test_unset_hooks_leave_mask_clear),
+      cmocka_unit_test(test_direct_path_matches_walk),
       cmocka_unit_test(test_set_all_covers_every_event),
       cmocka_unit_test(test_errors_have_names_and_text),
   };

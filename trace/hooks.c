@@ -39,7 +39,8 @@ const char *h2t_retry_reason_name(h2t_retry_reason r) {
  * h2t_client_trace fields and the server ones onto h2t_server_trace fields
  * of the same (short) name. */
 #define CLIENT_OFF(up, low) [H2T_EV_##up] = offsetof(h2t_client_trace, low),
-static const size_t client_off[H2T_EV_FIRST_SERVER_] = {
+#define SERVER_OFF(up, low) [H2T_EV_##up] = offsetof(h2t_server_trace, low),
+const uint16_t trace_hook_off[H2T_EV_COUNT_] = {
     CLIENT_OFF(GET_CONN, get_conn) CLIENT_OFF(DNS_START, dns_start)
     CLIENT_OFF(DNS_DONE, dns_done) CLIENT_OFF(CONNECT_START, connect_start)
     CLIENT_OFF(CONNECT_DONE, connect_done)
@@ -59,12 +60,7 @@ static const size_t client_off[H2T_EV_FIRST_SERVER_] = {
     CLIENT_OFF(FLOW_BLOCKED, flow_blocked)
     CLIENT_OFF(STREAM_RESET, stream_reset) CLIENT_OFF(GOAWAY, goaway)
     CLIENT_OFF(SETTINGS, settings) CLIENT_OFF(RETRY, retry)
-    CLIENT_OFF(DONE, done)};
-#undef CLIENT_OFF
-
-#define SERVER_OFF(up, low)                                                    \
-  [H2T_EV_##up - H2T_EV_FIRST_SERVER_] = offsetof(h2t_server_trace, low),
-static const size_t server_off[H2T_EV_COUNT_ - H2T_EV_FIRST_SERVER_] = {
+    CLIENT_OFF(DONE, done)
     SERVER_OFF(SRV_CONN_ACCEPTED, conn_accepted)
     SERVER_OFF(SRV_TLS_HANDSHAKE_DONE, tls_handshake_done)
     SERVER_OFF(SRV_REQUEST_HEADERS, request_headers)
@@ -78,6 +74,7 @@ static const size_t server_off[H2T_EV_COUNT_ - H2T_EV_FIRST_SERVER_] = {
     SERVER_OFF(SRV_STREAM_CLOSED, stream_closed)
     SERVER_OFF(SRV_GOAWAY_SENT, goaway_sent)
     SERVER_OFF(SRV_LOAD_SHED, load_shed)};
+#undef CLIENT_OFF
 #undef SERVER_OFF
 
 /* Both trace structs begin with the same head. */
@@ -98,11 +95,11 @@ h2t_hook trace_hook_get(const void *trace, int server, h2t_event_type type) {
   if (server) {
     if (type < H2T_EV_FIRST_SERVER_ || type >= H2T_EV_COUNT_)
       return NULL;
-    return hook_at(trace, server_off[type - H2T_EV_FIRST_SERVER_]);
+    return hook_at(trace, trace_hook_off[type]);
   }
   if ((unsigned)type >= H2T_EV_FIRST_SERVER_)
     return NULL;
-  return hook_at(trace, client_off[type]);
+  return hook_at(trace, trace_hook_off[type]);
 }
 
 void trace_chain_clear(trace_chain *tc, int server) {
@@ -125,23 +122,41 @@ static uint64_t mask_of(const trace_head *h, int server) {
   return m;
 }
 
-int trace_chain_add(trace_chain *tc, const void *trace) {
+/* The chain may skip the general walk when it is exactly one struct of the
+ * full current size, with no `next`, no `any` and no in-flight entry. */
+static void fix_direct(trace_chain *tc) {
+  const trace_head *h = tc->nheads == 1 ? tc->heads[0] : NULL;
+  size_t full = tc->server ? sizeof(h2t_server_trace) : sizeof(h2t_client_trace);
+  tc->direct = h && !tc->ife && !h->next && !h->any && h->struct_size >= full
+                   ? h
+                   : NULL;
+}
+
+int trace_chain_push(trace_chain *tc, const void *trace, uint64_t mask) {
   if (!trace)
     return 0;
   if (tc->nheads >= TRACE_MAX_HEADS)
     return -1;
   tc->heads[tc->nheads++] = trace;
-  tc->mask |= mask_of(trace, tc->server);
+  tc->mask |= mask;
+  fix_direct(tc);
   return 0;
 }
 
+int trace_chain_add(trace_chain *tc, const void *trace) {
+  return trace ? trace_chain_push(tc, trace, mask_of(trace, tc->server)) : 0;
+}
+
 void trace_chain_set_inflight(trace_chain *tc, struct inflight_entry *e) {
+  if (!e && !tc->ife)
+    return; /* the table is off: nothing changes */
   tc->ife = e;
   if (e)
     tc->mask |= inflight_mask(tc->server ? INFLIGHT_SERVER : INFLIGHT_CLIENT);
+  fix_direct(tc);
 }
 
-void trace_emit(const trace_chain *tc, h2t_event *ev) {
+void trace_emit_slow(const trace_chain *tc, h2t_event *ev) {
   if (!ev->t_us)
     ev->t_us = h2t_now_us();
   if (tc->ife)
@@ -170,7 +185,7 @@ static int set_all(void *trace, size_t size, int server, h2t_hook hook,
   int first = server ? H2T_EV_FIRST_SERVER_ : 0;
   int last = server ? H2T_EV_COUNT_ : H2T_EV_FIRST_SERVER_;
   for (int t = first; t < last; t++) {
-    size_t off = server ? server_off[t - first] : client_off[t];
+    size_t off = trace_hook_off[t];
     memcpy((char *)trace + off, &hook, sizeof hook);
   }
   return 0;

@@ -1,14 +1,953 @@
-/* In-flight table.  Placeholder until the table lands: always off. */
-#include "trace/trace_int.h"
+/* In-flight table: entries, state machine, snapshots, recent ring, cancel. */
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "trace/inflight_int.h"
+
+struct ifl_table ifl = {.mu = PTHREAD_MUTEX_INITIALIZER};
+atomic_int ifl_on;
+pthread_rwlock_t ifl_life = PTHREAD_RWLOCK_INITIALIZER;
+atomic_int ifl_users;
+
+static const char *const state_names[H2T_IFS_COUNT_] = {
+#define XX(id, name, text) name,
+    H2T_INFLIGHT_STATE_MAP(XX)
+#undef XX
+};
+static const char *const state_texts[H2T_IFS_COUNT_] = {
+#define XX(id, name, text) text,
+    H2T_INFLIGHT_STATE_MAP(XX)
+#undef XX
+};
+
+const char *h2t_inflight_state_name(h2t_inflight_state s) {
+  return (unsigned)s < H2T_IFS_COUNT_ ? state_names[s] : NULL;
+}
+
+const char *h2t_inflight_state_text(h2t_inflight_state s) {
+  return (unsigned)s < H2T_IFS_COUNT_ ? state_texts[s] : NULL;
+}
+
+const char *h2t_inflight_kind_name(h2t_inflight_kind k) {
+  return k == H2T_INFLIGHT_CLIENT ? "client"
+         : k == H2T_INFLIGHT_SERVER ? "server"
+                                    : NULL;
+}
+
+/* --- entry lock ----------------------------------------------------------- */
+
+void ife_lock(struct inflight_entry *e) {
+  for (unsigned spins = 0;; spins++) {
+    unsigned s = atomic_load_explicit(&e->lock, memory_order_relaxed);
+    if (!(s & 1u) &&
+        atomic_compare_exchange_weak_explicit(&e->lock, &s, s + 1,
+                                              memory_order_acquire,
+                                              memory_order_relaxed))
+      return;
+    if (spins > 64)
+      sched_yield(); /* the holder may have been preempted */
+  }
+}
+
+void ife_unlock(struct inflight_entry *e) {
+  unsigned s = atomic_load_explicit(&e->lock, memory_order_relaxed);
+  atomic_store_explicit(&e->lock, s + 1, memory_order_release);
+}
+
+/*
+ * Readers never take the lock: the lock word doubles as a sequence count
+ * (odd while a writer holds it), so a reader copies the entry and keeps the
+ * copy only if the count was even and unchanged around it (a seqlock).  A
+ * loop thread therefore never waits for a reader, even one that is
+ * preempted mid-copy.  The copy itself races with the writer by design and
+ * is thrown away when it did; it is done word by word through volatile so
+ * the compiler makes no assumption, and kept out of ThreadSanitizer's view.
+ */
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 8)
+#define NO_TSAN __attribute__((no_sanitize("thread")))
+#else
+#define NO_TSAN
+#endif
+
+NO_TSAN static void racy_copy(struct inflight_entry *dst,
+                              const struct inflight_entry *src) {
+  const volatile uint64_t *s = (const volatile uint64_t *)(const void *)src;
+  uint64_t *d = (uint64_t *)(void *)dst;
+  for (size_t i = 0; i < sizeof *dst / sizeof *d; i++)
+    d[i] = s[i];
+}
+
+_Static_assert(sizeof(struct inflight_entry) % sizeof(uint64_t) == 0,
+               "entries are copied in 8-byte words");
+
+int ife_read(struct inflight_entry *dst, const struct inflight_entry *src) {
+  struct inflight_entry *e = (struct inflight_entry *)src;
+  for (unsigned tries = 0; tries < 200; tries++) {
+    unsigned s1 = atomic_load_explicit(&e->lock, memory_order_acquire);
+    if (s1 & 1u) {
+      if (tries > 32)
+        sched_yield();
+      continue;
+    }
+    racy_copy(dst, src);
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&e->lock, memory_order_relaxed) == s1) {
+      atomic_init(&dst->lock, 0);
+      return 0;
+    }
+  }
+  /* a writer that never lets go for long: take the lock for one copy */
+  ife_lock(e);
+  racy_copy(dst, src);
+  ife_unlock(e);
+  atomic_init(&dst->lock, 0);
+  return 0;
+}
+
+static struct inflight_entry *slot(uint32_t idx) {
+  return &ifl.chunks[idx / IFL_CHUNK][idx % IFL_CHUNK];
+}
+
+/* --- enable / disable ---------------------------------------------------- */
+
+static void table_free(void) {
+  size_t n = atomic_load(&ifl.nchunks);
+  for (size_t i = 0; i < n; i++)
+    free(ifl.chunks[i]);
+  free(ifl.chunks);
+  free(ifl.ring);
+  ifl.chunks = NULL;
+  ifl.ring = NULL;
+  atomic_store(&ifl.nchunks, 0);
+  ifl.allocated = 0;
+  ifl.free_head = 0;
+  ifl.ring_cap = 0;
+  atomic_store(&ifl.ring_seq, 0);
+  profile_fini();
+}
+
+static int table_init(const h2t_inflight_config *cfg) {
+  size_t max = cfg && cfg->max_entries ? cfg->max_entries : 65536;
+  size_t ring = cfg && cfg->recent ? cfg->recent : 256;
+  if (max > (size_t)UINT32_MAX - 1 || ring > ((size_t)1 << 24))
+    return H2T_ERR_INVALID_ARG;
+  ifl.max_entries = max;
+  ifl.max_chunks = (max + IFL_CHUNK - 1) / IFL_CHUNK;
+  ifl.chunks = calloc(ifl.max_chunks, sizeof *ifl.chunks);
+  ifl.ring = calloc(ring, sizeof *ifl.ring);
+  ifl.ring_cap = ring;
+  atomic_store(&ifl.ring_seq, 0);
+  atomic_fetch_add(&ifl.gen, 1); /* thread caches of an older table: void */
+  atomic_store(&ifl.live, 0);
+  atomic_store(&ifl.dropped, 0);
+  if (!ifl.chunks || !ifl.ring || profile_init() != 0) {
+    table_free();
+    return H2T_ERR_NOMEM;
+  }
+  metrics_reset();
+  return 0;
+}
+
+int h2t_inflight_enable(const h2t_inflight_config *cfg) {
+  if (cfg && cfg->struct_size < offsetof(h2t_inflight_config, recent) +
+                                    sizeof cfg->recent)
+    return H2T_ERR_INVALID_ARG;
+  if (cfg && cfg->struct_size >= sizeof *cfg && cfg->nsensitive_headers &&
+      !cfg->sensitive_headers)
+    return H2T_ERR_INVALID_ARG;
+  pthread_rwlock_wrlock(&ifl_life);
+  pthread_mutex_lock(&ifl.mu);
+  int rc = atomic_load(&ifl_on) ? H2T_ERR_STATE : table_init(cfg);
+  if (rc == 0)
+    atomic_store(&ifl_on, 1);
+  pthread_mutex_unlock(&ifl.mu);
+  pthread_rwlock_unlock(&ifl_life);
+  if (rc == 0 && cfg && cfg->struct_size >= sizeof *cfg)
+    for (size_t i = 0; i < cfg->nsensitive_headers; i++)
+      if (cfg->sensitive_headers[i])
+        h2t_header_add_sensitive(cfg->sensitive_headers[i]);
+  return rc;
+}
+
+int ifl_ensure_on(void) {
+  int rc = h2t_inflight_enable(NULL);
+  return rc == H2T_ERR_STATE ? 0 : rc;
+}
+
+int h2t_inflight_enabled(void) { return atomic_load(&ifl_on); }
+
+int h2t_inflight_disable(void) {
+  pthread_rwlock_wrlock(&ifl_life);
+  pthread_mutex_lock(&ifl.mu);
+  int rc = 0;
+  if (!atomic_load(&ifl_on) || atomic_load(&ifl_users))
+    rc = H2T_ERR_STATE;
+  else {
+    /* Off first, then count: a begin that raced past its check has already
+     * counted itself live (seq_cst on both sides), and one that did not
+     * will see the table off before it touches an entry. */
+    atomic_store(&ifl_on, 0);
+    if (atomic_load(&ifl.live)) {
+      atomic_store(&ifl_on, 1);
+      rc = H2T_ERR_STATE;
+    } else
+      table_free();
+  }
+  pthread_mutex_unlock(&ifl.mu);
+  pthread_rwlock_unlock(&ifl_life);
+  return rc;
+}
+
+/* --- the hot path ------------------------------------------------------- */
+
+/* Grow by one chunk; with ifl.mu held.  0 or -1. */
+static int grow(void) {
+  size_t n = atomic_load_explicit(&ifl.nchunks, memory_order_relaxed);
+  if (n >= ifl.max_chunks)
+    return -1;
+  struct inflight_entry *c = calloc(IFL_CHUNK, sizeof *c);
+  if (!c)
+    return -1;
+  ifl.chunks[n] = c;
+  size_t room = ifl.max_entries - ifl.allocated;
+  size_t use = room < IFL_CHUNK ? room : IFL_CHUNK;
+  /* push in reverse so the lowest index is handed out first */
+  for (size_t i = use; i-- > 0;) {
+    c[i].next_free = ifl.free_head;
+    ifl.free_head = (uint32_t)(n * IFL_CHUNK + i + 1);
+  }
+  ifl.allocated += use;
+  atomic_store_explicit(&ifl.nchunks, n + 1, memory_order_release);
+  return 0;
+}
+
+static void copy_trunc(char *dst, size_t cap, const char *src) {
+  size_t n = src ? strlen(src) : 0;
+  if (n < cap) {
+    memcpy(dst, src ? src : "", n + 1);
+    return;
+  }
+  memcpy(dst, src, cap - 4);
+  memcpy(dst + cap - 4, "...", 4);
+}
+
+/* authority\0path\0 into target; the authority gets at most half. */
+static void set_target(struct inflight_entry *e, const char *authority,
+                       const char *path) {
+  char *t = e->target;
+  copy_trunc(t, IFE_TARGET / 2, authority);
+  size_t alen = strlen(t) + 1;
+  copy_trunc(t + alen, IFE_TARGET - alen, path);
+}
+
+static void push_step(struct inflight_entry *e, unsigned st, uint64_t t) {
+  e->hist[e->nhist % IFE_HIST] = ((uint64_t)st << 56) | (t & IFE_T_MASK);
+  if (e->nhist < UINT32_MAX)
+    e->nhist++;
+  e->visited |= 1u << st;
+  e->state = (uint8_t)st;
+  e->state_us = t;
+}
+
+static void step_to(struct inflight_entry *e, unsigned st, uint64_t t) {
+  if (e->state == st)
+    return;
+  if (t < e->state_us)
+    t = e->state_us;
+  uint64_t tot = e->state_tot[e->state] + (t - e->state_us);
+  e->state_tot[e->state] = tot > UINT32_MAX ? UINT32_MAX : (uint32_t)tot;
+  push_step(e, st, t);
+}
+
+/*
+ * Free entries go through a small per-thread cache, so that a loop thread
+ * starting and ending requests touches the shared freelist (and its mutex)
+ * once per TCACHE requests.  A cache belongs to one table generation; an
+ * exiting thread hands its cache back.
+ */
+#define TCACHE 16
+
+struct tcache {
+  uint64_t gen;
+  uint32_t n;
+  int registered;
+  uint32_t idx[2 * TCACHE];
+};
+
+/* initial-exec: a plain TLS access on the hot path, not a call (the cache
+ * is small enough for the static TLS surplus that dlopen() may use) */
+static _Thread_local struct tcache tcache
+    __attribute__((tls_model("initial-exec")));
+static pthread_key_t tcache_key;
+static pthread_once_t tcache_once = PTHREAD_ONCE_INIT;
+
+/* Give n cached indices back to the shared freelist; with ifl.mu held. */
+static void tcache_flush_locked(struct tcache *tc, uint32_t n) {
+  while (n-- && tc->n) {
+    uint32_t idx = tc->idx[--tc->n];
+    slot(idx)->next_free = ifl.free_head;
+    ifl.free_head = idx + 1;
+  }
+}
+
+static void tcache_exit(void *arg) {
+  struct tcache *tc = arg;
+  pthread_mutex_lock(&ifl.mu);
+  if (atomic_load(&ifl_on) && tc->gen == atomic_load(&ifl.gen))
+    tcache_flush_locked(tc, 2 * TCACHE);
+  tc->n = 0;
+  pthread_mutex_unlock(&ifl.mu);
+}
+
+static void tcache_key_init(void) { pthread_key_create(&tcache_key, tcache_exit); }
+
+/* Take up to TCACHE free entries; 0 if the table is full or off. */
+static uint32_t tcache_refill(struct tcache *tc) {
+  pthread_mutex_lock(&ifl.mu);
+  if (atomic_load_explicit(&ifl_on, memory_order_relaxed)) {
+    while (tc->n < TCACHE && (ifl.free_head || grow() == 0)) {
+      uint32_t idx = ifl.free_head - 1;
+      ifl.free_head = slot(idx)->next_free;
+      tc->idx[tc->n++] = idx;
+    }
+  }
+  pthread_mutex_unlock(&ifl.mu);
+  return tc->n;
+}
 
 struct inflight_entry *inflight_begin(inflight_kind kind, uint64_t req_id,
                                       const char *method, const char *scheme,
                                       const char *authority, const char *path,
                                       inflight_cancel_fn cancel,
                                       void *cancel_arg) {
+  if (!atomic_load_explicit(&ifl_on, memory_order_relaxed))
+    return NULL;
+  /* counted live before looking again: see h2t_inflight_disable() */
+  atomic_fetch_add(&ifl.live, 1);
+  struct tcache *tc = &tcache;
+  uint64_t gen = atomic_load(&ifl.gen);
+  if (!atomic_load(&ifl_on)) {
+    atomic_fetch_sub(&ifl.live, 1);
+    return NULL;
+  }
+  if (tc->gen != gen) {
+    tc->gen = gen;
+    tc->n = 0;
+    if (!tc->registered) {
+      pthread_once(&tcache_once, tcache_key_init);
+      pthread_setspecific(tcache_key, tc);
+      tc->registered = 1;
+    }
+  }
+  if (!tc->n && !tcache_refill(tc)) {
+    atomic_fetch_sub(&ifl.live, 1);
+    if (atomic_load_explicit(&ifl_on, memory_order_relaxed))
+      atomic_fetch_add_explicit(&ifl.dropped, 1, memory_order_relaxed);
+    return NULL;
+  }
+  uint32_t idx = tc->idx[--tc->n];
+  struct inflight_entry *e = slot(idx);
+
+  uint64_t now = h2t_now_us();
+  ife_lock(e);
+  e->kind = (uint8_t)kind;
+  e->flags = 0;
+  e->visited = 0;
+  e->stream_id = 0;
+  e->id = req_id;
+  e->conn_id = 0;
+  e->start_us = now;
+  e->bytes_in = e->bytes_out = 0;
+  e->cancel = cancel;
+  e->cancel_arg = cancel_arg;
+  e->error = 0;
+  e->nhist = 0;
+  e->http_status = 0;
+  e->next_free = idx; /* while live: its own index, for inflight_end */
+  memset(e->state_tot, 0, sizeof e->state_tot);
+  copy_trunc(e->method, sizeof e->method, method);
+  copy_trunc(e->scheme, sizeof e->scheme, scheme);
+  set_target(e, authority, path);
+  e->status[0] = '\0';
+  e->cancel_reason[0] = '\0';
+  push_step(e,
+            kind == INFLIGHT_SERVER
+                ? (method ? H2T_IFS_READ_BODY : H2T_IFS_READ_HEADERS)
+                : H2T_IFS_QUEUED,
+            now);
+  atomic_store_explicit(&e->live, 1, memory_order_relaxed);
+  ife_unlock(e);
+  return e;
+}
+
+#define EVBIT(t) (UINT64_C(1) << H2T_EV_##t)
+
+/* Only the events that change a state or a byte count: with the table on,
+ * every event in the mask costs h2/ a clock read and us a lock.  A GET on a
+ * reused connection is got_conn, wrote_request, got_first_response_byte,
+ * got_data per frame and done; a served request is handler_started,
+ * wrote_headers and stream_closed.  (wrote_response, request_headers and
+ * request_body_done are still understood when they arrive.) */
+uint64_t inflight_mask(inflight_kind kind) {
+  if (!atomic_load_explicit(&ifl_on, memory_order_relaxed))
+    return 0;
+  if (kind == INFLIGHT_SERVER)
+    return EVBIT(SRV_HANDLER_STARTED) | EVBIT(SRV_WROTE_HEADERS) |
+           EVBIT(SRV_FLOW_BLOCKED) | EVBIT(SRV_STREAM_CLOSED);
+  return EVBIT(DNS_START) | EVBIT(CONNECT_START) | EVBIT(TLS_HANDSHAKE_START) |
+         EVBIT(GOT_CONN) | EVBIT(WAIT_100_CONTINUE) | EVBIT(GOT_100_CONTINUE) |
+         EVBIT(WROTE_REQUEST) | EVBIT(GOT_FIRST_RESPONSE_BYTE) |
+         EVBIT(GOT_DATA) | EVBIT(FLOW_BLOCKED) | EVBIT(RETRY) | EVBIT(DONE);
+}
+
+static int before_sending(unsigned st) {
+  return st == H2T_IFS_QUEUED || st == H2T_IFS_DNS ||
+         st == H2T_IFS_CONNECTING || st == H2T_IFS_TLS ||
+         st == H2T_IFS_WAIT_STREAM || st == H2T_IFS_RETRYING;
+}
+
+/* The state an event moves the request to, or -1; also keeps counters. */
+static int apply(struct inflight_entry *e, const h2t_event *ev) {
+  switch (ev->type) {
+  case H2T_EV_GET_CONN:
+    return H2T_IFS_QUEUED;
+  case H2T_EV_DNS_START:
+    return H2T_IFS_DNS;
+  case H2T_EV_CONNECT_START:
+    return H2T_IFS_CONNECTING;
+  case H2T_EV_TLS_HANDSHAKE_START:
+    return H2T_IFS_TLS;
+  case H2T_EV_GOT_CONN:
+    /* It counted itself in: above the peer's limit it waits for a slot. */
+    return ev->u.got_conn.max_streams &&
+                   ev->u.got_conn.active_streams > ev->u.got_conn.max_streams
+               ? H2T_IFS_WAIT_STREAM
+               : H2T_IFS_SENDING;
+  case H2T_EV_STREAM_OPENED:
+  case H2T_EV_GOT_100_CONTINUE:
+    return H2T_IFS_SENDING;
+  case H2T_EV_WROTE_HEADERS:
+    return before_sending(e->state) ? H2T_IFS_SENDING : -1;
+  case H2T_EV_WAIT_100_CONTINUE:
+    return H2T_IFS_WAIT_CONTINUE;
+  case H2T_EV_WROTE_REQUEST:
+    /* the response may already be arriving (early response) */
+    return e->state == H2T_IFS_RECEIVING ? -1 : H2T_IFS_WAIT_RESPONSE;
+  case H2T_EV_GOT_HEADERS:
+    e->http_status = (uint16_t)ev->u.response.status;
+    return H2T_IFS_RECEIVING;
+  case H2T_EV_GOT_FIRST_RESPONSE_BYTE:
+    return H2T_IFS_RECEIVING;
+  case H2T_EV_GOT_DATA:
+    e->bytes_in += ev->u.data.bytes;
+    return H2T_IFS_RECEIVING;
+  case H2T_EV_FLOW_BLOCKED:
+    return H2T_IFS_FLOW_BLOCKED;
+  case H2T_EV_RETRY:
+    return H2T_IFS_RETRYING;
+  case H2T_EV_DONE: /* its time is the end: inflight_end reads no clock */
+    e->bytes_in = ev->u.done.bytes_recv;
+    e->bytes_out = ev->u.done.bytes_sent;
+    if (ev->u.done.status)
+      e->http_status = (uint16_t)ev->u.done.status;
+    return H2T_IFS_DONE;
+  case H2T_EV_SRV_REQUEST_HEADERS:
+    if (!e->method[0]) {
+      copy_trunc(e->method, sizeof e->method, ev->u.request_headers.method);
+      copy_trunc(e->scheme, sizeof e->scheme, ev->u.request_headers.scheme);
+      set_target(e, ev->u.request_headers.authority,
+                 ev->u.request_headers.path);
+    }
+    return e->state == H2T_IFS_READ_HEADERS ? H2T_IFS_READ_BODY : -1;
+  case H2T_EV_SRV_REQUEST_BODY_DONE:
+    e->bytes_in = ev->u.body.bytes;
+    return -1;
+  case H2T_EV_SRV_HANDLER_STARTED:
+    return H2T_IFS_HANDLER;
+  case H2T_EV_SRV_WROTE_HEADERS:
+    e->http_status = (uint16_t)ev->u.response.status;
+    return H2T_IFS_WRITING;
+  case H2T_EV_SRV_WROTE_FIRST_BYTE:
+    return H2T_IFS_WRITING;
+  case H2T_EV_SRV_WROTE_RESPONSE:
+    e->bytes_out = ev->u.body.bytes;
+    return e->state == H2T_IFS_SRV_FLOW_BLOCKED ? H2T_IFS_WRITING : -1;
+  case H2T_EV_SRV_FLOW_BLOCKED:
+    return H2T_IFS_SRV_FLOW_BLOCKED;
+  case H2T_EV_SRV_STREAM_CLOSED:
+    e->bytes_in = ev->u.stream_closed.bytes_in;
+    e->bytes_out = ev->u.stream_closed.bytes_out;
+    return H2T_IFS_DONE;
+  default:
+    return -1;
+  }
+}
+
+void inflight_event(struct inflight_entry *e, const h2t_event *ev) {
+  if (!e)
+    return;
+  if (ev->type == H2T_EV_GOT_CONN)
+    metrics_got_conn(ev);
+  uint64_t t = ev->t_us ? ev->t_us : h2t_now_us();
+  ife_lock(e);
+  if (ev->conn_id)
+    e->conn_id = ev->conn_id;
+  if (ev->stream_id)
+    e->stream_id = ev->stream_id;
+  int st = apply(e, ev);
+  /* once canceled, late events must not make it look alive again; once
+   * done, nothing moves it */
+  if (st >= 0 && e->state != H2T_IFS_DONE &&
+      (!(e->flags & IFE_CANCELED) || st == H2T_IFS_DONE))
+    step_to(e, (unsigned)st, t);
+  ife_unlock(e);
+}
+
+void inflight_set_status(struct inflight_entry *e, const char *text) {
+  if (!e)
+    return;
+  ife_lock(e);
+  copy_trunc(e->status, sizeof e->status, text);
+  ife_unlock(e);
+}
+
+void inflight_wait_stream(struct inflight_entry *e) {
+  if (!e)
+    return;
+  uint64_t now = h2t_now_us();
+  ife_lock(e);
+  if (!(e->flags & IFE_CANCELED) && e->state != H2T_IFS_DONE)
+    step_to(e, H2T_IFS_WAIT_STREAM, now);
+  ife_unlock(e);
+}
+
+/* Claim the next ring slot with one atomic add; the slot's own lock keeps
+ * readers from seeing half a copy.  next_free of a ring slot holds the
+ * sequence number it was written with, so readers can tell it apart from a
+ * newer one that has lapped it. */
+static void ring_push(const struct inflight_entry *c) {
+  if (!ifl.ring_cap)
+    return;
+  uint64_t seq = atomic_fetch_add_explicit(&ifl.ring_seq, 1,
+                                           memory_order_relaxed);
+  struct inflight_entry *r = &ifl.ring[seq % ifl.ring_cap];
+  size_t off = offsetof(struct inflight_entry, kind);
+  ife_lock(r);
+  memcpy((char *)r + off, (const char *)c + off, sizeof *r - off);
+  r->next_free = (uint32_t)seq;
+  ife_unlock(r);
+}
+
+/* Copy ring entry `seq` into out if it still holds it; 0 or -1. */
+static int ring_get(uint64_t seq, struct inflight_entry *out) {
+  ife_read(out, &ifl.ring[seq % ifl.ring_cap]);
+  return out->next_free == (uint32_t)seq && out->id ? 0 : -1;
+}
+
+void inflight_end(struct inflight_entry *e, int error) {
+  if (!e)
+    return;
+  ife_lock(e);
+  /* usually the done/stream_closed event already ended the timeline */
+  if (e->state != H2T_IFS_DONE)
+    step_to(e, H2T_IFS_DONE, h2t_now_us());
+  e->error = error;
+  /* straight from the entry, under its lock (lock order: entry, then ring
+   * slot or profile; their readers never take an entry lock) */
+  ring_push(e);
+  profile_add(e);
+  uint32_t idx = e->next_free;
+  int kind = e->kind;
+  atomic_store_explicit(&e->live, 0, memory_order_relaxed);
+  e->id = 0;
+  e->cancel = NULL;
+  ife_unlock(e);
+  metrics_request_done(kind, error);
+
+  struct tcache *tc = &tcache;
+  if (tc->gen != atomic_load_explicit(&ifl.gen, memory_order_relaxed) ||
+      tc->n == 2 * TCACHE) {
+    /* ended on a thread whose cache is from another table, or full */
+    pthread_mutex_lock(&ifl.mu);
+    if (tc->gen == atomic_load_explicit(&ifl.gen, memory_order_relaxed))
+      tcache_flush_locked(tc, TCACHE);
+    e->next_free = ifl.free_head;
+    ifl.free_head = idx + 1;
+    pthread_mutex_unlock(&ifl.mu);
+  } else
+    tc->idx[tc->n++] = idx;
+  atomic_fetch_sub(&ifl.live, 1);
+}
+
+/* --- readers ------------------------------------------------------------ */
+
+/* Find the live entry with this id (reading, no lock) and return it
+ * locked, its id checked again under the lock; NULL if none. */
+static struct inflight_entry *lock_by_id(uint64_t id) {
+  if (!atomic_load(&ifl_on))
+    return NULL;
+  struct inflight_entry tmp;
+  size_t n = atomic_load_explicit(&ifl.nchunks, memory_order_acquire);
+  for (size_t c = 0; c < n; c++) {
+    struct inflight_entry *chunk = ifl.chunks[c];
+    for (size_t i = 0; i < IFL_CHUNK; i++) {
+      struct inflight_entry *e = &chunk[i];
+      if (!atomic_load_explicit(&e->live, memory_order_relaxed))
+        continue;
+      ife_read(&tmp, e);
+      if (tmp.id != id || !atomic_load_explicit(&tmp.live, memory_order_relaxed))
+        continue;
+      ife_lock(e);
+      if (atomic_load_explicit(&e->live, memory_order_relaxed) && e->id == id)
+        return e;
+      ife_unlock(e); /* ended meanwhile */
+      return NULL;
+    }
+  }
   return NULL;
 }
-void inflight_event(struct inflight_entry *e, const h2t_event *ev) {}
-void inflight_set_status(struct inflight_entry *e, const char *text) {}
-void inflight_end(struct inflight_entry *e, int error) {}
-uint64_t inflight_mask(inflight_kind kind) { return 0; }
+
+int ifl_foreach_read(int (*fn)(const struct inflight_entry *copy, void *arg),
+                     void *arg) {
+  if (!atomic_load(&ifl_on))
+    return 0;
+  struct inflight_entry tmp;
+  size_t n = atomic_load_explicit(&ifl.nchunks, memory_order_acquire);
+  for (size_t c = 0; c < n; c++) {
+    struct inflight_entry *chunk = ifl.chunks[c];
+    for (size_t i = 0; i < IFL_CHUNK; i++) {
+      if (!atomic_load_explicit(&chunk[i].live, memory_order_relaxed))
+        continue;
+      ife_read(&tmp, &chunk[i]);
+      if (!atomic_load_explicit(&tmp.live, memory_order_relaxed))
+        continue;
+      int rc = fn(&tmp, arg);
+      if (rc)
+        return rc;
+    }
+  }
+  return 0;
+}
+
+/* snprintf is the snapshot's hot spot at 10 000 entries: copy by hand. */
+static void scopy(char *dst, size_t cap, const char *src, size_t srccap) {
+  size_t n = strnlen(src, cap - 1 < srccap ? cap - 1 : srccap);
+  memcpy(dst, src, n);
+  dst[n] = '\0';
+}
+
+void ife_to_info(const struct inflight_entry *e, uint64_t now_us,
+                 h2t_inflight_info *o) {
+  o->id = e->id;
+  o->kind = (h2t_inflight_kind)e->kind;
+  scopy(o->method, sizeof o->method, e->method, sizeof e->method);
+  scopy(o->scheme, sizeof o->scheme, e->scheme, sizeof e->scheme);
+  size_t alen = strnlen(e->target, IFE_TARGET - 1);
+  scopy(o->authority, sizeof o->authority, e->target, alen);
+  scopy(o->path, sizeof o->path, e->target + alen + 1,
+        IFE_TARGET - alen - 1);
+  o->conn_id = e->conn_id;
+  o->stream_id = e->stream_id;
+  o->http_status = e->http_status;
+  o->start_us = e->start_us;
+  o->state = (h2t_inflight_state)e->state;
+  o->state_since_us = e->state_us;
+  scopy(o->status, sizeof o->status, e->status, sizeof e->status);
+  o->bytes_in = e->bytes_in;
+  o->bytes_out = e->bytes_out;
+  o->canceled = (e->flags & IFE_CANCELED) != 0;
+  scopy(o->cancel_reason, sizeof o->cancel_reason, e->cancel_reason,
+        sizeof e->cancel_reason);
+  unsigned n = e->nhist < IFE_HIST ? e->nhist : IFE_HIST;
+  o->nhistory = n;
+  o->history_dropped = e->nhist - n;
+  o->finished = e->state == H2T_IFS_DONE;
+  o->end_us = o->finished ? e->state_us : 0;
+  o->error = e->error;
+  uint64_t end = o->finished ? e->state_us : now_us;
+  for (unsigned i = 0; i < n; i++) {
+    uint64_t v = e->hist[(e->nhist - n + i) % IFE_HIST];
+    h2t_inflight_step *s = &o->history[i];
+    s->state = (h2t_inflight_state)(v >> 56);
+    s->entered_us = v & IFE_T_MASK;
+    uint64_t next = i + 1 < n
+                        ? (e->hist[(e->nhist - n + i + 1) % IFE_HIST] &
+                           IFE_T_MASK)
+                        : end;
+    s->duration_us = next > s->entered_us ? next - s->entered_us : 0;
+  }
+  if (n < IFE_HIST)
+    memset(&o->history[n], 0, (IFE_HIST - n) * sizeof o->history[0]);
+}
+
+struct snap {
+  struct inflight_entry *copies;
+  size_t n, cap;
+  int oom;
+};
+
+/* Copy every live entry straight into s (no intermediate copy). */
+static void snap_all(struct snap *s) {
+  size_t n = atomic_load_explicit(&ifl.nchunks, memory_order_acquire);
+  for (size_t c = 0; c < n && !s->oom; c++) {
+    struct inflight_entry *chunk = ifl.chunks[c];
+    for (size_t i = 0; i < IFL_CHUNK; i++) {
+      if (!atomic_load_explicit(&chunk[i].live, memory_order_relaxed))
+        continue;
+      if (s->n == s->cap) { /* rare: the buffer was sized for what was live */
+        size_t cap = s->cap ? s->cap * 2 : 256;
+        struct inflight_entry *p = realloc(s->copies, cap * sizeof *p);
+        if (!p) {
+          s->oom = 1;
+          return;
+        }
+        s->copies = p;
+        s->cap = cap;
+      }
+      struct inflight_entry *d = &s->copies[s->n];
+      ife_read(d, &chunk[i]);
+      if (atomic_load_explicit(&d->live, memory_order_relaxed) && d->id)
+        s->n++;
+    }
+  }
+}
+
+struct age {
+  uint64_t start_us, id;
+  size_t idx;
+};
+
+static int by_age(const void *a, const void *b) {
+  const struct age *x = a, *y = b;
+  if (x->start_us != y->start_us)
+    return x->start_us < y->start_us ? -1 : 1;
+  return x->id < y->id ? -1 : x->id > y->id;
+}
+
+int h2t_inflight_snapshot(h2t_inflight_info **out, size_t *n) {
+  if (!out || !n)
+    return H2T_ERR_INVALID_ARG;
+  *out = NULL;
+  *n = 0;
+  pthread_rwlock_rdlock(&ifl_life);
+  struct snap s = {0};
+  /* size for what is live now so the copy loop rarely reallocates */
+  s.cap = atomic_load(&ifl.live) + 64;
+  s.copies = malloc(s.cap * sizeof *s.copies);
+  if (!s.copies) {
+    pthread_rwlock_unlock(&ifl_life);
+    return H2T_ERR_NOMEM;
+  }
+  if (atomic_load(&ifl_on))
+    snap_all(&s);
+  pthread_rwlock_unlock(&ifl_life);
+  if (s.oom) {
+    free(s.copies);
+    return H2T_ERR_NOMEM;
+  }
+  if (s.n) {
+    h2t_inflight_info *arr = malloc(s.n * sizeof *arr);
+    struct age *ord = malloc(s.n * sizeof *ord);
+    if (!arr || !ord) {
+      free(arr);
+      free(ord);
+      free(s.copies);
+      return H2T_ERR_NOMEM;
+    }
+    /* oldest first: sort small keys, not the 512-byte copies */
+    for (size_t i = 0; i < s.n; i++) {
+      ord[i].start_us = s.copies[i].start_us;
+      ord[i].id = s.copies[i].id;
+      ord[i].idx = i;
+    }
+    qsort(ord, s.n, sizeof *ord, by_age);
+    uint64_t now = h2t_now_us();
+    for (size_t i = 0; i < s.n; i++)
+      ife_to_info(&s.copies[ord[i].idx], now, &arr[i]);
+    free(ord);
+    *out = arr;
+    *n = s.n;
+  }
+  free(s.copies);
+  return 0;
+}
+
+int h2t_inflight_recent(h2t_inflight_info **out, size_t *n) {
+  if (!out || !n)
+    return H2T_ERR_INVALID_ARG;
+  *out = NULL;
+  *n = 0;
+  pthread_rwlock_rdlock(&ifl_life);
+  if (!atomic_load(&ifl_on)) {
+    pthread_rwlock_unlock(&ifl_life);
+    return 0;
+  }
+  uint64_t seq = atomic_load(&ifl.ring_seq);
+  size_t cnt = seq < ifl.ring_cap ? (size_t)seq : ifl.ring_cap;
+  struct inflight_entry *copies = cnt ? malloc(cnt * sizeof *copies) : NULL;
+  if (cnt && !copies) {
+    pthread_rwlock_unlock(&ifl_life);
+    return H2T_ERR_NOMEM;
+  }
+  size_t got = 0;
+  for (size_t i = 0; i < cnt; i++) /* newest first */
+    if (ring_get(seq - 1 - i, &copies[got]) == 0)
+      got++;
+  pthread_rwlock_unlock(&ifl_life);
+  cnt = got;
+  if (!cnt) {
+    free(copies);
+    return 0;
+  }
+  h2t_inflight_info *arr = malloc(cnt * sizeof *arr);
+  if (!arr) {
+    free(copies);
+    return H2T_ERR_NOMEM;
+  }
+  uint64_t now = h2t_now_us();
+  for (size_t i = 0; i < cnt; i++)
+    ife_to_info(&copies[i], now, &arr[i]);
+  free(copies);
+  *out = arr;
+  *n = cnt;
+  return 0;
+}
+
+void h2t_inflight_free(h2t_inflight_info *arr) { free(arr); }
+
+struct find {
+  uint64_t id;
+  struct inflight_entry copy;
+};
+
+static int find_one(const struct inflight_entry *e, void *arg) {
+  struct find *f = arg;
+  if (e->id != f->id)
+    return 0;
+  memcpy(&f->copy, e, sizeof *e);
+  return 1;
+}
+
+int h2t_inflight_get(uint64_t id, h2t_inflight_info *out) {
+  if (!out || !id)
+    return H2T_ERR_INVALID_ARG;
+  struct find f = {.id = id};
+  int found = 0;
+  pthread_rwlock_rdlock(&ifl_life);
+  if (ifl_foreach_read(find_one, &f))
+    found = 1;
+  else if (atomic_load(&ifl_on)) {
+    uint64_t seq = atomic_load(&ifl.ring_seq);
+    size_t cnt = seq < ifl.ring_cap ? (size_t)seq : ifl.ring_cap;
+    for (size_t i = 0; i < cnt && !found; i++)
+      if (ring_get(seq - 1 - i, &f.copy) == 0 && f.copy.id == id)
+        found = 1;
+  }
+  pthread_rwlock_unlock(&ifl_life);
+  if (!found)
+    return H2T_ERR_NOT_FOUND;
+  ife_to_info(&f.copy, h2t_now_us(), out);
+  return 0;
+}
+
+struct cancel_req {
+  uint64_t id;
+  const char *reason;
+  int rc;
+};
+
+/* With the entry locked: the request cannot end (and its owner cannot free
+ * cancel_arg) while cancel_fn posts the cancel. */
+static void cancel_locked(struct inflight_entry *e, struct cancel_req *c) {
+  if (e->state == H2T_IFS_DONE)
+    c->rc = H2T_ERR_NOT_FOUND; /* over, only not unregistered yet */
+  else if (e->flags & IFE_CANCELED)
+    c->rc = H2T_ERR_STATE;
+  else if (!e->cancel)
+    c->rc = H2T_ERR_UNSUPPORTED;
+  else {
+    e->flags |= IFE_CANCELED;
+    copy_trunc(e->cancel_reason, sizeof e->cancel_reason,
+               c->reason ? c->reason : "canceled");
+    step_to(e, H2T_IFS_CANCELING, h2t_now_us());
+    e->cancel(e->cancel_arg, e->id, e->cancel_reason);
+    c->rc = 0;
+  }
+}
+
+int h2t_inflight_cancel(uint64_t id, const char *reason) {
+  if (!id)
+    return H2T_ERR_NOT_FOUND;
+  struct cancel_req c = {.id = id, .reason = reason, .rc = H2T_ERR_NOT_FOUND};
+  pthread_rwlock_rdlock(&ifl_life);
+  struct inflight_entry *e = lock_by_id(id);
+  if (e) {
+    cancel_locked(e, &c);
+    ife_unlock(e);
+  }
+  pthread_rwlock_unlock(&ifl_life);
+  return c.rc;
+}
+
+int h2t_inflight_set_status(uint64_t id, const char *text) {
+  if (!id || !text)
+    return H2T_ERR_INVALID_ARG;
+  pthread_rwlock_rdlock(&ifl_life);
+  struct inflight_entry *e = lock_by_id(id);
+  if (e) {
+    copy_trunc(e->status, sizeof e->status, text);
+    ife_unlock(e);
+  }
+  pthread_rwlock_unlock(&ifl_life);
+  return e ? 0 : H2T_ERR_NOT_FOUND;
+}
+
+/* --- sensitive headers ----------------------------------------------------- */
+
+#define SENS_MAX 64
+#define SENS_LEN 64
+static char sens_names[SENS_MAX][SENS_LEN];
+static atomic_int sens_n;
+static pthread_mutex_t sens_mu = PTHREAD_MUTEX_INITIALIZER;
+
+int header_is_sensitive_n(const char *name, size_t len) {
+  static const char *const builtin[] = {"authorization", "cookie",
+                                        "set-cookie", "proxy-authorization"};
+  if (!name)
+    return 0;
+  for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++)
+    if (strlen(builtin[i]) == len && !strncasecmp(name, builtin[i], len))
+      return 1;
+  int n = atomic_load_explicit(&sens_n, memory_order_acquire);
+  for (int i = 0; i < n; i++)
+    if (strlen(sens_names[i]) == len && !strncasecmp(name, sens_names[i], len))
+      return 1;
+  return 0;
+}
+
+int h2t_header_is_sensitive(const char *name) {
+  return name ? header_is_sensitive_n(name, strlen(name)) : 0;
+}
+
+int h2t_header_add_sensitive(const char *name) {
+  if (!name || !name[0] || strlen(name) >= SENS_LEN)
+    return H2T_ERR_INVALID_ARG;
+  if (h2t_header_is_sensitive(name))
+    return 0;
+  pthread_mutex_lock(&sens_mu);
+  int n = atomic_load_explicit(&sens_n, memory_order_relaxed);
+  int rc = 0;
+  if (n >= SENS_MAX)
+    rc = H2T_ERR_LIMIT;
+  else {
+    /* the slot is written before the count that publishes it */
+    snprintf(sens_names[n], SENS_LEN, "%s", name);
+    atomic_store_explicit(&sens_n, n + 1, memory_order_release);
+  }
+  pthread_mutex_unlock(&sens_mu);
+  return rc;
+}

@@ -15,6 +15,10 @@ void h2t_xfree(const h2t_mem *m, void *p);
 char *h2t_xstrdup(const h2t_mem *m, const char *s);
 char *h2t_xstrndup(const h2t_mem *m, const char *s, size_t n);
 
+/* h2t_header_is_sensitive() for a name that is not NUL-terminated (as
+ * nghttp2 hands them out).  Thread-safe, lock-free. */
+int header_is_sensitive_n(const char *name, size_t len);
+
 /* Process-unique ids for requests and connections (thread-safe). */
 uint64_t h2t_next_req_id(void);
 uint64_t h2t_next_conn_id(void);
@@ -31,6 +35,10 @@ struct inflight_entry;
 
 typedef struct trace_chain {
   uint64_t mask;
+  /* Set when the chain is one full-size trace struct with no `next`, no
+   * `any` and no in-flight entry (the common case): its hooks are called
+   * straight from the inline trace_emit().  Kept by the functions below. */
+  const void *direct;
   uint8_t nheads;
   uint8_t server; /* heads are h2t_server_trace, else h2t_client_trace */
   const void *heads[TRACE_MAX_HEADS];
@@ -45,13 +53,38 @@ int trace_chain_add(trace_chain *tc, const void *trace);
 
 #define TRACE_WANTS(tc, type) __builtin_expect((int)(((tc)->mask >> (type)) & 1u), 0)
 
+/* Append a trace whose mask is already known (cached by the caller). */
+int trace_chain_push(trace_chain *tc, const void *trace, uint64_t mask);
+
 /* Attach the request's in-flight entry (NULL: none): its events then also
  * reach the in-flight table, which keeps state, history and bytes. */
 void trace_chain_set_inflight(trace_chain *tc, struct inflight_entry *e);
 
+/* Offset of each event's hook in its trace struct (client or server). */
+extern const uint16_t trace_hook_off[H2T_EV_COUNT_];
+
+/* The general walk: every head, its `next` chain, `any`, the in-flight
+ * entry. */
+void trace_emit_slow(const trace_chain *tc, h2t_event *ev);
+
 /* Run every hook for ev->type along the chain; reads the clock if ev->t_us
- * is 0.  Call only after TRACE_WANTS(). */
-void trace_emit(const trace_chain *tc, h2t_event *ev);
+ * is 0.  Call only after TRACE_WANTS().  Inline so that the common chain
+ * costs a few loads and the hook's call, not a call into the walk. */
+static inline void trace_emit(const trace_chain *tc, h2t_event *ev) {
+  const char *d = (const char *)tc->direct;
+  if (__builtin_expect(d != NULL, 1)) {
+    h2t_hook fn;
+    void *user;
+    if (!ev->t_us)
+      ev->t_us = h2t_now_us();
+    __builtin_memcpy(&fn, d + trace_hook_off[ev->type], sizeof fn);
+    __builtin_memcpy(&user, d + sizeof(size_t), sizeof user);
+    if (fn)
+      fn(ev, user);
+    return;
+  }
+  trace_emit_slow(tc, ev);
+}
 
 /* Is the hook for `type` set in this one struct (not its chain)?  For a
  * struct_size too small to hold it: no. */
@@ -67,7 +100,10 @@ h2t_hook trace_hook_get(const void *trace, int server, h2t_event_type type);
 typedef enum inflight_kind { INFLIGHT_CLIENT = 0, INFLIGHT_SERVER = 1 } inflight_kind;
 
 /* Called from any thread (the diagnostics endpoint's): must only post the
- * cancel to the owning loop (ev_async), never touch the request. */
+ * cancel to the owning loop (ev_async), never touch the request.  It runs
+ * with the request's entry locked, so the request cannot end meanwhile (its
+ * cancel_arg stays valid): it must not call inflight_* nor take a lock that
+ * the loop holds while it emits events or ends requests. */
 typedef void (*inflight_cancel_fn)(void *arg, uint64_t req_id, const char *why);
 
 struct inflight_entry *inflight_begin(inflight_kind kind, uint64_t req_id,
@@ -77,8 +113,49 @@ struct inflight_entry *inflight_begin(inflight_kind kind, uint64_t req_id,
                                       void *cancel_arg);
 void inflight_event(struct inflight_entry *e, const h2t_event *ev);
 void inflight_set_status(struct inflight_entry *e, const char *text);
+/* The client queued the request because every connection it may use is at
+ * the peer's MAX_CONCURRENT_STREAMS (no event says so): "waiting for a
+ * stream slot" until its got_conn. */
+void inflight_wait_stream(struct inflight_entry *e);
 void inflight_end(struct inflight_entry *e, int error);
 /* Events the table needs, by side; 0 while the table is off. */
 uint64_t inflight_mask(inflight_kind kind);
+
+/*
+ * --- Connection registry (trace/connreg.c), for GET /debug/connections ---
+ * h2/ registers each client and server connection when it is established
+ * and removes it when it is freed; in between it bumps counters (atomic, no
+ * lock, any thread).  connreg_add() returns NULL while the in-flight table
+ * is off, and every function accepts NULL, so h2/ needs no special case.
+ */
+struct connreg_entry;
+struct connreg_entry *connreg_add(inflight_kind kind, uint64_t conn_id,
+                                  const char *peer, const char *authority);
+void connreg_remove(struct connreg_entry *c);
+void connreg_stream_open(struct connreg_entry *c);  /* a request started */
+void connreg_stream_close(struct connreg_entry *c); /* ... and ended */
+void connreg_set_max_streams(struct connreg_entry *c, uint32_t max);
+void connreg_reused(struct connreg_entry *c);       /* picked from the pool */
+void connreg_goaway(struct connreg_entry *c, int sent); /* 1 sent, 0 got */
+void connreg_bytes(struct connreg_entry *c, uint64_t in, uint64_t out); /* add */
+
+/*
+ * --- Metrics (trace/metrics.c), for GET /metrics ----------------------
+ * Request outcomes, in-flight states and got_conn reasons come from the
+ * in-flight table.  h2/ reports what has no request entry:
+ */
+/* Count a connection-level event that has no in-flight entry (load_shed,
+ * goaway, conn_accepted).  Cheap: a relaxed atomic add.  Any thread. */
+void metrics_event(const h2t_event *ev);
+/* Writer queue depth, a process-wide gauge: h2/ adds +n when it queues
+ * work for a writer thread and -n when the writer takes it. */
+void metrics_writer_queue_add(int64_t delta);
+/* Or, free on the hot path: register a function that reads a writer's
+ * depth; GET /metrics calls it (from the diag thread: it must be
+ * thread-safe) and adds it to the gauge.  Unregister before `arg` goes
+ * away (no call is running or will run once it returns).  0 or
+ * H2T_ERR_NOMEM / H2T_ERR_NOT_FOUND. */
+int metrics_writer_register(uint32_t (*depth)(const void *arg), const void *arg);
+int metrics_writer_unregister(const void *arg);
 
 #endif

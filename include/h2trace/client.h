@@ -9,7 +9,28 @@
  *
  * Life of a request: h2t_request_submit() → (trace hooks, on_headers,
  * on_data...) → on_done, exactly once, with 0 or an H2T_ERR_ code.  The
- * h2t_request handle is valid until on_done returns.
+ * h2t_request handle is valid until on_done returns.  Hooks and callbacks
+ * may call h2t_request_cancel() on any request, and submit new ones.
+ *
+ * Connections: a request takes a stream on a ready connection to its origin
+ * while that connection has fewer active streams than the peer's
+ * SETTINGS_MAX_CONCURRENT_STREAMS; else it joins a connection still being
+ * set up (up to the stream count the origin advertised last, or 100); else a
+ * new connection is opened, up to max_conns_per_origin; else it queues
+ * (FIFO).  Idle connections keep a read watcher so a peer's close is seen at
+ * once; they close after idle_timeout_ms.  A caller running the loop with
+ * ev_run(loop, 0) therefore keeps running while connections are open:
+ * h2t_client_run() returns as soon as no request is pending.
+ *
+ * Retries (up to max_retries, each firing the `retry` hook): streams above a
+ * GOAWAY's last_stream_id, streams reset with REFUSED_STREAM, and requests
+ * whose connection closed before any response byte when they are safe to
+ * replay (HEADERS not yet sent, or GET/HEAD/OPTIONS without a streamed
+ * body).  A streamed body that already produced bytes is never replayed.
+ *
+ * DNS runs on the loop (c-ares).  Names under ".invalid" fail at once with
+ * H2T_ERR_DNS without asking any server (RFC 6761 §6.4).  For an IP literal
+ * no lookup is made, but dns_start/dns_done still fire (literal = 1).
  */
 #ifndef H2TRACE_CLIENT_H
 #define H2TRACE_CLIENT_H
@@ -112,7 +133,13 @@ typedef struct h2t_request_opts {
 
 #define H2T_REQUEST_OPTS_INIT .struct_size = sizeof(h2t_request_opts)
 
-/* Start a request.  Returns 0 and sets *out (may be NULL), or
+/* Start a request.  Header names are sent lowercased; hop-by-hop headers
+ * (connection, keep-alive, proxy-connection, transfer-encoding, upgrade,
+ * host) are dropped; content-length is added for a known body length.
+ * "expect: 100-continue" with a body holds the body until a 100 arrives or
+ * expect_continue_timeout_ms passes.  Hooks for the request may run before
+ * this returns (get_conn, got_conn).  Returns 0 and sets *out (may be NULL;
+ * set to NULL if a hook already completed the request), or
  * H2T_ERR_INVALID_ARG / H2T_ERR_BAD_URL / H2T_ERR_NOMEM / H2T_ERR_LIMIT /
  * H2T_ERR_SHUTDOWN, in which case no callback will be called.  Everything
  * that fails later (DNS, connect, TLS, reset, timeout...) arrives in on_done.
@@ -122,10 +149,14 @@ H2T_EXTERN int h2t_request_submit(h2t_client *c, const h2t_request_opts *o,
 
 /* Cancel: resets the stream with CANCEL if open; on_done runs with
  * H2T_ERR_CANCELED before this returns.  Returns 0 or H2T_ERR_STATE if the
- * request is already done. */
+ * request is already done (or inside its own on_done).  May be called from
+ * the request's hooks and callbacks.  From another thread, go through the
+ * in-flight table's cancel, which posts to the loop. */
 H2T_EXTERN int h2t_request_cancel(h2t_request *req);
 
-/* Resume a streaming body that returned H2T_BODY_DEFER. */
+/* Resume a streaming body that returned H2T_BODY_DEFER: body_read is called
+ * again from the loop.  Returns 0 (also when nothing was deferred) or
+ * H2T_ERR_STATE if the request is done. */
 H2T_EXTERN int h2t_request_resume(h2t_request *req);
 
 /* Process-unique id (the one in h2t_event.req_id and the in-flight table). */
@@ -145,7 +176,8 @@ typedef struct h2t_response {
 } h2t_response;
 
 /* Blocking convenience: submit, run the client's loop until this request is
- * done, collect the response.  o->on_headers/on_data/on_done are ignored.
+ * done, collect the response.  o->on_headers/on_data/on_done/user are
+ * ignored (hooks get the request; h2t_request_user() is internal there).
  * Returns 0 or the request's error; resp is filled on 0 and zeroed
  * otherwise.  Must not be called while the loop is already running. */
 H2T_EXTERN int h2t_client_fetch(h2t_client *c, const h2t_request_opts *o,

@@ -1,0 +1,79 @@
+/*
+ * h2trace: the diagnostics endpoint.
+ *
+ * An HTTP/1.1 server (libmicrohttpd) on its own thread, so that it answers
+ * while the application's loops are stuck.  Opt-in; binds 127.0.0.1 unless
+ * told otherwise, and a non-loopback address needs allow_remote.
+ *
+ *   GET  /debug/requests              requests in flight (JSON)
+ *   GET  /debug/requests/{id}         one request with its state history
+ *   POST /debug/requests/{id}/cancel  reset it with CANCEL (needs the token:
+ *                                     "Authorization: Bearer <token>")
+ *   GET  /debug/recent                recently finished requests
+ *   GET  /debug/connections           client pool and server connections
+ *   GET  /debug/profile               time per state, overall and per host
+ *   GET  /debug/threads               a stack sample of every thread,
+ *                                     identical stacks counted together
+ *   GET  /metrics                     Prometheus text format 0.0.4
+ *
+ * Starting it turns the in-flight table on (h2t_inflight_enable()) if off.
+ * /debug/threads interrupts every thread of the process once with signal
+ * SIGRTMIN+4 (installed with SA_RESTART while the endpoint runs); calls that
+ * the kernel never restarts (epoll_wait, nanosleep, sleep) return early with
+ * EINTR, which event loops already handle.
+ */
+#ifndef H2TRACE_DIAG_H
+#define H2TRACE_DIAG_H
+
+#include <h2trace/common.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct h2t_diag h2t_diag;
+
+typedef struct h2t_diag_config {
+  size_t struct_size;  /* H2T_DIAG_CONFIG_INIT */
+  /* "ADDR:PORT", "[V6ADDR]:PORT" or "PORT"; NULL: "127.0.0.1:0".  Port 0
+   * picks a free one: see h2t_diag_port(). */
+  const char *listen;
+  /* Needed for POST .../cancel as "Authorization: Bearer <token>" (copied).
+   * NULL or "": cancel is disabled (403). */
+  const char *token;
+  int allow_remote;    /* 1: allow a non-loopback listen address */
+  unsigned max_connections; /* 0: 16 */
+  unsigned timeout_s;       /* idle connection timeout; 0: 10 */
+} h2t_diag_config;
+
+#define H2T_DIAG_CONFIG_INIT { .struct_size = sizeof(h2t_diag_config) }
+
+/* Start the endpoint; its thread runs until h2t_diag_stop().  cfg may be
+ * NULL for all defaults.  Returns 0 and sets *out, or H2T_ERR_INVALID_ARG
+ * (bad address, or non-loopback without allow_remote), H2T_ERR_BIND,
+ * H2T_ERR_NOMEM, H2T_ERR_SYSTEM, H2T_ERR_STATE (one endpoint per process).
+ * Thread-safe. */
+H2T_EXTERN int h2t_diag_start(h2t_diag **out, const h2t_diag_config *cfg);
+
+/* The port it listens on (the chosen one when port 0 was asked). */
+H2T_EXTERN uint16_t h2t_diag_port(const h2t_diag *d);
+
+/* Stop the thread, close the socket, free.  NULL is a no-op.  Requests
+ * already answered are not affected; the in-flight table stays on. */
+H2T_EXTERN void h2t_diag_stop(h2t_diag *d);
+
+/* The /metrics text (Prometheus 0.0.4) into a new NUL-terminated string
+ * (*out, free()), for applications that serve metrics themselves.  len may
+ * be NULL.  Returns 0, H2T_ERR_INVALID_ARG or H2T_ERR_NOMEM.  Thread-safe. */
+H2T_EXTERN int h2t_diag_metrics(char **out, size_t *len);
+
+/* The /debug/threads JSON into a new string (*out, free()): every thread of
+ * the process sampled once.  Only while an endpoint runs (it owns the
+ * sampling signal): else H2T_ERR_STATE.  Thread-safe. */
+H2T_EXTERN int h2t_diag_threads_json(char **out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* H2TRACE_DIAG_H */

@@ -1,0 +1,747 @@
+/* trace/diag.c: the diagnostics endpoint over real HTTP on loopback, with a
+ * small socket client (exact control over bad requests) and curl (a real
+ * client) for the cancel. */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <jansson.h>
+
+#include <h2trace/diag.h>
+#include <h2trace/inflight.h>
+#include "peer.h"
+#include "trace/inflight_int.h"
+
+#define TOKEN "s3cret-token"
+
+static h2t_diag *diag;
+static uint16_t port;
+
+/* --- a tiny HTTP/1.1 client ----------------------------------------------- */
+
+struct resp {
+  int status; /* 0: connection closed without a response */
+  char head[4096];
+  char *body;
+};
+
+static void resp_free(struct resp *r) { free(r->body); }
+
+/* Send `raw` as is and read until the server closes (Connection: close). */
+static struct resp http_raw(const char *raw, size_t rawlen) {
+  struct resp r = {0};
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+  size_t off = 0;
+  while (off < rawlen) {
+    ssize_t w = send(fd, raw + off, rawlen - off, MSG_NOSIGNAL);
+    if (w <= 0)
+      break; /* the server may cut off a huge request: fine */
+    off += (size_t)w;
+  }
+  size_t cap = 1 << 16, len = 0;
+  char *buf = malloc(cap);
+  for (;;) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int pr = poll(&p, 1, 5000);
+    if (pr < 0 && errno == EINTR) /* /debug/threads signals this thread too */
+      continue;
+    if (pr <= 0)
+      break;
+    if (len + 1 >= cap)
+      buf = realloc(buf, cap *= 2);
+    ssize_t n = recv(fd, buf + len, cap - len - 1, 0);
+    if (n <= 0)
+      break;
+    len += (size_t)n;
+  }
+  close(fd);
+  buf[len] = '\0';
+  char *sep = strstr(buf, "\r\n\r\n");
+  if (len > 12 && !strncmp(buf, "HTTP/1.1 ", 9) && sep) {
+    r.status = atoi(buf + 9);
+    size_t hl = (size_t)(sep - buf);
+    if (hl >= sizeof r.head)
+      hl = sizeof r.head - 1;
+    memcpy(r.head, buf, hl);
+    r.head[hl] = '\0';
+    r.body = strdup(sep + 4);
+  }
+  free(buf);
+  return r;
+}
+
+static struct resp http(const char *method, const char *path,
+                        const char *extra_headers) {
+  char req[2048];
+  int n = snprintf(req, sizeof req,
+                   "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                   "%s%s\r\n",
+                   method, path, extra_headers ? extra_headers : "",
+                   !strcmp(method, "POST") ? "Content-Length: 0\r\n" : "");
+  return http_raw(req, (size_t)n);
+}
+
+static json_t *body_json(const struct resp *r) {
+  json_error_t err;
+  json_t *j = json_loads(r->body ? r->body : "", 0, &err);
+  if (!j)
+    fprintf(stderr, "bad JSON (%s): %s\n", err.text, r->body);
+  assert_non_null(j);
+  return j;
+}
+
+static int has_header(const struct resp *r, const char *line) {
+  for (const char *p = r->head; (p = strstr(p, "\r\n")); p += 2)
+    if (!strncasecmp(p + 2, line, strlen(line)))
+      return 1;
+  return 0;
+}
+
+/* --- fixtures -------------------------------------------------------------- */
+
+static atomic_uint_fast64_t cancel_called_id;
+static char cancel_reason[64];
+
+static void on_cancel(void *arg, uint64_t id, const char *why) {
+  snprintf(cancel_reason, sizeof cancel_reason, "%s", why);
+  atomic_store(&cancel_called_id, id);
+}
+
+static struct inflight_entry *cli, *srv;
+
+static int start(const char *token) {
+  h2t_diag_config cfg = H2T_DIAG_CONFIG_INIT;
+  cfg.token = token;
+  int rc = h2t_diag_start(&diag, &cfg);
+  if (rc)
+    return rc;
+  port = h2t_diag_port(diag);
+  cli = inflight_begin(INFLIGHT_CLIENT, 501, "GET", "http", "slownode:8484",
+                       "/blob/9f2c", on_cancel, NULL);
+  h2t_event ev = {.type = H2T_EV_WROTE_REQUEST, .conn_id = 3, .stream_id = 17};
+  inflight_event(cli, &ev);
+  srv = inflight_begin(INFLIGHT_SERVER, 502, "POST", "https", "api.local",
+                       "/items", on_cancel, NULL);
+  ev = (h2t_event){.type = H2T_EV_SRV_HANDLER_STARTED, .conn_id = 4,
+                   .stream_id = 1};
+  inflight_event(srv, &ev);
+  inflight_set_status(srv, "querying db");
+  return 0;
+}
+
+static int setup_token(void **state) { return start(TOKEN); }
+static int setup_notoken(void **state) { return start(NULL); }
+
+static int teardown(void **state) {
+  inflight_end(cli, 0);
+  inflight_end(srv, 0);
+  h2t_diag_stop(diag);
+  diag = NULL;
+  return h2t_inflight_disable();
+}
+
+/* --- tests ----------------------------------------------------------------- */
+
+static void test_config_checks(void **state) {
+  h2t_diag *d = NULL;
+  h2t_diag_config cfg = H2T_DIAG_CONFIG_INIT;
+  cfg.listen = "0.0.0.0:0";
+  assert_int_equal(h2t_diag_start(&d, &cfg), H2T_ERR_INVALID_ARG);
+  cfg.listen = "10.1.2.3:8080";
+  assert_int_equal(h2t_diag_start(&d, &cfg), H2T_ERR_INVALID_ARG);
+  cfg.listen = "127.0.0.1:99999";
+  assert_int_equal(h2t_diag_start(&d, &cfg), H2T_ERR_INVALID_ARG);
+  cfg.listen = "nonsense";
+  assert_int_equal(h2t_diag_start(&d, &cfg), H2T_ERR_INVALID_ARG);
+  cfg.listen = "[::1]:0";
+  int rc = h2t_diag_start(&d, &cfg);
+  if (rc == 0) { /* where the host has IPv6 loopback */
+    assert_true(h2t_diag_port(d) > 0);
+    h2t_diag *d2;
+    assert_int_equal(h2t_diag_start(&d2, NULL), H2T_ERR_STATE);
+    h2t_diag_stop(d);
+  }
+  assert_null(h2t_diag_port(NULL) ? (void *)1 : NULL);
+  /* the port is taken: a clear error, nothing changes */
+  int busy = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t al = sizeof a;
+  bind(busy, (struct sockaddr *)&a, sizeof a);
+  listen(busy, 1);
+  getsockname(busy, (struct sockaddr *)&a, &al);
+  char l[32];
+  snprintf(l, sizeof l, "127.0.0.1:%d", ntohs(a.sin_port));
+  cfg.listen = l;
+  assert_int_equal(h2t_diag_start(&d, &cfg), H2T_ERR_BIND);
+  close(busy);
+  assert_int_equal(h2t_inflight_disable(), 0);
+}
+
+static void test_requests_list(void **state) {
+  struct resp r = http("GET", "/debug/requests", NULL);
+  assert_int_equal(r.status, 200);
+  assert_true(has_header(&r, "Access-Control-Allow-Origin: *"));
+  assert_true(has_header(&r, "Content-Type: application/json"));
+  json_t *j = body_json(&r);
+  json_t *reqs = json_object_get(j, "requests");
+  assert_int_equal(json_array_size(reqs), 2);
+  assert_true(json_integer_value(json_object_get(j, "server_time_us")) > 0);
+  json_t *c = json_array_get(reqs, 0); /* oldest first: the client one */
+  assert_int_equal(json_integer_value(json_object_get(c, "id")), 501);
+  assert_string_equal(json_string_value(json_object_get(c, "kind")), "client");
+  assert_string_equal(json_string_value(json_object_get(c, "method")), "GET");
+  assert_string_equal(json_string_value(json_object_get(c, "authority")),
+                      "slownode:8484");
+  assert_string_equal(json_string_value(json_object_get(c, "path")),
+                      "/blob/9f2c");
+  assert_string_equal(json_string_value(json_object_get(c, "state")),
+                      "wait_response");
+  assert_int_equal(json_integer_value(json_object_get(c, "conn")), 3);
+  assert_int_equal(json_integer_value(json_object_get(c, "stream")), 17);
+  const char *keys[] = {"age_us", "state_age_us", "status", "bytes_in",
+                        "bytes_out"};
+  for (size_t i = 0; i < 5; i++)
+    assert_non_null(json_object_get(c, keys[i]));
+  json_t *s = json_array_get(reqs, 1);
+  assert_string_equal(json_string_value(json_object_get(s, "kind")), "server");
+  assert_string_equal(json_string_value(json_object_get(s, "state")),
+                      "handler");
+  assert_string_equal(json_string_value(json_object_get(s, "status")),
+                      "querying db");
+  json_decref(j);
+  resp_free(&r);
+}
+
+static void test_one_request_and_recent(void **state) {
+  struct resp r = http("GET", "/debug/requests/501", NULL);
+  assert_int_equal(r.status, 200);
+  json_t *j = body_json(&r);
+  json_t *h = json_object_get(j, "history");
+  assert_int_equal(json_array_size(h), 2);
+  assert_string_equal(
+      json_string_value(json_object_get(json_array_get(h, 0), "state")),
+      "queued");
+  assert_non_null(json_object_get(json_array_get(h, 1), "duration_us"));
+  assert_non_null(json_object_get(json_array_get(h, 1), "entered_us"));
+  json_decref(j);
+  resp_free(&r);
+
+  struct inflight_entry *e = inflight_begin(INFLIGHT_CLIENT, 777, "GET",
+                                            "http", "x:1", "/gone", NULL, NULL);
+  inflight_end(e, H2T_ERR_STREAM_RESET);
+  r = http("GET", "/debug/recent", NULL);
+  assert_int_equal(r.status, 200);
+  j = body_json(&r);
+  json_t *first = json_array_get(json_object_get(j, "recent"), 0);
+  assert_int_equal(json_integer_value(json_object_get(first, "id")), 777);
+  assert_string_equal(json_string_value(json_object_get(first, "outcome")),
+                      "error");
+  assert_string_equal(json_string_value(json_object_get(first, "error_name")),
+                      "H2T_ERR_STREAM_RESET");
+  json_decref(j);
+  resp_free(&r);
+  r = http("GET", "/debug/requests/777", NULL); /* finished: from the ring */
+  assert_int_equal(r.status, 200);
+  resp_free(&r);
+}
+
+static void test_bad_inputs(void **state) {
+  struct {
+    const char *method, *path;
+    int status;
+  } cases[] = {
+      {"GET", "/debug/requests/424242", 404},
+      {"GET", "/debug/requests/abc", 404},
+      {"GET", "/debug/requests/0", 404},
+      {"GET", "/debug/requests/99999999999999999999999", 404},
+      {"GET", "/debug/requests/501/cancel", 405},
+      {"DELETE", "/debug/requests", 405},
+      {"POST", "/metrics", 405},
+      {"GET", "/nope", 404},
+      {"GET", "/debug/requests/501/frobnicate", 404},
+      {"GET", "/../../etc/passwd", 404},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    struct resp r = http(cases[i].method, cases[i].path, NULL);
+    if (r.status != cases[i].status)
+      fprintf(stderr, "%s %s -> %d\n", cases[i].method, cases[i].path,
+              r.status);
+    assert_int_equal(r.status, cases[i].status);
+    resp_free(&r);
+  }
+  /* a declared huge body: 413 before it is sent */
+  const char big[] = "POST /debug/requests/501/cancel HTTP/1.1\r\nHost: x\r\n"
+                     "Connection: close\r\nContent-Length: 10000000\r\n\r\n";
+  struct resp r = http_raw(big, sizeof big - 1);
+  assert_int_equal(r.status, 413);
+  resp_free(&r);
+  /* huge headers: refused by the connection memory limit */
+  size_t n = 200000;
+  char *huge = malloc(n + 200);
+  int off = sprintf(huge, "GET /debug/requests HTTP/1.1\r\nX-Junk: ");
+  memset(huge + off, 'a', n);
+  strcpy(huge + off + n, "\r\nConnection: close\r\n\r\n");
+  r = http_raw(huge, strlen(huge));
+  assert_true(r.status == 0 || r.status == 431 || r.status == 413 ||
+              r.status == 400);
+  resp_free(&r);
+  free(huge);
+  /* garbage */
+  const char junk[] = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n";
+  r = http_raw(junk, sizeof junk - 1);
+  assert_true(r.status == 0 || r.status == 400);
+  resp_free(&r);
+  /* nothing changed: both requests still there, none canceled */
+  r = http("GET", "/debug/requests", NULL);
+  assert_int_equal(r.status, 200);
+  json_t *j = body_json(&r);
+  assert_int_equal(json_array_size(json_object_get(j, "requests")), 2);
+  assert_null(json_object_get(json_array_get(json_object_get(j, "requests"), 0),
+                              "canceled"));
+  json_decref(j);
+  resp_free(&r);
+  assert_int_equal(atomic_load(&cancel_called_id), 0);
+}
+
+/* Random paths and methods: always a clear answer (or a closed
+ * connection for what is not HTTP), never a crash, never a cancel. */
+static void test_random_requests(void **state) {
+  static const char *const methods[] = {"GET", "POST", "PUT", "HEAD",
+                                        "DELETE", "OPTIONS", "PATCH", "BREW"};
+  static const char *const prefixes[] = {"/debug/requests/", "/debug/",
+                                         "/metrics", "/", "//debug/requests/"};
+  static const char alphabet[] = "0123456789abc/%.?=&-_~";
+  srand(1234);
+  atomic_store(&cancel_called_id, 0);
+  for (int i = 0; i < 300; i++) {
+    char path[128];
+    int n = snprintf(path, sizeof path, "%s", prefixes[rand() % 5]);
+    int extra = rand() % 24;
+    for (int k = 0; k < extra && n < (int)sizeof path - 1; k++)
+      path[n++] = alphabet[rand() % (int)(sizeof alphabet - 1)];
+    path[n] = '\0';
+    const char *m = methods[rand() % 8];
+    struct resp r = http(m, path, rand() % 2 ? "Authorization: Bearer nope\r\n"
+                                              : NULL);
+    int st = r.status;
+    if (!(st == 0 || st == 200 || st == 400 || st == 401 || st == 403 ||
+          st == 404 || st == 405 || st == 414))
+      fprintf(stderr, "%s %s -> %d\n", m, path, st);
+    assert_true(st == 0 || st == 200 || st == 400 || st == 401 || st == 403 ||
+                st == 404 || st == 405 || st == 414);
+    resp_free(&r);
+  }
+  assert_int_equal(atomic_load(&cancel_called_id), 0);
+  struct resp r = http("GET", "/debug/requests", NULL);
+  assert_int_equal(r.status, 200);
+  resp_free(&r);
+}
+
+static void test_cancel_needs_token(void **state) {
+  atomic_store(&cancel_called_id, 0);
+  struct resp r = http("POST", "/debug/requests/501/cancel", NULL);
+  assert_int_equal(r.status, 401);
+  assert_true(has_header(&r, "WWW-Authenticate: Bearer"));
+  resp_free(&r);
+  r = http("POST", "/debug/requests/501/cancel",
+           "Authorization: Bearer wrong-token\r\n");
+  assert_int_equal(r.status, 403);
+  resp_free(&r);
+  r = http("POST", "/debug/requests/501/cancel",
+           "Authorization: Bearer " TOKEN "x\r\n");
+  assert_int_equal(r.status, 403);
+  resp_free(&r);
+  r = http("POST", "/debug/requests/501/cancel", "Authorization: Basic Zm9v\r\n");
+  assert_int_equal(r.status, 401);
+  resp_free(&r);
+  assert_int_equal(atomic_load(&cancel_called_id), 0);
+  r = http("POST", "/debug/requests/31337/cancel",
+           "Authorization: Bearer " TOKEN "\r\n");
+  assert_int_equal(r.status, 404);
+  resp_free(&r);
+
+  /* the real thing, with curl as the client */
+  char url[128], auth[64];
+  snprintf(url, sizeof url,
+           "http://127.0.0.1:%u/debug/requests/501/cancel?reason=stuck", port);
+  snprintf(auth, sizeof auth, "Authorization: Bearer %s", TOKEN);
+  char *argv[] = {"curl", "-s", "-X", "POST", "-H", auth, "-w", "\n%{http_code}",
+                  url, NULL};
+  char *out = NULL;
+  assert_int_equal(h2t_test_run(argv, 10000, &out), 0);
+  assert_non_null(strstr(out, "\n200"));
+  assert_non_null(strstr(out, "\"canceled\":true"));
+  free(out);
+  assert_int_equal(atomic_load(&cancel_called_id), 501);
+  assert_string_equal(cancel_reason, "stuck");
+
+  r = http("GET", "/debug/requests/501", NULL);
+  json_t *j = body_json(&r);
+  assert_string_equal(json_string_value(json_object_get(j, "state")),
+                      "canceling");
+  assert_string_equal(json_string_value(json_object_get(j, "cancel_reason")),
+                      "stuck");
+  json_t *h = json_object_get(j, "history");
+  json_t *last = json_array_get(h, json_array_size(h) - 1);
+  assert_string_equal(json_string_value(json_object_get(last, "reason")),
+                      "stuck");
+  json_decref(j);
+  resp_free(&r);
+  r = http("POST", "/debug/requests/501/cancel",
+           "Authorization: Bearer " TOKEN "\r\n");
+  assert_int_equal(r.status, 409);
+  resp_free(&r);
+  /* server side too */
+  r = http("POST", "/debug/requests/502/cancel",
+           "Authorization: bearer " TOKEN "\r\n");
+  assert_int_equal(r.status, 200);
+  assert_int_equal(atomic_load(&cancel_called_id), 502);
+  resp_free(&r);
+}
+
+static void test_cancel_disabled_without_token(void **state) {
+  atomic_store(&cancel_called_id, 0);
+  struct resp r = http("POST", "/debug/requests/501/cancel",
+                       "Authorization: Bearer anything\r\n");
+  assert_int_equal(r.status, 403);
+  assert_non_null(strstr(r.body, "cancel disabled"));
+  resp_free(&r);
+  assert_int_equal(atomic_load(&cancel_called_id), 0);
+}
+
+/* Prometheus text format 0.0.4: every sample is `name{labels} value`, every
+ * metric name has a TYPE (and HELP) before its samples, counters end in
+ * _total. */
+static void check_prometheus(const char *text) {
+  char typed[64][80];
+  char types[64][16];
+  int ntyped = 0, nsamples = 0;
+  const char *p = text;
+  while (*p) {
+    const char *eol = strchr(p, '\n');
+    assert_non_null(eol); /* every line ends in \n */
+    char line[512];
+    size_t len = (size_t)(eol - p);
+    assert_true(len < sizeof line);
+    memcpy(line, p, len);
+    line[len] = '\0';
+    p = eol + 1;
+    if (!strncmp(line, "# HELP ", 7))
+      continue;
+    if (!strncmp(line, "# TYPE ", 7)) {
+      char name[80], type[16];
+      assert_int_equal(sscanf(line + 7, "%79s %15s", name, type), 2);
+      assert_true(!strcmp(type, "counter") || !strcmp(type, "gauge"));
+      if (!strcmp(type, "counter"))
+        assert_non_null(strstr(name, "_total"));
+      strcpy(typed[ntyped], name);
+      strcpy(types[ntyped++], type);
+      continue;
+    }
+    assert_true(line[0] != '#');
+    /* name */
+    size_t i = 0;
+    assert_true(isalpha((unsigned char)line[0]) || line[0] == '_');
+    while (isalnum((unsigned char)line[i]) || line[i] == '_' || line[i] == ':')
+      i++;
+    char name[80];
+    memcpy(name, line, i);
+    name[i] = '\0';
+    int found = 0;
+    for (int k = 0; k < ntyped; k++)
+      found |= !strcmp(typed[k], name);
+    if (!found)
+      fprintf(stderr, "untyped metric %s\n", name);
+    assert_true(found);
+    /* labels: {k="v",k="v"} */
+    if (line[i] == '{') {
+      i++;
+      while (line[i] != '}') {
+        assert_true(isalpha((unsigned char)line[i]) || line[i] == '_');
+        while (isalnum((unsigned char)line[i]) || line[i] == '_')
+          i++;
+        assert_int_equal(line[i++], '=');
+        assert_int_equal(line[i++], '"');
+        while (line[i] && line[i] != '"') {
+          if (line[i] == '\\')
+            i++;
+          i++;
+        }
+        assert_int_equal(line[i++], '"');
+        if (line[i] == ',')
+          i++;
+      }
+      i++;
+    }
+    assert_int_equal(line[i++], ' ');
+    char *end;
+    strtod(line + i, &end);
+    assert_true(end > line + i);
+    assert_true(*end == '\0');
+    nsamples++;
+  }
+  assert_true(ntyped >= 8);
+  assert_true(nsamples >= 20);
+}
+
+static uint32_t read_depth(const void *arg) { return *(const uint32_t *)arg; }
+
+static void test_metrics(void **state) {
+  h2t_event gc = {.type = H2T_EV_GOT_CONN};
+  gc.u.got_conn.new_reason = H2T_CONN_MAX_STREAMS;
+  inflight_event(cli, &gc);
+  h2t_event shed = {.type = H2T_EV_SRV_LOAD_SHED};
+  shed.u.load_shed.reason = H2T_SHED_INFLIGHT;
+  shed.u.load_shed.action = H2T_SHED_REFUSED_STREAM;
+  metrics_event(&shed);
+  metrics_writer_queue_add(5);
+  metrics_writer_queue_add(-2);
+  static const uint32_t seven = 7;
+  assert_int_equal(metrics_writer_register(read_depth, &seven), 0);
+  struct inflight_entry *e = inflight_begin(INFLIGHT_CLIENT, 900, "GET",
+                                            "http", "x:1", "/", NULL, NULL);
+  inflight_end(e, H2T_ERR_TIMEOUT);
+
+  struct resp r = http("GET", "/metrics", NULL);
+  assert_int_equal(r.status, 200);
+  assert_true(has_header(&r, "Content-Type: text/plain; version=0.0.4"));
+  check_prometheus(r.body);
+  assert_non_null(strstr(r.body,
+                         "h2t_requests_total{kind=\"client\",outcome=\"timeout\"} 1\n"));
+  assert_non_null(strstr(
+      r.body, "h2t_requests_in_flight{kind=\"client\",state=\"sending\"} 1\n"));
+  assert_non_null(strstr(
+      r.body, "h2t_requests_in_flight{kind=\"server\",state=\"handler\"} 1\n"));
+  assert_non_null(strstr(
+      r.body,
+      "h2t_client_connections_opened_total{reason=\"max_streams\"} 1\n"));
+  assert_non_null(strstr(r.body, "h2t_load_shed_total{reason=\"inflight\","
+                                 "action=\"refused_stream\"} 1\n"));
+  assert_non_null(strstr(r.body, "h2t_writer_queue_depth 10\n"));
+  resp_free(&r);
+  assert_int_equal(metrics_writer_unregister(&seven), 0);
+  assert_int_equal(metrics_writer_unregister(&seven), H2T_ERR_NOT_FOUND);
+  metrics_writer_queue_add(-3);
+}
+
+static void test_connections(void **state) {
+  struct connreg_entry *c = connreg_add(INFLIGHT_CLIENT, 3, "127.0.0.1:8484",
+                                        "slownode:8484");
+  struct connreg_entry *s = connreg_add(INFLIGHT_SERVER, 4, "127.0.0.1:55000",
+                                        NULL);
+  connreg_set_max_streams(c, 100);
+  connreg_stream_open(c);
+  connreg_stream_open(c);
+  connreg_stream_close(c);
+  connreg_reused(c);
+  connreg_bytes(c, 1000, 20);
+  connreg_goaway(s, 1);
+  connreg_stream_open(s);
+  connreg_stream_close(s);
+  connreg_stream_close(s); /* one too many: must not wrap */
+  struct resp r = http("GET", "/debug/connections", NULL);
+  assert_int_equal(r.status, 200);
+  json_t *j = body_json(&r);
+  json_t *list = json_object_get(j, "connections");
+  assert_int_equal(json_array_size(list), 2);
+  for (size_t i = 0; i < 2; i++) {
+    json_t *o = json_array_get(list, i);
+    json_int_t id = json_integer_value(json_object_get(o, "id"));
+    if (id == 3) {
+      assert_string_equal(json_string_value(json_object_get(o, "peer")),
+                          "127.0.0.1:8484");
+      assert_int_equal(json_integer_value(json_object_get(o, "streams_active")), 1);
+      assert_int_equal(json_integer_value(json_object_get(o, "streams_max")), 100);
+      assert_int_equal(json_integer_value(json_object_get(o, "requests")), 2);
+      assert_int_equal(json_integer_value(json_object_get(o, "reuses")), 1);
+      assert_int_equal(json_integer_value(json_object_get(o, "bytes_in")), 1000);
+      assert_true(json_is_null(json_object_get(o, "idle_us")));
+      assert_string_equal(json_string_value(json_object_get(o, "goaway")), "none");
+    } else {
+      assert_int_equal(id, 4);
+      assert_string_equal(json_string_value(json_object_get(o, "kind")), "server");
+      assert_int_equal(json_integer_value(json_object_get(o, "streams_active")), 0);
+      assert_true(json_is_integer(json_object_get(o, "idle_us")));
+      assert_string_equal(json_string_value(json_object_get(o, "goaway")), "sent");
+    }
+  }
+  json_decref(j);
+  resp_free(&r);
+  connreg_remove(c);
+  connreg_remove(s);
+  connreg_remove(NULL);
+}
+
+static void test_profile_endpoint(void **state) {
+  struct inflight_entry *e = inflight_begin(INFLIGHT_CLIENT, 901, "GET",
+                                            "http", "prof:1", "/", NULL, NULL);
+  h2t_event ev = {.type = H2T_EV_WROTE_REQUEST, .t_us = e->start_us + 50};
+  inflight_event(e, &ev);
+  ev.type = H2T_EV_GOT_HEADERS;
+  ev.t_us = e->start_us + 1050;
+  inflight_event(e, &ev);
+  ev.type = H2T_EV_RETRY;
+  inflight_event(e, &ev);
+  inflight_end(e, 0);
+  struct resp r = http("GET", "/debug/profile", NULL);
+  assert_int_equal(r.status, 200);
+  json_t *j = body_json(&r);
+  json_t *rows = json_object_get(j, "by_authority");
+  json_t *row = NULL;
+  for (size_t i = 0; i < json_array_size(rows); i++)
+    if (!strcmp(json_string_value(json_object_get(json_array_get(rows, i),
+                                                  "authority")),
+                "prof:1"))
+      row = json_array_get(rows, i);
+  assert_non_null(row);
+  json_t *w = json_object_get(json_object_get(row, "states"), "wait_response");
+  assert_int_equal(json_integer_value(json_object_get(w, "total_us")), 1000);
+  assert_int_equal(json_integer_value(json_object_get(w, "mean_us")), 1000);
+  json_decref(j);
+  resp_free(&r);
+}
+
+/* The "application loop" is stuck inside a hook; the endpoint answers. */
+static pthread_mutex_t wedge_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wedge_cv = PTHREAD_COND_INITIALIZER;
+static int wedged, release_wedge;
+
+static void stuck_hook(const h2t_event *ev, void *user) {
+  pthread_mutex_lock(&wedge_mu);
+  wedged = 1;
+  pthread_cond_broadcast(&wedge_cv);
+  while (!release_wedge)
+    pthread_cond_wait(&wedge_cv, &wedge_mu);
+  pthread_mutex_unlock(&wedge_mu);
+}
+
+static void *loop_thread(void *arg) {
+  h2t_client_trace tr = {H2T_CLIENT_TRACE_INIT, .got_first_response_byte = stuck_hook};
+  trace_chain tc;
+  trace_chain_clear(&tc, 0);
+  trace_chain_add(&tc, &tr);
+  trace_chain_set_inflight(&tc, cli);
+  h2t_event ev = {.type = H2T_EV_GOT_FIRST_RESPONSE_BYTE, .conn_id = 3,
+                  .stream_id = 17};
+  trace_emit(&tc, &ev);
+  return NULL;
+}
+
+static void test_answers_while_loop_stuck_and_threads(void **state) {
+  pthread_t th;
+  wedged = release_wedge = 0;
+  pthread_create(&th, NULL, loop_thread, NULL);
+  pthread_mutex_lock(&wedge_mu);
+  while (!wedged)
+    pthread_cond_wait(&wedge_cv, &wedge_mu);
+  pthread_mutex_unlock(&wedge_mu);
+
+  uint64_t t0 = h2t_now_us();
+  struct resp r = http("GET", "/debug/requests/501", NULL);
+  assert_int_equal(r.status, 200);
+  json_t *j = body_json(&r);
+  assert_string_equal(json_string_value(json_object_get(j, "state")),
+                      "receiving");
+  json_decref(j);
+  resp_free(&r);
+  assert_true(h2t_now_us() - t0 < 2000000);
+
+  r = http("GET", "/debug/threads", NULL);
+  assert_int_equal(r.status, 200);
+  j = body_json(&r);
+  assert_true(json_integer_value(json_object_get(j, "threads")) >= 3);
+  assert_true(json_integer_value(json_object_get(j, "sampled")) >= 3);
+  json_t *stacks = json_object_get(j, "stacks");
+  int saw_hook = 0, total = 0;
+  for (size_t i = 0; i < json_array_size(stacks); i++) {
+    json_t *s = json_array_get(stacks, i);
+    total += (int)json_integer_value(json_object_get(s, "count"));
+    json_t *frames = json_object_get(s, "frames");
+    assert_true(json_array_size(frames) >= 2);
+    for (size_t k = 0; k < json_array_size(frames); k++)
+      if (strstr(json_string_value(json_array_get(frames, k)), "stuck_hook"))
+        saw_hook = 1;
+  }
+  assert_true(total >= 3);
+  if (!saw_hook)
+    fprintf(stderr, "%s\n", r.body);
+  assert_true(saw_hook); /* the wedged thread, caught where it is stuck */
+  json_decref(j);
+  resp_free(&r);
+
+  pthread_mutex_lock(&wedge_mu);
+  release_wedge = 1;
+  pthread_cond_broadcast(&wedge_cv);
+  pthread_mutex_unlock(&wedge_mu);
+  pthread_join(th, NULL);
+}
+
+/* A client that sends half a request and goes quiet is dropped after the
+ * configured timeout; others are served meanwhile. */
+static void test_slow_client_dropped(void **state) {
+  h2t_diag_config cfg = H2T_DIAG_CONFIG_INIT;
+  cfg.timeout_s = 1;
+  assert_int_equal(h2t_diag_start(&diag, &cfg), 0);
+  port = h2t_diag_port(diag);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+  const char half[] = "GET /debug/requ";
+  assert_int_equal(send(fd, half, sizeof half - 1, MSG_NOSIGNAL),
+                   (ssize_t)(sizeof half - 1));
+  struct resp r = http("GET", "/metrics", NULL);
+  assert_int_equal(r.status, 200);
+  resp_free(&r);
+  uint64_t t0 = h2t_now_us();
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  assert_int_equal(poll(&p, 1, 5000), 1);
+  char buf[256];
+  ssize_t n = recv(fd, buf, sizeof buf, 0);
+  assert_true(n <= 0); /* closed, nothing answered */
+  uint64_t waited = h2t_now_us() - t0;
+  assert_true(waited > 500000 && waited < 4000000);
+  close(fd);
+  h2t_diag_stop(diag);
+  diag = NULL;
+  assert_int_equal(h2t_inflight_disable(), 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_config_checks),
+      cmocka_unit_test(test_slow_client_dropped),
+      cmocka_unit_test_setup_teardown(test_requests_list, setup_token, teardown),
+      cmocka_unit_test_setup_teardown(test_one_request_and_recent, setup_token,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_bad_inputs, setup_token, teardown),
+      cmocka_unit_test_setup_teardown(test_random_requests, setup_token,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_cancel_needs_token, setup_token,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_cancel_disabled_without_token,
+                                      setup_notoken, teardown),
+      cmocka_unit_test_setup_teardown(test_metrics, setup_token, teardown),
+      cmocka_unit_test_setup_teardown(test_connections, setup_token, teardown),
+      cmocka_unit_test_setup_teardown(test_profile_endpoint, setup_token,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_answers_while_loop_stuck_and_threads,
+                                      setup_token, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,106 @@
+/* trace/profile.c: where finished requests spent their time, overall and
+ * per (kind, authority). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <h2trace/inflight.h>
+#include "trace/inflight_int.h"
+
+static int setup(void **state) { return h2t_inflight_enable(NULL); }
+static int teardown(void **state) { return h2t_inflight_disable(); }
+
+/* A client request that queued q µs, waited w µs for its response and
+ * received for r µs.  Event times are in the future of its start, so its
+ * end (now) is clamped to the last event: the durations are exact. */
+static void one(const char *authority, uint64_t q, uint64_t w, uint64_t r,
+                int error) {
+  static uint64_t id = 1;
+  struct inflight_entry *e = inflight_begin(INFLIGHT_CLIENT, id++, "GET",
+                                            "http", authority, "/", NULL, NULL);
+  uint64_t b = e->start_us;
+  h2t_event ev = {.type = H2T_EV_WROTE_REQUEST, .t_us = b + q};
+  inflight_event(e, &ev);
+  ev.type = H2T_EV_GOT_FIRST_RESPONSE_BYTE;
+  ev.t_us = b + q + w;
+  inflight_event(e, &ev);
+  ev.type = H2T_EV_GOT_DATA;
+  ev.t_us = b + q + w + r;
+  inflight_event(e, &ev);
+  ev.type = H2T_EV_RETRY; /* a last step that ends the receiving time */
+  inflight_event(e, &ev);
+  inflight_end(e, error);
+}
+
+static const h2t_inflight_profile_row *row(const h2t_inflight_profile_data *p,
+                                           const char *authority) {
+  for (size_t i = 0; i < p->nrows; i++)
+    if (!strcmp(p->rows[i].authority, authority))
+      return &p->rows[i];
+  return NULL;
+}
+
+static void test_profile_per_authority(void **state) {
+  one("slow:1", 10, 5000, 100, 0);
+  one("slow:1", 30, 7000, 300, H2T_ERR_TIMEOUT);
+  one("fast:1", 20, 100, 10, 0);
+  h2t_inflight_profile_data *p;
+  assert_int_equal(h2t_inflight_profile(&p), 0);
+  assert_int_equal(p->nrows, 2);
+  const h2t_inflight_profile_row *slow = row(p, "slow:1"), *fast = row(p, "fast:1");
+  assert_non_null(slow);
+  assert_non_null(fast);
+  assert_int_equal(slow->kind, H2T_INFLIGHT_CLIENT);
+  assert_int_equal(slow->requests, 2);
+  assert_int_equal(slow->errors, 1);
+  assert_int_equal(slow->states[H2T_IFS_QUEUED].total_us, 40);
+  assert_int_equal(slow->states[H2T_IFS_WAIT_RESPONSE].total_us, 12000);
+  assert_int_equal(slow->states[H2T_IFS_WAIT_RESPONSE].requests, 2);
+  assert_int_equal(slow->states[H2T_IFS_RECEIVING].total_us, 400);
+  assert_int_equal(slow->states[H2T_IFS_DNS].requests, 0);
+  assert_int_equal(slow->total_us, 10 + 5000 + 100 + 30 + 7000 + 300);
+  assert_int_equal(fast->states[H2T_IFS_WAIT_RESPONSE].total_us, 100);
+  const h2t_inflight_profile_row *all = &p->overall[H2T_INFLIGHT_CLIENT];
+  assert_string_equal(all->authority, "*");
+  assert_int_equal(all->requests, 3);
+  assert_int_equal(all->states[H2T_IFS_WAIT_RESPONSE].total_us, 12100);
+  assert_int_equal(p->overall[H2T_INFLIGHT_SERVER].requests, 0);
+  h2t_inflight_profile_free(p);
+}
+
+static void test_many_authorities_share_other(void **state) {
+  char a[32];
+  for (int i = 0; i < 200; i++) {
+    snprintf(a, sizeof a, "host%d:443", i);
+    one(a, 1, 1, 1, 0);
+  }
+  h2t_inflight_profile_data *p;
+  assert_int_equal(h2t_inflight_profile(&p), 0);
+  const h2t_inflight_profile_row *other = row(p, "(other)");
+  assert_non_null(other);
+  assert_int_equal(p->nrows, 129);
+  assert_int_equal(other->requests, 200 - 128);
+  assert_int_equal(p->overall[0].requests, 200);
+  h2t_inflight_profile_free(p);
+}
+
+static void test_profile_off(void **state) {
+  h2t_inflight_profile_data *p;
+  assert_int_equal(h2t_inflight_profile(NULL), H2T_ERR_INVALID_ARG);
+  assert_int_equal(h2t_inflight_profile(&p), H2T_ERR_STATE);
+  assert_null(p);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_profile_per_authority, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_many_authorities_share_other, setup,
+                                      teardown),
+      cmocka_unit_test(test_profile_off),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,120 @@
+/*
+ * In-flight table internals shared by trace/inflight.c, profile.c, dump.c,
+ * metrics.c, connreg.c, stacks.c and diag.c.  h2/ never includes this: its
+ * view is the inflight_ / connreg_ / metrics_ section of trace_int.h.
+ */
+#ifndef H2T_INFLIGHT_INT_H
+#define H2T_INFLIGHT_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <h2trace/inflight.h>
+#include "trace/trace_int.h"
+
+#define IFE_HIST H2T_INFLIGHT_MAX_HISTORY
+#define IFE_TARGET 128 /* "authority\0path\0", truncated to fit */
+#define IFE_STATUS 40
+#define IFE_REASON 32
+#define IFE_CANCELED 1u
+
+/* hist[] packs a step in 8 bytes: state in the top byte, time below. */
+#define IFE_T_MASK ((UINT64_C(1) << 56) - 1)
+
+/*
+ * One request.  The owning loop writes it under `lock` (odd = held) for a
+ * few stores per event.  Readers on other threads never take it: it is also
+ * a sequence count, and a reader keeps its copy only if the count was even
+ * and unchanged around the copy (seqlock, see ife_read), so a reader never
+ * blocks a loop.  Entries live in chunks that are never freed while the
+ * table is on, so a reader may look at a slot that was just recycled: it
+ * checks `live` and the id in its copy.
+ */
+struct inflight_entry {
+  atomic_uint lock;
+  atomic_uchar live;
+  uint8_t kind, state, flags;
+  uint32_t visited; /* bit per state entered */
+  int32_t stream_id;
+  uint64_t id, conn_id, start_us, state_us, bytes_in, bytes_out;
+  inflight_cancel_fn cancel;
+  void *cancel_arg;
+  int32_t error;
+  uint32_t nhist; /* steps ever pushed; hist[] keeps the last IFE_HIST */
+  uint16_t http_status;
+  uint16_t pad_;
+  uint32_t next_free; /* free: next slot + 1 (0: end); live: own slot */
+  uint64_t hist[IFE_HIST];
+  uint32_t state_tot[H2T_IFS_COUNT_]; /* µs per state, saturating */
+  char method[8];
+  char scheme[8];
+  char target[IFE_TARGET];
+  char status[IFE_STATUS];
+  char cancel_reason[IFE_REASON];
+};
+
+_Static_assert(sizeof(struct inflight_entry) <= 512,
+               "an in-flight entry must fit in 512 bytes");
+
+#define IFL_CHUNK 1024
+
+struct ifl_table {
+  pthread_mutex_t mu; /* freelist and chunk growth */
+  size_t max_entries, max_chunks, allocated;
+  struct inflight_entry **chunks;
+  atomic_size_t nchunks;
+  uint32_t free_head;
+  atomic_size_t live;
+  atomic_uint_fast64_t dropped; /* begins refused: table full */
+  atomic_uint_fast64_t gen;     /* bumped each time the table is made */
+
+  struct inflight_entry *ring; /* recent: slot seq % ring_cap */
+  size_t ring_cap;
+  atomic_uint_fast64_t ring_seq; /* next sequence number to write */
+};
+
+extern struct ifl_table ifl;
+extern atomic_int ifl_on;
+/* Readers hold it shared; h2t_inflight_disable() exclusive. */
+extern pthread_rwlock_t ifl_life;
+/* Users that keep the table alive (diag endpoint, signal dump). */
+extern atomic_int ifl_users;
+
+/* Writers (the owning loop; cancel and status from other threads) */
+void ife_lock(struct inflight_entry *e);
+void ife_unlock(struct inflight_entry *e);
+/* Readers: a consistent private copy without blocking writers (seqlock). */
+int ife_read(struct inflight_entry *dst, const struct inflight_entry *src);
+
+/* Call fn on a private copy of each live entry (never blocks the entry's
+ * writer); stop when fn returns non-zero (that value is returned).  Caller
+ * holds ifl_life shared. */
+int ifl_foreach_read(int (*fn)(const struct inflight_entry *copy, void *arg),
+                     void *arg);
+
+/* Convert a private copy to the public struct; now_us for current durations. */
+void ife_to_info(const struct inflight_entry *e, uint64_t now_us,
+                 h2t_inflight_info *out);
+
+/* Turn on with defaults if off (diag endpoint, signal dump).  0 or error. */
+int ifl_ensure_on(void);
+
+/* profile.c */
+int profile_init(void);
+void profile_fini(void);
+void profile_add(const struct inflight_entry *done);
+
+/* metrics.c */
+void metrics_request_done(int kind, int error);
+void metrics_got_conn(const h2t_event *ev);
+void metrics_reset(void);
+
+/* stacks.c: install/remove the sampling signal; sample all threads into a
+ * JSON-ready aggregate (caller frees with stacks_free). */
+int stacks_init(void);
+void stacks_fini(void);
+
+/* dump.c */
+void fmt_duration(char *buf, size_t len, uint64_t us);
+
+#endif
