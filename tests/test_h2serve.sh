@@ -164,4 +164,13 @@ sleep 0.2
 stop
 wait "$CURL"
 [ "$(cat "$T/late")" = "delayed 500 ms" ] || fail "in-flight stream lost on shutdown"
+# --- h2bench writer: a tiny run of every mode, and its ratios ---------------
+HB="$2/bin/h2bench"
+if [ -x "$HB" ]; then
+  out=$("$HB" writer -n 300 --rounds 1 --conns 1 --body 6 --h2c 2>&1) || fail "h2bench writer: $out"
+  for w in "reused/spawn" "reused/inline" "  reused " "  spawn " "  inline " "p50" "p99"; do
+    echo "$out" | grep -q -- "$w" || fail "h2bench writer output lacks '$w': $out"
+  done
+  "$HB" writer --modes fast >/dev/null 2>&1; [ $? -eq 2 ] || fail "h2bench writer bad args"
+fi
 echo "OK"
