@@ -24,6 +24,7 @@
 #define TLS_RECORD 16384
 #define HELD_BODY_MAX (16u << 20)
 #define CONN_WINDOW (16 << 20)
+#define FLUSH_PIECE 32768
 
 struct srv_conn {
   srv_conn *next, *prev; /* s->conns */
@@ -33,7 +34,8 @@ struct srv_conn {
   uint64_t id;
   nghttp2_session *sess;
   SSL *ssl;
-  BIO *rbio, *wbio;
+  BIO *rbio;
+  srv_tls_sink sink;
   wconn *wc;
   ev_io rio;
   ev_timer timer;
@@ -126,15 +128,13 @@ static int out_reserve(srv_conn *c, size_t n) {
   return 0;
 }
 
-static int drain_wbio(srv_conn *c) {
-  size_t n = BIO_ctrl_pending(c->wbio);
-  if (!n)
-    return 0;
-  if (out_reserve(c, n) != 0)
+/* TLS output (records, alerts, handshake) lands here. */
+static int tls_sink(void *arg, const uint8_t *data, size_t len) {
+  srv_conn *c = arg;
+  if (out_reserve(c, len) != 0)
     return -1;
-  int r = BIO_read(c->wbio, c->out + c->outlen, (int)n);
-  if (r > 0)
-    c->outlen += (size_t)r;
+  memcpy(c->out + c->outlen, data, len);
+  c->outlen += len;
   return 0;
 }
 
@@ -147,7 +147,7 @@ static int tls_encrypt(srv_conn *c) {
     ERR_clear_error();
     return -1;
   }
-  return drain_wbio(c);
+  return 0;
 }
 
 static int out_append(srv_conn *c, const uint8_t *data, size_t n) {
@@ -226,15 +226,18 @@ static void conn_flush(srv_conn *c) {
         conn_finish(c, 1);
         return;
       }
+      /* A big TLS flush goes out in pieces: the writer (and the peer)
+       * start on the first while we encrypt the rest.  (For h2c there is
+       * nothing to overlap: one item is cheaper.) */
+      if (c->ssl && c->outlen >= FLUSH_PIECE && push_out(c) != 0) {
+        conn_finish(c, 1);
+        return;
+      }
     }
     if (c->ssl && tls_encrypt(c) != 0) {
       conn_finish(c, 1);
       return;
     }
-  }
-  if (c->ssl && drain_wbio(c) != 0) {
-    conn_finish(c, 1);
-    return;
   }
   if (push_out(c) != 0) {
     conn_finish(c, 1);
@@ -845,9 +848,8 @@ static void conn_finish(srv_conn *c, int abort) {
   }
   nghttp2_session_del(c->sess);
   if (!abort && c->ssl && c->tls_done) {
-    SSL_shutdown(c->ssl); /* close_notify, into the write BIO */
+    SSL_shutdown(c->ssl); /* close_notify, into the output */
     ERR_clear_error();
-    drain_wbio(c);
   }
   if (c->ssl)
     SSL_free(c->ssl);
@@ -942,8 +944,7 @@ static int tls_feed(srv_conn *c, const uint8_t *data, size_t len) {
       if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
         return 0;
       tls_handshake_trace(c, H2T_ERR_TLS);
-      drain_wbio(c); /* the alert */
-      push_out(c);
+      push_out(c); /* the alert */
       return -1;
     }
     const unsigned char *alpn = NULL;
@@ -1106,7 +1107,8 @@ void srv_conn_accept(h2t_server *s, srv_listener *l, int fd) {
                                             CONN_WINDOW) != 0)
     goto fail;
   if (l->ssl_ctx) {
-    c->ssl = srv_tls_conn_new(l->ssl_ctx, &c->rbio, &c->wbio);
+    c->sink = (srv_tls_sink){tls_sink, c};
+    c->ssl = srv_tls_conn_new(l->ssl_ctx, &c->rbio, &c->sink);
     if (!c->ssl)
       goto fail;
   }

@@ -60,9 +60,16 @@ uint32_t writer_depth_max(const srv_writer *w);
 /* A server SSL_CTX with the cert/key, TLS >= 1.2, h2-safe ciphers and ALPN
  * that selects "h2".  NULL on failure. */
 SSL_CTX *srv_tls_ctx_new(const char *cert_file, const char *key_file);
-/* An SSL in accept state on memory BIOs: *rbio gets ciphertext from the
- * socket, *wbio gives ciphertext for the socket.  NULL on failure. */
-SSL *srv_tls_conn_new(SSL_CTX *ctx, BIO **rbio, BIO **wbio);
+/* Where an SSL's output goes: fn(arg, bytes, len), 0 or -1. */
+typedef struct srv_tls_sink {
+  int (*fn)(void *arg, const uint8_t *data, size_t len);
+  void *arg;
+} srv_tls_sink;
+
+/* An SSL in accept state: *rbio (a memory BIO) takes ciphertext from the
+ * socket; ciphertext for the socket goes to sink, which must outlive the
+ * SSL.  NULL on failure. */
+SSL *srv_tls_conn_new(SSL_CTX *ctx, BIO **rbio, srv_tls_sink *sink);
 
 /* --- server, connections, requests ------------------------------------- */
 
@@ -82,6 +89,7 @@ struct srv_listener {
   int port;
   SSL_CTX *ssl_ctx; /* NULL: h2c */
   ev_io io;
+  ev_timer backoff; /* out of fds: pause accepting for a moment */
 };
 
 #define SRV_MAX_LISTENERS 8
