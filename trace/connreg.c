@@ -1,6 +1,7 @@
 /* Connection registry: what GET /debug/connections lists.  h2/ adds and
- * removes entries (a mutex, once per connection) and bumps counters
- * (relaxed atomics, no lock); readers copy under the mutex. */
+ * removes entries (a mutex, once per connection) and bumps counters from
+ * the connection's loop thread only, so a bump is a relaxed load and store
+ * (no locked instruction); readers copy under the mutex. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,24 +61,29 @@ void connreg_remove(struct connreg_entry *c) {
   free(c);
 }
 
+#define BUMP(field, n)                                                         \
+  atomic_store_explicit(&(field),                                              \
+                        atomic_load_explicit(&(field), memory_order_relaxed) + \
+                            (n),                                               \
+                        memory_order_relaxed)
+
 void connreg_stream_open(struct connreg_entry *c) {
   if (!c)
     return;
-  atomic_fetch_add_explicit(&c->active, 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&c->requests, 1, memory_order_relaxed);
-  atomic_store_explicit(&c->idle_since, 0, memory_order_relaxed);
+  if (!atomic_load_explicit(&c->active, memory_order_relaxed))
+    atomic_store_explicit(&c->idle_since, 0, memory_order_relaxed);
+  BUMP(c->active, 1);
+  BUMP(c->requests, 1);
 }
 
 void connreg_stream_close(struct connreg_entry *c) {
   if (!c)
     return;
   unsigned a = atomic_load_explicit(&c->active, memory_order_relaxed);
-  /* never wrap below zero if h2/ closes a stream it did not open here */
-  while (a && !atomic_compare_exchange_weak_explicit(
-                  &c->active, &a, a - 1, memory_order_relaxed,
-                  memory_order_relaxed))
-    ;
-  if (a <= 1)
+  if (!a) /* never below zero if h2/ closes a stream it did not open here */
+    return;
+  atomic_store_explicit(&c->active, a - 1, memory_order_relaxed);
+  if (a == 1)
     atomic_store_explicit(&c->idle_since, h2t_now_us(), memory_order_relaxed);
 }
 
@@ -88,7 +94,7 @@ void connreg_set_max_streams(struct connreg_entry *c, uint32_t max) {
 
 void connreg_reused(struct connreg_entry *c) {
   if (c)
-    atomic_fetch_add_explicit(&c->reuses, 1, memory_order_relaxed);
+    BUMP(c->reuses, 1);
 }
 
 void connreg_goaway(struct connreg_entry *c, int sent) {
@@ -100,9 +106,9 @@ void connreg_bytes(struct connreg_entry *c, uint64_t in, uint64_t out) {
   if (!c)
     return;
   if (in)
-    atomic_fetch_add_explicit(&c->bytes_in, in, memory_order_relaxed);
+    BUMP(c->bytes_in, in);
   if (out)
-    atomic_fetch_add_explicit(&c->bytes_out, out, memory_order_relaxed);
+    BUMP(c->bytes_out, out);
 }
 
 int h2t_inflight_connections(h2t_inflight_conn **out, size_t *n) {

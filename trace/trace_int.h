@@ -124,9 +124,11 @@ uint64_t inflight_mask(inflight_kind kind);
 /*
  * --- Connection registry (trace/connreg.c), for GET /debug/connections ---
  * h2/ registers each client and server connection when it is established
- * and removes it when it is freed; in between it bumps counters (atomic, no
- * lock, any thread).  connreg_add() returns NULL while the in-flight table
- * is off, and every function accepts NULL, so h2/ needs no special case.
+ * and removes it when it is freed; in between it bumps counters, from the
+ * connection's loop thread only (they are plain relaxed stores: no lock,
+ * no locked instruction; GOAWAY flags may come from any thread).
+ * connreg_add() returns NULL while the in-flight table is off, and every
+ * function accepts NULL, so h2/ needs no special case.
  */
 struct connreg_entry;
 struct connreg_entry *connreg_add(inflight_kind kind, uint64_t conn_id,
