@@ -306,11 +306,80 @@ static void test_cancel_server_side(void **state) {
   assert_int_equal(atomic_load(&client_error), H2T_ERR_STREAM_RESET);
 }
 
+/* Twenty 20 ms requests: the profile says where they waited, on both
+ * sides, and /metrics counts them. */
+static void *run_many(void *arg) {
+  const char *url = arg;
+  h2t_client *c;
+  if (h2t_client_new(&c, NULL) != 0)
+    return NULL;
+  for (int i = 0; i < 20; i++) {
+    h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = url, .on_done = on_done};
+    h2t_request_submit(c, &o, NULL);
+  }
+  h2t_client_run(c);
+  h2t_client_del(c);
+  return NULL;
+}
+
+static json_t *profile_row(json_t *rows, const char *kind, const char *auth) {
+  for (size_t i = 0; i < json_array_size(rows); i++) {
+    json_t *r = json_array_get(rows, i);
+    if (!strcmp(json_string_value(json_object_get(r, "kind")), kind) &&
+        !strcmp(json_string_value(json_object_get(r, "authority")), auth))
+      return r;
+  }
+  return NULL;
+}
+
+static void test_profile_of_real_requests(void **state) {
+  char url[128], auth[32];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/delay?ms=20", srv_port);
+  snprintf(auth, sizeof auth, "127.0.0.1:%d", srv_port);
+  pthread_t ct;
+  pthread_create(&ct, NULL, run_many, url);
+  pthread_join(ct, NULL);
+  assert_int_equal(atomic_load(&client_error), 0);
+  for (int i = 0; i < 200; i++) { /* the server side ends a moment later */
+    h2t_inflight_info *arr;
+    size_t n;
+    h2t_inflight_snapshot(&arr, &n);
+    h2t_inflight_free(arr);
+    if (!n)
+      break;
+    usleep(10000);
+  }
+  json_t *j = get_json("/debug/profile");
+  json_t *rows = json_object_get(j, "by_authority");
+  json_t *c = profile_row(rows, "client", auth), *s = profile_row(rows, "server", auth);
+  assert_non_null(c);
+  assert_non_null(s);
+  assert_true(json_integer_value(json_object_get(c, "requests")) >= 20);
+  json_t *w = json_object_get(json_object_get(c, "states"), "wait_response");
+  assert_non_null(w);
+  assert_true(json_integer_value(json_object_get(w, "mean_us")) >= 15000);
+  json_t *h = json_object_get(json_object_get(s, "states"), "handler");
+  assert_non_null(h);
+  assert_true(json_integer_value(json_object_get(h, "mean_us")) >= 15000);
+  json_decref(j);
+
+  int st;
+  char *m = http("GET", "/metrics", NULL, &st);
+  assert_int_equal(st, 200);
+  const char *k = strstr(m, "h2t_requests_total{kind=\"server\",outcome=\"ok\"} ");
+  assert_non_null(k);
+  assert_true(atoi(k + strlen("h2t_requests_total{kind=\"server\",outcome=\"ok\"} ")) >= 20);
+  assert_non_null(strstr(m, "h2t_server_connections_accepted_total "));
+  free(m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_slow_request_seen_and_canceled,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(test_cancel_server_side, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_profile_of_real_requests, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
