@@ -64,7 +64,7 @@ struct ifl_table {
   struct inflight_entry **chunks;
   atomic_size_t nchunks;
   uint32_t free_head;
-  atomic_size_t live;
+  atomic_size_t live;            /* begun and not ended (see disable) */
   atomic_uint_fast64_t dropped; /* begins refused: table full */
   atomic_uint_fast64_t gen;     /* bumped each time the table is made */
 
@@ -99,7 +99,7 @@ void ife_to_info(const struct inflight_entry *e, uint64_t now_us,
 /* Turn on with defaults if off (diag endpoint, signal dump).  0 or error. */
 int ifl_ensure_on(void);
 
-/* profile.c */
+/* profile.c; profile_add() is called with the entry locked */
 int profile_init(void);
 void profile_fini(void);
 void profile_add(const struct inflight_entry *done);
@@ -109,8 +109,8 @@ void metrics_request_done(int kind, int error);
 void metrics_got_conn(const h2t_event *ev);
 void metrics_reset(void);
 
-/* stacks.c: install/remove the sampling signal; sample all threads into a
- * JSON-ready aggregate (caller frees with stacks_free). */
+/* stacks.c: install / remove the thread-sampling signal (the sampling
+ * itself is h2t_diag_threads_json()). */
 int stacks_init(void);
 void stacks_fini(void);
 
