@@ -63,9 +63,12 @@ static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status,
                                  json_t *j, int cors) {
   char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
   json_decref(j);
-  if (!s)
-    return send_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "text/plain",
-                     strdup("out of memory\n"), 14, 0);
+  if (!s) {
+    char *msg = strdup("out of memory\n");
+    return msg ? send_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "text/plain",
+                           msg, strlen(msg), 0)
+               : MHD_NO; /* drop the connection: nothing to say it with */
+  }
   return send_text(c, status, "application/json", s, strlen(s), cors);
 }
 
