@@ -414,8 +414,9 @@ static void req_headers_done(h2t_server_req *r) {
   h2t_server *s = r->s;
   r->headers_done = 1;
   s->st.requests++;
-  r->ife = inflight_begin(INFLIGHT_SERVER, r->id, r->method, r->scheme,
-                          r->authority, r->path, srv_cancel_post, s);
+  r->ife = inflight_begin_at(INFLIGHT_SERVER, r->id, r->method, r->scheme,
+                             r->authority, r->path, srv_cancel_post, s,
+                             r->t_start); /* inflight: no extra clock read */
   if (r->ife)
     trace_chain_set_inflight(&r->tc, r->ife);
   if (TRACE_WANTS(&r->tc, H2T_EV_SRV_REQUEST_HEADERS)) {

@@ -324,6 +324,16 @@ struct inflight_entry *inflight_begin(inflight_kind kind, uint64_t req_id,
                                       const char *authority, const char *path,
                                       inflight_cancel_fn cancel,
                                       void *cancel_arg) {
+  return inflight_begin_at(kind, req_id, method, scheme, authority, path,
+                           cancel, cancel_arg, 0);
+}
+
+struct inflight_entry *inflight_begin_at(inflight_kind kind, uint64_t req_id,
+                                         const char *method, const char *scheme,
+                                         const char *authority,
+                                         const char *path,
+                                         inflight_cancel_fn cancel,
+                                         void *cancel_arg, uint64_t start_us) {
   if (!atomic_load_explicit(&ifl_on, memory_order_relaxed))
     return NULL;
   /* counted live before looking again: see h2t_inflight_disable() */
@@ -352,7 +362,7 @@ struct inflight_entry *inflight_begin(inflight_kind kind, uint64_t req_id,
   uint32_t idx = tc->idx[--tc->n];
   struct inflight_entry *e = slot(idx);
 
-  uint64_t now = h2t_now_us();
+  uint64_t now = start_us ? start_us : h2t_now_us();
   ife_lock(e);
   e->kind = (uint8_t)kind;
   e->flags = 0;

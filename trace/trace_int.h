@@ -111,6 +111,14 @@ struct inflight_entry *inflight_begin(inflight_kind kind, uint64_t req_id,
                                       const char *authority, const char *path,
                                       inflight_cancel_fn cancel,
                                       void *cancel_arg);
+/* The same with the start time h2/ already read (h2t_now_us() clock; 0:
+ * read it here): one clock read less per request. */
+struct inflight_entry *inflight_begin_at(inflight_kind kind, uint64_t req_id,
+                                         const char *method, const char *scheme,
+                                         const char *authority,
+                                         const char *path,
+                                         inflight_cancel_fn cancel,
+                                         void *cancel_arg, uint64_t start_us);
 void inflight_event(struct inflight_entry *e, const h2t_event *ev);
 void inflight_set_status(struct inflight_entry *e, const char *text);
 /* The client queued the request because every connection it may use is at
