@@ -568,8 +568,9 @@ void inflight_end(struct inflight_entry *e, int error) {
   e->error = error;
   /* straight from the entry, under its lock (lock order: entry, then ring
    * slot or profile; their readers never take an entry lock) */
-  ring_push(e);
+  /* profile first: its lock would otherwise wait for the ring's stores */
   profile_add(e);
+  ring_push(e);
   uint32_t idx = e->next_free;
   int kind = e->kind;
   atomic_store_explicit(&e->live, 0, memory_order_relaxed);
