@@ -531,6 +531,8 @@ int main(int argc, char **argv) {
   }
   if (h2c == tls)
     return bad("%s", "give exactly one of --h2c or --tls CERT KEY");
+  if (diag_token && !diag_listen)
+    return bad("%s", "--diag-token needs --diag");
   if (!have_port)
     return bad("%s", "--port is required (0: any free port)");
   struct stat st;
@@ -569,8 +571,6 @@ int main(int argc, char **argv) {
 
   /* --- diagnostics endpoint and SIGUSR1 report (--diag) --- */
   h2t_diag *diag = NULL;
-  if (diag_token && !diag_listen)
-    return bad("%s", "--diag-token needs --diag");
   if (diag_listen) {
     h2t_diag_config dc = H2T_DIAG_CONFIG_INIT;
     dc.listen = diag_listen;
