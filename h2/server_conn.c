@@ -363,6 +363,14 @@ static h2t_server_req *req_new(srv_conn *c, int32_t sid) {
     s->reqs->prev = r;
   s->reqs = r;
   c->nreqs++;
+  /* From the first header byte: a request that trickles its headers is
+   * timed out too. */
+  if (s->cfg.stream_timeout_ms) {
+    ev_timer_init(&r->timeout, stream_timeout_cb,
+                  s->cfg.stream_timeout_ms / 1000.0, 0.);
+    r->timeout.data = r;
+    ev_timer_start(s->loop, &r->timeout);
+  }
   return r;
 }
 
@@ -414,12 +422,6 @@ static void req_headers_done(h2t_server_req *r) {
     ev.u.request_headers.authority = r->authority;
     ev.u.request_headers.scheme = r->scheme;
     emit_req(r, &ev);
-  }
-  if (s->cfg.stream_timeout_ms) {
-    ev_timer_init(&r->timeout, stream_timeout_cb,
-                  s->cfg.stream_timeout_ms / 1000.0, 0.);
-    r->timeout.data = r;
-    ev_timer_start(s->loop, &r->timeout);
   }
   if (r->shed503) {
     s->st.shed_503++;
