@@ -50,7 +50,7 @@ struct srv_conn {
   int32_t reset_ring[32]; /* streams we reset lately: see on_begin_frame */
   unsigned reset_pos;
   unsigned flush_queued : 1, tls_done : 1, ready : 1, goaway : 1,
-      input_dead : 1, read_paused : 1, blocked : 1;
+      input_dead : 1, read_paused : 1, blocked : 1, dying : 1;
   struct connreg_entry *reg; /* inflight: /debug/connections, or NULL */
 };
 
@@ -85,7 +85,7 @@ static void emit_req(h2t_server_req *r, h2t_event *ev) {
 }
 
 static void schedule_flush(srv_conn *c) {
-  if (c->flush_queued)
+  if (c->flush_queued || c->dying)
     return;
   c->flush_queued = 1;
   c->flush_next = c->s->flush_head;
@@ -368,6 +368,14 @@ static h2t_server_req *req_new(srv_conn *c, int32_t sid) {
     s->reqs->prev = r;
   s->reqs = r;
   c->nreqs++;
+  /* From the first header byte: a request that trickles its headers is
+   * timed out too. */
+  if (s->cfg.stream_timeout_ms) {
+    ev_timer_init(&r->timeout, stream_timeout_cb,
+                  s->cfg.stream_timeout_ms / 1000.0, 0.);
+    r->timeout.data = r;
+    ev_timer_start(s->loop, &r->timeout);
+  }
   return r;
 }
 
@@ -426,12 +434,6 @@ static void req_headers_done(h2t_server_req *r) {
     ev.u.request_headers.authority = r->authority;
     ev.u.request_headers.scheme = r->scheme;
     emit_req(r, &ev);
-  }
-  if (s->cfg.stream_timeout_ms) {
-    ev_timer_init(&r->timeout, stream_timeout_cb,
-                  s->cfg.stream_timeout_ms / 1000.0, 0.);
-    r->timeout.data = r;
-    ev_timer_start(s->loop, &r->timeout);
   }
   if (r->shed503) {
     s->st.shed_503++;
@@ -828,6 +830,9 @@ static void callbacks_init(void) {
 
 static void conn_finish(srv_conn *c, int abort) {
   h2t_server *s = c->s;
+  /* on_close callbacks below may answer other requests of this
+   * connection: they must not queue it for a flush any more. */
+  c->dying = 1;
   if (c->flush_queued) {
     for (srv_conn **p = &s->flush_head; *p; p = &(*p)->flush_next)
       if (*p == c) {
@@ -904,7 +909,8 @@ static int feed(srv_conn *c, const uint8_t *data, size_t len) {
    * is written. */
   c->input_dead = 1;
   nghttp2_session_terminate_session(
-      c->sess, rv == NGHTTP2_ERR_FLOODED ? NGHTTP2_ENHANCE_YOUR_CALM
+      c->sess, rv == NGHTTP2_ERR_FLOODED  ? NGHTTP2_ENHANCE_YOUR_CALM
+               : rv == NGHTTP2_ERR_NOMEM ? NGHTTP2_INTERNAL_ERROR
                                          : NGHTTP2_PROTOCOL_ERROR);
   ev_io_stop(c->s->loop, &c->rio);
   return -1;

@@ -27,6 +27,9 @@
 #include "h2/srv_int.h"
 
 #define WRITER_IOV 64
+/* SPAWN: one thread writes at most one frame's worth, like Go's
+ * writeFrameAsync (one goroutine per frame that does not fit the buffer). */
+#define SPAWN_WRITE (16384 + 9)
 #define SLEEP_FUTEX 1 /* w->sleeping: in futex_wait on it */
 #define SLEEP_POLL 2  /* in poll() on the eventfd and blocked sockets */
 #define CLOSE_DRAIN_US (5 * 1000000ull) /* bound on draining a closing conn */
@@ -73,6 +76,7 @@ struct wconn {
   /* SPAWN */
   pthread_t th;
   int th_active;
+  size_t spawn_base; /* head->off when the thread started */
 };
 
 struct srv_writer {
@@ -495,9 +499,9 @@ static void *writer_thread(void *arg) {
 static void *spawn_thread(void *arg) {
   wconn *wc = arg;
   witem *it = wc->head;
-  while (it->off < it->len) {
-    ssize_t r = send(wc->fd, it->buf + it->off, it->len - it->off,
-                     MSG_NOSIGNAL);
+  size_t end = it->len - it->off > SPAWN_WRITE ? it->off + SPAWN_WRITE : it->len;
+  while (it->off < end) {
+    ssize_t r = send(wc->fd, it->buf + it->off, end - it->off, MSG_NOSIGNAL);
     if (r < 0) {
       if (errno == EINTR)
         continue;
@@ -528,6 +532,7 @@ static void spawn_next(wconn *wc) {
       continue;
     }
     wc->th_active = 1;
+    wc->spawn_base = wc->head->off;
     atomic_fetch_add(&wc->refs, 1);
     atomic_fetch_add(&w->spawned, 1);
     if (pthread_create(&wc->th, NULL, spawn_thread, wc) != 0) {
@@ -541,7 +546,7 @@ static void spawn_next(wconn *wc) {
   }
 }
 
-/* The spawned thread finished its item (on the loop). */
+/* The spawned thread finished its write (on the loop). */
 static void spawn_done(wconn *wc) {
   if (!wc->th_active)
     return;
@@ -549,12 +554,14 @@ static void spawn_done(wconn *wc) {
   wc->th_active = 0;
   atomic_fetch_sub(&wc->w->spawned, 1);
   witem *it = wc->head;
-  wc->head = it->next;
-  if (!wc->head)
-    wc->tail = NULL;
-  atomic_fetch_sub(&wc->queued, it->len);
-  depth_sub(wc->w, 1);
-  item_free(wc->w, it);
+  atomic_fetch_sub(&wc->queued, it->off - wc->spawn_base);
+  if (it->off == it->len) {
+    wc->head = it->next;
+    if (!wc->head)
+      wc->tail = NULL;
+    depth_sub(wc->w, 1);
+    item_free(wc->w, it);
+  }
   wconn_unref(wc); /* the thread's reference */
   if (atomic_load(&wc->failed))
     drop_items(wc);
