@@ -21,9 +21,9 @@ fail() {
   echo "--- h2serve stderr"; cat "$T/err" 2>/dev/null
   exit 1
 }
-# poll CMD... : up to 5 s until CMD succeeds
+# poll CMD... : up to 15 s until CMD succeeds (slow when the machine is busy)
 poll() {
-  for _ in $(seq 100); do
+  for _ in $(seq 300); do
     "$@" && return 0
     sleep 0.05
   done
@@ -50,13 +50,13 @@ DPORT=$(sed -n 's/.*diagnostics on http:\/\/127\.0\.0\.1:\([0-9]*\)\/.*/\1/p' \
 D="http://127.0.0.1:$DPORT"
 
 curl -s --http2-prior-knowledge -o /dev/null -w '%{http_code}' \
-  "http://127.0.0.1:$PORT/delay?ms=20000" >"$T/code" 2>/dev/null &
+  "http://127.0.0.1:$PORT/delay?ms=60000" >"$T/code" 2>/dev/null &
 CPID=$!
 PIDS+=("$CPID")
 
 listed() {
   curl -s "$D/debug/requests" >"$T/list" &&
-    grep -q '"path":"/delay?ms=20000"' "$T/list" &&
+    grep -q '"path":"/delay?ms=60000"' "$T/list" &&
     grep -q '"state":"handler"' "$T/list"
 }
 poll listed || fail "slow request not listed: $(cat "$T/list")"
@@ -74,7 +74,7 @@ kill -USR1 "$PID"
 reported() {
   grep -q "In-flight HTTP/2 requests (1):" "$T/err" &&
     grep -q "1 in flight, oldest" "$T/err" &&
-    grep -q "  GET /delay?ms=20000 for .*\[in handler: sleeping, conn #[0-9]* stream 1\]" "$T/err"
+    grep -q "  GET /delay?ms=60000 for .*\[in handler: sleeping, conn #[0-9]* stream 1\]" "$T/err"
 }
 poll reported || fail "no SIGUSR1 report"
 kill -0 "$PID" || fail "h2serve died of SIGUSR1"
@@ -90,7 +90,7 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -X POST \
 [ "$code" = 200 ] || fail "cancel: $code"
 
 # curl sees its stream reset, well before the 20 s delay
-for _ in $(seq 100); do
+for _ in $(seq 300); do
   kill -0 "$CPID" 2>/dev/null || break
   sleep 0.05
 done

@@ -497,6 +497,54 @@ static void test_10k_snapshot_quiet(void **state) {
   free(e);
 }
 
+/* Cancels racing with ends: cancel_fn only ever runs while its request
+ * exists (the owner clears `alive` after inflight_end returns). */
+#define RACE_N 20000
+static atomic_uint_fast64_t race_current; /* id begun and not yet ended */
+static atomic_int race_alive, race_stop, race_bad, race_canceled;
+
+static void race_cancel_fn(void *arg, uint64_t id, const char *why) {
+  if (!atomic_load(&race_alive) || atomic_load(&race_current) != id)
+    atomic_store(&race_bad, 1);
+  atomic_fetch_add(&race_canceled, 1);
+}
+
+static void *race_canceler(void *arg) {
+  while (!atomic_load(&race_stop)) {
+    uint64_t id = atomic_load(&race_current);
+    if (id)
+      h2t_inflight_cancel(id, "race");
+  }
+  return NULL;
+}
+
+static void test_cancel_races_end(void **state) {
+  pthread_t th;
+  pthread_create(&th, NULL, race_canceler, NULL);
+  for (uint64_t id = 1; id <= RACE_N; id++) {
+    atomic_store(&race_current, id + 900000);
+    atomic_store(&race_alive, 1);
+    struct inflight_entry *e = inflight_begin(
+        INFLIGHT_CLIENT, id + 900000, "GET", "http", "race:1", "/", race_cancel_fn, NULL);
+    h2t_event ev = {.type = H2T_EV_GOT_DATA, .t_us = h2t_now_us()};
+    inflight_event(e, &ev);
+    if (id % 100 == 0) { /* now and then, live long enough to be canceled */
+      int before = atomic_load(&race_canceled);
+      uint64_t t0 = h2t_now_us();
+      while (atomic_load(&race_canceled) == before && h2t_now_us() - t0 < 2000)
+        ;
+    }
+    inflight_end(e, 0);
+    atomic_store(&race_alive, 0);
+  }
+  atomic_store(&race_stop, 1);
+  pthread_join(th, NULL);
+  printf("# %d requests, %d canceled while racing their end\n", RACE_N,
+         atomic_load(&race_canceled));
+  assert_int_equal(atomic_load(&race_bad), 0);
+  assert_true(atomic_load(&race_canceled) > 0);
+}
+
 static void test_state_change_cost(void **state) {
   struct inflight_entry *e = client_req(31337, "bench:1", "/");
   enum { N = 1000000 };
@@ -539,6 +587,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_10k_concurrent_snapshot, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_10k_snapshot_quiet, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_cancel_races_end, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_change_cost, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -234,7 +234,9 @@ static void test_slow_request_seen_and_canceled(void **state) {
   assert_int_equal(json_integer_value(json_object_get(cc, "streams_active")), 1);
   assert_int_equal(json_integer_value(json_object_get(cc, "requests")), 1);
   assert_true(json_integer_value(json_object_get(cc, "bytes_out")) > 0);
-  assert_true(json_integer_value(json_object_get(cc, "streams_max")) >= 1);
+  /* streams_max: 0 until the server's SETTINGS have been read, which may
+   * come after the request left */
+  assert_true(json_is_integer(json_object_get(cc, "streams_max")));
   /* and the server's end of it, with its peer */
   json_t *sc = NULL;
   for (size_t i = 0; i < json_array_size(conns); i++)

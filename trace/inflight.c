@@ -84,13 +84,22 @@ NO_TSAN static void racy_copy(struct inflight_entry *dst,
 _Static_assert(sizeof(struct inflight_entry) % sizeof(uint64_t) == 0,
                "entries are copied in 8-byte words");
 
-int ife_read(struct inflight_entry *dst, const struct inflight_entry *src) {
+/* A write section is a few stores, but its writer may be preempted in it:
+ * then yield so that it can finish, and after 100 ms give up on this entry
+ * (a reader never makes a writer wait; it only ever waits for one). */
+static int raw_read(struct inflight_entry *dst, const struct inflight_entry *src) {
   struct inflight_entry *e = (struct inflight_entry *)src;
-  for (unsigned tries = 0; tries < 200; tries++) {
+  uint64_t t0 = 0;
+  for (unsigned tries = 0;; tries++) {
     unsigned s1 = atomic_load_explicit(&e->lock, memory_order_acquire);
     if (s1 & 1u) {
-      if (tries > 32)
-        sched_yield();
+      if (tries < 32)
+        continue;
+      if (!t0)
+        t0 = h2t_now_us();
+      else if (h2t_now_us() - t0 > 100000)
+        return -1;
+      sched_yield();
       continue;
     }
     racy_copy(dst, src);
@@ -100,13 +109,113 @@ int ife_read(struct inflight_entry *dst, const struct inflight_entry *src) {
       return 0;
     }
   }
-  /* a writer that never lets go for long: take the lock for one copy */
-  ife_lock(e);
-  racy_copy(dst, src);
-  ife_unlock(e);
-  atomic_init(&dst->lock, 0);
+}
+
+static void side_merge(const struct inflight_entry *slot,
+                       struct inflight_entry *copy);
+
+int ife_read(struct inflight_entry *dst, const struct inflight_entry *src) {
+  if (raw_read(dst, src) != 0)
+    return -1;
+  if (atomic_load_explicit(&dst->pending, memory_order_relaxed) & IFE_PEND_SIDE)
+    side_merge(src, dst);
   return 0;
 }
+
+/* Owner write sections: the sequence count made odd, then even again, with
+ * plain stores (only the owner writes an entry in flight). */
+static void ow_begin(struct inflight_entry *e) {
+  unsigned s = atomic_load_explicit(&e->lock, memory_order_relaxed);
+  atomic_store_explicit(&e->lock, s + 1, memory_order_relaxed);
+  atomic_thread_fence(memory_order_release);
+}
+
+static void ow_end(struct inflight_entry *e) {
+  unsigned s = atomic_load_explicit(&e->lock, memory_order_relaxed);
+  atomic_store_explicit(&e->lock, s + 1, memory_order_release);
+}
+
+/* --- side records: what other threads ask of an entry in flight ---------- */
+
+struct side {
+  struct side *next;
+  const struct inflight_entry *slot;
+  uint64_t id, cancel_us;
+  int cancel, has_status;
+  char reason[IFE_REASON];
+  char status[IFE_STATUS];
+};
+
+static pthread_mutex_t side_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct side *sides;
+
+static struct side *side_find(const struct inflight_entry *slot, uint64_t id) {
+  for (struct side *d = sides; d; d = d->next)
+    if (d->slot == slot && d->id == id)
+      return d;
+  return NULL;
+}
+
+static void copy_trunc(char *dst, size_t cap, const char *src);
+static void step_to(struct inflight_entry *e, unsigned st, uint64_t t);
+
+static void side_apply(const struct side *d, struct inflight_entry *e) {
+  if (d->has_status)
+    memcpy(e->status, d->status, sizeof e->status);
+  if (d->cancel && !(e->flags & IFE_CANCELED) && e->state != H2T_IFS_DONE) {
+    e->flags |= IFE_CANCELED;
+    memcpy(e->cancel_reason, d->reason, sizeof e->cancel_reason);
+    step_to(e, H2T_IFS_CANCELING, d->cancel_us);
+  }
+}
+
+/* A reader's copy shows what is asked even while the loop is stuck. */
+static void side_merge(const struct inflight_entry *slot,
+                       struct inflight_entry *copy) {
+  pthread_mutex_lock(&side_mu);
+  const struct side *d = side_find(slot, copy->id);
+  if (d)
+    side_apply(d, copy);
+  pthread_mutex_unlock(&side_mu);
+}
+
+/* The owner, in a write section: fold the slot's records in and drop
+ * them (also stale ones of an earlier request in the slot). */
+static void side_fold(struct inflight_entry *e) {
+  pthread_mutex_lock(&side_mu);
+  atomic_fetch_and(&e->pending, (unsigned char)~IFE_PEND_SIDE);
+  for (struct side **pp = &sides; *pp;) {
+    struct side *d = *pp;
+    if (d->slot != e) {
+      pp = &d->next;
+      continue;
+    }
+    if (d->id == e->id)
+      side_apply(d, e);
+    *pp = d->next;
+    free(d);
+  }
+  pthread_mutex_unlock(&side_mu);
+}
+
+static void sides_free(void) {
+  pthread_mutex_lock(&side_mu);
+  while (sides) {
+    struct side *d = sides;
+    sides = d->next;
+    free(d);
+  }
+  pthread_mutex_unlock(&side_mu);
+}
+
+#define FOLD(e)                                                                \
+  do {                                                                         \
+    if (__builtin_expect(atomic_load_explicit(&(e)->pending,                   \
+                                              memory_order_relaxed) &          \
+                             IFE_PEND_SIDE,                                    \
+                         0))                                                   \
+      side_fold(e);                                                            \
+  } while (0)
 
 static struct inflight_entry *slot(uint32_t idx) {
   return &ifl.chunks[idx / IFL_CHUNK][idx % IFL_CHUNK];
@@ -128,6 +237,7 @@ static void table_free(void) {
   ifl.ring_cap = 0;
   atomic_store(&ifl.ring_seq, 0);
   profile_fini();
+  sides_free();
 }
 
 static int table_init(const h2t_inflight_config *cfg) {
@@ -363,7 +473,7 @@ struct inflight_entry *inflight_begin_at(inflight_kind kind, uint64_t req_id,
   struct inflight_entry *e = slot(idx);
 
   uint64_t now = start_us ? start_us : h2t_now_us();
-  ife_lock(e);
+  ow_begin(e);
   e->kind = (uint8_t)kind;
   e->flags = 0;
   e->visited = 0;
@@ -390,7 +500,7 @@ struct inflight_entry *inflight_begin_at(inflight_kind kind, uint64_t req_id,
                 : H2T_IFS_QUEUED,
             now);
   atomic_store_explicit(&e->live, 1, memory_order_relaxed);
-  ife_unlock(e);
+  ow_end(e);
   return e;
 }
 
@@ -503,7 +613,8 @@ void inflight_event(struct inflight_entry *e, const h2t_event *ev) {
   if (ev->type == H2T_EV_GOT_CONN)
     metrics_got_conn(ev);
   uint64_t t = ev->t_us ? ev->t_us : h2t_now_us();
-  ife_lock(e);
+  ow_begin(e);
+  FOLD(e);
   if (ev->conn_id)
     e->conn_id = ev->conn_id;
   if (ev->stream_id)
@@ -514,26 +625,45 @@ void inflight_event(struct inflight_entry *e, const h2t_event *ev) {
   if (st >= 0 && e->state != H2T_IFS_DONE &&
       (!(e->flags & IFE_CANCELED) || st == H2T_IFS_DONE))
     step_to(e, (unsigned)st, t);
-  ife_unlock(e);
+  ow_end(e);
 }
 
 void inflight_set_status(struct inflight_entry *e, const char *text) {
   if (!e)
     return;
-  ife_lock(e);
+  ow_begin(e);
+  FOLD(e);
   copy_trunc(e->status, sizeof e->status, text);
-  ife_unlock(e);
+  ow_end(e);
 }
 
 void inflight_wait_stream(struct inflight_entry *e) {
   if (!e)
     return;
   uint64_t now = h2t_now_us();
-  ife_lock(e);
+  ow_begin(e);
+  FOLD(e);
   if (!(e->flags & IFE_CANCELED) && e->state != H2T_IFS_DONE)
     step_to(e, H2T_IFS_WAIT_STREAM, now);
-  ife_unlock(e);
+  ow_end(e);
 }
+
+/* Everything but the slot's lock word and `live`.  The source's `pending`
+ * byte may be set by a cancel meanwhile: its value does not matter here,
+ * hence the word copy kept out of ThreadSanitizer's view. */
+NO_TSAN static void ring_copy(struct inflight_entry *dst,
+                              const struct inflight_entry *src) {
+  dst->kind = src->kind;
+  dst->state = src->state;
+  dst->flags = src->flags;
+  const volatile uint64_t *s = (const volatile uint64_t *)(const void *)src;
+  uint64_t *d = (uint64_t *)(void *)dst;
+  for (size_t i = 1; i < sizeof *dst / sizeof *d; i++)
+    d[i] = s[i];
+}
+
+_Static_assert(offsetof(struct inflight_entry, visited) == 8,
+               "the ring copies whole words after the first");
 
 /* Claim the next ring slot with one atomic add; the slot's own lock keeps
  * readers from seeing half a copy.  next_free of a ring slot holds the
@@ -545,38 +675,43 @@ static void ring_push(const struct inflight_entry *c) {
   uint64_t seq = atomic_fetch_add_explicit(&ifl.ring_seq, 1,
                                            memory_order_relaxed);
   struct inflight_entry *r = &ifl.ring[seq % ifl.ring_cap];
-  size_t off = offsetof(struct inflight_entry, kind);
   ife_lock(r);
-  memcpy((char *)r + off, (const char *)c + off, sizeof *r - off);
+  ring_copy(r, c);
   r->next_free = (uint32_t)seq;
   ife_unlock(r);
 }
 
 /* Copy ring entry `seq` into out if it still holds it; 0 or -1. */
 static int ring_get(uint64_t seq, struct inflight_entry *out) {
-  ife_read(out, &ifl.ring[seq % ifl.ring_cap]);
+  if (raw_read(out, &ifl.ring[seq % ifl.ring_cap]) != 0)
+    return -1;
   return out->next_free == (uint32_t)seq && out->id ? 0 : -1;
 }
 
 void inflight_end(struct inflight_entry *e, int error) {
   if (!e)
     return;
-  ife_lock(e);
+  /* Not live any more, then wait for a cancel that saw it live: its
+   * cancel_fn may use cancel_arg only while the request exists.  (The
+   * cancel sets BUSY, then looks at `live`: seq_cst on both sides, so one
+   * of us sees the other.) */
+  atomic_store(&e->live, 0);
+  while (atomic_load(&e->pending) & IFE_PEND_BUSY)
+    sched_yield();
+  ow_begin(e);
+  FOLD(e);
   /* usually the done/stream_closed event already ended the timeline */
   if (e->state != H2T_IFS_DONE)
     step_to(e, H2T_IFS_DONE, h2t_now_us());
   e->error = error;
-  /* straight from the entry, under its lock (lock order: entry, then ring
-   * slot or profile; their readers never take an entry lock) */
   /* profile first: its lock would otherwise wait for the ring's stores */
   profile_add(e);
   ring_push(e);
   uint32_t idx = e->next_free;
   int kind = e->kind;
-  atomic_store_explicit(&e->live, 0, memory_order_relaxed);
   e->id = 0;
   e->cancel = NULL;
-  ife_unlock(e);
+  ow_end(e);
   metrics_request_done(kind, error);
 
   struct tcache *tc = &tcache;
@@ -596,30 +731,37 @@ void inflight_end(struct inflight_entry *e, int error) {
 
 /* --- readers ------------------------------------------------------------ */
 
-/* Find the live entry with this id (reading, no lock) and return it
- * locked, its id checked again under the lock; NULL if none. */
-static struct inflight_entry *lock_by_id(uint64_t id) {
+/* The slot of the live entry with this id, and a copy of it; NULL if
+ * none. */
+static struct inflight_entry *find_by_id(uint64_t id,
+                                         struct inflight_entry *copy) {
   if (!atomic_load(&ifl_on))
     return NULL;
-  struct inflight_entry tmp;
   size_t n = atomic_load_explicit(&ifl.nchunks, memory_order_acquire);
   for (size_t c = 0; c < n; c++) {
     struct inflight_entry *chunk = ifl.chunks[c];
     for (size_t i = 0; i < IFL_CHUNK; i++) {
       struct inflight_entry *e = &chunk[i];
-      if (!atomic_load_explicit(&e->live, memory_order_relaxed))
-        continue;
-      ife_read(&tmp, e);
-      if (tmp.id != id || !atomic_load_explicit(&tmp.live, memory_order_relaxed))
-        continue;
-      ife_lock(e);
-      if (atomic_load_explicit(&e->live, memory_order_relaxed) && e->id == id)
+      if (atomic_load_explicit(&e->live, memory_order_relaxed) &&
+          ife_read(copy, e) == 0 && copy->id == id &&
+          atomic_load_explicit(&copy->live, memory_order_relaxed))
         return e;
-      ife_unlock(e); /* ended meanwhile */
-      return NULL;
     }
   }
   return NULL;
+}
+
+/* Record what another thread asks in the slot's side record (made if
+ * needed); with side_mu held.  NULL when out of memory. */
+static struct side *side_get(struct inflight_entry *slot, uint64_t id) {
+  struct side *d = side_find(slot, id);
+  if (!d && (d = calloc(1, sizeof *d))) {
+    d->slot = slot;
+    d->id = id;
+    d->next = sides;
+    sides = d;
+  }
+  return d;
 }
 
 int ifl_foreach_read(int (*fn)(const struct inflight_entry *copy, void *arg),
@@ -633,8 +775,8 @@ int ifl_foreach_read(int (*fn)(const struct inflight_entry *copy, void *arg),
     for (size_t i = 0; i < IFL_CHUNK; i++) {
       if (!atomic_load_explicit(&chunk[i].live, memory_order_relaxed))
         continue;
-      ife_read(&tmp, &chunk[i]);
-      if (!atomic_load_explicit(&tmp.live, memory_order_relaxed))
+      if (ife_read(&tmp, &chunk[i]) != 0 ||
+          !atomic_load_explicit(&tmp.live, memory_order_relaxed))
         continue;
       int rc = fn(&tmp, arg);
       if (rc)
@@ -720,8 +862,8 @@ static void snap_all(struct snap *s) {
         s->cap = cap;
       }
       struct inflight_entry *d = &s->copies[s->n];
-      ife_read(d, &chunk[i]);
-      if (atomic_load_explicit(&d->live, memory_order_relaxed) && d->id)
+      if (ife_read(d, &chunk[i]) == 0 &&
+          atomic_load_explicit(&d->live, memory_order_relaxed) && d->id)
         s->n++;
     }
   }
@@ -865,56 +1007,70 @@ int h2t_inflight_get(uint64_t id, h2t_inflight_info *out) {
   return 0;
 }
 
-struct cancel_req {
-  uint64_t id;
-  const char *reason;
-  int rc;
-};
-
-/* With the entry locked: the request cannot end (and its owner cannot free
- * cancel_arg) while cancel_fn posts the cancel. */
-static void cancel_locked(struct inflight_entry *e, struct cancel_req *c) {
-  if (e->state == H2T_IFS_DONE)
-    c->rc = H2T_ERR_NOT_FOUND; /* over, only not unregistered yet */
-  else if (e->flags & IFE_CANCELED)
-    c->rc = H2T_ERR_STATE;
-  else if (!e->cancel)
-    c->rc = H2T_ERR_UNSUPPORTED;
-  else {
-    e->flags |= IFE_CANCELED;
-    copy_trunc(e->cancel_reason, sizeof e->cancel_reason,
-               c->reason ? c->reason : "canceled");
-    step_to(e, H2T_IFS_CANCELING, h2t_now_us());
-    e->cancel(e->cancel_arg, e->id, e->cancel_reason);
-    c->rc = 0;
-  }
-}
-
 int h2t_inflight_cancel(uint64_t id, const char *reason) {
   if (!id)
     return H2T_ERR_NOT_FOUND;
-  struct cancel_req c = {.id = id, .reason = reason, .rc = H2T_ERR_NOT_FOUND};
+  struct inflight_entry copy;
   pthread_rwlock_rdlock(&ifl_life);
-  struct inflight_entry *e = lock_by_id(id);
-  if (e) {
-    cancel_locked(e, &c);
-    ife_unlock(e);
+  struct inflight_entry *e = find_by_id(id, &copy);
+  int rc = H2T_ERR_NOT_FOUND;
+  if (!e)
+    goto out;
+  /* BUSY first, then check it is still this request and live: its end
+   * waits for BUSY to clear, so cancel_fn runs while the request exists */
+  atomic_fetch_or(&e->pending, IFE_PEND_BUSY);
+  if (!atomic_load(&e->live) || ife_read(&copy, e) != 0 || copy.id != id ||
+      copy.state == H2T_IFS_DONE)
+    goto unbusy; /* over, or ending */
+  if (copy.flags & IFE_CANCELED) {
+    rc = H2T_ERR_STATE;
+    goto unbusy;
   }
+  if (!copy.cancel) {
+    rc = H2T_ERR_UNSUPPORTED;
+    goto unbusy;
+  }
+  pthread_mutex_lock(&side_mu);
+  struct side *d = side_get(e, id);
+  if (d) {
+    d->cancel = 1;
+    d->cancel_us = h2t_now_us();
+    copy_trunc(d->reason, sizeof d->reason, reason ? reason : "canceled");
+    atomic_fetch_or(&e->pending, IFE_PEND_SIDE);
+  }
+  char why[IFE_REASON];
+  memcpy(why, d ? d->reason : "canceled", d ? sizeof why : 9);
+  pthread_mutex_unlock(&side_mu);
+  copy.cancel(copy.cancel_arg, id, why);
+  rc = 0;
+unbusy:
+  atomic_fetch_and(&e->pending, (unsigned char)~IFE_PEND_BUSY);
+out:
   pthread_rwlock_unlock(&ifl_life);
-  return c.rc;
+  return rc;
 }
 
 int h2t_inflight_set_status(uint64_t id, const char *text) {
   if (!id || !text)
     return H2T_ERR_INVALID_ARG;
+  struct inflight_entry copy;
+  int rc = H2T_ERR_NOT_FOUND;
   pthread_rwlock_rdlock(&ifl_life);
-  struct inflight_entry *e = lock_by_id(id);
+  struct inflight_entry *e = find_by_id(id, &copy);
   if (e) {
-    copy_trunc(e->status, sizeof e->status, text);
-    ife_unlock(e);
+    pthread_mutex_lock(&side_mu);
+    struct side *d = side_get(e, id);
+    if (d) {
+      d->has_status = 1;
+      copy_trunc(d->status, sizeof d->status, text);
+      atomic_fetch_or(&e->pending, IFE_PEND_SIDE);
+      rc = 0;
+    } else
+      rc = H2T_ERR_NOMEM;
+    pthread_mutex_unlock(&side_mu);
   }
   pthread_rwlock_unlock(&ifl_life);
-  return e ? 0 : H2T_ERR_NOT_FOUND;
+  return rc;
 }
 
 /* --- sensitive headers ----------------------------------------------------- */

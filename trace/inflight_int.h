@@ -17,18 +17,23 @@
 #define IFE_STATUS 40
 #define IFE_REASON 32
 #define IFE_CANCELED 1u
+#define IFE_PEND_SIDE 1u /* a cancel or status from another thread waits */
+#define IFE_PEND_BUSY 2u /* a cancel is calling the owner's cancel_fn */
 
 /* hist[] packs a step in 8 bytes: state in the top byte, time below. */
 #define IFE_T_MASK ((UINT64_C(1) << 56) - 1)
 
 /*
- * One request.  The owning loop writes it under `lock` (odd = held) for a
- * few stores per event.  Readers on other threads never take it: it is also
- * a sequence count, and a reader keeps its copy only if the count was even
- * and unchanged around the copy (seqlock, see ife_read), so a reader never
- * blocks a loop.  Entries live in chunks that are never freed while the
- * table is on, so a reader may look at a slot that was just recycled: it
- * checks `live` and the id in its copy.
+ * One request.  Only the owning loop writes it, so its writes need no lock:
+ * `lock` is a sequence count the owner makes odd while it writes (plain
+ * stores, no locked instruction).  Readers on other threads keep a copy only
+ * if the count was even and unchanged around it (seqlock, see ife_read), so
+ * neither side ever waits for the other.  What other threads want to change
+ * (a cancel, a status) goes to a side record the owner folds in at its next
+ * event, and that readers merge meanwhile; `pending` says there is one.
+ * Entries live in chunks that are never freed while the table is on, so a
+ * reader may look at a slot that was just recycled: it checks `live` and
+ * the id in its copy.
  */
 struct inflight_entry {
   atomic_uint lock;
@@ -42,7 +47,8 @@ struct inflight_entry {
   int32_t error;
   uint32_t nhist; /* steps ever pushed; hist[] keeps the last IFE_HIST */
   uint16_t http_status;
-  uint16_t pad_;
+  atomic_uchar pending; /* IFE_PEND_*: set by other threads */
+  uint8_t pad_;
   uint32_t next_free; /* free: next slot + 1 (0: end); live: own slot */
   uint64_t hist[IFE_HIST];
   uint32_t state_tot[H2T_IFS_COUNT_]; /* µs per state, saturating */
@@ -80,10 +86,13 @@ extern pthread_rwlock_t ifl_life;
 /* Users that keep the table alive (diag endpoint, signal dump). */
 extern atomic_int ifl_users;
 
-/* Writers (the owning loop; cancel and status from other threads) */
+/* Slots with several writers (the recent ring): a spinlock on the same
+ * sequence count.  Entries in flight use owner-only write sections. */
 void ife_lock(struct inflight_entry *e);
 void ife_unlock(struct inflight_entry *e);
-/* Readers: a consistent private copy without blocking writers (seqlock). */
+/* Readers: a consistent private copy without blocking writers (seqlock);
+ * 0, or -1 if a writer stayed in the middle of a write for long.  For an
+ * entry in flight, side records (cancel, status) are merged in. */
 int ife_read(struct inflight_entry *dst, const struct inflight_entry *src);
 
 /* Call fn on a private copy of each live entry (never blocks the entry's
