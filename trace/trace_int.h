@@ -100,10 +100,13 @@ h2t_hook trace_hook_get(const void *trace, int server, h2t_event_type type);
 typedef enum inflight_kind { INFLIGHT_CLIENT = 0, INFLIGHT_SERVER = 1 } inflight_kind;
 
 /* Called from any thread (the diagnostics endpoint's): must only post the
- * cancel to the owning loop (ev_async), never touch the request.  It runs
- * with the request's entry locked, so the request cannot end meanwhile (its
- * cancel_arg stays valid): it must not call inflight_* nor take a lock that
- * the loop holds while it emits events or ends requests. */
+ * cancel to the owning loop (ev_async), never touch the request.  While it
+ * runs, inflight_end() of that request waits for it, so the request cannot
+ * end meanwhile (its cancel_arg stays valid): it must not call inflight_*
+ * nor take a lock that the loop holds while it emits events or ends
+ * requests.
+ * inflight_begin/event/set_status/wait_stream/end are for the loop thread
+ * that owns the request only (its writes take no lock). */
 typedef void (*inflight_cancel_fn)(void *arg, uint64_t req_id, const char *why);
 
 struct inflight_entry *inflight_begin(inflight_kind kind, uint64_t req_id,
