@@ -12,8 +12,10 @@
  *
  * Thread-safety: every function here is thread-safe and may be called from
  * any thread, including while the loops that own the requests are busy or
- * stuck: readers copy entries one at a time under a per-entry lock held for
- * a few hundred nanoseconds, so they never block a loop for long.
+ * stuck.  A loop never waits for a reader: each entry is written by its
+ * loop alone, and readers copy it optimistically (seqlock), retrying when
+ * they raced a write.  A cancel or status set from another thread is shown
+ * at once and folded into the entry by its loop at the next event.
  *
  * Sensitive headers: the table does not store header values.  Every h2trace
  * output that shows headers (dumps, endpoints, exports) asks
