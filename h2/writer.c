@@ -43,6 +43,8 @@ typedef struct witem {
   wconn *wc;
   size_t len, off, cap;
   int close; /* 1: close marker, 2: abort marker */
+  int fd;    /* a spent close marker from the writer thread: the socket the
+                loop must close (-1: none) */
   uint8_t buf[];
 } witem;
 
@@ -122,15 +124,35 @@ static void pool_put(srv_writer *w, witem *it) {
 }
 
 /* Loop thread: an item with room for at least min bytes. */
-static witem *pool_get(srv_writer *w, size_t min) {
-  if (!w->pool) {
-    witem *l = atomic_exchange(&w->recycled, NULL);
-    while (l) {
-      witem *next = l->next;
-      pool_put(w, l);
-      l = next;
+/* Loop thread: take back what the writer thread spent.  A socket is closed
+ * here, never on the writer thread: libev applies its fd changes lazily on
+ * the loop, and a close from another thread could let the fd number be
+ * reused under them. */
+static witem *pool_take(srv_writer *w, size_t min);
+
+static void reclaim(srv_writer *w) {
+  witem *l = atomic_exchange(&w->recycled, NULL);
+  while (l) {
+    witem *next = l->next;
+    if (l->fd >= 0) {
+      close(l->fd);
+      l->fd = -1;
     }
+    pool_put(w, l);
+    l = next;
   }
+}
+
+static witem *pool_get(srv_writer *w, size_t min) {
+  witem *it = pool_take(w, min);
+  if (it)
+    it->fd = -1;
+  return it;
+}
+
+static witem *pool_take(srv_writer *w, size_t min) {
+  if (!w->pool)
+    reclaim(w);
   witem *it = w->pool;
   if (it) {
     w->pool = it->next;
@@ -335,8 +357,17 @@ static void finish_close(srv_writer *w, wconn *wc) {
   wc->head = it->next;
   if (!wc->head)
     wc->tail = NULL;
-  item_free(w, it);
-  close_fd(wc);
+  if (w->mode == H2T_WRITER_REUSED && wc->fd >= 0) {
+    /* On the writer thread: send the FIN now, let the loop close the fd. */
+    shutdown(wc->fd, SHUT_WR);
+    it->fd = wc->fd;
+    wc->fd = -1;
+    item_free(w, it);
+    ev_async_send(w->loop, &w->async);
+  } else {
+    item_free(w, it);
+    close_fd(wc);
+  }
   wconn_unref(wc); /* the writer's reference */
 }
 
@@ -607,6 +638,7 @@ static void inline_drain_timeout(struct ev_loop *loop, ev_timer *t,
 
 static void async_cb(struct ev_loop *loop, ev_async *a, int revents) {
   srv_writer *w = a->data;
+  reclaim(w);
   pthread_mutex_lock(&w->mu);
   wconn *list = w->ready;
   w->ready = NULL;
@@ -691,16 +723,11 @@ void writer_del(srv_writer *w) {
   ev_ref(w->loop);
   ev_async_stop(w->loop, &w->async);
   pthread_mutex_destroy(&w->mu);
+  reclaim(w); /* closes the sockets the writer finished with */
   while (w->pool) {
     witem *it = w->pool;
     w->pool = it->next;
     h2t_xfree(w->mem, it);
-  }
-  witem *l = atomic_exchange(&w->recycled, NULL);
-  while (l) {
-    witem *next = l->next;
-    h2t_xfree(w->mem, l);
-    l = next;
   }
   h2t_xfree(w->mem, w->active);
   h2t_xfree(w->mem, w);

@@ -11,7 +11,10 @@ trap cleanup EXIT
 
 awk '/^```c$/{on=1;next} /^```$/{if(on){exit}} on' "$src/README.md" > "$work/example.c"
 [ -s "$work/example.c" ] || { echo "FAIL: no C block in README.md"; exit 1; }
-cc -std=gnu11 -Wall -Werror -I"$src/include" -I"$bin/include" "$work/example.c" \
+# Built like the library: a sanitized library needs a sanitized program.
+san=""
+grep -q '^H2T_SANITIZE:BOOL=ON' "$bin/CMakeCache.txt" && san="-fsanitize=address,undefined"
+cc -std=gnu11 -Wall -Werror $san -I"$src/include" -I"$bin/include" "$work/example.c" \
    -L"$bin/lib" -lh2trace -Wl,-rpath,"$bin/lib" -o "$work/example"
 
 printf 'hi\n' > "$work/index.html"

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -18,11 +19,13 @@
 
 #include "h2/srv_int.h"
 
+/* Read on its own thread while the test polls from the loop's: the
+ * counters it shares are atomic. */
 typedef struct reader {
   int fd;
-  size_t got;
-  int bad; /* a byte out of sequence */
-  int eof;
+  atomic_size_t got;
+  atomic_int bad; /* a byte out of sequence */
+  atomic_int eof;
   pthread_t th;
 } reader;
 
@@ -32,13 +35,14 @@ static void *read_all(void *arg) {
   for (;;) {
     ssize_t n = read(r->fd, buf, sizeof buf);
     if (n <= 0) {
-      r->eof = 1;
+      atomic_store(&r->eof, 1);
       return NULL;
     }
+    size_t got = atomic_load(&r->got);
     for (ssize_t i = 0; i < n; i++)
-      if (buf[i] != (uint8_t)((r->got + (size_t)i) % 251))
-        r->bad = 1;
-    r->got += (size_t)n;
+      if (buf[i] != (uint8_t)((got + (size_t)i) % 251))
+        atomic_store(&r->bad, 1);
+    atomic_store(&r->got, got + (size_t)n);
   }
 }
 
