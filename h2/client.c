@@ -673,9 +673,10 @@ int h2t_request_submit(h2t_client *c, const h2t_request_opts *opts,
   r->rcs = r->rc_inline;
   r->hdrs_cap = REQ_INLINE_HDRS;
   req_chain(c, r, o.trace);
-  r->ife = inflight_begin(INFLIGHT_CLIENT, r->id, r->method, r->url.scheme,
-                          r->url.authority, r->url.path, h2_client_post_cancel,
-                          c);
+  r->ife = inflight_begin_at(INFLIGHT_CLIENT, r->id, r->method, r->url.scheme,
+                             r->url.authority, r->url.path,
+                             h2_client_post_cancel, c,
+                             r->t_submit); /* inflight: no extra clock read */
   trace_chain_set_inflight(&r->tc, r->ife);
   ev_timer_init(&r->expect_w, NULL, 0., 0.);
   r->timeout_ms = o.timeout_ms ? o.timeout_ms : c->request_timeout_ms;
