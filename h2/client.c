@@ -20,7 +20,7 @@ void h2_req_got_conn(h2t_request *r, h2_conn *cn, int reused, int was_idle,
   ev.u.got_conn.new_reason = reused ? H2T_CONN_NONE : why;
   ev.u.got_conn.active_streams = cn->nstreams;
   ev.u.got_conn.max_streams = cn->max_streams;
-  trace_emit(&r->tc, &ev);
+  h2_req_emit(r, &ev);
 }
 
 void h2_req_put_conn(h2t_request *r, h2_conn *cn) {
@@ -38,7 +38,7 @@ void h2_req_put_conn(h2t_request *r, h2_conn *cn) {
       : cn->drain_reason != H2T_CONN_NONE ? cn->drain_reason
                                           : H2T_CONN_ERROR;
   ev.u.put_idle_conn.active_streams = cn->nstreams;
-  trace_emit(&r->tc, &ev);
+  h2_req_emit(r, &ev);
 }
 
 /* --- completion -------------------------------------------------------- */
@@ -152,7 +152,7 @@ void h2_req_finish(h2t_request *r, int error) {
     ev.u.done.bytes_recv = r->bytes_recv;
     ev.u.done.total_us = ev.t_us - r->t_submit;
     ev.u.done.attempts = r->attempts;
-    trace_emit(&r->tc, &ev);
+    h2_req_emit(r, &ev);
   }
   inflight_end(r->ife, error);
   TAILQ_REMOVE(&c->reqs, r, all);
@@ -194,7 +194,7 @@ void h2_req_retry_or_fail(h2t_request *r, h2t_retry_reason why, int error) {
     ev.u.retry.reason = why;
     ev.u.retry.attempt = r->attempts - 1;
     h2_req_hold(r);
-    trace_emit(&r->tc, &ev);
+    h2_req_emit(r, &ev);
     if (!h2_req_release(r))
       return;
   }

@@ -54,7 +54,7 @@ void h2_conn_emit_list(struct req_list *l, h2t_event *tmpl) {
     ev.req = r;
     if (next)
       h2_req_hold(next);
-    trace_emit(&r->tc, &ev);
+    h2_req_emit(r, &ev);
     if (next && !h2_req_release(next))
       break;
   }
@@ -549,7 +549,7 @@ static void check_flow_blocked(h2_conn *cn) {
     ev.u.flow_blocked.conn_level = cw <= 0;
     ev.u.flow_blocked.stream_window = sw;
     ev.u.flow_blocked.conn_window = cw;
-    trace_emit(&r->tc, &ev);
+    h2_req_emit(r, &ev);
   }
 }
 

@@ -359,6 +359,19 @@ void h2_client_post_cancel(void *arg, uint64_t req_id, const char *why);
 static inline void h2_req_hold(h2t_request *r) { r->hold++; }
 int h2_req_release(h2t_request *r);
 
+/* Emit one of r's events.  The general walk may run several hooks and any
+ * of them may complete r, so r is held across it: later hooks still see a
+ * whole request, and it is freed (if done) when the walk returns. */
+static inline void h2_req_emit(h2t_request *r, h2t_event *ev) {
+  if (__builtin_expect(r->tc.direct != NULL, 1)) {
+    trace_emit(&r->tc, ev);
+    return;
+  }
+  h2_req_hold(r);
+  trace_emit_slow(&r->tc, ev);
+  h2_req_release(r);
+}
+
 static inline void h2_ev_init(h2t_event *ev, h2t_request *r,
                               h2t_event_type type) {
   ev->type = type;

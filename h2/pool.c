@@ -191,7 +191,7 @@ int h2_pool_acquire(h2t_client *c, h2t_request *r) {
     ev.u.get_conn.scheme = r->url.scheme;
     ev.u.get_conn.authority = r->url.authority;
     h2_req_hold(r);
-    trace_emit(&r->tc, &ev);
+    h2_req_emit(r, &ev);
     if (!h2_req_release(r))
       return 0;
   }

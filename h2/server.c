@@ -168,6 +168,7 @@ static void listeners_close(h2t_server *s) {
     srv_listener *l = &s->listeners[i];
     if (l->fd >= 0) {
       ev_io_stop(s->loop, &l->io);
+      ev_timer_stop(s->loop, &l->backoff);
       close(l->fd);
       l->fd = -1;
     }
@@ -201,13 +202,29 @@ void h2t_server_del(h2t_server *s) {
 
 struct ev_loop *h2t_server_loop(h2t_server *s) { return s ? s->loop : NULL; }
 
+static void accept_resume(struct ev_loop *loop, ev_timer *t, int revents) {
+  srv_listener *l = t->data;
+  if (l->fd >= 0)
+    ev_io_start(loop, &l->io);
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *io, int revents) {
   srv_listener *l = io->data;
   for (int i = 0; i < 32; i++) {
     int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0)
-      return; /* EAGAIN, or EMFILE and friends: try again later */
-    srv_conn_accept(l->s, l, fd);
+    if (fd >= 0) {
+      srv_conn_accept(l->s, l, fd);
+      continue;
+    }
+    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+        errno == ENOMEM) {
+      /* The pending connection stays readable: without a pause this
+       * would spin.  Try again in a moment. */
+      ev_io_stop(loop, io);
+      ev_timer_set(&l->backoff, 0.1, 0.); /* an expired timer keeps ~0 */
+      ev_timer_start(loop, &l->backoff);
+    }
+    return;
   }
 }
 
@@ -267,6 +284,8 @@ int h2t_server_listen(h2t_server *s, const h2t_listen_opts *o) {
   l->ssl_ctx = ctx;
   ev_io_init(&l->io, accept_cb, fd, EV_READ);
   l->io.data = l;
+  ev_timer_init(&l->backoff, accept_resume, 0.1, 0.);
+  l->backoff.data = l;
   ev_io_start(s->loop, &l->io);
   return idx;
 fail:

@@ -23,6 +23,7 @@
 #define TLS_RECORD 16384
 #define HELD_BODY_MAX (16u << 20)
 #define CONN_WINDOW (16 << 20)
+#define FLUSH_PIECE 32768
 
 struct srv_conn {
   srv_conn *next, *prev; /* s->conns */
@@ -32,7 +33,8 @@ struct srv_conn {
   uint64_t id;
   nghttp2_session *sess;
   SSL *ssl;
-  BIO *rbio, *wbio;
+  BIO *rbio;
+  srv_tls_sink sink;
   wconn *wc;
   ev_io rio;
   ev_timer timer;
@@ -47,7 +49,7 @@ struct srv_conn {
   int32_t reset_ring[32]; /* streams we reset lately: see on_begin_frame */
   unsigned reset_pos;
   unsigned flush_queued : 1, tls_done : 1, ready : 1, goaway : 1,
-      input_dead : 1, read_paused : 1, blocked : 1;
+      input_dead : 1, read_paused : 1, blocked : 1, dying : 1;
 };
 
 /* ------------------------------------------------------------------------
@@ -81,7 +83,7 @@ static void emit_req(h2t_server_req *r, h2t_event *ev) {
 }
 
 static void schedule_flush(srv_conn *c) {
-  if (c->flush_queued)
+  if (c->flush_queued || c->dying)
     return;
   c->flush_queued = 1;
   c->flush_next = c->s->flush_head;
@@ -115,10 +117,8 @@ static char *arena_dup(h2t_server_req *r, const void *p, size_t n) {
 static int out_reserve(srv_conn *c, size_t n) {
   if (c->outcap - c->outlen >= n)
     return 0;
-  size_t cap = c->outcap ? c->outcap : 16384;
-  while (cap - c->outlen < n)
-    cap *= 2;
-  uint8_t *p = h2t_xrealloc(c->s->mem, c->out, cap);
+  size_t cap;
+  uint8_t *p = writer_buf_grow(c->s->writer, c->out, c->outlen + n, &cap);
   if (!p)
     return -1;
   c->out = p;
@@ -126,15 +126,13 @@ static int out_reserve(srv_conn *c, size_t n) {
   return 0;
 }
 
-static int drain_wbio(srv_conn *c) {
-  size_t n = BIO_ctrl_pending(c->wbio);
-  if (!n)
-    return 0;
-  if (out_reserve(c, n) != 0)
+/* TLS output (records, alerts, handshake) lands here. */
+static int tls_sink(void *arg, const uint8_t *data, size_t len) {
+  srv_conn *c = arg;
+  if (out_reserve(c, len) != 0)
     return -1;
-  int r = BIO_read(c->wbio, c->out + c->outlen, (int)n);
-  if (r > 0)
-    c->outlen += (size_t)r;
+  memcpy(c->out + c->outlen, data, len);
+  c->outlen += len;
   return 0;
 }
 
@@ -147,7 +145,7 @@ static int tls_encrypt(srv_conn *c) {
     ERR_clear_error();
     return -1;
   }
-  return drain_wbio(c);
+  return 0;
 }
 
 static int out_append(srv_conn *c, const uint8_t *data, size_t n) {
@@ -225,15 +223,18 @@ static void conn_flush(srv_conn *c) {
         conn_finish(c, 1);
         return;
       }
+      /* A big TLS flush goes out in pieces: the writer (and the peer)
+       * start on the first while we encrypt the rest.  (For h2c there is
+       * nothing to overlap: one item is cheaper.) */
+      if (c->ssl && c->outlen >= FLUSH_PIECE && push_out(c) != 0) {
+        conn_finish(c, 1);
+        return;
+      }
     }
     if (c->ssl && tls_encrypt(c) != 0) {
       conn_finish(c, 1);
       return;
     }
-  }
-  if (c->ssl && drain_wbio(c) != 0) {
-    conn_finish(c, 1);
-    return;
   }
   if (push_out(c) != 0) {
     conn_finish(c, 1);
@@ -362,6 +363,14 @@ static h2t_server_req *req_new(srv_conn *c, int32_t sid) {
     s->reqs->prev = r;
   s->reqs = r;
   c->nreqs++;
+  /* From the first header byte: a request that trickles its headers is
+   * timed out too. */
+  if (s->cfg.stream_timeout_ms) {
+    ev_timer_init(&r->timeout, stream_timeout_cb,
+                  s->cfg.stream_timeout_ms / 1000.0, 0.);
+    r->timeout.data = r;
+    ev_timer_start(s->loop, &r->timeout);
+  }
   return r;
 }
 
@@ -413,12 +422,6 @@ static void req_headers_done(h2t_server_req *r) {
     ev.u.request_headers.authority = r->authority;
     ev.u.request_headers.scheme = r->scheme;
     emit_req(r, &ev);
-  }
-  if (s->cfg.stream_timeout_ms) {
-    ev_timer_init(&r->timeout, stream_timeout_cb,
-                  s->cfg.stream_timeout_ms / 1000.0, 0.);
-    r->timeout.data = r;
-    ev_timer_start(s->loop, &r->timeout);
   }
   if (r->shed503) {
     s->st.shed_503++;
@@ -618,6 +621,8 @@ static int on_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t sid,
   if (!r || r->closed)
     return 0;
   r->bytes_in += len;
+  if (!r->on_body && r->responded)
+    return 0; /* answered without reading it: nobody wants this body */
   if (r->on_body) {
     int rc;
     USER_CALL(r->s, rc = r->on_body(r, data, len, 0, r->cb_user));
@@ -807,6 +812,9 @@ static void callbacks_init(void) {
 
 static void conn_finish(srv_conn *c, int abort) {
   h2t_server *s = c->s;
+  /* on_close callbacks below may answer other requests of this
+   * connection: they must not queue it for a flush any more. */
+  c->dying = 1;
   if (c->flush_queued) {
     for (srv_conn **p = &s->flush_head; *p; p = &(*p)->flush_next)
       if (*p == c) {
@@ -827,11 +835,15 @@ static void conn_finish(srv_conn *c, int abort) {
     }
   }
   nghttp2_session_del(c->sess);
+  if (!abort && c->ssl && c->tls_done) {
+    SSL_shutdown(c->ssl); /* close_notify, into the output */
+    ERR_clear_error();
+  }
   if (c->ssl)
     SSL_free(c->ssl);
   if (!abort)
     push_out(c);
-  h2t_xfree(s->mem, c->out);
+  writer_buf_put(s->writer, c->out);
   h2t_xfree(s->mem, c->pt);
   writer_conn_close(c->wc, abort); /* the writer closes the fd */
   if (c->prev)
@@ -878,7 +890,8 @@ static int feed(srv_conn *c, const uint8_t *data, size_t len) {
    * is written. */
   c->input_dead = 1;
   nghttp2_session_terminate_session(
-      c->sess, rv == NGHTTP2_ERR_FLOODED ? NGHTTP2_ENHANCE_YOUR_CALM
+      c->sess, rv == NGHTTP2_ERR_FLOODED  ? NGHTTP2_ENHANCE_YOUR_CALM
+               : rv == NGHTTP2_ERR_NOMEM ? NGHTTP2_INTERNAL_ERROR
                                          : NGHTTP2_PROTOCOL_ERROR);
   ev_io_stop(c->s->loop, &c->rio);
   return -1;
@@ -919,8 +932,7 @@ static int tls_feed(srv_conn *c, const uint8_t *data, size_t len) {
       if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
         return 0;
       tls_handshake_trace(c, H2T_ERR_TLS);
-      drain_wbio(c); /* the alert */
-      push_out(c);
+      push_out(c); /* the alert */
       return -1;
     }
     const unsigned char *alpn = NULL;
@@ -1076,7 +1088,8 @@ void srv_conn_accept(h2t_server *s, srv_listener *l, int fd) {
                                             CONN_WINDOW) != 0)
     goto fail;
   if (l->ssl_ctx) {
-    c->ssl = srv_tls_conn_new(l->ssl_ctx, &c->rbio, &c->wbio);
+    c->sink = (srv_tls_sink){tls_sink, c};
+    c->ssl = srv_tls_conn_new(l->ssl_ctx, &c->rbio, &c->sink);
     if (!c->ssl)
       goto fail;
   }

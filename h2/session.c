@@ -29,7 +29,7 @@ static void emit_header_fields(h2t_request *r, uint64_t *t) {
     ev.u.header_field.namelen = r->nv[i].namelen;
     ev.u.header_field.value = (const char *)r->nv[i].value;
     ev.u.header_field.valuelen = r->nv[i].valuelen;
-    trace_emit(&r->tc, &ev);
+    h2_req_emit(r, &ev);
   }
 }
 
@@ -40,7 +40,7 @@ static void simple_event_at(h2t_request *r, h2t_event_type type,
     h2_ev_init(&ev, r, type);
     if (t)
       ev.t_us = now_once(t);
-    trace_emit(&r->tc, &ev);
+    h2_req_emit(r, &ev);
   }
 }
 
@@ -54,7 +54,7 @@ static void wrote_request(h2t_request *r, uint64_t *t) {
     h2_ev_init(&ev, r, H2T_EV_WROTE_REQUEST);
     ev.t_us = now_once(t);
     ev.u.wrote_request.error = 0;
-    trace_emit(&r->tc, &ev);
+    h2_req_emit(r, &ev);
   }
 }
 
@@ -131,7 +131,7 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f,
       h2_ev_init(&ev, r, H2T_EV_STREAM_RESET);
       ev.u.stream_reset.error_code = f->rst_stream.error_code;
       ev.u.stream_reset.by_peer = 0;
-      trace_emit(&r->tc, &ev);
+      h2_req_emit(r, &ev);
     }
     break;
   case NGHTTP2_GOAWAY: {
@@ -263,7 +263,7 @@ static void got_headers2(h2_conn *cn, h2t_request *r) {
       h2t_event ev;
       h2_ev_init(&ev, r, H2T_EV_GOT_1XX_RESPONSE);
       ev.u.response.status = st;
-      trace_emit(&r->tc, &ev);
+      h2_req_emit(r, &ev);
     }
     return;
   }
@@ -281,7 +281,7 @@ static void got_headers2(h2_conn *cn, h2t_request *r) {
     h2t_event ev;
     h2_ev_init(&ev, r, H2T_EV_GOT_HEADERS);
     ev.u.response.status = st;
-    trace_emit(&r->tc, &ev);
+    h2_req_emit(r, &ev);
     if (r->state == REQ_DONE)
       return;
   }
@@ -340,7 +340,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f,
       ev.u.data.stream_window =
           nghttp2_session_get_stream_local_window_size(s, f->hd.stream_id);
       ev.u.data.conn_window = nghttp2_session_get_local_window_size(s);
-      trace_emit(&r->tc, &ev);
+      h2_req_emit(r, &ev);
     }
     break;
   case NGHTTP2_RST_STREAM:
@@ -354,7 +354,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f,
       h2_ev_init(&ev, r, H2T_EV_STREAM_RESET);
       ev.u.stream_reset.error_code = f->rst_stream.error_code;
       ev.u.stream_reset.by_peer = 1;
-      trace_emit(&r->tc, &ev);
+      h2_req_emit(r, &ev);
     }
     break;
   case NGHTTP2_SETTINGS:
@@ -561,7 +561,7 @@ void h2_conn_reset_stream(h2_conn *cn, h2t_request *r, uint32_t code) {
       h2_ev_init(&ev, r, H2T_EV_STREAM_RESET);
       ev.u.stream_reset.error_code = code;
       ev.u.stream_reset.by_peer = 0;
-      trace_emit(&r->tc, &ev);
+      h2_req_emit(r, &ev);
     }
     if (!cn->in_io)
       h2_conn_mark_dirty(cn);

@@ -32,9 +32,16 @@ int writer_new(srv_writer **out, h2t_writer_mode mode, struct ev_loop *loop,
 void writer_del(srv_writer *w);
 /* Register a connection's socket (non-blocking).  NULL on ENOMEM. */
 wconn *writer_conn_new(srv_writer *w, int fd, writer_notify_fn fn, void *arg);
-/* Queue len bytes for the socket.  buf was allocated with the writer's mem
- * and is owned by the writer from now on (freed even on error).  One call
- * per connection flush.  Returns 0 or H2T_ERR_IO (connection failed). */
+/* Loop thread: a buffer of at least min bytes for writer_push (data NULL),
+ * or data (from here) grown to min, contents kept; *cap gets its size.
+ * NULL on ENOMEM (data is then still valid). */
+uint8_t *writer_buf_grow(srv_writer *w, uint8_t *data, size_t min,
+                         size_t *cap);
+/* Loop thread: give back a buffer that will not be pushed (NULL: no-op). */
+void writer_buf_put(srv_writer *w, uint8_t *data);
+/* Queue len bytes for the socket.  buf comes from writer_buf_grow and is
+ * owned by the writer from now on (recycled even on error).  One call per
+ * connection flush.  Returns 0 or H2T_ERR_IO (connection failed). */
 int writer_push(wconn *wc, uint8_t *buf, size_t len);
 /* Bytes queued and not yet written.  Any thread. */
 size_t writer_conn_queued(const wconn *wc);
@@ -53,9 +60,16 @@ uint32_t writer_depth_max(const srv_writer *w);
 /* A server SSL_CTX with the cert/key, TLS >= 1.2, h2-safe ciphers and ALPN
  * that selects "h2".  NULL on failure. */
 SSL_CTX *srv_tls_ctx_new(const char *cert_file, const char *key_file);
-/* An SSL in accept state on memory BIOs: *rbio gets ciphertext from the
- * socket, *wbio gives ciphertext for the socket.  NULL on failure. */
-SSL *srv_tls_conn_new(SSL_CTX *ctx, BIO **rbio, BIO **wbio);
+/* Where an SSL's output goes: fn(arg, bytes, len), 0 or -1. */
+typedef struct srv_tls_sink {
+  int (*fn)(void *arg, const uint8_t *data, size_t len);
+  void *arg;
+} srv_tls_sink;
+
+/* An SSL in accept state: *rbio (a memory BIO) takes ciphertext from the
+ * socket; ciphertext for the socket goes to sink, which must outlive the
+ * SSL.  NULL on failure. */
+SSL *srv_tls_conn_new(SSL_CTX *ctx, BIO **rbio, srv_tls_sink *sink);
 
 /* --- server, connections, requests ------------------------------------- */
 
@@ -75,6 +89,7 @@ struct srv_listener {
   int port;
   SSL_CTX *ssl_ctx; /* NULL: h2c */
   ev_io io;
+  ev_timer backoff; /* out of fds: pause accepting for a moment */
 };
 
 #define SRV_MAX_LISTENERS 8

@@ -53,11 +53,47 @@ SSL_CTX *srv_tls_ctx_new(const char *cert_file, const char *key_file) {
   return ctx;
 }
 
-SSL *srv_tls_conn_new(SSL_CTX *ctx, BIO **rbio, BIO **wbio) {
+/* The write side: a sink BIO that hands each TLS record straight to the
+ * connection's output buffer (no memory BIO to copy out of). */
+static int sink_write(BIO *b, const char *data, size_t len, size_t *written) {
+  srv_tls_sink *k = BIO_get_data(b);
+  if (k->fn(k->arg, (const uint8_t *)data, len) != 0)
+    return 0;
+  *written = len;
+  return 1;
+}
+
+static long sink_ctrl(BIO *b, int cmd, long num, void *ptr) {
+  return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static int sink_create(BIO *b) {
+  BIO_set_init(b, 1);
+  return 1;
+}
+
+static BIO_METHOD *sink_method;
+static pthread_once_t sink_once = PTHREAD_ONCE_INIT;
+
+static void sink_init(void) {
+  BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
+                               "h2trace-sink");
+  if (!m)
+    return;
+  BIO_meth_set_write_ex(m, sink_write);
+  BIO_meth_set_ctrl(m, sink_ctrl);
+  BIO_meth_set_create(m, sink_create);
+  sink_method = m;
+}
+
+SSL *srv_tls_conn_new(SSL_CTX *ctx, BIO **rbio, srv_tls_sink *sink) {
+  pthread_once(&sink_once, sink_init);
+  if (!sink_method)
+    return NULL;
   SSL *ssl = SSL_new(ctx);
   if (!ssl)
     return NULL;
-  BIO *r = BIO_new(BIO_s_mem()), *w = BIO_new(BIO_s_mem());
+  BIO *r = BIO_new(BIO_s_mem()), *w = BIO_new(sink_method);
   if (!r || !w) {
     BIO_free(r);
     BIO_free(w);
@@ -66,10 +102,9 @@ SSL *srv_tls_conn_new(SSL_CTX *ctx, BIO **rbio, BIO **wbio) {
   }
   /* An empty read BIO means "want read", not EOF. */
   BIO_set_mem_eof_return(r, -1);
-  BIO_set_mem_eof_return(w, -1);
+  BIO_set_data(w, sink);
   SSL_set_bio(ssl, r, w);
   SSL_set_accept_state(ssl);
   *rbio = r;
-  *wbio = w;
   return ssl;
 }

@@ -27,17 +27,30 @@
 #include "h2/srv_int.h"
 
 #define WRITER_IOV 64
+/* SPAWN: one thread writes at most one frame's worth, like Go's
+ * writeFrameAsync (one goroutine per frame that does not fit the buffer). */
+#define SPAWN_WRITE (16384 + 9)
 #define SLEEP_FUTEX 1 /* w->sleeping: in futex_wait on it */
 #define SLEEP_POLL 2  /* in poll() on the eventfd and blocked sockets */
 #define CLOSE_DRAIN_US (5 * 1000000ull) /* bound on draining a closing conn */
 
+/* A queue item and its bytes in one allocation.  Items are recycled: the
+ * writer thread hands spent ones back to the loop through a lock-free stack
+ * (freeing them there would make the two threads fight over malloc's arena
+ * lock at every flush). */
 typedef struct witem {
   struct witem *next;
   wconn *wc;
-  uint8_t *buf;
-  size_t len, off;
+  size_t len, off, cap;
   int close; /* 1: close marker, 2: abort marker */
+  int fd;    /* a spent close marker from the writer thread: the socket the
+                loop must close (-1: none) */
+  uint8_t buf[];
 } witem;
+
+#define ITEM_MIN 16384
+#define POOL_MAX 64
+#define POOL_ITEM_MAX (1u << 20)
 
 struct wconn {
   srv_writer *w;
@@ -65,6 +78,7 @@ struct wconn {
   /* SPAWN */
   pthread_t th;
   int th_active;
+  size_t spawn_base; /* head->off when the thread started */
 };
 
 struct srv_writer {
@@ -80,6 +94,10 @@ struct srv_writer {
   ev_async async;
   wconn *ready; /* to notify on the loop */
   atomic_uint depth, depth_max;
+  atomic_int spawned; /* SPAWN: threads created and not yet joined */
+  _Atomic(witem *) recycled; /* spent items from the writer thread */
+  witem *pool;               /* loop thread: items ready for reuse */
+  unsigned npool;
   /* REUSED thread: connections with queued items */
   wconn **active;
   size_t nactive, cap_active;
@@ -90,9 +108,110 @@ static void wconn_unref(wconn *wc) {
     h2t_xfree(wc->w->mem, wc);
 }
 
+static witem *item_of(uint8_t *data) {
+  return (witem *)(data - offsetof(witem, buf));
+}
+
+/* Loop thread: keep a spent item for reuse. */
+static void pool_put(srv_writer *w, witem *it) {
+  if (w->npool >= POOL_MAX || it->cap > POOL_ITEM_MAX) {
+    h2t_xfree(w->mem, it);
+    return;
+  }
+  it->next = w->pool;
+  w->pool = it;
+  w->npool++;
+}
+
+/* Loop thread: an item with room for at least min bytes. */
+/* Loop thread: take back what the writer thread spent.  A socket is closed
+ * here, never on the writer thread: libev applies its fd changes lazily on
+ * the loop, and a close from another thread could let the fd number be
+ * reused under them. */
+static witem *pool_take(srv_writer *w, size_t min);
+
+static void reclaim(srv_writer *w) {
+  witem *l = atomic_exchange(&w->recycled, NULL);
+  while (l) {
+    witem *next = l->next;
+    if (l->fd >= 0) {
+      close(l->fd);
+      l->fd = -1;
+    }
+    pool_put(w, l);
+    l = next;
+  }
+}
+
+static witem *pool_get(srv_writer *w, size_t min) {
+  witem *it = pool_take(w, min);
+  if (it)
+    it->fd = -1;
+  return it;
+}
+
+static witem *pool_take(srv_writer *w, size_t min) {
+  if (!w->pool)
+    reclaim(w);
+  witem *it = w->pool;
+  if (it) {
+    w->pool = it->next;
+    w->npool--;
+    if (it->cap >= min)
+      return it;
+    witem *bigger = h2t_xrealloc(w->mem, it, sizeof *it + min);
+    if (!bigger) {
+      h2t_xfree(w->mem, it);
+      return NULL;
+    }
+    bigger->cap = min;
+    return bigger;
+  }
+  it = h2t_xmalloc(w->mem, sizeof *it + min);
+  if (it)
+    it->cap = min;
+  return it;
+}
+
+/* A spent item, from whichever thread spends it: in REUSED mode that is
+ * the writer thread, otherwise the loop. */
 static void item_free(srv_writer *w, witem *it) {
-  h2t_xfree(w->mem, it->buf);
-  h2t_xfree(w->mem, it);
+  if (w->mode == H2T_WRITER_REUSED) {
+    witem *head = atomic_load(&w->recycled);
+    do
+      it->next = head;
+    while (!atomic_compare_exchange_weak(&w->recycled, &head, it));
+  } else {
+    pool_put(w, it);
+  }
+}
+
+uint8_t *writer_buf_grow(srv_writer *w, uint8_t *data, size_t min,
+                         size_t *cap) {
+  if (!data) {
+    witem *it = pool_get(w, min > ITEM_MIN ? min : ITEM_MIN);
+    if (!it)
+      return NULL;
+    *cap = it->cap;
+    return it->buf;
+  }
+  witem *it = item_of(data);
+  if (it->cap >= min) {
+    *cap = it->cap;
+    return data;
+  }
+  size_t ncap = it->cap * 2 > min ? it->cap * 2 : min;
+  witem *bigger = h2t_xrealloc(w->mem, it, sizeof *it + ncap);
+  if (!bigger)
+    return NULL;
+  bigger->cap = ncap;
+  *cap = ncap;
+  return bigger->buf;
+}
+
+void writer_buf_put(srv_writer *w, uint8_t *data) {
+  if (data)
+    pool_put(w, item_of(data));
 }
 
 static void depth_sub(srv_writer *w, unsigned n) {
@@ -238,8 +357,17 @@ static void finish_close(srv_writer *w, wconn *wc) {
   wc->head = it->next;
   if (!wc->head)
     wc->tail = NULL;
-  h2t_xfree(w->mem, it);
-  close_fd(wc);
+  if (w->mode == H2T_WRITER_REUSED && wc->fd >= 0) {
+    /* On the writer thread: send the FIN now, let the loop close the fd. */
+    shutdown(wc->fd, SHUT_WR);
+    it->fd = wc->fd;
+    wc->fd = -1;
+    item_free(w, it);
+    ev_async_send(w->loop, &w->async);
+  } else {
+    item_free(w, it);
+    close_fd(wc);
+  }
   wconn_unref(wc); /* the writer's reference */
 }
 
@@ -402,9 +530,9 @@ static void *writer_thread(void *arg) {
 static void *spawn_thread(void *arg) {
   wconn *wc = arg;
   witem *it = wc->head;
-  while (it->off < it->len) {
-    ssize_t r = send(wc->fd, it->buf + it->off, it->len - it->off,
-                     MSG_NOSIGNAL);
+  size_t end = it->len - it->off > SPAWN_WRITE ? it->off + SPAWN_WRITE : it->len;
+  while (it->off < end) {
+    ssize_t r = send(wc->fd, it->buf + it->off, end - it->off, MSG_NOSIGNAL);
     if (r < 0) {
       if (errno == EINTR)
         continue;
@@ -435,9 +563,12 @@ static void spawn_next(wconn *wc) {
       continue;
     }
     wc->th_active = 1;
+    wc->spawn_base = wc->head->off;
     atomic_fetch_add(&wc->refs, 1);
+    atomic_fetch_add(&w->spawned, 1);
     if (pthread_create(&wc->th, NULL, spawn_thread, wc) != 0) {
       wc->th_active = 0;
+      atomic_fetch_sub(&w->spawned, 1);
       wconn_unref(wc);
       atomic_store(&wc->failed, 1);
       drop_items(wc);
@@ -446,19 +577,22 @@ static void spawn_next(wconn *wc) {
   }
 }
 
-/* The spawned thread finished its item (on the loop). */
+/* The spawned thread finished its write (on the loop). */
 static void spawn_done(wconn *wc) {
   if (!wc->th_active)
     return;
   pthread_join(wc->th, NULL);
   wc->th_active = 0;
+  atomic_fetch_sub(&wc->w->spawned, 1);
   witem *it = wc->head;
-  wc->head = it->next;
-  if (!wc->head)
-    wc->tail = NULL;
-  atomic_fetch_sub(&wc->queued, it->len);
-  depth_sub(wc->w, 1);
-  item_free(wc->w, it);
+  atomic_fetch_sub(&wc->queued, it->off - wc->spawn_base);
+  if (it->off == it->len) {
+    wc->head = it->next;
+    if (!wc->head)
+      wc->tail = NULL;
+    depth_sub(wc->w, 1);
+    item_free(wc->w, it);
+  }
   wconn_unref(wc); /* the thread's reference */
   if (atomic_load(&wc->failed))
     drop_items(wc);
@@ -504,6 +638,7 @@ static void inline_drain_timeout(struct ev_loop *loop, ev_timer *t,
 
 static void async_cb(struct ev_loop *loop, ev_async *a, int revents) {
   srv_writer *w = a->data;
+  reclaim(w);
   pthread_mutex_lock(&w->mu);
   wconn *list = w->ready;
   w->ready = NULL;
@@ -546,6 +681,7 @@ int writer_new(srv_writer **out, h2t_writer_mode mode, struct ev_loop *loop,
   ev_async_start(loop, &w->async);
   ev_unref(loop); /* the writer alone must not keep the loop running */
   atomic_init(&w->in, NULL);
+  atomic_init(&w->recycled, NULL);
   if (mode == H2T_WRITER_REUSED) {
     w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (w->efd < 0 || pthread_create(&w->th, NULL, writer_thread, w) != 0) {
@@ -575,13 +711,24 @@ void writer_del(srv_writer *w) {
     }
     pthread_join(w->th, NULL);
   }
-  /* Leftover notifies (and SPAWN completions) */
+  /* Leftover notifies, and SPAWN threads still writing: they post to the
+   * loop, so they must all be joined before the writer goes. */
   async_cb(w->loop, &w->async, 0);
+  while (atomic_load(&w->spawned) > 0) {
+    usleep(1000);
+    async_cb(w->loop, &w->async, 0);
+  }
   if (w->efd >= 0)
     close(w->efd);
   ev_ref(w->loop);
   ev_async_stop(w->loop, &w->async);
   pthread_mutex_destroy(&w->mu);
+  reclaim(w); /* closes the sockets the writer finished with */
+  while (w->pool) {
+    witem *it = w->pool;
+    w->pool = it->next;
+    h2t_xfree(w->mem, it);
+  }
   h2t_xfree(w->mem, w->active);
   h2t_xfree(w->mem, w);
 }
@@ -616,14 +763,13 @@ static void depth_add(srv_writer *w) {
     ;
 }
 
-static int enqueue(wconn *wc, uint8_t *buf, size_t len, int close) {
+static int enqueue(wconn *wc, witem *it, size_t len, int close) {
   srv_writer *w = wc->w;
-  witem *it = h2t_xmalloc(w->mem, sizeof *it);
-  if (!it) {
-    h2t_xfree(w->mem, buf);
-    return H2T_ERR_NOMEM;
-  }
-  *it = (witem){.wc = wc, .buf = buf, .len = len, .close = close};
+  it->next = NULL;
+  it->wc = wc;
+  it->len = len;
+  it->off = 0;
+  it->close = close;
   if (!close) {
     atomic_fetch_add(&wc->queued, len);
     depth_add(w);
@@ -664,11 +810,12 @@ static int enqueue(wconn *wc, uint8_t *buf, size_t len, int close) {
 }
 
 int writer_push(wconn *wc, uint8_t *buf, size_t len) {
+  witem *it = item_of(buf);
   if (atomic_load(&wc->failed)) {
-    h2t_xfree(wc->w->mem, buf);
+    pool_put(wc->w, it);
     return H2T_ERR_IO;
   }
-  return enqueue(wc, buf, len, 0);
+  return enqueue(wc, it, len, 0);
 }
 
 size_t writer_conn_queued(const wconn *wc) {
@@ -693,7 +840,8 @@ void writer_conn_close(wconn *wc, int abort) {
   srv_writer *w = wc->w;
   wc->loop_gone = 1;
   atomic_store(&wc->notify_low, SIZE_MAX);
-  if (enqueue(wc, NULL, 0, abort ? 2 : 1) != 0) {
+  witem *marker = pool_get(w, 0);
+  if (!marker || enqueue(wc, marker, 0, abort ? 2 : 1) != 0) {
     /* No memory for the marker: close the socket from here, the writer
      * then fails on it and drops the rest. */
     shutdown(wc->fd, SHUT_RDWR);

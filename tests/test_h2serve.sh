@@ -132,6 +132,29 @@ sleep 0.2
 stop
 grep -q "shed" "$T/log" || fail "no summary"
 
+# --- out of file descriptors: accepting pauses instead of spinning, and
+# recovers once connections go away
+( ulimit -n 20; exec "$BIN" --h2c --port 0 --root "$T/www" ) >"$T/log" 2>&1 &
+PID=$!
+PIDS+=("$PID")
+for _ in $(seq 100); do grep -q "serving" "$T/log" && break; sleep 0.05; done
+PORT=$(sed -n 's/.*:\([0-9]*\) (.*/\1/p' "$T/log" | head -1)
+FDS=()
+for _ in $(seq 30); do exec {fd}<>/dev/tcp/127.0.0.1/$PORT; FDS+=("$fd"); done
+sleep 0.3
+c0=$(awk '{print $14+$15}' /proc/$PID/stat)
+sleep 1
+c1=$(awk '{print $14+$15}' /proc/$PID/stat)
+[ $((c1 - c0)) -lt 30 ] || fail "spins when out of fds: $((c1 - c0)) ticks in 1 s"
+for fd in "${FDS[@]}"; do exec {fd}>&-; done
+ok=0
+for _ in $(seq 20); do
+  [ "$(curl -sS --max-time 2 --http2-prior-knowledge "http://127.0.0.1:$PORT/6" 2>/dev/null)" = abcdef ] && { ok=1; break; }
+  sleep 0.2
+done
+[ $ok = 1 ] || fail "no recovery after running out of fds"
+stop
+
 # --- SIGTERM with a stream in flight: it completes ------------------------
 start --h2c
 curl -sS --http2-prior-knowledge "http://127.0.0.1:$PORT/delay?ms=500" >"$T/late" &
@@ -141,4 +164,13 @@ sleep 0.2
 stop
 wait "$CURL"
 [ "$(cat "$T/late")" = "delayed 500 ms" ] || fail "in-flight stream lost on shutdown"
+# --- h2bench writer: a tiny run of every mode, and its ratios ---------------
+HB="$2/bin/h2bench"
+if [ -x "$HB" ]; then
+  out=$("$HB" writer -n 300 --rounds 1 --conns 1 --body 6 --h2c 2>&1) || fail "h2bench writer: $out"
+  for w in "reused/spawn" "reused/inline" "  reused " "  spawn " "  inline " "p50" "p99"; do
+    echo "$out" | grep -q -- "$w" || fail "h2bench writer output lacks '$w': $out"
+  done
+  "$HB" writer --modes fast >/dev/null 2>&1; [ $? -eq 2 ] || fail "h2bench writer bad args"
+fi
 echo "OK"

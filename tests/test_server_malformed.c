@@ -41,9 +41,11 @@ static void *srv_thread(void *arg) {
   return NULL;
 }
 
-static tsrv *start(void **state) {
+static tsrv *start_cfg(void **state, const h2t_server_config *cfg) {
   tsrv *t = calloc(1, sizeof *t);
   h2t_server_config c = H2T_SERVER_CONFIG_INIT;
+  if (cfg)
+    c = *cfg;
   c.writer = *(h2t_writer_mode *)*state;
   c.max_header_list_size = 4096;
   assert_int_equal(h2t_server_new(&t->s, &c), 0);
@@ -59,6 +61,8 @@ static tsrv *start(void **state) {
   assert_int_equal(pthread_create(&t->th, NULL, srv_thread, t->s), 0);
   return t;
 }
+
+static tsrv *start(void **state) { return start_cfg(state, NULL); }
 
 /* The server must still answer a real client, then stop cleanly. */
 static void still_serves_and_stop(tsrv *t) {
@@ -208,7 +212,7 @@ static answer read_answer(int fd, int want_status, int timeout_ms) {
     if (off)
       memmove(in.p, in.p + off, in.len - off);
     in.len -= off;
-    if (a.goaway || (want_status && a.status) || a.closed)
+    if (a.goaway || a.rst || (want_status && a.status) || a.closed)
       break;
     uint64_t now = h2t_now_us();
     if (now >= end)
@@ -408,6 +412,61 @@ static void test_truncated_and_tls_garbage(void **state) {
   still_serves_and_stop(t);
 }
 
+/* Connection timeouts: no preface in time → closed; idle after the
+ * preface → GOAWAY(NO_ERROR), then closed. */
+static void test_connection_timeouts(void **state) {
+  h2t_server_config cfg = H2T_SERVER_CONFIG_INIT;
+  cfg.handshake_timeout_ms = 300;
+  cfg.idle_timeout_ms = 400;
+  tsrv *t = start_cfg(state, &cfg);
+  uint64_t t0 = h2t_now_us();
+  int fd = dial(t->port);
+  answer a = read_answer(fd, 0, 3000);
+  close(fd);
+  assert_true(a.closed);
+  assert_true(h2t_now_us() - t0 < 2000000);
+  buf b = {0};
+  start_conn(&b);
+  fd = dial(t->port);
+  send_all(fd, &b);
+  free(b.p);
+  t0 = h2t_now_us();
+  a = read_answer(fd, 0, 3000);
+  uint64_t took = h2t_now_us() - t0;
+  assert_true(a.goaway);
+  assert_int_equal(a.goaway_code, NGHTTP2_NO_ERROR);
+  assert_true(took > 300000 && took < 2500000);
+  assert_true(closes_soon(fd));
+  close(fd);
+  still_serves_and_stop(t);
+}
+
+/* Headers trickled and never finished: the stream timeout resets it. */
+static void test_trickled_headers_time_out(void **state) {
+  h2t_server_config cfg = H2T_SERVER_CONFIG_INIT;
+  cfg.stream_timeout_ms = 300;
+  tsrv *t = start_cfg(state, &cfg);
+  nghttp2_hd_deflater *d;
+  nghttp2_hd_deflate_new(&d, 4096);
+  buf b = {0};
+  start_conn(&b);
+  request(&b, d, 1, "/", NULL, NULL, 1);
+  /* keep the frame header and 3 payload bytes of the request only */
+  size_t pre = sizeof PREFACE - 1 + 9;
+  b.len = pre + 9 + 3;
+  int fd = dial(t->port);
+  send_all(fd, &b);
+  free(b.p);
+  uint64_t t0 = h2t_now_us();
+  answer a = read_answer(fd, 0, 3000);
+  close(fd);
+  assert_true(a.rst);
+  assert_int_equal(a.rst_code, NGHTTP2_CANCEL);
+  assert_true(h2t_now_us() - t0 < 2500000);
+  nghttp2_hd_deflate_del(d);
+  still_serves_and_stop(t);
+}
+
 static h2t_writer_mode modes[] = {H2T_WRITER_REUSED, H2T_WRITER_SPAWN,
                                   H2T_WRITER_INLINE};
 
@@ -425,6 +484,8 @@ int main(void) {
       PER_MODE(test_oversized_headers_and_bad_request),
       PER_MODE(test_rapid_reset),
       PER_MODE(test_truncated_and_tls_garbage),
+      PER_MODE(test_connection_timeouts),
+      PER_MODE(test_trickled_headers_time_out),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

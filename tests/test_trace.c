@@ -73,6 +73,29 @@ static void test_direct_path_matches_walk(void **state) {
   assert_string_equal(order, "U");
 }
 
+static h2t_client_trace *victim;
+static void hook_tear_down(const h2t_event *ev, void *user) {
+  strcat(order, "T");
+  memset(victim, 0xff, sizeof *victim); /* as if freed and reused */
+}
+
+/* A hook may complete its request, which frees the chain's copies: the
+ * walk must not read a trace after a hook ran. */
+static void test_walk_reads_no_trace_after_a_hook(void **state) {
+  h2t_client_trace older = {H2T_CLIENT_TRACE_INIT, .done = hook_b};
+  h2t_client_trace newer = {H2T_CLIENT_TRACE_INIT, .done = hook_tear_down,
+                            .next = &older};
+  victim = &newer;
+  trace_chain tc;
+  trace_chain_clear(&tc, 0);
+  trace_chain_add(&tc, &newer);
+  assert_null(tc.direct);
+  order[0] = '\0';
+  h2t_event ev = {.type = H2T_EV_DONE};
+  trace_emit(&tc, &ev);
+  assert_string_equal(order, "TB");
+}
+
 static void test_unset_hooks_leave_mask_clear(void **state) {
   h2t_client_trace t = {H2T_CLIENT_TRACE_INIT, .dns_done = hook_a};
   trace_chain tc;
@@ -116,6 +139,7 @@ int main(void) {
       cmocka_unit_test(test_newer_runs_first_and_older_still_runs),
       cmocka_unit_test(test_unset_hooks_leave_mask_clear),
       cmocka_unit_test(test_direct_path_matches_walk),
+      cmocka_unit_test(test_walk_reads_no_trace_after_a_hook),
       cmocka_unit_test(test_set_all_covers_every_event),
       cmocka_unit_test(test_errors_have_names_and_text),
   };

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -18,11 +19,13 @@
 
 #include "h2/srv_int.h"
 
+/* Read on its own thread while the test polls from the loop's: the
+ * counters it shares are atomic. */
 typedef struct reader {
   int fd;
-  size_t got;
-  int bad; /* a byte out of sequence */
-  int eof;
+  atomic_size_t got;
+  atomic_int bad; /* a byte out of sequence */
+  atomic_int eof;
   pthread_t th;
 } reader;
 
@@ -32,13 +35,14 @@ static void *read_all(void *arg) {
   for (;;) {
     ssize_t n = read(r->fd, buf, sizeof buf);
     if (n <= 0) {
-      r->eof = 1;
+      atomic_store(&r->eof, 1);
       return NULL;
     }
+    size_t got = atomic_load(&r->got);
     for (ssize_t i = 0; i < n; i++)
-      if (buf[i] != (uint8_t)((r->got + (size_t)i) % 251))
-        r->bad = 1;
-    r->got += (size_t)n;
+      if (buf[i] != (uint8_t)((got + (size_t)i) % 251))
+        atomic_store(&r->bad, 1);
+    atomic_store(&r->got, got + (size_t)n);
   }
 }
 
@@ -56,8 +60,13 @@ static void on_notify(void *arg) {
     c->failed_seen = 1;
 }
 
+static srv_writer *g_w;
+
 static uint8_t *chunk(size_t from, size_t len) {
-  uint8_t *b = malloc(len);
+  size_t cap;
+  uint8_t *b = writer_buf_grow(g_w, NULL, len, &cap);
+  assert_non_null(b);
+  assert_true(cap >= len);
   for (size_t i = 0; i < len; i++)
     b[i] = (uint8_t)((from + i) % 251);
   return b;
@@ -112,6 +121,7 @@ static void test_order_and_drain_then_close(void **state) {
   struct ev_loop *loop = ev_loop_new(0);
   srv_writer *w;
   assert_int_equal(writer_new(&w, mode_of(state), loop, NULL), 0);
+  g_w = w;
   pair p = mkpair();
   ctx c = {.loop = loop};
   c.wc = writer_conn_new(w, p.a, on_notify, &c);
@@ -152,6 +162,7 @@ static void test_backpressure_notify(void **state) {
   struct ev_loop *loop = ev_loop_new(0);
   srv_writer *w;
   assert_int_equal(writer_new(&w, mode_of(state), loop, NULL), 0);
+  g_w = w;
   pair p = mkpair();
   ctx c = {.loop = loop};
   c.wc = writer_conn_new(w, p.a, on_notify, &c);
@@ -192,6 +203,7 @@ static void test_abort_and_peer_gone(void **state) {
   struct ev_loop *loop = ev_loop_new(0);
   srv_writer *w;
   assert_int_equal(writer_new(&w, mode_of(state), loop, NULL), 0);
+  g_w = w;
   /* abort with a full queue nobody reads: the fd is closed at once */
   pair p = mkpair();
   ctx c = {.loop = loop};

@@ -156,23 +156,37 @@ void trace_chain_set_inflight(trace_chain *tc, struct inflight_entry *e) {
   fix_direct(tc);
 }
 
+/* More hooks than this for one event means a runaway `next` chain; the
+ * rest are dropped (a trace failure degrades to less trace). */
+#define MAX_CALLS 64
+
 void trace_emit_slow(const trace_chain *tc, h2t_event *ev) {
+  struct {
+    h2t_hook fn;
+    void *user;
+  } calls[MAX_CALLS];
+  unsigned n = 0;
   if (!ev->t_us)
     ev->t_us = h2t_now_us();
   if (tc->ife)
     inflight_event(tc->ife, ev);
+  /* Gather first, call after: a hook may complete the request, and with it
+   * free the chain and the copies it points to, or free its own traces. */
   for (unsigned i = 0; i < tc->nheads; i++) {
     const trace_head *h = tc->heads[i];
-    for (int depth = 0; h && depth < 64; h = h->next, depth++) {
+    for (int depth = 0; h && depth < MAX_CALLS && n < MAX_CALLS - 1;
+         h = h->next, depth++) {
       if (h->struct_size < sizeof(trace_head))
         continue;
       h2t_hook fn = trace_hook_get(h, tc->server, ev->type);
       if (fn)
-        fn(ev, h->user);
+        calls[n++] = (typeof(calls[0])){fn, h->user};
       if (h->any)
-        h->any(ev, h->user);
+        calls[n++] = (typeof(calls[0])){h->any, h->user};
     }
   }
+  for (unsigned i = 0; i < n; i++)
+    calls[i].fn(ev, calls[i].user);
 }
 
 static int set_all(void *trace, size_t size, int server, h2t_hook hook,

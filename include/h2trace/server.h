@@ -38,8 +38,9 @@ typedef struct h2t_server h2t_server;
  * others exist to compare against it (h2bench writer). */
 typedef enum h2t_writer_mode {
   H2T_WRITER_REUSED = 0, /* one writer thread for the server's lifetime */
-  H2T_WRITER_SPAWN = 1,  /* a new thread per write, one at a time per
-                            connection (like Go's writeFrameAsync) */
+  H2T_WRITER_SPAWN = 1,  /* a new thread per write of at most one frame
+                            (16 KiB + 9), one at a time per connection,
+                            like Go's writeFrameAsync */
   H2T_WRITER_INLINE = 2  /* send(2) on the loop thread */
 } h2t_writer_mode;
 
