@@ -15,7 +15,7 @@ trap cleanup EXIT
 
 url=""
 for _ in $(seq 100); do
-  url=$(grep -oE 'http://127\.0\.0\.1:[0-9]+' "$work/h2serve.log" | head -1 || true)
+  url=$(sed -nE 's|.*serving .* on (http://127\.0\.0\.1:[0-9]+).*|\1|p' "$work/h2serve.log" | head -1)
   [ -n "$url" ] && break
   kill -0 "$pid" 2>/dev/null || { cat "$work/h2serve.log"; exit 1; }
   sleep 0.05
