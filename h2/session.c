@@ -477,7 +477,9 @@ static ssize_t body_read(nghttp2_session *s, int32_t sid, uint8_t *buf,
   } else if (r->body_read) {
     int eof = 0;
     ssize_t got = r->body_read(r, buf, len, &eof, r->user);
-    if (got == H2T_BODY_DEFER) {
+    /* Nothing and no end is a pause too: asking again at once would spin
+     * the loop until the source has data. */
+    if (got == H2T_BODY_DEFER || (got == 0 && !eof)) {
       r->body_deferred = 1;
       return NGHTTP2_ERR_DEFERRED;
     }

@@ -23,7 +23,10 @@ static int alpn_select(SSL *ssl, const unsigned char **out,
     }
     i += 1 + len;
   }
-  return SSL_TLSEXT_ERR_NOACK;
+  /* The client offered ALPN without h2: refuse the handshake with
+   * no_application_protocol (RFC 7301 §3.2) rather than fail later at the
+   * HTTP/2 preface. */
+  return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
 SSL_CTX *srv_tls_ctx_new(const char *cert_file, const char *key_file) {

@@ -370,6 +370,9 @@ static void test_cancel_resets_and_completes(void **state) {
 
 typedef struct body_src {
   int chunks, deferred;
+  int pause_with_zero; /* pause by returning 0 without eof */
+  int paused;          /* until the resume timer fires */
+  int calls_while_paused;
   ev_timer resume;
   h2t_request *req;
 } body_src;
@@ -381,8 +384,12 @@ static ssize_t read_body(h2t_request *r, uint8_t *buf, size_t len, int *eof,
   body_src *b = cur_body;
   if (!b->deferred) {
     b->deferred = 1;
+    b->paused = 1;
     b->req = r;
-    return H2T_BODY_DEFER;
+  }
+  if (b->paused) {
+    b->calls_while_paused++;
+    return b->pause_with_zero ? 0 : H2T_BODY_DEFER;
   }
   memset(buf, 'x', 1000);
   if (++b->chunks == 5)
@@ -392,14 +399,15 @@ static ssize_t read_body(h2t_request *r, uint8_t *buf, size_t len, int *eof,
 
 static void resume_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   body_src *b = w->data;
+  b->paused = 0;
   assert_int_equal(h2t_request_resume(b->req), 0);
 }
 
-static void test_streaming_body_with_defer(void **state) {
+static void run_streaming_body(int pause_with_zero) {
   env e;
   h2t_script s = {0};
   env_start(&e, &s, NULL);
-  body_src b = {0};
+  body_src b = {.pause_with_zero = pause_with_zero};
   rq q = {0};
   cur_body = &b;
   h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .body_read = read_body,
@@ -411,9 +419,20 @@ static void test_streaming_body_with_defer(void **state) {
   h2t_client_run(e.c);
   assert_int_equal(q.err, 0);
   assert_int_equal(b.chunks, 5);
+  assert_int_equal(b.calls_while_paused, 1); /* paused, not polled */
   q.body[q.body_len] = '\0';
   assert_string_equal(q.body, "ok 5000");
   env_stop(&e);
+}
+
+static void test_streaming_body_with_defer(void **state) {
+  run_streaming_body(0);
+}
+
+/* A source with nothing yet may also return 0 without eof: that pauses it
+ * like H2T_BODY_DEFER instead of spinning the loop. */
+static void test_streaming_body_zero_pauses(void **state) {
+  run_streaming_body(1);
 }
 
 static ssize_t failing_body(h2t_request *r, uint8_t *buf, size_t len,
@@ -748,6 +767,7 @@ int main(void) {
       cmocka_unit_test(test_max_streams_opens_new_conn_then_queues),
       cmocka_unit_test(test_cancel_resets_and_completes),
       cmocka_unit_test(test_streaming_body_with_defer),
+      cmocka_unit_test(test_streaming_body_zero_pauses),
       cmocka_unit_test(test_expect_continue),
       cmocka_unit_test(test_failing_body_source_resets_stream),
       cmocka_unit_test(test_client_del_cancels_pending),

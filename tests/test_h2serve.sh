@@ -76,6 +76,10 @@ for mode in reused spawn inline; do
       start --tls "$T/cert.pem" "$T/key.pem" --writer $mode
       U="https://127.0.0.1:$PORT"; C="curl -sS -k --http2 --max-time 20"
       grep -q "https://127.0.0.1:$PORT (tls, writer $mode)" "$T/log" || fail "banner: $(cat "$T/log")"
+      # ALPN offered without h2: refused in the handshake (no_application_protocol)
+      curl -sS -k --http1.1 --max-time 5 "$U/6" >/dev/null 2>"$T/alpn" \
+        && fail "$mode: an http/1.1-only client was served"
+      grep -qi "no application protocol\|alert" "$T/alpn" || fail "$mode: ALPN refusal: $(cat "$T/alpn")"
     else
       start --h2c --writer $mode
       U="http://127.0.0.1:$PORT"; C="curl -sS --http2-prior-knowledge --max-time 20"

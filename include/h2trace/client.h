@@ -91,8 +91,9 @@ H2T_EXTERN int h2t_client_run(h2t_client *c);
 H2T_EXTERN size_t h2t_client_pending(const h2t_client *c);
 
 /* Streaming request body: copy up to len bytes into buf and return how many;
- * set *eof when there is no more.  Return H2T_BODY_DEFER to pause until
- * h2t_request_resume(), or a negative H2T_ERR_ code to reset the stream. */
+ * set *eof when there is no more.  Return H2T_BODY_DEFER (or 0 without
+ * *eof) to pause until h2t_request_resume(), or a negative H2T_ERR_ code to
+ * reset the stream. */
 typedef ssize_t (*h2t_body_read_cb)(h2t_request *req, uint8_t *buf,
                                     size_t len, int *eof, void *user);
 #define H2T_BODY_DEFER (-1)
