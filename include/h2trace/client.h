@@ -70,8 +70,10 @@ typedef struct h2t_client_config {
 #define H2T_CLIENT_CONFIG_INIT { .struct_size = sizeof(h2t_client_config) }
 
 /* Create a client.  cfg may be NULL for all defaults.  Returns 0 and sets
- * *out, or H2T_ERR_INVALID_ARG / H2T_ERR_NOMEM / H2T_ERR_TLS (CA file could
- * not be loaded).  Errors are never fatal to the process. */
+ * *out, or H2T_ERR_INVALID_ARG (also: ip_version not 0, 4 or 6) /
+ * H2T_ERR_NOMEM / H2T_ERR_TLS (the CA file or path could not be loaded) /
+ * H2T_ERR_SYSTEM (no loop or DNS channel could be made).  Errors are never
+ * fatal to the process. */
 H2T_EXTERN int h2t_client_new(h2t_client **out, const h2t_client_config *cfg);
 
 /* Cancel every pending request (on_done with H2T_ERR_CANCELED), close every
@@ -83,8 +85,8 @@ H2T_EXTERN void h2t_client_del(h2t_client *c);
 H2T_EXTERN struct ev_loop *h2t_client_loop(h2t_client *c);
 
 /* Run the client's loop until no request is pending.  For a client that made
- * its own loop, or a caller's loop not running elsewhere.  Returns 0 or
- * H2T_ERR_STATE if called re-entrantly. */
+ * its own loop, or a caller's loop not running elsewhere.  Returns 0,
+ * H2T_ERR_STATE if called re-entrantly, or H2T_ERR_INVALID_ARG for NULL. */
 H2T_EXTERN int h2t_client_run(h2t_client *c);
 
 /* Number of requests submitted and not yet done. */

@@ -182,8 +182,9 @@ H2T_EXTERN int h2t_inflight_get(uint64_t id, h2t_inflight_info *out);
 H2T_EXTERN int h2t_inflight_cancel(uint64_t id, const char *reason);
 
 /* Set the free-text status of the calling request (shown in dumps and the
- * endpoint), e.g. "querying inventory".  Copied, truncated to
- * H2T_INFLIGHT_TEXT_MAX - 1 bytes.  Returns 0, H2T_ERR_NOT_FOUND or
+ * endpoint), e.g. "querying inventory".  Copied; the table keeps its first
+ * 39 bytes (entries are at most 512 bytes: likewise 7 bytes of method, 31 of
+ * a cancel reason, and 126 of authority and path together).  Returns 0, H2T_ERR_NOT_FOUND or
  * H2T_ERR_INVALID_ARG.  (The server's handler API offers the same by
  * request handle, which is cheaper.) */
 H2T_EXTERN int h2t_inflight_set_status(uint64_t id, const char *text);

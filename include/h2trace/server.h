@@ -106,7 +106,8 @@ typedef struct h2t_listen_opts {
 /* Start listening.  May be called several times (several addresses).
  * Returns the listener's index (>= 0), or H2T_ERR_INVALID_ARG /
  * H2T_ERR_BIND / H2T_ERR_TLS (cert/key could not be loaded) /
- * H2T_ERR_NOMEM / H2T_ERR_STATE (shutting down). */
+ * H2T_ERR_NOMEM / H2T_ERR_STATE (shutting down) / H2T_ERR_LIMIT (more than
+ * 8 listeners). */
 H2T_EXTERN int h2t_server_listen(h2t_server *s, const h2t_listen_opts *o);
 
 /* The port listener `index` is bound to (the real one when asked for 0), or
@@ -130,7 +131,7 @@ H2T_EXTERN int h2t_server_run(h2t_server *s);
 
 /* Graceful shutdown: stop accepting, send GOAWAY on every connection, let
  * in-flight streams finish (up to shutdown_timeout_ms), then close.  On the
- * loop thread; idempotent.  Returns 0. */
+ * loop thread; idempotent.  Returns 0, or H2T_ERR_INVALID_ARG for NULL. */
 H2T_EXTERN int h2t_server_shutdown(h2t_server *s);
 /* The same from any thread (or a signal-free context): posts to the loop. */
 H2T_EXTERN void h2t_server_shutdown_async(h2t_server *s);
