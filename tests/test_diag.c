@@ -16,6 +16,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <cmocka.h>
+
+#include "wedge.h"
 #include <jansson.h>
 
 #include <h2trace/diag.h>
@@ -617,21 +619,8 @@ static void test_profile_endpoint(void **state) {
 }
 
 /* The "application loop" is stuck inside a hook; the endpoint answers. */
-static pthread_mutex_t wedge_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t wedge_cv = PTHREAD_COND_INITIALIZER;
-static int wedged, release_wedge;
-
-static void stuck_hook(const h2t_event *ev, void *user) {
-  pthread_mutex_lock(&wedge_mu);
-  wedged = 1;
-  pthread_cond_broadcast(&wedge_cv);
-  while (!release_wedge)
-    pthread_cond_wait(&wedge_cv, &wedge_mu);
-  pthread_mutex_unlock(&wedge_mu);
-}
-
 static void *loop_thread(void *arg) {
-  h2t_client_trace tr = {H2T_CLIENT_TRACE_INIT, .got_first_response_byte = stuck_hook};
+  h2t_client_trace tr = {H2T_CLIENT_TRACE_INIT, .got_first_response_byte = h2t_test_stuck_hook};
   trace_chain tc;
   trace_chain_clear(&tc, 0);
   trace_chain_add(&tc, &tr);
@@ -644,12 +633,9 @@ static void *loop_thread(void *arg) {
 
 static void test_answers_while_loop_stuck_and_threads(void **state) {
   pthread_t th;
-  wedged = release_wedge = 0;
+  h2t_test_wedge_reset();
   pthread_create(&th, NULL, loop_thread, NULL);
-  pthread_mutex_lock(&wedge_mu);
-  while (!wedged)
-    pthread_cond_wait(&wedge_cv, &wedge_mu);
-  pthread_mutex_unlock(&wedge_mu);
+  h2t_test_wedge_wait();
 
   uint64_t t0 = h2t_now_us();
   struct resp r = http("GET", "/debug/requests/501", NULL);
@@ -674,7 +660,7 @@ static void test_answers_while_loop_stuck_and_threads(void **state) {
     json_t *frames = json_object_get(s, "frames");
     assert_true(json_array_size(frames) >= 2);
     for (size_t k = 0; k < json_array_size(frames); k++)
-      if (strstr(json_string_value(json_array_get(frames, k)), "stuck_hook"))
+      if (strstr(json_string_value(json_array_get(frames, k)), "h2t_test_stuck_hook"))
         saw_hook = 1;
   }
   assert_true(total >= 3);
@@ -684,10 +670,7 @@ static void test_answers_while_loop_stuck_and_threads(void **state) {
   json_decref(j);
   resp_free(&r);
 
-  pthread_mutex_lock(&wedge_mu);
-  release_wedge = 1;
-  pthread_cond_broadcast(&wedge_cv);
-  pthread_mutex_unlock(&wedge_mu);
+  h2t_test_unwedge();
   pthread_join(th, NULL);
 }
 

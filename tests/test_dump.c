@@ -15,6 +15,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "wedge.h"
+
 #include <h2trace/inflight.h>
 #include "trace/inflight_int.h"
 
@@ -174,21 +176,8 @@ static void test_signal_in_child_process(void **state) {
 
 /* The report does not need the loops: a "loop" stuck inside a hook (holding
  * nothing of the table) does not delay it. */
-static pthread_mutex_t wedge_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t wedge_cv = PTHREAD_COND_INITIALIZER;
-static int wedged, release_wedge;
-
-static void stuck_hook(const h2t_event *ev, void *user) {
-  pthread_mutex_lock(&wedge_mu);
-  wedged = 1;
-  pthread_cond_broadcast(&wedge_cv);
-  while (!release_wedge)
-    pthread_cond_wait(&wedge_cv, &wedge_mu);
-  pthread_mutex_unlock(&wedge_mu);
-}
-
 static void *loop_thread(void *arg) {
-  h2t_client_trace tr = {H2T_CLIENT_TRACE_INIT, .got_data = stuck_hook};
+  h2t_client_trace tr = {H2T_CLIENT_TRACE_INIT, .got_data = h2t_test_stuck_hook};
   trace_chain tc;
   trace_chain_clear(&tc, 0);
   trace_chain_add(&tc, &tr);
@@ -201,20 +190,15 @@ static void *loop_thread(void *arg) {
 
 static void test_dump_while_loop_is_stuck(void **state) {
   pthread_t th;
+  h2t_test_wedge_reset();
   pthread_create(&th, NULL, loop_thread, NULL);
-  pthread_mutex_lock(&wedge_mu);
-  while (!wedged)
-    pthread_cond_wait(&wedge_cv, &wedge_mu);
-  pthread_mutex_unlock(&wedge_mu);
+  h2t_test_wedge_wait();
   char *s;
   assert_int_equal(h2t_inflight_dump_string(&s), 0);
   assert_non_null(strstr(s, "GET /blob/1 for 1m33.")); /* now receiving */
   assert_non_null(strstr(s, "[receiving, conn #3 stream 19]"));
   free(s);
-  pthread_mutex_lock(&wedge_mu);
-  release_wedge = 1;
-  pthread_cond_broadcast(&wedge_cv);
-  pthread_mutex_unlock(&wedge_mu);
+  h2t_test_unwedge();
   pthread_join(th, NULL);
 }
 

@@ -17,6 +17,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <cmocka.h>
+
+#include "handlers.h"
 #include <ev.h>
 #include <jansson.h>
 
@@ -32,37 +34,6 @@ static uint16_t diag_port;
 static h2t_server *srv;
 static int srv_port;
 static pthread_t srv_thread;
-
-/* --- server: /delay?ms=N answers from a timer ------------------------------ */
-
-typedef struct delay {
-  ev_timer t;
-  h2t_server_req *r;
-  struct ev_loop *loop;
-} delay;
-
-static void delay_fire(struct ev_loop *loop, ev_timer *t, int revents) {
-  delay *d = t->data;
-  h2t_server_req_respond(d->r, 200, NULL, 0, "late\n", 5, 0);
-}
-
-static void delay_close(h2t_server_req *r, uint32_t code, void *user) {
-  delay *d = user;
-  ev_timer_stop(d->loop, &d->t);
-  free(d);
-}
-
-static void handle_delay(h2t_server_req *r, void *user) {
-  delay *d = calloc(1, sizeof *d);
-  const char *ms = strstr(h2t_server_req_path(r), "ms=");
-  d->r = r;
-  d->loop = h2t_server_loop(h2t_server_req_server(r));
-  ev_timer_init(&d->t, delay_fire, (ms ? atoi(ms + 3) : 0) / 1000.0, 0.);
-  d->t.data = d;
-  h2t_server_req_on(r, NULL, delay_close, d);
-  h2t_server_req_set_status(r, "sleeping");
-  ev_timer_start(d->loop, &d->t);
-}
 
 static void *run_server(void *arg) {
   h2t_server_run(srv);
@@ -179,7 +150,7 @@ static int setup(void **state) {
   if (idx < 0)
     return -1;
   srv_port = h2t_server_port(srv, idx);
-  h2t_server_handle(srv, "/delay", handle_delay, NULL);
+  h2t_server_handle(srv, "/delay", h2t_test_delay_handler, (void *)"sleeping");
   return pthread_create(&srv_thread, NULL, run_server, NULL);
 }
 

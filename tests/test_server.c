@@ -18,6 +18,8 @@
 #include <sys/socket.h>
 #include <cmocka.h>
 
+#include "handlers.h"
+
 #include <ev.h>
 #include <h2trace/server.h>
 #include "h2/srv_int.h"
@@ -174,34 +176,6 @@ static void h_sum(h2t_server_req *r, void *user) {
   h2t_server_req_on(r, sum_body, sum_close, calloc(1, sizeof(sum)));
 }
 
-/* /delay?ms=N */
-typedef struct delay {
-  ev_timer t;
-  h2t_server_req *r;
-  struct ev_loop *loop;
-} delay;
-
-static void delay_fire(struct ev_loop *loop, ev_timer *t, int revents) {
-  delay *d = t->data;
-  h2t_server_req_respond(d->r, 200, NULL, 0, "late\n", 5, 0);
-}
-
-static void delay_close(h2t_server_req *r, uint32_t code, void *user) {
-  delay *d = user;
-  ev_timer_stop(d->loop, &d->t);
-  free(d);
-}
-
-static void h_delay(h2t_server_req *r, void *user) {
-  delay *d = calloc(1, sizeof *d);
-  const char *q = strstr(h2t_server_req_path(r), "ms=");
-  d->r = r;
-  d->loop = h2t_server_loop(h2t_server_req_server(r));
-  ev_timer_init(&d->t, delay_fire, (q ? atoi(q + 3) : 0) / 1000.0, 0.);
-  d->t.data = d;
-  h2t_server_req_on(r, NULL, delay_close, d);
-  ev_timer_start(d->loop, &d->t);
-}
 
 /* /hold: never answers; records its id for a cancel from another thread */
 static void hold_close(h2t_server_req *r, uint32_t code, void *user) {
@@ -265,7 +239,7 @@ static tsrv *tsrv_start(h2t_writer_mode mode, h2t_server_config *cfg) {
   h2t_server_handle(t->s, "/hello", h_hello, t);
   h2t_server_handle(t->s, "/gen", h_gen, t);
   h2t_server_handle(t->s, "/sum", h_sum, t);
-  h2t_server_handle(t->s, "/delay", h_delay, t);
+  h2t_server_handle(t->s, "/delay", h2t_test_delay_handler, NULL);
   h2t_server_handle(t->s, "/hold", h_hold, t);
   h2t_server_handle(t->s, "/big", h_big, t);
   assert_int_equal(pthread_create(&t->th, NULL, srv_thread, t->s), 0);
