@@ -18,6 +18,8 @@
 #include <sys/socket.h>
 #include <cmocka.h>
 
+#include "modes.h"
+
 #include "handlers.h"
 
 #include <ev.h>
@@ -175,7 +177,6 @@ static void sum_close(h2t_server_req *r, uint32_t code, void *user) {
 static void h_sum(h2t_server_req *r, void *user) {
   h2t_server_req_on(r, sum_body, sum_close, calloc(1, sizeof(sum)));
 }
-
 
 /* /hold: never answers; records its id for a cancel from another thread */
 static void hold_close(h2t_server_req *r, uint32_t code, void *user) {
@@ -706,26 +707,19 @@ static void test_api_misuse(void **state) {
   h2t_server_del(NULL);
 }
 
-static h2t_writer_mode modes[] = {H2T_WRITER_REUSED, H2T_WRITER_SPAWN,
-                                  H2T_WRITER_INLINE};
-
-#define PER_MODE(f)                                                            \
-  cmocka_unit_test_prestate(f, &modes[0]),                                     \
-      cmocka_unit_test_prestate(f, &modes[1]),                                 \
-      cmocka_unit_test_prestate(f, &modes[2])
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_api_misuse),
-      PER_MODE(test_curl_h2c_and_tls),
-      PER_MODE(test_bodies_file_gen_trailers),
-      PER_MODE(test_h2load_no_failures),
-      PER_MODE(test_hook_order),
-      PER_MODE(test_cancel_from_other_thread),
-      PER_MODE(test_stream_timeout_and_header_limit),
-      PER_MODE(test_shed_refused_stream),
-      PER_MODE(test_shed_503_and_conn_limit),
-      PER_MODE(test_graceful_shutdown_drains),
+      H2T_TEST_PER_MODE(test_curl_h2c_and_tls),
+      H2T_TEST_PER_MODE(test_bodies_file_gen_trailers),
+      H2T_TEST_PER_MODE(test_h2load_no_failures),
+      H2T_TEST_PER_MODE(test_hook_order),
+      H2T_TEST_PER_MODE(test_cancel_from_other_thread),
+      H2T_TEST_PER_MODE(test_stream_timeout_and_header_limit),
+      H2T_TEST_PER_MODE(test_shed_refused_stream),
+      H2T_TEST_PER_MODE(test_shed_503_and_conn_limit),
+      H2T_TEST_PER_MODE(test_graceful_shutdown_drains),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,6 +20,8 @@
 #include <sys/socket.h>
 #include <cmocka.h>
 
+#include "modes.h"
+
 #include <nghttp2/nghttp2.h>
 #include <h2trace/server.h>
 #include "peer.h"
@@ -467,25 +469,18 @@ static void test_trickled_headers_time_out(void **state) {
   still_serves_and_stop(t);
 }
 
-static h2t_writer_mode modes[] = {H2T_WRITER_REUSED, H2T_WRITER_SPAWN,
-                                  H2T_WRITER_INLINE};
-
-#define PER_MODE(f)                                                            \
-  cmocka_unit_test_prestate(f, &modes[0]),                                     \
-      cmocka_unit_test_prestate(f, &modes[1]),                                 \
-      cmocka_unit_test_prestate(f, &modes[2])
 
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
-      PER_MODE(test_bad_preface),
-      PER_MODE(test_invalid_frames),
-      PER_MODE(test_stream_id_backwards),
-      PER_MODE(test_oversized_headers_and_bad_request),
-      PER_MODE(test_rapid_reset),
-      PER_MODE(test_truncated_and_tls_garbage),
-      PER_MODE(test_connection_timeouts),
-      PER_MODE(test_trickled_headers_time_out),
+      H2T_TEST_PER_MODE(test_bad_preface),
+      H2T_TEST_PER_MODE(test_invalid_frames),
+      H2T_TEST_PER_MODE(test_stream_id_backwards),
+      H2T_TEST_PER_MODE(test_oversized_headers_and_bad_request),
+      H2T_TEST_PER_MODE(test_rapid_reset),
+      H2T_TEST_PER_MODE(test_truncated_and_tls_garbage),
+      H2T_TEST_PER_MODE(test_connection_timeouts),
+      H2T_TEST_PER_MODE(test_trickled_headers_time_out),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

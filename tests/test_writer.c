@@ -17,6 +17,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "modes.h"
+
 #include "h2/srv_int.h"
 
 /* Read on its own thread while the test polls from the loop's: the
@@ -238,20 +240,13 @@ static void test_abort_and_peer_gone(void **state) {
   ev_loop_destroy(loop);
 }
 
-static h2t_writer_mode modes[] = {H2T_WRITER_REUSED, H2T_WRITER_SPAWN,
-                                  H2T_WRITER_INLINE};
-
-#define PER_MODE(f)                                                            \
-  cmocka_unit_test_prestate(f, &modes[0]),                                     \
-      cmocka_unit_test_prestate(f, &modes[1]),                                 \
-      cmocka_unit_test_prestate(f, &modes[2])
 
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
-      PER_MODE(test_order_and_drain_then_close),
-      PER_MODE(test_backpressure_notify),
-      PER_MODE(test_abort_and_peer_gone),
+      H2T_TEST_PER_MODE(test_order_and_drain_then_close),
+      H2T_TEST_PER_MODE(test_backpressure_notify),
+      H2T_TEST_PER_MODE(test_abort_and_peer_gone),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
