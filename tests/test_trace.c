@@ -112,6 +112,8 @@ static void test_unset_hooks_leave_mask_clear(void **state) {
 static void test_set_all_covers_every_event(void **state) {
   h2t_client_trace c;
   h2t_server_trace s;
+  memset(&c, 0xa5, sizeof c); /* as a fresh local may hold */
+  memset(&s, 0xa5, sizeof s);
   assert_int_equal(h2t_client_trace_set_all(&c, hook_a, NULL), 0);
   assert_int_equal(h2t_server_trace_set_all(&s, hook_a, NULL), 0);
   for (int t = 0; t < H2T_EV_COUNT_; t++) {
@@ -120,6 +122,14 @@ static void test_set_all_covers_every_event(void **state) {
     assert_null(trace_hook_get(srv ? (void *)&c : (void *)&s, !srv, t));
     assert_non_null(h2t_event_name(t));
   }
+  assert_null(c.next);
+  assert_null(c.any);
+  assert_null(s.next);
+  assert_null(s.any);
+  trace_chain tc; /* and the chain can be walked */
+  trace_chain_clear(&tc, 1);
+  assert_int_equal(trace_chain_add(&tc, &s), 0);
+  assert_ptr_equal(tc.direct, &s);
   assert_string_equal(h2t_event_name(H2T_EV_GOT_CONN), "got_conn");
   assert_string_equal(h2t_event_name(H2T_EV_SRV_WROTE_HEADERS), "wrote_headers");
   assert_null(h2t_event_name(H2T_EV_COUNT_));

@@ -127,9 +127,8 @@ static uint64_t mask_of(const trace_head *h, int server) {
 static void fix_direct(trace_chain *tc) {
   const trace_head *h = tc->nheads == 1 ? tc->heads[0] : NULL;
   size_t full = tc->server ? sizeof(h2t_server_trace) : sizeof(h2t_client_trace);
-  tc->direct = h && !tc->ife && !h->next && !h->any && h->struct_size >= full
-                   ? h
-                   : NULL;
+  tc->single = h && !h->next && !h->any && h->struct_size >= full ? h : NULL;
+  tc->direct = tc->ife ? NULL : tc->single;
 }
 
 int trace_chain_push(trace_chain *tc, const void *trace, uint64_t mask) {
@@ -170,6 +169,15 @@ void trace_emit_slow(const trace_chain *tc, h2t_event *ev) {
     ev->t_us = h2t_now_us();
   if (tc->ife)
     inflight_event(tc->ife, ev);
+  if (tc->single) { /* one plain trace and the table: nothing to gather */
+    h2t_hook fn;
+    void *user;
+    memcpy(&fn, (const char *)tc->single + trace_hook_off[ev->type], sizeof fn);
+    memcpy(&user, (const char *)tc->single + sizeof(size_t), sizeof user);
+    if (fn)
+      fn(ev, user);
+    return;
+  }
   /* Gather first, call after: a hook may complete the request, and with it
    * free the chain and the copies it points to, or free its own traces. */
   for (unsigned i = 0; i < tc->nheads; i++) {
@@ -193,6 +201,9 @@ static int set_all(void *trace, size_t size, int server, h2t_hook hook,
                    void *user) {
   if (!trace || !hook)
     return H2T_ERR_INVALID_ARG;
+  /* The whole struct: a fresh local's `next` and `any` would otherwise be
+   * whatever the stack held. */
+  memset(trace, 0, size);
   trace_head *h = trace;
   h->struct_size = size;
   h->user = user;

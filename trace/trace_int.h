@@ -39,6 +39,8 @@ typedef struct trace_chain {
    * `any` and no in-flight entry (the common case): its hooks are called
    * straight from the inline trace_emit().  Kept by the functions below. */
   const void *direct;
+  /* The same shape but with an in-flight entry: the walk's short way. */
+  const void *single;
   uint8_t nheads;
   uint8_t server; /* heads are h2t_server_trace, else h2t_client_trace */
   const void *heads[TRACE_MAX_HEADS];

@@ -266,9 +266,10 @@ typedef struct h2t_server_trace {
 
 #define H2T_SERVER_TRACE_INIT .struct_size = sizeof(h2t_server_trace)
 
-/* Fill every hook of a client trace with `hook` (and struct_size): for
- * recorders, and to measure the cost of tracing.  Returns 0 or
- * H2T_ERR_INVALID_ARG. */
+/* Initialise a whole client trace: every hook set to `hook`, `user` set,
+ * struct_size current, `next` and `any` NULL (the struct need not be
+ * initialised before).  For recorders, and to measure the cost of tracing.
+ * Returns 0 or H2T_ERR_INVALID_ARG. */
 H2T_EXTERN int h2t_client_trace_set_all(h2t_client_trace *tr, h2t_hook hook,
                                         void *user);
 /* The same for a server trace. */
