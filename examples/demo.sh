@@ -5,7 +5,6 @@ set -euo pipefail
 bin="$(cd "${1:-build}" && pwd)/bin"
 work=$(mktemp -d /tmp/h2trace-demo.XXXXXX)
 printf 'hello from h2serve\n' > "$work/index.html"
-head -c 16384 /dev/zero | tr '\0' 'x' > "$work/16k"
 
 "$bin/h2serve" --h2c --address 127.0.0.1 --port 0 --root "$work" \
   --diag 127.0.0.1:0 > "$work/h2serve.log" 2>&1 &

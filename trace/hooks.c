@@ -170,12 +170,7 @@ void trace_emit_slow(const trace_chain *tc, h2t_event *ev) {
   if (tc->ife)
     inflight_event(tc->ife, ev);
   if (tc->single) { /* one plain trace and the table: nothing to gather */
-    h2t_hook fn;
-    void *user;
-    memcpy(&fn, (const char *)tc->single + trace_hook_off[ev->type], sizeof fn);
-    memcpy(&user, (const char *)tc->single + sizeof(size_t), sizeof user);
-    if (fn)
-      fn(ev, user);
+    trace_call_one(tc->single, ev);
     return;
   }
   /* Gather first, call after: a hook may complete the request, and with it

@@ -72,17 +72,22 @@ void trace_emit_slow(const trace_chain *tc, h2t_event *ev);
 /* Run every hook for ev->type along the chain; reads the clock if ev->t_us
  * is 0.  Call only after TRACE_WANTS().  Inline so that the common chain
  * costs a few loads and the hook's call, not a call into the walk. */
+/* Call one trace struct's hook for ev (reads nothing of it afterwards). */
+static inline void trace_call_one(const void *trace, h2t_event *ev) {
+  const char *t = (const char *)trace;
+  h2t_hook fn;
+  void *user;
+  __builtin_memcpy(&fn, t + trace_hook_off[ev->type], sizeof fn);
+  __builtin_memcpy(&user, t + sizeof(size_t), sizeof user);
+  if (fn)
+    fn(ev, user);
+}
+
 static inline void trace_emit(const trace_chain *tc, h2t_event *ev) {
-  const char *d = (const char *)tc->direct;
-  if (__builtin_expect(d != NULL, 1)) {
-    h2t_hook fn;
-    void *user;
+  if (__builtin_expect(tc->direct != NULL, 1)) {
     if (!ev->t_us)
       ev->t_us = h2t_now_us();
-    __builtin_memcpy(&fn, d + trace_hook_off[ev->type], sizeof fn);
-    __builtin_memcpy(&user, d + sizeof(size_t), sizeof user);
-    if (fn)
-      fn(ev, user);
+    trace_call_one(tc->direct, ev);
     return;
   }
   trace_emit_slow(tc, ev);
