@@ -8,7 +8,7 @@
 
 /* --- events ------------------------------------------------------------ */
 
-void h2_req_got_conn(h2t_request *r, h2_conn *cn, int reused, int was_idle,
+void h2t__req_got_conn(h2t_request *r, h2_conn *cn, int reused, int was_idle,
                      uint64_t idle_us, h2t_conn_reason why) {
   if (!TRACE_WANTS(&r->tc, H2T_EV_GOT_CONN))
     return;
@@ -23,12 +23,12 @@ void h2_req_got_conn(h2t_request *r, h2_conn *cn, int reused, int was_idle,
   h2_req_emit(r, &ev);
 }
 
-void h2_req_put_conn(h2t_request *r, h2_conn *cn) {
+void h2t__req_put_conn(h2t_request *r, h2_conn *cn) {
   if (!TRACE_WANTS(&r->tc, H2T_EV_PUT_IDLE_CONN))
     return;
   h2t_event ev;
   h2_ev_init(&ev, r, H2T_EV_PUT_IDLE_CONN);
-  int usable = h2_conn_usable(cn);
+  int usable = h2t__conn_usable(cn);
   ev.u.put_idle_conn.reusable = usable;
   ev.u.put_idle_conn.reason =
       usable ? H2T_CONN_NONE
@@ -59,7 +59,7 @@ static void unlink_req(h2t_request *r) {
     break;
   case REQ_ACTIVE:
     if (r->conn)
-      h2_conn_reset_stream(r->conn, r, NGHTTP2_CANCEL);
+      h2t__conn_reset_stream(r->conn, r, NGHTTP2_CANCEL);
     break;
   default:
     break;
@@ -126,7 +126,7 @@ static h2t_request *req_alloc(h2t_client *c) {
   return r;
 }
 
-void h2_req_finish(h2t_request *r, int error) {
+void h2t__req_finish(h2t_request *r, int error) {
   h2t_client *c = r->client;
   if (r->state == REQ_DONE || r->finishing)
     return;
@@ -154,7 +154,7 @@ void h2_req_finish(h2t_request *r, int error) {
     ev.u.done.attempts = r->attempts;
     h2_req_emit(r, &ev);
   }
-  inflight_end(r->ife, error);
+  h2t__inflight_end(r->ife, error);
   TAILQ_REMOVE(&c->reqs, r, all);
   c->pending--;
   if (r->on_done)
@@ -163,14 +163,14 @@ void h2_req_finish(h2t_request *r, int error) {
     req_free(r);
 }
 
-int h2_req_release(h2t_request *r) {
+int h2t__req_release(h2t_request *r) {
   int live = r->state != REQ_DONE;
   if (--r->hold == 0 && !live)
     req_free(r);
   return live;
 }
 
-int h2_req_safe_to_retry(const h2t_request *r) {
+int h2t__req_safe_to_retry(const h2t_request *r) {
   if (!r->headers_sent)
     return 1;
   /* sent but idempotent and without a body that cannot be replayed */
@@ -179,11 +179,11 @@ int h2_req_safe_to_retry(const h2t_request *r) {
          !(r->body_read && r->bytes_sent);
 }
 
-void h2_req_retry_or_fail(h2t_request *r, h2t_retry_reason why, int error) {
+void h2t__req_retry_or_fail(h2t_request *r, h2t_retry_reason why, int error) {
   h2t_client *c = r->client;
   if (c->closing || r->attempts > c->max_retries ||
       (r->body_read && r->bytes_sent)) {
-    h2_req_finish(r, error);
+    h2t__req_finish(r, error);
     return;
   }
   r->attempts++;
@@ -195,7 +195,7 @@ void h2_req_retry_or_fail(h2t_request *r, h2t_retry_reason why, int error) {
     ev.u.retry.attempt = r->attempts - 1;
     h2_req_hold(r);
     h2_req_emit(r, &ev);
-    if (!h2_req_release(r))
+    if (!h2t__req_release(r))
       return;
   }
   r->avoid_id = r->conn_id;
@@ -218,9 +218,9 @@ void h2_req_retry_or_fail(h2t_request *r, h2t_retry_reason why, int error) {
   r->waiting_100 = r->expect_100;
   r->rst_code = 0;
   r->state = REQ_NEW;
-  int rv = h2_pool_acquire(c, r);
+  int rv = h2t__pool_acquire(c, r);
   if (rv)
-    h2_req_finish(r, rv);
+    h2t__req_finish(r, rv);
 }
 
 /* --- client ------------------------------------------------------------ */
@@ -234,7 +234,7 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
   uint64_t finished = c->finished;
   h2_conn *cn;
   while ((cn = TAILQ_FIRST(&c->dirty)))
-    h2_conn_flush(cn); /* removes it from the list */
+    h2t__conn_flush(cn); /* removes it from the list */
   ev_prepare_stop(loop, w);
   /* A request completed here, just before the loop polls: do not block in
    * the poll, so that h2t_client_run()/fetch see it at once. */
@@ -263,7 +263,7 @@ static void cancel_async_cb(struct ev_loop *loop, ev_async *w, int revents) {
 }
 
 /* From any thread (the diagnostics endpoint's): only post to the loop. */
-void h2_client_post_cancel(void *arg, uint64_t req_id, const char *why) {
+void h2t__client_post_cancel(void *arg, uint64_t req_id, const char *why) {
   h2t_client *c = arg;
   pthread_mutex_lock(&c->cancel_mu);
   if (c->ncancels == c->cancels_cap) {
@@ -286,15 +286,15 @@ void h2_client_post_cancel(void *arg, uint64_t req_id, const char *why) {
 #define CFG(cfg, field, dflt)                                                  \
   ((cfg) && CFG_HAS(cfg, field) && (cfg)->field ? (cfg)->field : (dflt))
 
-int h2_client_ssl_ctx(h2t_client *c) {
+int h2t__client_ssl_ctx(h2t_client *c) {
   if (c->ssl_ctx)
     return 0;
-  int rv = h2_tls_ctx_new(&c->ssl_ctx, c->ca_file, c->ca_path, c->insecure);
+  int rv = h2t__tls_ctx_new(&c->ssl_ctx, c->ca_file, c->ca_path, c->insecure);
   if (rv != 0)
     return rv;
   SSL_CTX_set_session_cache_mode(c->ssl_ctx, SSL_SESS_CACHE_CLIENT |
                                                  SSL_SESS_CACHE_NO_INTERNAL_STORE);
-  SSL_CTX_sess_set_new_cb(c->ssl_ctx, h2_conn_tls_new_session);
+  SSL_CTX_sess_set_new_cb(c->ssl_ctx, h2t__conn_tls_new_session);
   return 0;
 }
 
@@ -312,8 +312,8 @@ int h2t_client_new(h2t_client **out, const h2t_client_config *cfg) {
   int rv = H2T_ERR_NOMEM;
   c->mem = mem;
   c->trace = CFG(cfg, trace, NULL);
-  trace_chain_clear(&c->tc_default, 0);
-  trace_chain_add(&c->tc_default, c->trace);
+  h2t__trace_chain_clear(&c->tc_default, 0);
+  h2t__trace_chain_add(&c->tc_default, c->trace);
   c->max_conns_per_origin = CFG(cfg, max_conns_per_origin, 4);
   c->max_queued = CFG(cfg, max_queued, 0);
   c->connect_timeout_ms = CFG(cfg, connect_timeout_ms, 10000);
@@ -337,10 +337,10 @@ int h2t_client_new(h2t_client **out, const h2t_client_config *cfg) {
   /* A CA the caller named is loaded now, so that a bad one fails here and
    * not per request.  The system's store is loaded on the first https
    * connection: it costs ~25 ms, which an h2c-only client never needs. */
-  if ((caf || cap) && (rv = h2_client_ssl_ctx(c)) != 0)
+  if ((caf || cap) && (rv = h2t__client_ssl_ctx(c)) != 0)
     goto fail;
   rv = H2T_ERR_NOMEM;
-  if (h2_callbacks_new(&c->cbs) != 0 || nghttp2_option_new(&c->opt) != 0)
+  if (h2t__callbacks_new(&c->cbs) != 0 || nghttp2_option_new(&c->opt) != 0)
     goto fail;
   /* the pool does its own accounting; let nghttp2 not hold extra state */
   nghttp2_option_set_no_closed_streams(c->opt, 1);
@@ -353,7 +353,7 @@ int h2t_client_new(h2t_client **out, const h2t_client_config *cfg) {
     }
     c->own_loop = 1;
   }
-  if ((rv = h2_dns_new(&c->dns, c->loop, mem)) != 0)
+  if ((rv = h2t__dns_new(&c->dns, c->loop, mem)) != 0)
     goto fail;
   ev_prepare_init(&c->flush_w, flush_cb);
   c->flush_w.data = c;
@@ -386,11 +386,11 @@ void h2t_client_del(h2t_client *c) {
   c->closing = 1;
   h2t_request *r;
   while ((r = TAILQ_FIRST(&c->reqs)))
-    h2_req_finish(r, H2T_ERR_CANCELED);
+    h2t__req_finish(r, H2T_ERR_CANCELED);
   h2_origin *o;
   while ((o = TAILQ_FIRST(&c->origins)))
-    h2_origin_free(c, o);
-  h2_dns_del(c->dns);
+    h2t__origin_free(c, o);
+  h2t__dns_del(c->dns);
   ev_prepare_stop(c->loop, &c->flush_w);
   ev_idle_stop(c->loop, &c->wake_w);
   ev_ref(c->loop);
@@ -403,7 +403,7 @@ void h2t_client_del(h2t_client *c) {
   pthread_mutex_destroy(&c->cancel_mu);
   h2t_xfree(c->mem, c->cancels);
   h2t_xfree(c->mem, c->last_url);
-  h2_url_free(c->mem, &c->last_url_parsed);
+  h2t__url_free(c->mem, &c->last_url_parsed);
   while (c->free_reqs) {
     h2t_request *f = c->free_reqs;
     c->free_reqs = f->free_next;
@@ -565,14 +565,14 @@ static int req_url(h2t_client *c, h2t_request *r, const char *s) {
   h2_url tmp;
   const h2_url *src = &c->last_url_parsed;
   if (!s || !c->last_url || strcmp(s, c->last_url)) {
-    int rv = h2_url_parse(m, s, &tmp);
+    int rv = h2t__url_parse(m, s, &tmp);
     if (rv)
       return rv;
     char *copy = h2t_xstrdup(m, s);
     src = &tmp;
     if (copy) { /* cache it; without memory, just don't */
       h2t_xfree(m, c->last_url);
-      h2_url_free(m, &c->last_url_parsed);
+      h2t__url_free(m, &c->last_url_parsed);
       c->last_url = copy;
       c->last_url_parsed = tmp;
       src = &c->last_url_parsed;
@@ -588,19 +588,19 @@ static int req_url(h2t_client *c, h2t_request *r, const char *s) {
       rv = H2T_ERR_NOMEM;
   }
   if (!rv)
-    h2_url_copy_to(src, &r->url, r->urlbuf);
+    h2t__url_copy_to(src, &r->url, r->urlbuf);
   if (src == &tmp)
-    h2_url_free(m, &tmp);
+    h2t__url_free(m, &tmp);
   return rv;
 }
 
 static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   h2t_request *r = w->data;
-  h2_req_finish(r, H2T_ERR_TIMEOUT); /* resets the stream with CANCEL */
+  h2t__req_finish(r, H2T_ERR_TIMEOUT); /* resets the stream with CANCEL */
 }
 
 /* The request's trace chain: its own trace (copied), then the client's.
- * Equivalent to trace_chain_add() of both, without recomputing masks for
+ * Equivalent to h2t__trace_chain_add() of both, without recomputing masks for
  * the common case of the same trace on every request. */
 static void req_chain(h2t_client *c, h2t_request *r,
                       const h2t_client_trace *t) {
@@ -608,16 +608,16 @@ static void req_chain(h2t_client *c, h2t_request *r,
     r->tc = c->tc_default;
     return;
   }
-  trace_chain_clear(&r->tc, 0);
+  h2t__trace_chain_clear(&r->tc, 0);
   memset(&r->trace_copy, 0, sizeof r->trace_copy);
   memcpy(&r->trace_copy, t,
          t->struct_size < sizeof r->trace_copy ? t->struct_size
                                                : sizeof r->trace_copy);
   if (!r->trace_copy.next && c->last_trace_valid &&
       !memcmp(&r->trace_copy, &c->last_trace, sizeof r->trace_copy)) {
-    trace_chain_push(&r->tc, &r->trace_copy, c->last_trace_mask);
+    h2t__trace_chain_push(&r->tc, &r->trace_copy, c->last_trace_mask);
   } else {
-    trace_chain_add(&r->tc, &r->trace_copy);
+    h2t__trace_chain_add(&r->tc, &r->trace_copy);
     if (!r->trace_copy.next) {
       c->last_trace = r->trace_copy;
       c->last_trace_mask = r->tc.mask;
@@ -625,7 +625,7 @@ static void req_chain(h2t_client *c, h2t_request *r,
     }
   }
   if (c->trace)
-    trace_chain_push(&r->tc, c->trace, c->tc_default.mask);
+    h2t__trace_chain_push(&r->tc, c->trace, c->tc_default.mask);
 }
 
 int h2t_request_submit(h2t_client *c, const h2t_request_opts *opts,
@@ -654,7 +654,7 @@ int h2t_request_submit(h2t_client *c, const h2t_request_opts *opts,
     return rv;
   }
   if ((rv = build_headers(r, &o)) != 0 ||
-      !(r->origin = h2_origin_get(c, &r->url))) {
+      !(r->origin = h2t__origin_get(c, &r->url))) {
     req_free(r);
     return rv ? rv : H2T_ERR_NOMEM;
   }
@@ -673,11 +673,11 @@ int h2t_request_submit(h2t_client *c, const h2t_request_opts *opts,
   r->rcs = r->rc_inline;
   r->hdrs_cap = REQ_INLINE_HDRS;
   req_chain(c, r, o.trace);
-  r->ife = inflight_begin_at(INFLIGHT_CLIENT, r->id, r->method, r->url.scheme,
+  r->ife = h2t__inflight_begin_at(INFLIGHT_CLIENT, r->id, r->method, r->url.scheme,
                              r->url.authority, r->url.path,
-                             h2_client_post_cancel, c,
+                             h2t__client_post_cancel, c,
                              r->t_submit); /* inflight: no extra clock read */
-  trace_chain_set_inflight(&r->tc, r->ife);
+  h2t__trace_chain_set_inflight(&r->tc, r->ife);
   ev_timer_init(&r->expect_w, NULL, 0., 0.);
   r->timeout_ms = o.timeout_ms ? o.timeout_ms : c->request_timeout_ms;
   ev_timer_init(&r->timeout_w, timeout_cb, r->timeout_ms / 1000., 0.);
@@ -686,19 +686,19 @@ int h2t_request_submit(h2t_client *c, const h2t_request_opts *opts,
   c->pending++;
   c->stats.requests_submitted++;
   h2_req_hold(r);
-  rv = h2_pool_acquire(c, r);
+  rv = h2t__pool_acquire(c, r);
   if (rv && r->state != REQ_DONE) {
     c->stats.requests_submitted--;
     TAILQ_REMOVE(&c->reqs, r, all);
     c->pending--;
-    inflight_end(r->ife, rv);
+    h2t__inflight_end(r->ife, rv);
     r->state = REQ_DONE; /* no callbacks: it never started */
-    h2_req_release(r);
+    h2t__req_release(r);
     return rv;
   }
   if (r->timeout_ms && r->state != REQ_DONE)
     ev_timer_start(c->loop, &r->timeout_w);
-  if (!h2_req_release(r))
+  if (!h2t__req_release(r))
     r = NULL; /* a hook already completed it */
   if (out)
     *out = r;
@@ -708,7 +708,7 @@ int h2t_request_submit(h2t_client *c, const h2t_request_opts *opts,
 int h2t_request_cancel(h2t_request *r) {
   if (!r || r->state == REQ_DONE || r->finishing)
     return H2T_ERR_STATE;
-  h2_req_finish(r, H2T_ERR_CANCELED);
+  h2t__req_finish(r, H2T_ERR_CANCELED);
   return 0;
 }
 
@@ -720,7 +720,7 @@ int h2t_request_resume(h2t_request *r) {
     r->body_deferred = 0;
     nghttp2_session_resume_data(r->conn->sess, r->stream_id);
     if (!r->conn->in_io)
-      h2_conn_mark_dirty(r->conn);
+      h2t__conn_mark_dirty(r->conn);
   }
   return 0;
 }

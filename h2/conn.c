@@ -30,7 +30,7 @@ static void try_connect(h2_conn *cn);
 
 /* --- events to the requests on a conn ---------------------------------- */
 
-int h2_conn_list_wants(struct req_list *l, h2t_event_type t) {
+int h2t__conn_list_wants(struct req_list *l, h2t_event_type t) {
   h2t_request *r;
   TAILQ_FOREACH(r, l, link) {
     if (TRACE_WANTS(&r->tc, t))
@@ -42,7 +42,7 @@ int h2_conn_list_wants(struct req_list *l, h2t_event_type t) {
 /* Send tmpl (type + payload) to every request on l that wants it.  A hook
  * may cancel any request: the next one is held so the walk can go on, and
  * stops if that one completed. */
-void h2_conn_emit_list(struct req_list *l, h2t_event *tmpl) {
+void h2t__conn_emit_list(struct req_list *l, h2t_event *tmpl) {
   h2t_request *r, *next;
   for (r = TAILQ_FIRST(l); r; r = next) {
     next = TAILQ_NEXT(r, link);
@@ -55,12 +55,12 @@ void h2_conn_emit_list(struct req_list *l, h2t_event *tmpl) {
     if (next)
       h2_req_hold(next);
     h2_req_emit(r, &ev);
-    if (next && !h2_req_release(next))
+    if (next && !h2t__req_release(next))
       break;
   }
 }
 
-void h2_conn_tmpl_init(h2t_event *ev, h2_conn *cn, h2t_event_type t) {
+void h2t__conn_tmpl_init(h2t_event *ev, h2_conn *cn, h2t_event_type t) {
   memset(ev, 0, sizeof *ev);
   ev->type = t;
   ev->conn_id = cn->id;
@@ -74,7 +74,7 @@ static void start_dns(h2_conn *cn);
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   h2_conn *cn = w->data;
   if (cn->state != CONN_READY) {
-    h2_conn_close(cn, H2T_CONN_DEAD, H2T_ERR_CONNECT_TIMEOUT);
+    h2t__conn_close(cn, H2T_CONN_DEAD, H2T_ERR_CONNECT_TIMEOUT);
     return;
   }
   if (cn->nstreams == 0) {
@@ -82,9 +82,9 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     cn->in_io++;
     cn->drain_reason = H2T_CONN_IDLE_TIMEOUT;
     nghttp2_session_terminate_session(cn->sess, NGHTTP2_NO_ERROR);
-    h2_conn_flush(cn);
-    h2_conn_close(cn, H2T_CONN_IDLE_TIMEOUT, H2T_ERR_CONN_CLOSED);
-    h2_conn_end_io(cn);
+    h2t__conn_flush(cn);
+    h2t__conn_close(cn, H2T_CONN_IDLE_TIMEOUT, H2T_ERR_CONN_CLOSED);
+    h2t__conn_end_io(cn);
   }
 }
 
@@ -112,13 +112,13 @@ static void dns_done(void *arg, int error,
     else
       ((struct sockaddr_in *)&cn->addrs[i])->sin_port = port;
   }
-  if (h2_conn_list_wants(&cn->waiters, H2T_EV_DNS_DONE)) {
+  if (h2t__conn_list_wants(&cn->waiters, H2T_EV_DNS_DONE)) {
     char strs[8][INET6_ADDRSTRLEN + 8];
     const char *ptrs[8];
     size_t k = cn->naddrs < 8 ? cn->naddrs : 8;
     for (size_t i = 0; i < k; i++) {
       char tmp[80];
-      h2_sockaddr_str(&cn->addrs[i], tmp, sizeof tmp);
+      h2t__sockaddr_str(&cn->addrs[i], tmp, sizeof tmp);
       /* numeric address without the port */
       char *e = strrchr(tmp, ':');
       if (e)
@@ -136,15 +136,15 @@ static void dns_done(void *arg, int error,
       ptrs[i] = strs[i];
     }
     h2t_event ev;
-    h2_conn_tmpl_init(&ev, cn, H2T_EV_DNS_DONE);
+    h2t__conn_tmpl_init(&ev, cn, H2T_EV_DNS_DONE);
     ev.u.dns_done.addrs = ptrs;
     ev.u.dns_done.naddrs = k;
     ev.u.dns_done.error = error;
     ev.u.dns_done.literal = cn->origin->host_is_ip != 0;
-    h2_conn_emit_list(&cn->waiters, &ev);
+    h2t__conn_emit_list(&cn->waiters, &ev);
   }
   if (error) {
-    h2_conn_close(cn, H2T_CONN_DEAD, error);
+    h2t__conn_close(cn, H2T_CONN_DEAD, error);
     return;
   }
   try_connect(cn);
@@ -169,11 +169,11 @@ static int literal_addr(h2_conn *cn, struct sockaddr_storage *sa) {
 
 
 static void start_dns(h2_conn *cn) {
-  if (h2_conn_list_wants(&cn->waiters, H2T_EV_DNS_START)) {
+  if (h2t__conn_list_wants(&cn->waiters, H2T_EV_DNS_START)) {
     h2t_event ev;
-    h2_conn_tmpl_init(&ev, cn, H2T_EV_DNS_START);
+    h2t__conn_tmpl_init(&ev, cn, H2T_EV_DNS_START);
     ev.u.dns_start.host = cn->origin->host;
-    h2_conn_emit_list(&cn->waiters, &ev);
+    h2t__conn_emit_list(&cn->waiters, &ev);
   }
   if (cn->origin->host_is_ip) {
     /* no lookup, but the hooks fire in the usual order */
@@ -184,13 +184,13 @@ static void start_dns(h2_conn *cn) {
       dns_done(cn, H2T_ERR_DNS, NULL, 0);
     return;
   }
-  cn->dnsq = h2_dns_lookup(cn->client->dns, cn->origin->host,
+  cn->dnsq = h2t__dns_lookup(cn->client->dns, cn->origin->host,
                            cn->client->ip_version, dns_done, cn);
   if (!cn->dnsq)
-    h2_conn_close(cn, H2T_CONN_DEAD, H2T_ERR_NOMEM);
+    h2t__conn_close(cn, H2T_CONN_DEAD, H2T_ERR_NOMEM);
 }
 
-h2_conn *h2_conn_new(h2t_client *c, h2_origin *o, h2t_conn_reason why) {
+h2_conn *h2t__conn_new(h2t_client *c, h2_origin *o, h2t_conn_reason why) {
   h2_conn *cn = h2t_xcalloc(c->mem, 1, sizeof *cn);
   if (!cn)
     return NULL;
@@ -218,7 +218,7 @@ h2_conn *h2_conn_new(h2t_client *c, h2_origin *o, h2t_conn_reason why) {
   return cn;
 }
 
-void h2_conn_start(h2_conn *cn) {
+void h2t__conn_start(h2_conn *cn) {
   /* From the loop, not from inside h2t_request_submit(): hooks and a fast
    * failure must not run under the caller, and requests submitted in the
    * same iteration all join before dns_start. */
@@ -229,13 +229,13 @@ void h2_conn_start(h2_conn *cn) {
 }
 
 static void emit_connect(h2_conn *cn, h2t_event_type t, int error) {
-  if (!h2_conn_list_wants(&cn->waiters, t))
+  if (!h2t__conn_list_wants(&cn->waiters, t))
     return;
   h2t_event ev;
-  h2_conn_tmpl_init(&ev, cn, t);
+  h2t__conn_tmpl_init(&ev, cn, t);
   ev.u.connect.addr = cn->addr_str;
   ev.u.connect.error = error;
-  h2_conn_emit_list(&cn->waiters, &ev);
+  h2t__conn_emit_list(&cn->waiters, &ev);
 }
 
 static int map_connect_errno(int e) {
@@ -252,7 +252,7 @@ static int map_connect_errno(int e) {
 static void connect_cb(struct ev_loop *loop, ev_io *w, int revents) {
   h2_conn *cn = w->data;
   ev_io_stop(loop, &cn->wio);
-  int e = h2_tcp_connect_result(cn->fd);
+  int e = h2t__tcp_connect_result(cn->fd);
   emit_connect(cn, H2T_EV_CONNECT_DONE, e ? map_connect_errno(e) : 0);
   if (e) {
     close(cn->fd);
@@ -265,7 +265,7 @@ static void connect_cb(struct ev_loop *loop, ev_io *w, int revents) {
   if (cn->origin->tls)
     start_tls(cn);
   else
-    h2_conn_ready(cn);
+    h2t__conn_ready(cn);
 }
 
 static void try_connect(h2_conn *cn) {
@@ -273,9 +273,9 @@ static void try_connect(h2_conn *cn) {
   cn->state = CONN_CONNECTING;
   while (cn->addr_idx < cn->naddrs) {
     const struct sockaddr_storage *sa = &cn->addrs[cn->addr_idx];
-    h2_sockaddr_str(sa, cn->addr_str, sizeof cn->addr_str);
+    h2t__sockaddr_str(sa, cn->addr_str, sizeof cn->addr_str);
     emit_connect(cn, H2T_EV_CONNECT_START, 0);
-    int fd = h2_tcp_connect(sa);
+    int fd = h2t__tcp_connect(sa);
     if (fd < 0) {
       cn->error = map_connect_errno(-fd);
       emit_connect(cn, H2T_EV_CONNECT_DONE, cn->error);
@@ -288,16 +288,16 @@ static void try_connect(h2_conn *cn) {
     ev_io_start(loop, &cn->wio);
     return;
   }
-  h2_conn_close(cn, H2T_CONN_DEAD, cn->error ? cn->error : H2T_ERR_CONNECT);
+  h2t__conn_close(cn, H2T_CONN_DEAD, cn->error ? cn->error : H2T_ERR_CONNECT);
 }
 
 /* --- TLS handshake ----------------------------------------------------- */
 
 static void tls_done(h2_conn *cn, int error) {
-  if (!h2_conn_list_wants(&cn->waiters, H2T_EV_TLS_HANDSHAKE_DONE))
+  if (!h2t__conn_list_wants(&cn->waiters, H2T_EV_TLS_HANDSHAKE_DONE))
     return;
   h2t_event ev;
-  h2_conn_tmpl_init(&ev, cn, H2T_EV_TLS_HANDSHAKE_DONE);
+  h2t__conn_tmpl_init(&ev, cn, H2T_EV_TLS_HANDSHAKE_DONE);
   SSL *ssl = cn->ssl;
   ev.u.tls.sni = cn->origin->host_is_ip ? NULL : cn->origin->host;
   char alpn[32];
@@ -320,12 +320,12 @@ static void tls_done(h2_conn *cn, int error) {
     }
   }
   ev.u.tls.error = error;
-  h2_conn_emit_list(&cn->waiters, &ev);
+  h2t__conn_emit_list(&cn->waiters, &ev);
 }
 
 static void handshake_step(h2_conn *cn);
 
-int h2_conn_tls_new_session(SSL *ssl, SSL_SESSION *sess) {
+int h2t__conn_tls_new_session(SSL *ssl, SSL_SESSION *sess) {
   h2_conn *cn = SSL_get_app_data(ssl);
   if (!cn)
     return 0;
@@ -353,11 +353,11 @@ static void handshake_step(h2_conn *cn) {
     SSL_get0_alpn_selected(cn->ssl, &a, &alen);
     if (alen != 2 || memcmp(a, "h2", 2) != 0) {
       tls_done(cn, H2T_ERR_ALPN);
-      h2_conn_close(cn, H2T_CONN_DEAD, H2T_ERR_ALPN);
+      h2t__conn_close(cn, H2T_CONN_DEAD, H2T_ERR_ALPN);
       return;
     }
     tls_done(cn, 0);
-    h2_conn_ready(cn);
+    h2t__conn_ready(cn);
     return;
   }
   int err = SSL_get_error(cn->ssl, rv);
@@ -379,25 +379,25 @@ static void handshake_step(h2_conn *cn) {
     e = H2T_ERR_ALPN;
   ERR_clear_error();
   tls_done(cn, e);
-  h2_conn_close(cn, H2T_CONN_DEAD, e);
+  h2t__conn_close(cn, H2T_CONN_DEAD, e);
 }
 
 static void start_tls(h2_conn *cn) {
   h2t_client *c = cn->client;
   cn->state = CONN_TLS;
-  if (h2_conn_list_wants(&cn->waiters, H2T_EV_TLS_HANDSHAKE_START)) {
+  if (h2t__conn_list_wants(&cn->waiters, H2T_EV_TLS_HANDSHAKE_START)) {
     h2t_event ev;
-    h2_conn_tmpl_init(&ev, cn, H2T_EV_TLS_HANDSHAKE_START);
+    h2t__conn_tmpl_init(&ev, cn, H2T_EV_TLS_HANDSHAKE_START);
     ev.u.tls.sni = cn->origin->host_is_ip ? NULL : cn->origin->host;
-    h2_conn_emit_list(&cn->waiters, &ev);
+    h2t__conn_emit_list(&cn->waiters, &ev);
   }
-  int rv = h2_client_ssl_ctx(c);
-  if (rv == 0 && !(cn->ssl = h2_tls_new(c->ssl_ctx, cn->fd, cn->origin->host,
+  int rv = h2t__client_ssl_ctx(c);
+  if (rv == 0 && !(cn->ssl = h2t__tls_new(c->ssl_ctx, cn->fd, cn->origin->host,
                                         cn->origin->host_is_ip, c->insecure)))
     rv = H2T_ERR_TLS;
   if (rv != 0) {
     tls_done(cn, H2T_ERR_TLS);
-    h2_conn_close(cn, H2T_CONN_DEAD, H2T_ERR_TLS);
+    h2t__conn_close(cn, H2T_CONN_DEAD, H2T_ERR_TLS);
     return;
   }
   SSL_set_app_data(cn->ssl, cn);
@@ -416,11 +416,11 @@ static void write_cb(struct ev_loop *loop, ev_io *w, int revents);
 
 static void fail_io(h2_conn *cn, int eof) {
   /* EOF: the peer closed it; else an I/O error: dead */
-  h2_conn_close(cn, eof ? H2T_CONN_CLOSED : H2T_CONN_DEAD,
+  h2t__conn_close(cn, eof ? H2T_CONN_CLOSED : H2T_CONN_DEAD,
                 cn->error ? cn->error : H2T_ERR_CONN_CLOSED);
 }
 
-void h2_conn_end_io(h2_conn *cn) {
+void h2t__conn_end_io(h2_conn *cn) {
   if (--cn->in_io == 0 && cn->close_pending)
     do_close(cn);
 }
@@ -459,12 +459,12 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents) {
     }
     cn->client->ts = h2t_now_us();
     if (cn->reg)
-      connreg_bytes(cn->reg, (uint64_t)n, 0);
+      h2t__connreg_bytes(cn->reg, (uint64_t)n, 0);
     ssize_t rv = nghttp2_session_mem_recv(cn->sess, buf, (size_t)n);
     cn->client->ts = 0;
     if (rv < 0) {
       cn->error = H2T_ERR_PROTOCOL;
-      h2_conn_close(cn, H2T_CONN_DEAD, H2T_ERR_PROTOCOL);
+      h2t__conn_close(cn, H2T_CONN_DEAD, H2T_ERR_PROTOCOL);
       goto out;
     }
     if (cn->close_pending)
@@ -472,14 +472,14 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents) {
     if ((size_t)n < sizeof buf && (!cn->ssl || !SSL_has_pending(cn->ssl)))
       break; /* drained: no EAGAIN read needed */
   }
-  h2_conn_flush(cn);
+  h2t__conn_flush(cn);
 out:
-  h2_conn_end_io(cn);
+  h2t__conn_end_io(cn);
 }
 
 static void write_cb(struct ev_loop *loop, ev_io *w, int revents) {
   h2_conn *cn = w->data;
-  h2_conn_flush(cn);
+  h2t__conn_flush(cn);
 }
 
 /* Write what is in cn->out.  1: all written; 0: would block; -1: error. */
@@ -509,7 +509,7 @@ static int write_out(h2_conn *cn) {
     }
     cn->outoff += (size_t)n;
     if (cn->reg)
-      connreg_bytes(cn->reg, 0, (uint64_t)n);
+      h2t__connreg_bytes(cn->reg, 0, (uint64_t)n);
   }
   cn->outoff = cn->outlen = 0;
   return 1;
@@ -553,7 +553,7 @@ static void check_flow_blocked(h2_conn *cn) {
   }
 }
 
-void h2_conn_flush(h2_conn *cn) {
+void h2t__conn_flush(h2_conn *cn) {
   h2t_client *c = cn->client;
   if (cn->dirty) {
     cn->dirty = 0;
@@ -568,13 +568,13 @@ void h2_conn_flush(h2_conn *cn) {
       ssize_t n = nghttp2_session_mem_send(cn->sess, &data);
       if (n < 0) {
         cn->error = H2T_ERR_PROTOCOL;
-        h2_conn_close(cn, H2T_CONN_DEAD, H2T_ERR_PROTOCOL);
+        h2t__conn_close(cn, H2T_CONN_DEAD, H2T_ERR_PROTOCOL);
         goto out;
       }
       if (n == 0)
         break;
       if (out_append(cn, data, (size_t)n) != 0) {
-        h2_conn_close(cn, H2T_CONN_DEAD, H2T_ERR_NOMEM);
+        h2t__conn_close(cn, H2T_CONN_DEAD, H2T_ERR_NOMEM);
         goto out;
       }
     }
@@ -584,7 +584,7 @@ void h2_conn_flush(h2_conn *cn) {
       break;
     int w = write_out(cn);
     if (w < 0) {
-      h2_conn_close(cn, H2T_CONN_DEAD, cn->error ? cn->error : H2T_ERR_IO);
+      h2t__conn_close(cn, H2T_CONN_DEAD, cn->error ? cn->error : H2T_ERR_IO);
       goto out;
     }
     if (w == 0) {
@@ -605,13 +605,13 @@ blocked:
     h2t_conn_reason why = cn->drain_reason != H2T_CONN_NONE
                               ? cn->drain_reason
                               : H2T_CONN_CLOSED;
-    h2_conn_close(cn, why, cn->error ? cn->error : H2T_ERR_CONN_CLOSED);
+    h2t__conn_close(cn, why, cn->error ? cn->error : H2T_ERR_CONN_CLOSED);
   }
 out:
-  h2_conn_end_io(cn);
+  h2t__conn_end_io(cn);
 }
 
-void h2_conn_mark_dirty(h2_conn *cn) {
+void h2t__conn_mark_dirty(h2_conn *cn) {
   if (cn->dirty || cn->state != CONN_READY)
     return;
   h2t_client *c = cn->client;
@@ -623,12 +623,12 @@ void h2_conn_mark_dirty(h2_conn *cn) {
 
 /* --- ready, submit, reset, close --------------------------------------- */
 
-void h2_conn_ready(h2_conn *cn) {
+void h2t__conn_ready(h2_conn *cn) {
   h2t_client *c = cn->client;
   struct ev_loop *loop = c->loop;
   ev_timer_stop(loop, &cn->timer);
   if (nghttp2_session_client_new2(&cn->sess, c->cbs, cn, c->opt) != 0) {
-    h2_conn_close(cn, H2T_CONN_DEAD, H2T_ERR_NOMEM);
+    h2t__conn_close(cn, H2T_CONN_DEAD, H2T_ERR_NOMEM);
     return;
   }
   nghttp2_settings_entry iv[] = {
@@ -642,7 +642,7 @@ void h2_conn_ready(h2_conn *cn) {
   char auth[300];
   snprintf(auth, sizeof auth, cn->origin->host_is_ip == 6 ? "[%s]:%u" : "%s:%u",
            cn->origin->host, cn->origin->port);
-  cn->reg = connreg_add(INFLIGHT_CLIENT, cn->id, cn->addr_str, auth);
+  cn->reg = h2t__connreg_add(INFLIGHT_CLIENT, cn->id, cn->addr_str, auth);
   ev_io_stop(loop, &cn->rio);
   ev_io_stop(loop, &cn->wio);
   /* the read watcher stays on for the conn's life: EOF on an idle conn is
@@ -653,23 +653,23 @@ void h2_conn_ready(h2_conn *cn) {
   ev_io_start(loop, &cn->rio);
   ev_timer_set(&cn->timer, c->idle_timeout_ms / 1000., 0.);
   cn->in_io++;
-  h2_pool_conn_ready(cn);
-  h2_conn_flush(cn);
+  h2t__pool_conn_ready(cn);
+  h2t__conn_flush(cn);
   /* With read-ahead, the handshake may have pulled the peer's first frames
    * into OpenSSL already: the socket will not signal them again. */
   if (cn->ssl && !cn->close_pending && SSL_has_pending(cn->ssl))
     ev_feed_event(loop, &cn->rio, EV_READ);
-  h2_conn_end_io(cn);
+  h2t__conn_end_io(cn);
 }
 
-int h2_conn_usable(const h2_conn *cn) {
+int h2t__conn_usable(const h2_conn *cn) {
   return cn->state == CONN_READY && cn->drain_reason == H2T_CONN_NONE &&
          !cn->close_pending;
 }
 
-uint32_t h2_conn_capacity(const h2_conn *cn) { return cn->max_streams; }
+uint32_t h2t__conn_capacity(const h2_conn *cn) { return cn->max_streams; }
 
-void h2_conn_close(h2_conn *cn, h2t_conn_reason reason, int error) {
+void h2t__conn_close(h2_conn *cn, h2t_conn_reason reason, int error) {
   if (cn->state == CONN_CLOSED)
     return;
   if (!cn->close_pending) {
@@ -688,9 +688,9 @@ static void release(h2_conn *cn) {
   ev_io_stop(loop, &cn->wio);
   ev_timer_stop(loop, &cn->timer);
   ev_timer_stop(loop, &cn->kick);
-  connreg_remove(cn->reg);
+  h2t__connreg_remove(cn->reg);
   cn->reg = NULL;
-  h2_dns_cancel(cn->dnsq);
+  h2t__dns_cancel(cn->dnsq);
   cn->dnsq = NULL;
   if (cn->dirty) {
     cn->dirty = 0;
@@ -723,14 +723,14 @@ static void do_close(h2_conn *cn) {
   h2_origin *o = cn->origin;
   int error = cn->close_error;
   cn->state = CONN_CLOSED;
-  h2_pool_conn_remove(cn, cn->close_reason);
+  h2t__pool_conn_remove(cn, cn->close_reason);
   struct req_list waiters, streams;
   TAILQ_INIT(&waiters);
   TAILQ_INIT(&streams);
   h2t_request *r;
   while ((r = TAILQ_FIRST(&cn->streams))) {
     h2_req_hold(r); /* held: a callback below may cancel it */
-    h2_conn_detach(cn, r);
+    h2t__conn_detach(cn, r);
     TAILQ_INSERT_TAIL(&streams, r, link);
   }
   TAILQ_CONCAT(&waiters, &cn->waiters, link);
@@ -744,8 +744,8 @@ static void do_close(h2_conn *cn) {
   while ((r = TAILQ_FIRST(&waiters))) {
     TAILQ_REMOVE(&waiters, r, link);
     if (r->state != REQ_DONE)
-      h2_req_finish(r, error);
-    h2_req_release(r);
+      h2t__req_finish(r, error);
+    h2t__req_release(r);
   }
   while ((r = TAILQ_FIRST(&streams))) {
     TAILQ_REMOVE(&streams, r, link);
@@ -753,25 +753,25 @@ static void do_close(h2_conn *cn) {
     if (r->state == REQ_DONE)
       ;
     else if (err == H2T_ERR_CONN_CLOSED && !r->got_first_byte &&
-             h2_req_safe_to_retry(r))
-      h2_req_retry_or_fail(r, H2T_RETRY_CONN_CLOSED, err);
+             h2t__req_safe_to_retry(r))
+      h2t__req_retry_or_fail(r, H2T_RETRY_CONN_CLOSED, err);
     else
-      h2_req_finish(r, err);
-    h2_req_release(r);
+      h2t__req_finish(r, err);
+    h2t__req_release(r);
   }
   if (!c->closing)
-    h2_pool_dispatch(c, o);
+    h2t__pool_dispatch(c, o);
 }
 
-void h2_conn_free(h2_conn *cn) {
+void h2t__conn_free(h2_conn *cn) {
   /* client teardown: every request is already done */
   cn->in_io++; /* a close the flush decides on must not free cn here */
   if (cn->state == CONN_READY && cn->sess && !cn->close_pending) {
     nghttp2_session_terminate_session(cn->sess, NGHTTP2_NO_ERROR);
-    h2_conn_flush(cn);
+    h2t__conn_flush(cn);
   }
   cn->state = CONN_CLOSED;
   cn->close_reason = H2T_CONN_SHUTDOWN;
-  h2_pool_conn_remove(cn, H2T_CONN_SHUTDOWN);
+  h2t__pool_conn_remove(cn, H2T_CONN_SHUTDOWN);
   release(cn);
 }

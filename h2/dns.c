@@ -91,7 +91,7 @@ static void sock_state_cb(void *data, ares_socket_t fd, int readable,
   ev_io_start(d->loop, &s->w);
 }
 
-int h2_dns_new(h2_dns **out, struct ev_loop *loop, const h2t_mem *mem) {
+int h2t__dns_new(h2_dns **out, struct ev_loop *loop, const h2t_mem *mem) {
   h2_dns *d = h2t_xcalloc(mem, 1, sizeof *d);
   if (!d)
     return H2T_ERR_NOMEM;
@@ -123,7 +123,7 @@ static void query_free(h2_dns_query *q) {
   h2t_xfree(d->mem, q);
 }
 
-void h2_dns_del(h2_dns *d) {
+void h2t__dns_del(h2_dns *d) {
   if (!d)
     return;
   ares_destroy(d->ch); /* runs outstanding callbacks with ARES_EDESTRUCTION */
@@ -184,7 +184,7 @@ static void ai_cb(void *arg, int status, int timeouts,
   schedule(q);
 }
 
-int h2_dns_name_is_invalid(const char *host) {
+int h2t__dns_name_is_invalid(const char *host) {
   size_t n = strlen(host);
   if (n && host[n - 1] == '.')
     n--;
@@ -192,7 +192,7 @@ int h2_dns_name_is_invalid(const char *host) {
          (n > 7 && !strncasecmp(host + n - 8, ".invalid", 8));
 }
 
-h2_dns_query *h2_dns_lookup(h2_dns *d, const char *host, int ip_version,
+h2_dns_query *h2t__dns_lookup(h2_dns *d, const char *host, int ip_version,
                             h2_dns_cb cb, void *arg) {
   h2_dns_query *q = h2t_xcalloc(d->mem, 1, sizeof *q);
   if (!q)
@@ -202,7 +202,7 @@ h2_dns_query *h2_dns_lookup(h2_dns *d, const char *host, int ip_version,
   q->arg = arg;
   ev_timer_init(&q->deliver, deliver_cb, 0., 0.);
   q->deliver.data = q;
-  if (h2_dns_name_is_invalid(host)) {
+  if (h2t__dns_name_is_invalid(host)) {
     /* RFC 6761 §6.4: resolvers answer "no such name" for .invalid at once,
      * without asking a server; c-ares 1.18 would ask one. */
     q->error = H2T_ERR_DNS;
@@ -221,7 +221,7 @@ h2_dns_query *h2_dns_lookup(h2_dns *d, const char *host, int ip_version,
   return q;
 }
 
-void h2_dns_cancel(h2_dns_query *q) {
+void h2t__dns_cancel(h2_dns_query *q) {
   if (!q)
     return;
   q->canceled = 1;

@@ -36,11 +36,11 @@ typedef struct h2_url {
 
 /* Parse an absolute http:// or https:// URL.  Returns 0 or H2T_ERR_BAD_URL
  * / H2T_ERR_NOMEM.  Userinfo and fragments are rejected / dropped. */
-int h2_url_parse(const h2t_mem *mem, const char *s, h2_url *u);
-void h2_url_free(const h2t_mem *mem, h2_url *u);
+int h2t__url_parse(const h2t_mem *mem, const char *s, h2_url *u);
+void h2t__url_free(const h2t_mem *mem, h2_url *u);
 /* A copy into buf (at least from->buflen_ bytes), which `to` does not own
  * (to->buf_ is NULL). */
-void h2_url_copy_to(const h2_url *from, h2_url *to, char *buf);
+void h2t__url_copy_to(const h2_url *from, h2_url *to, char *buf);
 
 /* --- DNS (h2/dns.c): c-ares on the client's loop ----------------------- */
 typedef struct h2_dns h2_dns;
@@ -49,36 +49,36 @@ typedef struct h2_dns h2_dns;
  * during the call only). */
 typedef void (*h2_dns_cb)(void *arg, int error,
                           const struct sockaddr_storage *addrs, size_t n);
-int h2_dns_new(h2_dns **out, struct ev_loop *loop, const h2t_mem *mem);
-void h2_dns_del(h2_dns *d);
+int h2t__dns_new(h2_dns **out, struct ev_loop *loop, const h2t_mem *mem);
+void h2t__dns_del(h2_dns *d);
 /* Start a lookup; cb runs later (never from inside this call).  Returns a
  * handle to cancel, or NULL on allocation failure. */
 typedef struct h2_dns_query h2_dns_query;
-h2_dns_query *h2_dns_lookup(h2_dns *d, const char *host, int ip_version,
+h2_dns_query *h2t__dns_lookup(h2_dns *d, const char *host, int ip_version,
                             h2_dns_cb cb, void *arg);
 /* The callback will not run. */
-void h2_dns_cancel(h2_dns_query *q);
+void h2t__dns_cancel(h2_dns_query *q);
 /* Is the name one that must never be looked up (RFC 6761 ".invalid")? */
-int h2_dns_name_is_invalid(const char *host);
+int h2t__dns_name_is_invalid(const char *host);
 
 /* --- TCP (h2/tcp.c) ---------------------------------------------------- */
 /* Non-blocking connect; returns the fd (connect may be in progress) or
  * -errno. */
-int h2_tcp_connect(const struct sockaddr_storage *sa);
+int h2t__tcp_connect(const struct sockaddr_storage *sa);
 /* After writability: 0 or the pending socket error (errno value). */
-int h2_tcp_connect_result(int fd);
-void h2_sockaddr_str(const struct sockaddr_storage *sa, char *buf,
+int h2t__tcp_connect_result(int fd);
+void h2t__sockaddr_str(const struct sockaddr_storage *sa, char *buf,
                      size_t len);
 
 /* --- TLS (h2/tls.c) ---------------------------------------------------- */
 /* Client context: TLS 1.2+, ALPN h2, verification unless insecure.
  * Returns 0 or H2T_ERR_TLS (CA file/path could not be loaded). */
-int h2_tls_ctx_new(SSL_CTX **out, const char *ca_file, const char *ca_path,
+int h2t__tls_ctx_new(SSL_CTX **out, const char *ca_file, const char *ca_path,
                    int insecure);
 /* The client's TLS context, made on first use.  0 or H2T_ERR_TLS. */
-int h2_client_ssl_ctx(h2t_client *c);
+int h2t__client_ssl_ctx(h2t_client *c);
 /* An SSL for fd, with SNI (names only) and host/IP verification. */
-SSL *h2_tls_new(SSL_CTX *ctx, int fd, const char *host, int host_is_ip,
+SSL *h2t__tls_new(SSL_CTX *ctx, int fd, const char *host, int host_is_ip,
                 int insecure);
 
 /* --- requests, connections, origins ----------------------------------- */
@@ -148,7 +148,7 @@ struct h2t_request {
   unsigned got_final : 1;
   unsigned headers_sent : 1;   /* our HEADERS went out */
   unsigned flow_blocked : 1;   /* flow_blocked already emitted */
-  unsigned finishing : 1;      /* h2_req_finish() under way */
+  unsigned finishing : 1;      /* h2t__req_finish() under way */
   unsigned got_eos : 1;        /* response END_STREAM */
   unsigned rst_by_peer : 1;
   unsigned skip_body : 1;      /* final response came before 100 */
@@ -279,85 +279,85 @@ struct h2t_client {
 };
 
 /* --- conn.c ------------------------------------------------------------ */
-int h2_callbacks_new(nghttp2_session_callbacks **out);
+int h2t__callbacks_new(nghttp2_session_callbacks **out);
 /* Start a connection (DNS first).  Returns NULL on allocation failure. */
-h2_conn *h2_conn_new(h2t_client *c, h2_origin *o, h2t_conn_reason why);
+h2_conn *h2t__conn_new(h2t_client *c, h2_origin *o, h2t_conn_reason why);
 /* Begin setup (from the loop, next iteration) once the first waiter is on. */
-void h2_conn_start(h2_conn *cn);
+void h2t__conn_start(h2_conn *cn);
 /* TCP/TLS done: make the session, attach waiters. */
-void h2_conn_ready(h2_conn *cn);
+void h2t__conn_ready(h2_conn *cn);
 /* Close now (or as soon as the conn is out of its I/O callback): fails
  * waiters with `error`, retries or fails streams.  reason: what the origin
  * records for the next conn. */
-void h2_conn_close(h2_conn *cn, h2t_conn_reason reason, int error);
+void h2t__conn_close(h2_conn *cn, h2t_conn_reason reason, int error);
 /* OpenSSL's new-session callback: keeps the origin's latest session. */
-int h2_conn_tls_new_session(SSL *ssl, SSL_SESSION *sess);
+int h2t__conn_tls_new_session(SSL *ssl, SSL_SESSION *sess);
 /* Free without callbacks (client teardown): sends GOAWAY if ready. */
-void h2_conn_free(h2_conn *cn);
+void h2t__conn_free(h2_conn *cn);
 /* Open a stream for r on a ready conn.  0 or an H2T_ERR_ code. */
-int h2_conn_submit(h2_conn *cn, h2t_request *r);
+int h2t__conn_submit(h2_conn *cn, h2t_request *r);
 /* Schedule a flush at the end of this loop iteration. */
-void h2_conn_mark_dirty(h2_conn *cn);
-void h2_conn_flush(h2_conn *cn);
+void h2t__conn_mark_dirty(h2_conn *cn);
+void h2t__conn_flush(h2_conn *cn);
 /* Shared between conn.c and session.c. */
-int h2_conn_list_wants(struct req_list *l, h2t_event_type t);
+int h2t__conn_list_wants(struct req_list *l, h2t_event_type t);
 /* Send tmpl (type + payload) to every request on l that wants it. */
-void h2_conn_emit_list(struct req_list *l, h2t_event *tmpl);
-void h2_conn_tmpl_init(h2t_event *ev, h2_conn *cn, h2t_event_type t);
+void h2t__conn_emit_list(struct req_list *l, h2t_event *tmpl);
+void h2t__conn_tmpl_init(h2t_event *ev, h2_conn *cn, h2t_event_type t);
 /* Leave an I/O section: closes the conn if a close was asked meanwhile. */
-void h2_conn_end_io(h2_conn *cn);
+void h2t__conn_end_io(h2_conn *cn);
 /* Take r off cn's streams (its stream is over or being reset): emits
  * put_idle_conn, clears the stream's user data. */
-void h2_conn_detach(h2_conn *cn, h2t_request *r);
+void h2t__conn_detach(h2_conn *cn, h2t_request *r);
 /* RST_STREAM r's stream and detach it from the conn (no callbacks). */
-void h2_conn_reset_stream(h2_conn *cn, h2t_request *r, uint32_t code);
+void h2t__conn_reset_stream(h2_conn *cn, h2t_request *r, uint32_t code);
 /* Can a new stream go on this conn now? */
-int h2_conn_usable(const h2_conn *cn);
-uint32_t h2_conn_capacity(const h2_conn *cn);
+int h2t__conn_usable(const h2_conn *cn);
+uint32_t h2t__conn_capacity(const h2_conn *cn);
 
 /* --- pool.c ------------------------------------------------------------ */
-h2_origin *h2_origin_get(h2t_client *c, const h2_url *u);
-void h2_origin_free(h2t_client *c, h2_origin *o);
+h2_origin *h2t__origin_get(h2t_client *c, const h2_url *u);
+void h2t__origin_free(h2t_client *c, h2_origin *o);
 /* Find or open a conn for r, or queue it.  Returns 0 or an H2T_ERR_ code
  * (then r is untouched).  May finish r (via got_conn → submit failure). */
-int h2_pool_acquire(h2t_client *c, h2t_request *r);
+int h2t__pool_acquire(h2t_client *c, h2t_request *r);
 /* Slots may have freed on o: give queued requests a conn. */
-void h2_pool_dispatch(h2t_client *c, h2_origin *o);
+void h2t__pool_dispatch(h2t_client *c, h2_origin *o);
 /* A conn became ready: attach its waiters as streams. */
-void h2_pool_conn_ready(h2_conn *cn);
+void h2t__pool_conn_ready(h2_conn *cn);
 /* The conn's stream count dropped to zero: start the idle timer. */
-void h2_pool_conn_idle(h2_conn *cn);
+void h2t__pool_conn_idle(h2_conn *cn);
 /* Remove a conn from its origin (it is being freed). */
-void h2_pool_conn_remove(h2_conn *cn, h2t_conn_reason why);
+void h2t__pool_conn_remove(h2_conn *cn, h2t_conn_reason why);
 /* Picking logic, exposed for unit tests: the conn a new request should use
  * (ready, not draining, below capacity, not `avoid`), else NULL; and the
  * reason a new conn would be opened. */
-h2_conn *h2_pool_pick(h2_origin *o, uint64_t avoid_id);
-h2_conn *h2_pool_pick_connecting(h2_origin *o);
-h2t_conn_reason h2_pool_new_reason(const h2_origin *o);
+h2_conn *h2t__pool_pick(h2_origin *o, uint64_t avoid_id);
+h2_conn *h2t__pool_pick_connecting(h2_origin *o);
+h2t_conn_reason h2t__pool_new_reason(const h2_origin *o);
 
 /* --- client.c ---------------------------------------------------------- */
 /* Complete a request: emits put_idle_conn if it had a stream (the caller
  * detached it), done, calls on_done and frees it. */
-void h2_req_finish(h2t_request *r, int error);
+void h2t__req_finish(h2t_request *r, int error);
 /* Stream-level failure on an active request: retry if allowed, else finish.
  * r has already been detached from its conn. */
-void h2_req_retry_or_fail(h2t_request *r, h2t_retry_reason why, int error);
+void h2t__req_retry_or_fail(h2t_request *r, h2t_retry_reason why, int error);
 /* Emit got_conn for r picking cn. */
-void h2_req_got_conn(h2t_request *r, h2_conn *cn, int reused, int was_idle,
+void h2t__req_got_conn(h2t_request *r, h2_conn *cn, int reused, int was_idle,
                      uint64_t idle_us, h2t_conn_reason why);
 /* Emit put_idle_conn for r leaving cn. */
-void h2_req_put_conn(h2t_request *r, h2_conn *cn);
+void h2t__req_put_conn(h2t_request *r, h2_conn *cn);
 void h2_req_event(h2t_request *r, h2t_event *ev, h2t_event_type type);
-int h2_req_safe_to_retry(const h2t_request *r);
+int h2t__req_safe_to_retry(const h2t_request *r);
 /* The in-flight table's cancel: from any thread, posts req_id to the
  * client's loop (arg is the client), which cancels it if still pending. */
-void h2_client_post_cancel(void *arg, uint64_t req_id, const char *why);
+void h2t__client_post_cancel(void *arg, uint64_t req_id, const char *why);
 /* Hooks and callbacks may cancel the request they are given: code that
- * touches r after running one holds it.  h2_req_release() returns 1 if r is
+ * touches r after running one holds it.  h2t__req_release() returns 1 if r is
  * still live, 0 if it completed meanwhile (and is now freed). */
 static inline void h2_req_hold(h2t_request *r) { r->hold++; }
-int h2_req_release(h2t_request *r);
+int h2t__req_release(h2t_request *r);
 
 /* Emit one of r's events.  The general walk may run several hooks and any
  * of them may complete r, so r is held across it: later hooks still see a
@@ -368,8 +368,8 @@ static inline void h2_req_emit(h2t_request *r, h2t_event *ev) {
     return;
   }
   h2_req_hold(r);
-  trace_emit_slow(&r->tc, ev);
-  h2_req_release(r);
+  h2t__trace_emit_slow(&r->tc, ev);
+  h2t__req_release(r);
 }
 
 static inline void h2_ev_init(h2t_event *ev, h2t_request *r,

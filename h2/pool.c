@@ -8,7 +8,7 @@
 
 #include "h2/h2_int.h"
 
-h2_origin *h2_origin_get(h2t_client *c, const h2_url *u) {
+h2_origin *h2t__origin_get(h2t_client *c, const h2_url *u) {
   h2_origin *o;
   TAILQ_FOREACH(o, &c->origins, link) {
     if (o->port == u->port && o->tls == u->tls && !strcmp(o->host, u->host))
@@ -31,10 +31,10 @@ h2_origin *h2_origin_get(h2t_client *c, const h2_url *u) {
   return o;
 }
 
-void h2_origin_free(h2t_client *c, h2_origin *o) {
+void h2t__origin_free(h2t_client *c, h2_origin *o) {
   h2_conn *cn;
   while ((cn = TAILQ_FIRST(&o->conns)))
-    h2_conn_free(cn);
+    h2t__conn_free(cn);
   TAILQ_REMOVE(&c->origins, o, link);
   if (o->tls_session)
     SSL_SESSION_free(o->tls_session);
@@ -42,21 +42,21 @@ void h2_origin_free(h2t_client *c, h2_origin *o) {
   h2t_xfree(c->mem, o);
 }
 
-h2_conn *h2_pool_pick(h2_origin *o, uint64_t avoid_id) {
+h2_conn *h2t__pool_pick(h2_origin *o, uint64_t avoid_id) {
   h2_conn *cn;
   TAILQ_FOREACH(cn, &o->conns, link) {
-    if (h2_conn_usable(cn) && cn->nstreams < h2_conn_capacity(cn) &&
+    if (h2t__conn_usable(cn) && cn->nstreams < h2t__conn_capacity(cn) &&
         cn->id != avoid_id)
       return cn;
   }
   return NULL;
 }
 
-h2_conn *h2_pool_pick_connecting(h2_origin *o) {
+h2_conn *h2t__pool_pick_connecting(h2_origin *o) {
   h2_conn *cn;
   TAILQ_FOREACH(cn, &o->conns, link) {
     if (cn->state < CONN_READY && !cn->close_pending &&
-        cn->nwaiters < h2_conn_capacity(cn))
+        cn->nwaiters < h2t__conn_capacity(cn))
       return cn;
   }
   return NULL;
@@ -72,7 +72,7 @@ static uint32_t live_conns(const h2_origin *o) {
   return n;
 }
 
-h2t_conn_reason h2_pool_new_reason(const h2_origin *o) {
+h2t_conn_reason h2t__pool_new_reason(const h2_origin *o) {
   const h2_conn *cn;
   h2t_conn_reason drained = H2T_CONN_NONE;
   int full = 0;
@@ -101,15 +101,15 @@ static void attach(h2t_client *c, h2_conn *cn, h2t_request *r, int fresh) {
   cn->served++;
   if (reused) {
     c->stats.conns_reused_picks++;
-    connreg_reused(cn->reg);
+    h2t__connreg_reused(cn->reg);
   }
   r->conn = cn;
   r->conn_id = cn->id;
   r->state = REQ_ACTIVE;
-  int rv = h2_conn_submit(cn, r);
+  int rv = h2t__conn_submit(cn, r);
   if (rv == 0) {
     /* after submit so that active_streams counts this one */
-    h2_req_got_conn(r, cn, reused, was_idle, idle_us,
+    h2t__req_got_conn(r, cn, reused, was_idle, idle_us,
                     reused ? H2T_CONN_NONE : cn->open_reason);
     return;
   }
@@ -118,11 +118,11 @@ static void attach(h2t_client *c, h2_conn *cn, h2t_request *r, int fresh) {
   if (rv == H2T_ERR_LIMIT) {
     /* stream ids ran out: that conn drains, try elsewhere */
     r->retry_reason = H2T_CONN_STREAM_IDS;
-    rv = h2_pool_acquire(c, r);
+    rv = h2t__pool_acquire(c, r);
     if (rv == 0)
       return;
   }
-  h2_req_finish(r, rv);
+  h2t__req_finish(r, rv);
 }
 
 static int can_open(h2t_client *c, h2_origin *o) {
@@ -133,14 +133,14 @@ static int can_open(h2t_client *c, h2_origin *o);
 
 static int place(h2t_client *c, h2t_request *r, int may_queue) {
   h2_origin *o = r->origin;
-  h2_conn *cn = h2_pool_pick(o, r->avoid_id);
-  if (!cn && r->avoid_id && !can_open(c, o) && !h2_pool_pick_connecting(o))
-    cn = h2_pool_pick(o, 0); /* a retry may not wait forever for another */
+  h2_conn *cn = h2t__pool_pick(o, r->avoid_id);
+  if (!cn && r->avoid_id && !can_open(c, o) && !h2t__pool_pick_connecting(o))
+    cn = h2t__pool_pick(o, 0); /* a retry may not wait forever for another */
   if (cn) {
     attach(c, cn, r, 0);
     return 0;
   }
-  cn = h2_pool_pick_connecting(o);
+  cn = h2t__pool_pick_connecting(o);
   if (cn && cn->id != r->avoid_id) {
     TAILQ_INSERT_TAIL(&cn->waiters, r, link);
     cn->nwaiters++;
@@ -152,8 +152,8 @@ static int place(h2t_client *c, h2t_request *r, int may_queue) {
   if (can_open(c, o)) {
     h2t_conn_reason why = r->retry_reason != H2T_CONN_NONE
                               ? r->retry_reason
-                              : h2_pool_new_reason(o);
-    cn = h2_conn_new(c, o, why);
+                              : h2t__pool_new_reason(o);
+    cn = h2t__conn_new(c, o, why);
     if (!cn)
       return H2T_ERR_NOMEM;
     TAILQ_INSERT_TAIL(&cn->waiters, r, link);
@@ -161,7 +161,7 @@ static int place(h2t_client *c, h2t_request *r, int may_queue) {
     r->conn = cn;
     r->conn_id = cn->id;
     r->state = REQ_WAITING;
-    h2_conn_start(cn);
+    h2t__conn_start(cn);
     return 0;
   }
   if (!may_queue)
@@ -173,14 +173,14 @@ static int place(h2t_client *c, h2t_request *r, int may_queue) {
   c->nqueued_total++;
   c->stats.requests_queued = c->nqueued_total;
   r->state = REQ_QUEUED;
-  inflight_wait_stream(r->ife);
+  h2t__inflight_wait_stream(r->ife);
   return 0;
 }
 
-int h2_pool_acquire(h2t_client *c, h2t_request *r) {
+int h2t__pool_acquire(h2t_client *c, h2t_request *r) {
   h2_origin *o = r->origin;
   if (c->max_queued && c->nqueued_total >= c->max_queued &&
-      !h2_pool_pick(o, r->avoid_id) && !h2_pool_pick_connecting(o) &&
+      !h2t__pool_pick(o, r->avoid_id) && !h2t__pool_pick_connecting(o) &&
       !can_open(c, o))
     return H2T_ERR_LIMIT; /* before any event: the request never started */
   if (TRACE_WANTS(&r->tc, H2T_EV_GET_CONN)) {
@@ -192,13 +192,13 @@ int h2_pool_acquire(h2t_client *c, h2t_request *r) {
     ev.u.get_conn.authority = r->url.authority;
     h2_req_hold(r);
     h2_req_emit(r, &ev);
-    if (!h2_req_release(r))
+    if (!h2t__req_release(r))
       return 0;
   }
   return place(c, r, 1);
 }
 
-void h2_pool_dispatch(h2t_client *c, h2_origin *o) {
+void h2t__pool_dispatch(h2t_client *c, h2_origin *o) {
   h2t_request *r;
   if (c->closing)
     return;
@@ -214,12 +214,12 @@ void h2_pool_dispatch(h2t_client *c, h2_origin *o) {
       break;
     }
     if (rv < 0)
-      h2_req_finish(r, rv);
+      h2t__req_finish(r, rv);
   }
   c->stats.requests_queued = c->nqueued_total;
 }
 
-void h2_pool_conn_ready(h2_conn *cn) {
+void h2t__pool_conn_ready(h2_conn *cn) {
   h2t_client *c = cn->client;
   h2t_request *r;
   while ((r = TAILQ_FIRST(&cn->waiters))) {
@@ -228,12 +228,12 @@ void h2_pool_conn_ready(h2_conn *cn) {
     attach(c, cn, r, 1);
   }
   if (cn->nstreams == 0)
-    h2_pool_conn_idle(cn);
+    h2t__pool_conn_idle(cn);
   if (cn->origin->nqueued)
-    h2_pool_dispatch(c, cn->origin);
+    h2t__pool_dispatch(c, cn->origin);
 }
 
-void h2_pool_conn_idle(h2_conn *cn) {
+void h2t__pool_conn_idle(h2_conn *cn) {
   h2t_client *c = cn->client;
   cn->idle_since = h2t_now_us();
   ev_timer_stop(c->loop, &cn->timer);
@@ -241,7 +241,7 @@ void h2_pool_conn_idle(h2_conn *cn) {
   ev_timer_start(c->loop, &cn->timer);
 }
 
-void h2_pool_conn_remove(h2_conn *cn, h2t_conn_reason why) {
+void h2t__pool_conn_remove(h2_conn *cn, h2t_conn_reason why) {
   h2_origin *o = cn->origin;
   h2t_client *c = cn->client;
   TAILQ_REMOVE(&o->conns, cn, link);

@@ -38,7 +38,7 @@ int h2t_writer_mode_parse(const char *name, h2t_writer_mode *out) {
 }
 
 static void prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
-  srv_flush_pending(w->data);
+  h2t__srv_flush_pending(w->data);
 }
 
 static void async_cb(struct ev_loop *loop, ev_async *a, int revents) {
@@ -54,7 +54,7 @@ static void async_cb(struct ev_loop *loop, ev_async *a, int revents) {
     s->async_shutdown = 0;
     pthread_mutex_unlock(&s->mu);
     for (size_t i = 0; i < n; i++)
-      srv_req_cancel(s, ids[i]);
+      h2t__srv_req_cancel(s, ids[i]);
     if (shut)
       h2t_server_shutdown(s);
     if (n < 64)
@@ -62,7 +62,7 @@ static void async_cb(struct ev_loop *loop, ev_async *a, int revents) {
   }
 }
 
-void srv_cancel_post(void *arg, uint64_t req_id, const char *why) {
+void h2t__srv_cancel_post(void *arg, uint64_t req_id, const char *why) {
   h2t_server *s = arg;
   pthread_mutex_lock(&s->mu);
   if (s->ncancel == s->cancel_cap) {
@@ -84,12 +84,12 @@ static void shutdown_timeout_cb(struct ev_loop *loop, ev_timer *t,
                                 int revents) {
   h2t_server *s = t->data;
   while (s->conns)
-    srv_conn_abort(s->conns);
-  srv_maybe_done(s);
+    h2t__srv_conn_abort(s->conns);
+  h2t__srv_maybe_done(s);
 }
 
-/* inflight: GET /metrics (diag thread) reads it; writer_depth is atomic */
-static uint32_t writer_depth_cb(const void *w) { return writer_depth(w); }
+/* inflight: GET /metrics (diag thread) reads it; h2t__writer_depth is atomic */
+static uint32_t writer_depth_cb(const void *w) { return h2t__writer_depth(w); }
 
 int h2t_server_new(h2t_server **out, const h2t_server_config *cfg) {
   h2t_server_config def = H2T_SERVER_CONFIG_INIT;
@@ -140,10 +140,10 @@ int h2t_server_new(h2t_server **out, const h2t_server_config *cfg) {
     }
     s->own_loop = 1;
   }
-  trace_chain_clear(&s->tc, 1);
-  trace_chain_add(&s->tc, def.trace);
+  h2t__trace_chain_clear(&s->tc, 1);
+  h2t__trace_chain_add(&s->tc, def.trace);
   pthread_mutex_init(&s->mu, NULL);
-  int rc = writer_new(&s->writer, def.writer, s->loop, s->mem);
+  int rc = h2t__writer_new(&s->writer, def.writer, s->loop, s->mem);
   if (rc != 0) {
     pthread_mutex_destroy(&s->mu);
     if (s->own_loop)
@@ -152,7 +152,7 @@ int h2t_server_new(h2t_server **out, const h2t_server_config *cfg) {
     return rc;
   }
   /* inflight: /metrics reads the queue depth when scraped (no-op cost) */
-  metrics_writer_register(writer_depth_cb, s->writer);
+  h2t__metrics_writer_register(writer_depth_cb, s->writer);
   ev_prepare_init(&s->prepare, prepare_cb);
   s->prepare.data = s;
   ev_prepare_start(s->loop, &s->prepare);
@@ -185,10 +185,10 @@ void h2t_server_del(h2t_server *s) {
     return;
   listeners_close(s);
   while (s->conns)
-    srv_conn_abort(s->conns);
+    h2t__srv_conn_abort(s->conns);
   ev_timer_stop(s->loop, &s->shutdown_timer);
-  metrics_writer_unregister(s->writer); /* inflight */
-  writer_del(s->writer);
+  h2t__metrics_writer_unregister(s->writer); /* inflight */
+  h2t__writer_del(s->writer);
   ev_ref(s->loop);
   ev_prepare_stop(s->loop, &s->prepare);
   ev_ref(s->loop);
@@ -219,7 +219,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents) {
   for (int i = 0; i < 32; i++) {
     int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
-      srv_conn_accept(l->s, l, fd);
+      h2t__srv_conn_accept(l->s, l, fd);
       continue;
     }
     if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
@@ -265,7 +265,7 @@ int h2t_server_listen(h2t_server *s, const h2t_listen_opts *o) {
   }
   SSL_CTX *ctx = NULL;
   if (lo.cert_file) {
-    ctx = srv_tls_ctx_new(lo.cert_file, lo.key_file);
+    ctx = h2t__srv_tls_ctx_new(lo.cert_file, lo.key_file);
     if (!ctx)
       return H2T_ERR_TLS;
   }
@@ -343,7 +343,7 @@ int h2t_server_run(h2t_server *s) {
   return 0;
 }
 
-void srv_maybe_done(h2t_server *s) {
+void h2t__srv_maybe_done(h2t_server *s) {
   if (!s->shutting || s->conns || s->done)
     return;
   s->done = 1;
@@ -360,8 +360,8 @@ int h2t_server_shutdown(h2t_server *s) {
   s->shutting = 1;
   listeners_close(s);
   ev_timer_start(s->loop, &s->shutdown_timer);
-  srv_conn_goaway_all(s);
-  srv_maybe_done(s);
+  h2t__srv_conn_goaway_all(s);
+  h2t__srv_maybe_done(s);
   return 0;
 }
 
@@ -378,10 +378,10 @@ void h2t_server_stats_get(const h2t_server *s, h2t_server_stats *out) {
   if (!s || !out)
     return;
   *out = s->st;
-  out->writer_queue_depth = writer_depth(s->writer);
-  out->writer_queue_max = writer_depth_max(s->writer);
+  out->writer_queue_depth = h2t__writer_depth(s->writer);
+  out->writer_queue_max = h2t__writer_depth_max(s->writer);
 }
 
 uint32_t h2t_server_writer_depth(const h2t_server *s) {
-  return s ? writer_depth(s->writer) : 0;
+  return s ? h2t__writer_depth(s->writer) : 0;
 }

@@ -2,7 +2,7 @@
  * Server connections and requests: socket input, TLS on memory BIOs, the
  * nghttp2 server session and its callbacks, handlers, responses, trace
  * events, load shedding.  Output is produced once per loop iteration per
- * connection (srv_flush_pending, from an ev_prepare) and handed to the
+ * connection (h2t__srv_flush_pending, from an ev_prepare) and handed to the
  * writer as one item.
  */
 #include <arpa/inet.h>
@@ -120,7 +120,7 @@ static int out_reserve(srv_conn *c, size_t n) {
   if (c->outcap - c->outlen >= n)
     return 0;
   size_t cap;
-  uint8_t *p = writer_buf_grow(c->s->writer, c->out, c->outlen + n, &cap);
+  uint8_t *p = h2t__writer_buf_grow(c->s->writer, c->out, c->outlen + n, &cap);
   if (!p)
     return -1;
   c->out = p;
@@ -184,8 +184,8 @@ static int push_out(srv_conn *c) {
   c->outlen = c->outcap = 0;
   c->s->st.bytes_out += n;
   c->s->st.writer_flushes++;
-  connreg_bytes(c->reg, 0, n); /* inflight */
-  return writer_push(c->wc, buf, n);
+  h2t__connreg_bytes(c->reg, 0, n); /* inflight */
+  return h2t__writer_push(c->wc, buf, n);
 }
 
 static void conn_finish(srv_conn *c, int abort);
@@ -197,17 +197,17 @@ static void conn_flush(srv_conn *c) {
   size_t limit = s->cfg.write_queue_limit;
   if (!c->ssl || c->tls_done) {
     for (;;) {
-      if (writer_conn_queued(c->wc) + c->outlen + c->ptlen >= limit) {
+      if (h2t__writer_conn_queued(c->wc) + c->outlen + c->ptlen >= limit) {
         if ((c->ssl && tls_encrypt(c) != 0) || push_out(c) != 0) {
           conn_finish(c, 1);
           return;
         }
-        if (writer_conn_queued(c->wc) >= limit &&
-            !writer_conn_want_notify(c->wc, limit / 2)) {
+        if (h2t__writer_conn_queued(c->wc) >= limit &&
+            !h2t__writer_conn_want_notify(c->wc, limit / 2)) {
           if (!c->blocked)
             s->st.writer_blocked++;
           c->blocked = 1;
-          if (writer_conn_queued(c->wc) >= 2 * (size_t)limit && !c->read_paused) {
+          if (h2t__writer_conn_queued(c->wc) >= 2 * (size_t)limit && !c->read_paused) {
             c->read_paused = 1;
             ev_io_stop(s->loop, &c->rio);
           }
@@ -248,7 +248,7 @@ static void conn_flush(srv_conn *c) {
     conn_finish(c, 0);
 }
 
-void srv_flush_pending(h2t_server *s) {
+void h2t__srv_flush_pending(h2t_server *s) {
   s->in_burst = 1;
   s->now_us = 0;
   srv_conn *list = s->flush_head;
@@ -264,7 +264,7 @@ void srv_flush_pending(h2t_server *s) {
 
 static void writer_notify(void *arg) {
   srv_conn *c = arg;
-  if (writer_conn_failed(c->wc)) {
+  if (h2t__writer_conn_failed(c->wc)) {
     conn_finish(c, 1);
     return;
   }
@@ -318,14 +318,14 @@ static void req_close(h2t_server_req *r, uint32_t code) {
     emit_req(r, &ev);
   }
   if (r->ife)
-    inflight_end(r->ife, code == 0 ? 0
+    h2t__inflight_end(r->ife, code == 0 ? 0
                          : code == NGHTTP2_CANCEL ? H2T_ERR_CANCELED
                                                   : H2T_ERR_STREAM_RESET);
   if (r->on_close)
     USER_CALL(s, r->on_close(r, code, r->cb_user));
   if (r->counted) {
     s->st.inflight--;
-    connreg_stream_close(r->c->reg); /* inflight */
+    h2t__connreg_stream_close(r->c->reg); /* inflight */
   }
   r->c->nreqs--;
   if (r->prev)
@@ -398,7 +398,7 @@ static void shed_trace(srv_conn *c, h2t_server_req *r, int32_t sid,
     h2t_event m = {.type = H2T_EV_SRV_LOAD_SHED};
     m.u.load_shed.reason = why;
     m.u.load_shed.action = what;
-    metrics_event(&m);
+    h2t__metrics_event(&m);
   }
   if (TRACE_WANTS(tc, H2T_EV_SRV_LOAD_SHED)) {
     h2t_event ev = {.type = H2T_EV_SRV_LOAD_SHED, .stream_id = sid};
@@ -422,11 +422,11 @@ static void req_headers_done(h2t_server_req *r) {
   h2t_server *s = r->s;
   r->headers_done = 1;
   s->st.requests++;
-  r->ife = inflight_begin_at(INFLIGHT_SERVER, r->id, r->method, r->scheme,
-                             r->authority, r->path, srv_cancel_post, s,
+  r->ife = h2t__inflight_begin_at(INFLIGHT_SERVER, r->id, r->method, r->scheme,
+                             r->authority, r->path, h2t__srv_cancel_post, s,
                              r->t_start); /* inflight: no extra clock read */
   if (r->ife)
-    trace_chain_set_inflight(&r->tc, r->ife);
+    h2t__trace_chain_set_inflight(&r->tc, r->ife);
   if (TRACE_WANTS(&r->tc, H2T_EV_SRV_REQUEST_HEADERS)) {
     h2t_event ev = {.type = H2T_EV_SRV_REQUEST_HEADERS};
     ev.u.request_headers.method = r->method;
@@ -531,7 +531,7 @@ static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *f,
   if (!shed503) {
     r->counted = 1;
     s->st.inflight++;
-    connreg_stream_open(c->reg); /* inflight */
+    h2t__connreg_stream_open(c->reg); /* inflight */
   }
   nghttp2_session_set_stream_user_data(sess, f->hd.stream_id, r);
   return 0;
@@ -710,8 +710,8 @@ static int on_frame_send(nghttp2_session *sess, const nghttp2_frame *f,
     c->goaway = 1;
     { /* inflight */
       h2t_event m = {.type = H2T_EV_SRV_GOAWAY_SENT};
-      metrics_event(&m);
-      connreg_goaway(c->reg, 1);
+      h2t__metrics_event(&m);
+      h2t__connreg_goaway(c->reg, 1);
     }
     if (TRACE_WANTS(&c->s->tc, H2T_EV_SRV_GOAWAY_SENT)) {
       h2t_event ev = {.type = H2T_EV_SRV_GOAWAY_SENT};
@@ -861,9 +861,9 @@ static void conn_finish(srv_conn *c, int abort) {
     SSL_free(c->ssl);
   if (!abort)
     push_out(c);
-  writer_buf_put(s->writer, c->out);
+  h2t__writer_buf_put(s->writer, c->out);
   h2t_xfree(s->mem, c->pt);
-  writer_conn_close(c->wc, abort); /* the writer closes the fd */
+  h2t__writer_conn_close(c->wc, abort); /* the writer closes the fd */
   if (c->prev)
     c->prev->next = c->next;
   else
@@ -871,14 +871,14 @@ static void conn_finish(srv_conn *c, int abort) {
   if (c->next)
     c->next->prev = c->prev;
   s->st.conns_open--;
-  connreg_remove(c->reg); /* inflight */
+  h2t__connreg_remove(c->reg); /* inflight */
   h2t_xfree(s->mem, c);
-  srv_maybe_done(s);
+  h2t__srv_maybe_done(s);
 }
 
-void srv_conn_abort(srv_conn *c) { conn_finish(c, 1); }
+void h2t__srv_conn_abort(srv_conn *c) { conn_finish(c, 1); }
 
-void srv_conn_goaway(srv_conn *c) {
+void h2t__srv_conn_goaway(srv_conn *c) {
   if (c->ssl && !c->tls_done) {
     conn_finish(c, 1);
     return;
@@ -892,10 +892,10 @@ void srv_conn_goaway(srv_conn *c) {
   schedule_flush(c);
 }
 
-void srv_conn_goaway_all(h2t_server *s) {
+void h2t__srv_conn_goaway_all(h2t_server *s) {
   for (srv_conn *c = s->conns, *next; c; c = next) {
     next = c->next;
-    srv_conn_goaway(c);
+    h2t__srv_conn_goaway(c);
   }
 }
 
@@ -998,7 +998,7 @@ static void conn_read(struct ev_loop *loop, srv_conn *c) {
       return;
     }
     c->s->st.bytes_in += (uint64_t)n;
-    connreg_bytes(c->reg, (uint64_t)n, 0); /* inflight */
+    h2t__connreg_bytes(c->reg, (uint64_t)n, 0); /* inflight */
     /* h2c failures end in a GOAWAY written by the next flush; TLS ones
      * (handshake, alert, close_notify) end the connection now. */
     if (!c->ssl) {
@@ -1043,7 +1043,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents) {
         conn_finish(c, 1);
         return;
       }
-      srv_conn_goaway(c);
+      h2t__srv_conn_goaway(c);
       next = s->cfg.shutdown_timeout_ms / 1000.0;
     } else {
       next = dl - now;
@@ -1053,7 +1053,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   ev_timer_start(loop, t);
 }
 
-void srv_conn_accept(h2t_server *s, srv_listener *l, int fd) {
+void h2t__srv_conn_accept(h2t_server *s, srv_listener *l, int fd) {
   if (s->shutting) {
     close(fd);
     return;
@@ -1064,7 +1064,7 @@ void srv_conn_accept(h2t_server *s, srv_listener *l, int fd) {
       h2t_event m = {.type = H2T_EV_SRV_LOAD_SHED};
       m.u.load_shed.reason = H2T_SHED_CONNECTIONS;
       m.u.load_shed.action = H2T_SHED_CLOSE;
-      metrics_event(&m);
+      h2t__metrics_event(&m);
     }
     if (TRACE_WANTS(&s->tc, H2T_EV_SRV_LOAD_SHED)) {
       h2t_event ev = {.type = H2T_EV_SRV_LOAD_SHED};
@@ -1115,11 +1115,11 @@ void srv_conn_accept(h2t_server *s, srv_listener *l, int fd) {
     goto fail;
   if (l->ssl_ctx) {
     c->sink = (srv_tls_sink){tls_sink, c};
-    c->ssl = srv_tls_conn_new(l->ssl_ctx, &c->rbio, &c->sink);
+    c->ssl = h2t__srv_tls_conn_new(l->ssl_ctx, &c->rbio, &c->sink);
     if (!c->ssl)
       goto fail;
   }
-  c->wc = writer_conn_new(s->writer, fd, writer_notify, c);
+  c->wc = h2t__writer_conn_new(s->writer, fd, writer_notify, c);
   if (!c->wc)
     goto fail;
 
@@ -1139,7 +1139,7 @@ void srv_conn_accept(h2t_server *s, srv_listener *l, int fd) {
   s->st.conns_open++;
   { /* inflight: /metrics */
     h2t_event m = {.type = H2T_EV_SRV_CONN_ACCEPTED};
-    metrics_event(&m);
+    h2t__metrics_event(&m);
   }
   int traced = TRACE_WANTS(&s->tc, H2T_EV_SRV_CONN_ACCEPTED);
   if (traced || h2t_inflight_enabled()) { /* inflight: peer for the registry */
@@ -1163,8 +1163,8 @@ void srv_conn_accept(h2t_server *s, srv_listener *l, int fd) {
         snprintf(dst, sizeof peer, "[%s]:%u", a, ntohs(in6->sin6_port));
       }
     }
-    c->reg = connreg_add(INFLIGHT_SERVER, c->id, peer, NULL); /* inflight */
-    connreg_set_max_streams(c->reg, s->cfg.max_concurrent_streams);
+    c->reg = h2t__connreg_add(INFLIGHT_SERVER, c->id, peer, NULL); /* inflight */
+    h2t__connreg_set_max_streams(c->reg, s->cfg.max_concurrent_streams);
     if (traced) {
       h2t_event ev = {.type = H2T_EV_SRV_CONN_ACCEPTED};
       ev.u.conn_accepted.peer = peer;
@@ -1188,7 +1188,7 @@ fail:
  * request API
  */
 
-void srv_req_cancel(h2t_server *s, uint64_t req_id) {
+void h2t__srv_req_cancel(h2t_server *s, uint64_t req_id) {
   for (h2t_server_req *r = s->reqs; r; r = r->next)
     if (r->id == req_id) {
       r->canceled = 1;
@@ -1245,7 +1245,7 @@ int h2t_server_req_set_status(h2t_server_req *r, const char *text) {
   if (!r || !text)
     return H2T_ERR_INVALID_ARG;
   if (r->ife)
-    inflight_set_status(r->ife, text);
+    h2t__inflight_set_status(r->ife, text);
   return 0;
 }
 

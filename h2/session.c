@@ -66,7 +66,7 @@ static void expect_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     if (r->body_deferred) {
       r->body_deferred = 0;
       nghttp2_session_resume_data(r->conn->sess, r->stream_id);
-      h2_conn_mark_dirty(r->conn);
+      h2t__conn_mark_dirty(r->conn);
     }
   }
 }
@@ -74,13 +74,13 @@ static void expect_cb(struct ev_loop *loop, ev_timer *w, int revents) {
 /* To the conn's requests, and once to the metrics (no request owns it). */
 static void goaway_event(h2_conn *cn, const nghttp2_frame *f, int by_peer) {
   h2t_event ev;
-  h2_conn_tmpl_init(&ev, cn, H2T_EV_GOAWAY);
+  h2t__conn_tmpl_init(&ev, cn, H2T_EV_GOAWAY);
   ev.u.goaway.last_stream_id = f->goaway.last_stream_id;
   ev.u.goaway.error_code = f->goaway.error_code;
   ev.u.goaway.by_peer = by_peer;
-  metrics_event(&ev);
-  if (h2_conn_list_wants(&cn->streams, H2T_EV_GOAWAY))
-    h2_conn_emit_list(&cn->streams, &ev);
+  h2t__metrics_event(&ev);
+  if (h2t__conn_list_wants(&cn->streams, H2T_EV_GOAWAY))
+    h2t__conn_emit_list(&cn->streams, &ev);
 }
 
 #define EVBIT(t) (UINT64_C(1) << (t))
@@ -118,7 +118,7 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f,
       ev_timer_start(cn->client->loop, &r->expect_w);
       simple_event_at(r, H2T_EV_WAIT_100_CONTINUE, &t);
     }
-    h2_req_release(r);
+    h2t__req_release(r);
     break;
   case NGHTTP2_DATA:
     if (r && (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
@@ -139,7 +139,7 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f,
       cn->error = H2T_ERR_PROTOCOL;
     if (cn->drain_reason == H2T_CONN_NONE)
       cn->drain_reason = cn->error ? H2T_CONN_DEAD : H2T_CONN_GOAWAY;
-    connreg_goaway(cn->reg, 1);
+    h2t__connreg_goaway(cn->reg, 1);
     goaway_event(cn, f, 0);
     break;
   }
@@ -228,8 +228,8 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f,
 
 /* Cancel from inside a callback: the stream is reset, r completes. */
 static void abort_req(h2_conn *cn, h2t_request *r, int error) {
-  h2_conn_reset_stream(cn, r, NGHTTP2_CANCEL);
-  h2_req_finish(r, error);
+  h2t__conn_reset_stream(cn, r, NGHTTP2_CANCEL);
+  h2t__req_finish(r, error);
 }
 
 static void release_body(h2_conn *cn, h2t_request *r) {
@@ -245,7 +245,7 @@ static void got_headers2(h2_conn *cn, h2t_request *r);
 static void got_headers(h2_conn *cn, h2t_request *r, const nghttp2_frame *f) {
   h2_req_hold(r);
   got_headers2(cn, r);
-  h2_req_release(r);
+  h2t__req_release(r);
 }
 
 /* r is held: after each hook, stop if it completed (state DONE) */
@@ -297,7 +297,7 @@ static void got_headers2(h2_conn *cn, h2t_request *r) {
 
 static void emit_settings(h2_conn *cn) {
   h2t_event ev;
-  h2_conn_tmpl_init(&ev, cn, H2T_EV_SETTINGS);
+  h2t__conn_tmpl_init(&ev, cn, H2T_EV_SETTINGS);
   nghttp2_session *s = cn->sess;
   ev.u.settings.max_concurrent_streams = nghttp2_session_get_remote_settings(
       s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
@@ -311,7 +311,7 @@ static void emit_settings(h2_conn *cn) {
       s, NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE);
   ev.u.settings.enable_push =
       nghttp2_session_get_remote_settings(s, NGHTTP2_SETTINGS_ENABLE_PUSH);
-  h2_conn_emit_list(&cn->streams, &ev);
+  h2t__conn_emit_list(&cn->streams, &ev);
 }
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f,
@@ -364,17 +364,17 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f,
     cn->max_streams = nghttp2_session_get_remote_settings(
         s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
     cn->origin->peer_max_streams = cn->max_streams;
-    connreg_set_max_streams(cn->reg, cn->max_streams);
-    if (h2_conn_list_wants(&cn->streams, H2T_EV_SETTINGS))
+    h2t__connreg_set_max_streams(cn->reg, cn->max_streams);
+    if (h2t__conn_list_wants(&cn->streams, H2T_EV_SETTINGS))
       emit_settings(cn);
-    h2_pool_dispatch(cn->client, cn->origin);
+    h2t__pool_dispatch(cn->client, cn->origin);
     break;
   case NGHTTP2_GOAWAY:
     cn->goaway_last_id = f->goaway.last_stream_id;
     cn->drain_reason = H2T_CONN_GOAWAY;
     if (f->goaway.error_code != NGHTTP2_NO_ERROR && !cn->error)
       cn->error = H2T_ERR_GOAWAY;
-    connreg_goaway(cn->reg, 0);
+    h2t__connreg_goaway(cn->reg, 0);
     goaway_event(cn, f, 1);
     break;
   default:
@@ -395,14 +395,14 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid,
   int rv = r->on_data(r, data, len, r->user);
   if (rv != 0 && r->state == REQ_ACTIVE)
     abort_req(ud, r, H2T_ERR_CALLBACK);
-  h2_req_release(r);
+  h2t__req_release(r);
   return 0;
 }
 
 /* Detach r from cn's streams (its stream is over or being reset). */
-void h2_conn_detach(h2_conn *cn, h2t_request *r) {
+void h2t__conn_detach(h2_conn *cn, h2t_request *r) {
   ev_timer_stop(cn->client->loop, &r->expect_w);
-  connreg_stream_close(cn->reg);
+  h2t__connreg_stream_close(cn->reg);
   TAILQ_REMOVE(&cn->streams, r, link);
   cn->nstreams--;
   if (r->has_body && !r->body_eof)
@@ -413,15 +413,15 @@ void h2_conn_detach(h2_conn *cn, h2t_request *r) {
    * to unlink */
   r->conn = NULL;
   r->state = REQ_NEW;
-  h2_req_put_conn(r, cn);
+  h2t__req_put_conn(r, cn);
 }
 
 static void after_stream(h2_conn *cn) {
   if (cn->nstreams == 0 && cn->state == CONN_READY &&
       cn->drain_reason == H2T_CONN_NONE && !cn->close_pending)
-    h2_pool_conn_idle(cn);
+    h2t__pool_conn_idle(cn);
   if (cn->origin->nqueued)
-    h2_pool_dispatch(cn->client, cn->origin);
+    h2t__pool_dispatch(cn->client, cn->origin);
 }
 
 static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t code,
@@ -431,27 +431,27 @@ static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t code,
   if (!r)
     return 0;
   h2_req_hold(r); /* put_idle_conn's hooks may cancel it */
-  h2_conn_detach(cn, r);
+  h2t__conn_detach(cn, r);
   if (r->state == REQ_DONE) {
   } else if (r->got_final && r->got_eos) {
-    h2_req_finish(r, 0);
+    h2t__req_finish(r, 0);
   } else if (r->local_error) {
-    h2_req_finish(r, r->local_error);
+    h2t__req_finish(r, r->local_error);
   } else if (!r->got_first_byte && cn->goaway_last_id >= 0 &&
              sid > cn->goaway_last_id) {
-    h2_req_retry_or_fail(r, H2T_RETRY_GOAWAY, H2T_ERR_GOAWAY);
+    h2t__req_retry_or_fail(r, H2T_RETRY_GOAWAY, H2T_ERR_GOAWAY);
   } else if (r->rst_by_peer && code == NGHTTP2_REFUSED_STREAM) {
-    h2_req_retry_or_fail(r, H2T_RETRY_REFUSED_STREAM,
+    h2t__req_retry_or_fail(r, H2T_RETRY_REFUSED_STREAM,
                          H2T_ERR_REFUSED_STREAM);
   } else if (r->rst_by_peer) {
-    h2_req_finish(r, H2T_ERR_STREAM_RESET);
+    h2t__req_finish(r, H2T_ERR_STREAM_RESET);
   } else if (code == NGHTTP2_REFUSED_STREAM && !r->headers_sent) {
     /* never went out (e.g. the conn was going away): safe to retry */
-    h2_req_retry_or_fail(r, H2T_RETRY_CONN_CLOSED, H2T_ERR_CONN_CLOSED);
+    h2t__req_retry_or_fail(r, H2T_RETRY_CONN_CLOSED, H2T_ERR_CONN_CLOSED);
   } else {
-    h2_req_finish(r, cn->error ? cn->error : H2T_ERR_PROTOCOL);
+    h2t__req_finish(r, cn->error ? cn->error : H2T_ERR_PROTOCOL);
   }
-  h2_req_release(r);
+  h2t__req_release(r);
   after_stream(cn);
   return 0;
 }
@@ -507,7 +507,7 @@ static ssize_t body_read(nghttp2_session *s, int32_t sid, uint8_t *buf,
   return (ssize_t)n;
 }
 
-int h2_callbacks_new(nghttp2_session_callbacks **out) {
+int h2t__callbacks_new(nghttp2_session_callbacks **out) {
   nghttp2_session_callbacks *cb;
   if (nghttp2_session_callbacks_new(&cb) != 0)
     return H2T_ERR_NOMEM;
@@ -525,7 +525,7 @@ int h2_callbacks_new(nghttp2_session_callbacks **out) {
   return 0;
 }
 
-int h2_conn_submit(h2_conn *cn, h2t_request *r) {
+int h2t__conn_submit(h2_conn *cn, h2t_request *r) {
   nghttp2_data_provider prd, *pp = NULL;
   if (r->body_read || r->body_len) {
     prd.source.ptr = r;
@@ -546,15 +546,15 @@ int h2_conn_submit(h2_conn *cn, h2t_request *r) {
   if (pp)
     cn->nbody_pending++;
   TAILQ_INSERT_TAIL(&cn->streams, r, link);
-  connreg_stream_open(cn->reg);
+  h2t__connreg_stream_open(cn->reg);
   if (cn->nstreams++ == 0 && ev_is_active(&cn->timer))
     ev_timer_stop(cn->client->loop, &cn->timer);
   if (!cn->in_io)
-    h2_conn_mark_dirty(cn);
+    h2t__conn_mark_dirty(cn);
   return 0;
 }
 
-void h2_conn_reset_stream(h2_conn *cn, h2t_request *r, uint32_t code) {
+void h2t__conn_reset_stream(h2_conn *cn, h2t_request *r, uint32_t code) {
   if (cn->sess && r->stream_id > 0) {
     nghttp2_submit_rst_stream(cn->sess, NGHTTP2_FLAG_NONE, r->stream_id,
                               code);
@@ -566,10 +566,10 @@ void h2_conn_reset_stream(h2_conn *cn, h2t_request *r, uint32_t code) {
       h2_req_emit(r, &ev);
     }
     if (!cn->in_io)
-      h2_conn_mark_dirty(cn);
+      h2t__conn_mark_dirty(cn);
   }
   ev_timer_stop(cn->client->loop, &r->expect_w);
-  h2_conn_detach(cn, r);
+  h2t__conn_detach(cn, r);
   after_stream(cn);
 }
 

@@ -23,43 +23,43 @@ typedef struct srv_writer srv_writer;
 typedef struct wconn wconn;
 
 /* On the loop: the connection's queue drained to the level asked for with
- * writer_conn_want_notify(), or writing failed (writer_conn_failed()). */
+ * h2t__writer_conn_want_notify(), or writing failed (h2t__writer_conn_failed()). */
 typedef void (*writer_notify_fn)(void *arg);
 
-int writer_new(srv_writer **out, h2t_writer_mode mode, struct ev_loop *loop,
+int h2t__writer_new(srv_writer **out, h2t_writer_mode mode, struct ev_loop *loop,
                const h2t_mem *mem);
 /* Stop (joins the writer thread); every wconn must have been closed. */
-void writer_del(srv_writer *w);
+void h2t__writer_del(srv_writer *w);
 /* Register a connection's socket (non-blocking).  NULL on ENOMEM. */
-wconn *writer_conn_new(srv_writer *w, int fd, writer_notify_fn fn, void *arg);
-/* Loop thread: a buffer of at least min bytes for writer_push (data NULL),
+wconn *h2t__writer_conn_new(srv_writer *w, int fd, writer_notify_fn fn, void *arg);
+/* Loop thread: a buffer of at least min bytes for h2t__writer_push (data NULL),
  * or data (from here) grown to min, contents kept; *cap gets its size.
  * NULL on ENOMEM (data is then still valid). */
-uint8_t *writer_buf_grow(srv_writer *w, uint8_t *data, size_t min,
+uint8_t *h2t__writer_buf_grow(srv_writer *w, uint8_t *data, size_t min,
                          size_t *cap);
 /* Loop thread: give back a buffer that will not be pushed (NULL: no-op). */
-void writer_buf_put(srv_writer *w, uint8_t *data);
-/* Queue len bytes for the socket.  buf comes from writer_buf_grow and is
+void h2t__writer_buf_put(srv_writer *w, uint8_t *data);
+/* Queue len bytes for the socket.  buf comes from h2t__writer_buf_grow and is
  * owned by the writer from now on (recycled even on error).  One call per
  * connection flush.  Returns 0 or H2T_ERR_IO (connection failed). */
-int writer_push(wconn *wc, uint8_t *buf, size_t len);
+int h2t__writer_push(wconn *wc, uint8_t *buf, size_t len);
 /* Bytes queued and not yet written.  Any thread. */
-size_t writer_conn_queued(const wconn *wc);
+size_t h2t__writer_conn_queued(const wconn *wc);
 /* Ask for a notify when queued <= low.  Returns 1 if that is already the
  * case (no notify will come), else 0. */
-int writer_conn_want_notify(wconn *wc, size_t low);
-int writer_conn_failed(const wconn *wc);
+int h2t__writer_conn_want_notify(wconn *wc, size_t low);
+int h2t__writer_conn_failed(const wconn *wc);
 /* The loop is done with wc (never touch it again).  The writer sends what
  * is queued (abort: drops it), then closes the fd. */
-void writer_conn_close(wconn *wc, int abort);
-uint32_t writer_depth(const srv_writer *w);
-uint32_t writer_depth_max(const srv_writer *w);
+void h2t__writer_conn_close(wconn *wc, int abort);
+uint32_t h2t__writer_depth(const srv_writer *w);
+uint32_t h2t__writer_depth_max(const srv_writer *w);
 
 /* --- server TLS (h2/srv_tls.c) -------------------------------------------- */
 
 /* A server SSL_CTX with the cert/key, TLS >= 1.2, h2-safe ciphers and ALPN
  * that selects "h2".  NULL on failure. */
-SSL_CTX *srv_tls_ctx_new(const char *cert_file, const char *key_file);
+SSL_CTX *h2t__srv_tls_ctx_new(const char *cert_file, const char *key_file);
 /* Where an SSL's output goes: fn(arg, bytes, len), 0 or -1. */
 typedef struct srv_tls_sink {
   int (*fn)(void *arg, const uint8_t *data, size_t len);
@@ -69,7 +69,7 @@ typedef struct srv_tls_sink {
 /* An SSL in accept state: *rbio (a memory BIO) takes ciphertext from the
  * socket; ciphertext for the socket goes to sink, which must outlive the
  * SSL.  NULL on failure. */
-SSL *srv_tls_conn_new(SSL_CTX *ctx, BIO **rbio, srv_tls_sink *sink);
+SSL *h2t__srv_tls_conn_new(SSL_CTX *ctx, BIO **rbio, srv_tls_sink *sink);
 
 /* --- server, connections, requests ------------------------------------- */
 
@@ -193,19 +193,19 @@ struct h2t_server_req {
 };
 
 /* Connections: h2/server_conn.c */
-void srv_conn_accept(h2t_server *s, srv_listener *l, int fd);
+void h2t__srv_conn_accept(h2t_server *s, srv_listener *l, int fd);
 /* Produce and hand over output for every connection that asked for it. */
-void srv_flush_pending(h2t_server *s);
+void h2t__srv_flush_pending(h2t_server *s);
 /* Graceful: GOAWAY and drain. */
-void srv_conn_goaway(srv_conn *c);
-void srv_conn_goaway_all(h2t_server *s);
+void h2t__srv_conn_goaway(srv_conn *c);
+void h2t__srv_conn_goaway_all(h2t_server *s);
 /* Close now: every request gets on_close(CANCEL). */
-void srv_conn_abort(srv_conn *c);
+void h2t__srv_conn_abort(srv_conn *c);
 /* Cancel a request by id (from the in-flight table, posted to the loop). */
-void srv_req_cancel(h2t_server *s, uint64_t req_id);
+void h2t__srv_req_cancel(h2t_server *s, uint64_t req_id);
 /* Called when the last connection of a shutting-down server is gone. */
-void srv_maybe_done(h2t_server *s);
+void h2t__srv_maybe_done(h2t_server *s);
 /* Post a cancel from any thread (inflight_cancel_fn). */
-void srv_cancel_post(void *arg, uint64_t req_id, const char *why);
+void h2t__srv_cancel_post(void *arg, uint64_t req_id, const char *why);
 
 #endif

@@ -29,7 +29,7 @@ static int alpn_select(SSL *ssl, const unsigned char **out,
   return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
-SSL_CTX *srv_tls_ctx_new(const char *cert_file, const char *key_file) {
+SSL_CTX *h2t__srv_tls_ctx_new(const char *cert_file, const char *key_file) {
   SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
   if (!ctx)
     return NULL;
@@ -89,7 +89,7 @@ static void sink_init(void) {
   sink_method = m;
 }
 
-SSL *srv_tls_conn_new(SSL_CTX *ctx, BIO **rbio, srv_tls_sink *sink) {
+SSL *h2t__srv_tls_conn_new(SSL_CTX *ctx, BIO **rbio, srv_tls_sink *sink) {
   pthread_once(&sink_once, sink_init);
   if (!sink_method)
     return NULL;

@@ -11,7 +11,7 @@
 
 #include "h2/h2_int.h"
 
-int h2_tcp_connect(const struct sockaddr_storage *sa) {
+int h2t__tcp_connect(const struct sockaddr_storage *sa) {
   int fd = socket(sa->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
                   IPPROTO_TCP);
   if (fd < 0)
@@ -30,7 +30,7 @@ int h2_tcp_connect(const struct sockaddr_storage *sa) {
   return fd;
 }
 
-int h2_tcp_connect_result(int fd) {
+int h2t__tcp_connect_result(int fd) {
   int err = 0;
   socklen_t len = sizeof err;
   if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
@@ -38,7 +38,7 @@ int h2_tcp_connect_result(int fd) {
   return err;
 }
 
-void h2_sockaddr_str(const struct sockaddr_storage *sa, char *buf,
+void h2t__sockaddr_str(const struct sockaddr_storage *sa, char *buf,
                      size_t len) {
   char ip[INET6_ADDRSTRLEN] = "?";
   if (sa->ss_family == AF_INET6) {

@@ -7,7 +7,7 @@
 
 #include "h2/h2_int.h"
 
-int h2_tls_ctx_new(SSL_CTX **out, const char *ca_file, const char *ca_path,
+int h2t__tls_ctx_new(SSL_CTX **out, const char *ca_file, const char *ca_path,
                    int insecure) {
   SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
   if (!ctx)
@@ -42,7 +42,7 @@ fail:
   return H2T_ERR_TLS;
 }
 
-SSL *h2_tls_new(SSL_CTX *ctx, int fd, const char *host, int host_is_ip,
+SSL *h2t__tls_new(SSL_CTX *ctx, int fd, const char *host, int host_is_ip,
                 int insecure) {
   SSL *ssl = SSL_new(ctx);
   if (!ssl)

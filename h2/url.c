@@ -11,7 +11,7 @@ static int valid_host_char(char ch) {
          (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_';
 }
 
-int h2_url_parse(const h2t_mem *mem, const char *s, h2_url *u) {
+int h2t__url_parse(const h2t_mem *mem, const char *s, h2_url *u) {
   memset(u, 0, sizeof *u);
   if (!s)
     return H2T_ERR_BAD_URL;
@@ -100,13 +100,13 @@ int h2_url_parse(const h2t_mem *mem, const char *s, h2_url *u) {
   else if (inet_pton(AF_INET6, u->host, tmp) == 1)
     u->host_is_ip = 6;
   else if (*a == '[') {
-    h2_url_free(mem, u);
+    h2t__url_free(mem, u);
     return H2T_ERR_BAD_URL;
   }
   return 0;
 }
 
-void h2_url_copy_to(const h2_url *from, h2_url *to, char *buf) {
+void h2t__url_copy_to(const h2_url *from, h2_url *to, char *buf) {
   *to = *from;
   memcpy(buf, from->buf_, from->buflen_);
   to->host = buf + (from->host - from->buf_);
@@ -115,7 +115,7 @@ void h2_url_copy_to(const h2_url *from, h2_url *to, char *buf) {
   to->buf_ = NULL;
 }
 
-void h2_url_free(const h2t_mem *mem, h2_url *u) {
+void h2t__url_free(const h2t_mem *mem, h2_url *u) {
   h2t_xfree(mem, u->buf_);
   memset(u, 0, sizeof *u);
 }

@@ -186,7 +186,7 @@ static void item_free(srv_writer *w, witem *it) {
   }
 }
 
-uint8_t *writer_buf_grow(srv_writer *w, uint8_t *data, size_t min,
+uint8_t *h2t__writer_buf_grow(srv_writer *w, uint8_t *data, size_t min,
                          size_t *cap) {
   if (!data) {
     witem *it = pool_get(w, min > ITEM_MIN ? min : ITEM_MIN);
@@ -209,7 +209,7 @@ uint8_t *writer_buf_grow(srv_writer *w, uint8_t *data, size_t min,
   return bigger->buf;
 }
 
-void writer_buf_put(srv_writer *w, uint8_t *data) {
+void h2t__writer_buf_put(srv_writer *w, uint8_t *data) {
   if (data)
     pool_put(w, item_of(data));
 }
@@ -663,7 +663,7 @@ static void async_cb(struct ev_loop *loop, ev_async *a, int revents) {
   }
 }
 
-int writer_new(srv_writer **out, h2t_writer_mode mode, struct ev_loop *loop,
+int h2t__writer_new(srv_writer **out, h2t_writer_mode mode, struct ev_loop *loop,
                const h2t_mem *mem) {
   if (mode != H2T_WRITER_REUSED && mode != H2T_WRITER_SPAWN &&
       mode != H2T_WRITER_INLINE)
@@ -699,7 +699,7 @@ int writer_new(srv_writer **out, h2t_writer_mode mode, struct ev_loop *loop,
   return 0;
 }
 
-void writer_del(srv_writer *w) {
+void h2t__writer_del(srv_writer *w) {
   if (!w)
     return;
   if (w->th_started) {
@@ -733,7 +733,7 @@ void writer_del(srv_writer *w) {
   h2t_xfree(w->mem, w);
 }
 
-wconn *writer_conn_new(srv_writer *w, int fd, writer_notify_fn fn,
+wconn *h2t__writer_conn_new(srv_writer *w, int fd, writer_notify_fn fn,
                        void *arg) {
   wconn *wc = h2t_xcalloc(w->mem, 1, sizeof *wc);
   if (!wc)
@@ -809,7 +809,7 @@ static int enqueue(wconn *wc, witem *it, size_t len, int close) {
   return 0;
 }
 
-int writer_push(wconn *wc, uint8_t *buf, size_t len) {
+int h2t__writer_push(wconn *wc, uint8_t *buf, size_t len) {
   witem *it = item_of(buf);
   if (atomic_load(&wc->failed)) {
     pool_put(wc->w, it);
@@ -818,11 +818,11 @@ int writer_push(wconn *wc, uint8_t *buf, size_t len) {
   return enqueue(wc, it, len, 0);
 }
 
-size_t writer_conn_queued(const wconn *wc) {
+size_t h2t__writer_conn_queued(const wconn *wc) {
   return atomic_load(&((wconn *)wc)->queued);
 }
 
-int writer_conn_want_notify(wconn *wc, size_t low) {
+int h2t__writer_conn_want_notify(wconn *wc, size_t low) {
   atomic_store(&wc->notify_low, low);
   if (atomic_load(&wc->queued) <= low) {
     size_t l = low;
@@ -832,11 +832,11 @@ int writer_conn_want_notify(wconn *wc, size_t low) {
   return 0;
 }
 
-int writer_conn_failed(const wconn *wc) {
+int h2t__writer_conn_failed(const wconn *wc) {
   return atomic_load(&((wconn *)wc)->failed);
 }
 
-void writer_conn_close(wconn *wc, int abort) {
+void h2t__writer_conn_close(wconn *wc, int abort) {
   srv_writer *w = wc->w;
   wc->loop_gone = 1;
   atomic_store(&wc->notify_low, SIZE_MAX);
@@ -850,10 +850,10 @@ void writer_conn_close(wconn *wc, int abort) {
   (void)w;
 }
 
-uint32_t writer_depth(const srv_writer *w) {
+uint32_t h2t__writer_depth(const srv_writer *w) {
   return atomic_load(&((srv_writer *)w)->depth);
 }
 
-uint32_t writer_depth_max(const srv_writer *w) {
+uint32_t h2t__writer_depth_max(const srv_writer *w) {
   return atomic_load(&((srv_writer *)w)->depth_max);
 }

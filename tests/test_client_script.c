@@ -628,7 +628,7 @@ typedef struct xcancel {
 
 static void *cancel_thread(void *arg) {
   xcancel *x = arg;
-  h2_client_post_cancel(x->c, x->id, "test");
+  h2t__client_post_cancel(x->c, x->id, "test");
   return NULL;
 }
 
@@ -645,7 +645,7 @@ static void test_cancel_from_another_thread(void **state) {
   h2t_client_run(e.c);
   assert_int_equal(q.err, H2T_ERR_CANCELED);
   /* an id that is gone is ignored */
-  h2_client_post_cancel(e.c, x.id, "again");
+  h2t__client_post_cancel(e.c, x.id, "again");
   run_for(e.c, 20);
   env_stop(&e);
 }

@@ -132,16 +132,16 @@ static int start(const char *token) {
   if (rc)
     return rc;
   port = h2t_diag_port(diag);
-  cli = inflight_begin(INFLIGHT_CLIENT, 501, "GET", "http", "slownode:8484",
+  cli = h2t__inflight_begin(INFLIGHT_CLIENT, 501, "GET", "http", "slownode:8484",
                        "/blob/9f2c", on_cancel, NULL);
   h2t_event ev = {.type = H2T_EV_WROTE_REQUEST, .conn_id = 3, .stream_id = 17};
-  inflight_event(cli, &ev);
-  srv = inflight_begin(INFLIGHT_SERVER, 502, "POST", "https", "api.local",
+  h2t__inflight_event(cli, &ev);
+  srv = h2t__inflight_begin(INFLIGHT_SERVER, 502, "POST", "https", "api.local",
                        "/items", on_cancel, NULL);
   ev = (h2t_event){.type = H2T_EV_SRV_HANDLER_STARTED, .conn_id = 4,
                    .stream_id = 1};
-  inflight_event(srv, &ev);
-  inflight_set_status(srv, "querying db");
+  h2t__inflight_event(srv, &ev);
+  h2t__inflight_set_status(srv, "querying db");
   return 0;
 }
 
@@ -149,8 +149,8 @@ static int setup_token(void **state) { return start(TOKEN); }
 static int setup_notoken(void **state) { return start(NULL); }
 
 static int teardown(void **state) {
-  inflight_end(cli, 0);
-  inflight_end(srv, 0);
+  h2t__inflight_end(cli, 0);
+  h2t__inflight_end(srv, 0);
   h2t_diag_stop(diag);
   diag = NULL;
   return h2t_inflight_disable();
@@ -243,9 +243,9 @@ static void test_one_request_and_recent(void **state) {
   json_decref(j);
   resp_free(&r);
 
-  struct inflight_entry *e = inflight_begin(INFLIGHT_CLIENT, 777, "GET",
+  struct inflight_entry *e = h2t__inflight_begin(INFLIGHT_CLIENT, 777, "GET",
                                             "http", "x:1", "/gone", NULL, NULL);
-  inflight_end(e, H2T_ERR_STREAM_RESET);
+  h2t__inflight_end(e, H2T_ERR_STREAM_RESET);
   r = http("GET", "/debug/recent", NULL);
   assert_int_equal(r.status, 200);
   j = body_json(&r);
@@ -506,18 +506,18 @@ static uint32_t read_depth(const void *arg) { return *(const uint32_t *)arg; }
 static void test_metrics(void **state) {
   h2t_event gc = {.type = H2T_EV_GOT_CONN};
   gc.u.got_conn.new_reason = H2T_CONN_MAX_STREAMS;
-  inflight_event(cli, &gc);
+  h2t__inflight_event(cli, &gc);
   h2t_event shed = {.type = H2T_EV_SRV_LOAD_SHED};
   shed.u.load_shed.reason = H2T_SHED_INFLIGHT;
   shed.u.load_shed.action = H2T_SHED_REFUSED_STREAM;
-  metrics_event(&shed);
-  metrics_writer_queue_add(5);
-  metrics_writer_queue_add(-2);
+  h2t__metrics_event(&shed);
+  h2t__metrics_writer_queue_add(5);
+  h2t__metrics_writer_queue_add(-2);
   static const uint32_t seven = 7;
-  assert_int_equal(metrics_writer_register(read_depth, &seven), 0);
-  struct inflight_entry *e = inflight_begin(INFLIGHT_CLIENT, 900, "GET",
+  assert_int_equal(h2t__metrics_writer_register(read_depth, &seven), 0);
+  struct inflight_entry *e = h2t__inflight_begin(INFLIGHT_CLIENT, 900, "GET",
                                             "http", "x:1", "/", NULL, NULL);
-  inflight_end(e, H2T_ERR_TIMEOUT);
+  h2t__inflight_end(e, H2T_ERR_TIMEOUT);
 
   struct resp r = http("GET", "/metrics", NULL);
   assert_int_equal(r.status, 200);
@@ -536,26 +536,26 @@ static void test_metrics(void **state) {
                                  "action=\"refused_stream\"} 1\n"));
   assert_non_null(strstr(r.body, "h2t_writer_queue_depth 10\n"));
   resp_free(&r);
-  assert_int_equal(metrics_writer_unregister(&seven), 0);
-  assert_int_equal(metrics_writer_unregister(&seven), H2T_ERR_NOT_FOUND);
-  metrics_writer_queue_add(-3);
+  assert_int_equal(h2t__metrics_writer_unregister(&seven), 0);
+  assert_int_equal(h2t__metrics_writer_unregister(&seven), H2T_ERR_NOT_FOUND);
+  h2t__metrics_writer_queue_add(-3);
 }
 
 static void test_connections(void **state) {
-  struct connreg_entry *c = connreg_add(INFLIGHT_CLIENT, 3, "127.0.0.1:8484",
+  struct connreg_entry *c = h2t__connreg_add(INFLIGHT_CLIENT, 3, "127.0.0.1:8484",
                                         "slownode:8484");
-  struct connreg_entry *s = connreg_add(INFLIGHT_SERVER, 4, "127.0.0.1:55000",
+  struct connreg_entry *s = h2t__connreg_add(INFLIGHT_SERVER, 4, "127.0.0.1:55000",
                                         NULL);
-  connreg_set_max_streams(c, 100);
-  connreg_stream_open(c);
-  connreg_stream_open(c);
-  connreg_stream_close(c);
-  connreg_reused(c);
-  connreg_bytes(c, 1000, 20);
-  connreg_goaway(s, 1);
-  connreg_stream_open(s);
-  connreg_stream_close(s);
-  connreg_stream_close(s); /* one too many: must not wrap */
+  h2t__connreg_set_max_streams(c, 100);
+  h2t__connreg_stream_open(c);
+  h2t__connreg_stream_open(c);
+  h2t__connreg_stream_close(c);
+  h2t__connreg_reused(c);
+  h2t__connreg_bytes(c, 1000, 20);
+  h2t__connreg_goaway(s, 1);
+  h2t__connreg_stream_open(s);
+  h2t__connreg_stream_close(s);
+  h2t__connreg_stream_close(s); /* one too many: must not wrap */
   struct resp r = http("GET", "/debug/connections", NULL);
   assert_int_equal(r.status, 200);
   json_t *j = body_json(&r);
@@ -584,22 +584,22 @@ static void test_connections(void **state) {
   }
   json_decref(j);
   resp_free(&r);
-  connreg_remove(c);
-  connreg_remove(s);
-  connreg_remove(NULL);
+  h2t__connreg_remove(c);
+  h2t__connreg_remove(s);
+  h2t__connreg_remove(NULL);
 }
 
 static void test_profile_endpoint(void **state) {
-  struct inflight_entry *e = inflight_begin(INFLIGHT_CLIENT, 901, "GET",
+  struct inflight_entry *e = h2t__inflight_begin(INFLIGHT_CLIENT, 901, "GET",
                                             "http", "prof:1", "/", NULL, NULL);
   h2t_event ev = {.type = H2T_EV_WROTE_REQUEST, .t_us = e->start_us + 50};
-  inflight_event(e, &ev);
+  h2t__inflight_event(e, &ev);
   ev.type = H2T_EV_GOT_HEADERS;
   ev.t_us = e->start_us + 1050;
-  inflight_event(e, &ev);
+  h2t__inflight_event(e, &ev);
   ev.type = H2T_EV_RETRY;
-  inflight_event(e, &ev);
-  inflight_end(e, 0);
+  h2t__inflight_event(e, &ev);
+  h2t__inflight_end(e, 0);
   struct resp r = http("GET", "/debug/profile", NULL);
   assert_int_equal(r.status, 200);
   json_t *j = body_json(&r);
@@ -622,9 +622,9 @@ static void test_profile_endpoint(void **state) {
 static void *loop_thread(void *arg) {
   h2t_client_trace tr = {H2T_CLIENT_TRACE_INIT, .got_first_response_byte = h2t_test_stuck_hook};
   trace_chain tc;
-  trace_chain_clear(&tc, 0);
-  trace_chain_add(&tc, &tr);
-  trace_chain_set_inflight(&tc, cli);
+  h2t__trace_chain_clear(&tc, 0);
+  h2t__trace_chain_add(&tc, &tr);
+  h2t__trace_chain_set_inflight(&tc, cli);
   h2t_event ev = {.type = H2T_EV_GOT_FIRST_RESPONSE_BYTE, .conn_id = 3,
                   .stream_id = 17};
   trace_emit(&tc, &ev);

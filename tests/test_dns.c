@@ -23,7 +23,7 @@ static void on_dns(void *arg, int error, const struct sockaddr_storage *a,
   r->error = error;
   r->n = n;
   if (n)
-    h2_sockaddr_str(&a[0], r->first, sizeof r->first);
+    h2t__sockaddr_str(&a[0], r->first, sizeof r->first);
 }
 
 static void run_until(struct ev_loop *loop, res *r) {
@@ -34,49 +34,49 @@ static void run_until(struct ev_loop *loop, res *r) {
 static void test_localhost_resolves_from_hosts_file(void **state) {
   struct ev_loop *loop = ev_loop_new(0);
   h2_dns *d;
-  assert_int_equal(h2_dns_new(&d, loop, NULL), 0);
+  assert_int_equal(h2t__dns_new(&d, loop, NULL), 0);
   res r = {0};
-  assert_non_null(h2_dns_lookup(d, "localhost", 4, on_dns, &r));
+  assert_non_null(h2t__dns_lookup(d, "localhost", 4, on_dns, &r));
   assert_int_equal(r.called, 0); /* never from inside the call */
   run_until(loop, &r);
   assert_int_equal(r.called, 1);
   assert_int_equal(r.error, 0);
   assert_true(r.n >= 1);
   assert_string_equal(r.first, "127.0.0.1:0");
-  h2_dns_del(d);
+  h2t__dns_del(d);
   ev_loop_destroy(loop);
 }
 
 static void test_invalid_tld_fails_without_network(void **state) {
-  assert_true(h2_dns_name_is_invalid("x.invalid"));
-  assert_true(h2_dns_name_is_invalid("x.INVALID."));
-  assert_true(h2_dns_name_is_invalid("invalid"));
-  assert_false(h2_dns_name_is_invalid("notinvalid"));
-  assert_false(h2_dns_name_is_invalid("invalid.example"));
+  assert_true(h2t__dns_name_is_invalid("x.invalid"));
+  assert_true(h2t__dns_name_is_invalid("x.INVALID."));
+  assert_true(h2t__dns_name_is_invalid("invalid"));
+  assert_false(h2t__dns_name_is_invalid("notinvalid"));
+  assert_false(h2t__dns_name_is_invalid("invalid.example"));
   struct ev_loop *loop = ev_loop_new(0);
   h2_dns *d;
-  assert_int_equal(h2_dns_new(&d, loop, NULL), 0);
+  assert_int_equal(h2t__dns_new(&d, loop, NULL), 0);
   res r = {0};
   uint64_t t0 = h2t_now_us();
-  assert_non_null(h2_dns_lookup(d, "nothing.invalid", 0, on_dns, &r));
+  assert_non_null(h2t__dns_lookup(d, "nothing.invalid", 0, on_dns, &r));
   run_until(loop, &r);
   assert_int_equal(r.error, H2T_ERR_DNS);
   assert_true(h2t_now_us() - t0 < 100000);
-  h2_dns_del(d);
+  h2t__dns_del(d);
   ev_loop_destroy(loop);
 }
 
 static void test_cancel_suppresses_callback(void **state) {
   struct ev_loop *loop = ev_loop_new(0);
   h2_dns *d;
-  assert_int_equal(h2_dns_new(&d, loop, NULL), 0);
+  assert_int_equal(h2t__dns_new(&d, loop, NULL), 0);
   res r = {0};
-  h2_dns_query *q = h2_dns_lookup(d, "localhost", 0, on_dns, &r);
-  h2_dns_cancel(q);
+  h2_dns_query *q = h2t__dns_lookup(d, "localhost", 0, on_dns, &r);
+  h2t__dns_cancel(q);
   for (int i = 0; i < 5; i++)
     ev_run(loop, EVRUN_NOWAIT);
   assert_int_equal(r.called, 0);
-  h2_dns_del(d);
+  h2t__dns_del(d);
   ev_loop_destroy(loop);
 }
 

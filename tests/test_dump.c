@@ -31,44 +31,44 @@ static int setup(void **state) {
   for (int i = 0; i < 6; i++) {
     char path[32];
     snprintf(path, sizeof path, "/blob/%d", i);
-    struct inflight_entry *e = inflight_begin(
+    struct inflight_entry *e = h2t__inflight_begin(
         INFLIGHT_CLIENT, (uint64_t)(10 + i), "GET", "http", "slownode:8484",
         i == 0 ? "/blob/9f2c" : path, NULL, NULL);
-    ife_lock(e);
+    h2t__ife_lock(e);
     e->start_us = e->state_us = now - (94000000 - (uint64_t)i * 1000000);
     e->hist[0] = ((uint64_t)H2T_IFS_QUEUED << 56) | e->start_us;
-    ife_unlock(e);
+    h2t__ife_unlock(e);
     h2t_event ev = {.type = H2T_EV_WROTE_REQUEST, .t_us = e->start_us + 1000,
                     .conn_id = 3, .stream_id = 17 + 2 * i};
-    inflight_event(e, &ev);
+    h2t__inflight_event(e, &ev);
     ents[i] = e;
   }
-  struct inflight_entry *s = inflight_begin(INFLIGHT_SERVER, 99, "POST",
+  struct inflight_entry *s = h2t__inflight_begin(INFLIGHT_SERVER, 99, "POST",
                                             "http", "api.local", "/items",
                                             NULL, NULL);
   h2t_event hs = {.type = H2T_EV_SRV_HANDLER_STARTED, .conn_id = 5,
                   .stream_id = 1};
-  inflight_event(s, &hs);
-  inflight_set_status(s, "querying db");
+  h2t__inflight_event(s, &hs);
+  h2t__inflight_set_status(s, "querying db");
   ents[6] = s;
   return 0;
 }
 
 static int teardown(void **state) {
   for (int i = 0; i < 7; i++)
-    inflight_end(ents[i], 0);
+    h2t__inflight_end(ents[i], 0);
   return h2t_inflight_disable();
 }
 
 static void test_duration_format(void **state) {
   char b[32];
-  fmt_duration(b, sizeof b, 94000000);
+  h2t__fmt_duration(b, sizeof b, 94000000);
   assert_string_equal(b, "1m34.00s");
-  fmt_duration(b, sizeof b, 2500000);
+  h2t__fmt_duration(b, sizeof b, 2500000);
   assert_string_equal(b, "2.50s");
-  fmt_duration(b, sizeof b, 3723450000ull);
+  h2t__fmt_duration(b, sizeof b, 3723450000ull);
   assert_string_equal(b, "1h02m03.45s");
-  fmt_duration(b, sizeof b, 0);
+  h2t__fmt_duration(b, sizeof b, 0);
   assert_string_equal(b, "0.00s");
 }
 
@@ -179,9 +179,9 @@ static void test_signal_in_child_process(void **state) {
 static void *loop_thread(void *arg) {
   h2t_client_trace tr = {H2T_CLIENT_TRACE_INIT, .got_data = h2t_test_stuck_hook};
   trace_chain tc;
-  trace_chain_clear(&tc, 0);
-  trace_chain_add(&tc, &tr);
-  trace_chain_set_inflight(&tc, ents[1]);
+  h2t__trace_chain_clear(&tc, 0);
+  h2t__trace_chain_add(&tc, &tr);
+  h2t__trace_chain_set_inflight(&tc, ents[1]);
   h2t_event ev = {.type = H2T_EV_GOT_DATA, .conn_id = 3, .stream_id = 19};
   ev.u.data.bytes = 10;
   trace_emit(&tc, &ev);

@@ -1,5 +1,5 @@
 /* trace/inflight.c: the in-flight table driven the way h2/ drives it —
- * inflight_begin, trace events through a trace chain, inflight_end. */
+ * h2t__inflight_begin, trace events through a trace chain, h2t__inflight_end. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,12 +25,12 @@ static void ev_at(struct inflight_entry *e, h2t_event_type type, uint64_t t,
                   uint64_t conn, int32_t stream) {
   h2t_event ev = {.type = type, .t_us = t, .conn_id = conn,
                   .stream_id = stream};
-  inflight_event(e, &ev);
+  h2t__inflight_event(e, &ev);
 }
 
 static struct inflight_entry *client_req(uint64_t id, const char *authority,
                                          const char *path) {
-  return inflight_begin(INFLIGHT_CLIENT, id, "GET", "https", authority, path,
+  return h2t__inflight_begin(INFLIGHT_CLIENT, id, "GET", "https", authority, path,
                         NULL, NULL);
 }
 
@@ -38,24 +38,24 @@ static void test_off_costs_nothing(void **state) {
   assert_int_equal(h2t_inflight_disable(), 0);
   assert_false(h2t_inflight_enabled());
   assert_null(client_req(1, "a", "/"));
-  assert_int_equal(inflight_mask(INFLIGHT_CLIENT), 0);
-  assert_int_equal(inflight_mask(INFLIGHT_SERVER), 0);
+  assert_int_equal(h2t__inflight_mask(INFLIGHT_CLIENT), 0);
+  assert_int_equal(h2t__inflight_mask(INFLIGHT_SERVER), 0);
   h2t_inflight_info *arr = (void *)1;
   size_t n = 9;
   assert_int_equal(h2t_inflight_snapshot(&arr, &n), 0);
   assert_null(arr);
   assert_int_equal(n, 0);
   /* calls with a NULL entry are no-ops, so h2/ needs no special case */
-  inflight_event(NULL, &(h2t_event){.type = H2T_EV_GOT_DATA});
-  inflight_set_status(NULL, "x");
-  inflight_end(NULL, 0);
+  h2t__inflight_event(NULL, &(h2t_event){.type = H2T_EV_GOT_DATA});
+  h2t__inflight_set_status(NULL, "x");
+  h2t__inflight_end(NULL, 0);
   assert_int_equal(setup(NULL), 0);
   assert_int_equal(h2t_inflight_enable(NULL), H2T_ERR_STATE);
   assert_true(h2t_inflight_enabled());
-  assert_int_not_equal(inflight_mask(INFLIGHT_CLIENT) &
+  assert_int_not_equal(h2t__inflight_mask(INFLIGHT_CLIENT) &
                            (UINT64_C(1) << H2T_EV_GOT_CONN),
                        0);
-  assert_int_not_equal(inflight_mask(INFLIGHT_SERVER) &
+  assert_int_not_equal(h2t__inflight_mask(INFLIGHT_SERVER) &
                            (UINT64_C(1) << H2T_EV_SRV_HANDLER_STARTED),
                        0);
 }
@@ -75,7 +75,7 @@ static void test_client_states_history_and_times(void **state) {
   h2t_event gc = {.type = H2T_EV_GOT_CONN, .t_us = b + 50, .conn_id = 3};
   gc.u.got_conn.active_streams = 1;
   gc.u.got_conn.max_streams = 100;
-  inflight_event(e, &gc);
+  h2t__inflight_event(e, &gc);
   ev_at(e, H2T_EV_STREAM_OPENED, b + 60, 3, 17);
   ev_at(e, H2T_EV_WROTE_HEADERS, b + 70, 3, 17);
   ev_at(e, H2T_EV_WROTE_REQUEST, b + 100, 3, 17);
@@ -94,10 +94,10 @@ static void test_client_states_history_and_times(void **state) {
   h2t_event d = {.type = H2T_EV_GOT_DATA, .t_us = b + 200, .conn_id = 3,
                  .stream_id = 17};
   d.u.data.bytes = 1000;
-  inflight_event(e, &d);
+  h2t__inflight_event(e, &d);
   d.t_us = b + 300;
-  inflight_event(e, &d);
-  inflight_set_status(e, "fetching blob");
+  h2t__inflight_event(e, &d);
+  h2t__inflight_set_status(e, "fetching blob");
   assert_int_equal(h2t_inflight_get(42, &r), 0);
   assert_int_equal(r.state, H2T_IFS_RECEIVING);
   assert_int_equal(r.bytes_in, 2000);
@@ -120,8 +120,8 @@ static void test_client_states_history_and_times(void **state) {
   done.u.done.status = 200;
   done.u.done.bytes_recv = 2000;
   done.u.done.bytes_sent = 5;
-  inflight_event(e, &done);
-  inflight_end(e, 0);
+  h2t__inflight_event(e, &done);
+  h2t__inflight_end(e, 0);
   assert_int_equal(h2t_inflight_get(42, &r), 0); /* from the recent ring */
   assert_true(r.finished);
   assert_int_equal(r.state, H2T_IFS_DONE);
@@ -143,18 +143,18 @@ static void test_wait_stream_flow_blocked_retry(void **state) {
   gc.u.got_conn.reused = 1;
   gc.u.got_conn.active_streams = 101; /* it counted itself: over the limit */
   gc.u.got_conn.max_streams = 100;
-  inflight_event(e, &gc);
+  h2t__inflight_event(e, &gc);
   h2t_inflight_info r;
   h2t_inflight_get(7, &r);
   assert_int_equal(r.state, H2T_IFS_WAIT_STREAM);
   ev_at(e, H2T_EV_STREAM_OPENED, b + 10, 1, 5);
   ev_at(e, H2T_EV_FLOW_BLOCKED, b + 20, 1, 5);
   struct inflight_entry *q = client_req(8, "busy:443", "/queued");
-  inflight_wait_stream(q); /* the pool queued it: every conn is full */
-  inflight_wait_stream(NULL);
+  h2t__inflight_wait_stream(q); /* the pool queued it: every conn is full */
+  h2t__inflight_wait_stream(NULL);
   h2t_inflight_get(8, &r);
   assert_int_equal(r.state, H2T_IFS_WAIT_STREAM);
-  inflight_end(q, 0);
+  h2t__inflight_end(q, 0);
   h2t_inflight_get(7, &r);
   assert_int_equal(r.state, H2T_IFS_FLOW_BLOCKED);
   ev_at(e, H2T_EV_WROTE_REQUEST, b + 30, 1, 5);
@@ -163,13 +163,13 @@ static void test_wait_stream_flow_blocked_retry(void **state) {
   h2t_inflight_get(7, &r);
   assert_int_equal(r.state, H2T_IFS_QUEUED);
   assert_int_equal(r.history[r.nhistory - 2].state, H2T_IFS_RETRYING);
-  inflight_end(e, H2T_ERR_REFUSED_STREAM);
+  h2t__inflight_end(e, H2T_ERR_REFUSED_STREAM);
   h2t_inflight_get(7, &r);
   assert_int_equal(r.error, H2T_ERR_REFUSED_STREAM);
 }
 
 static void test_server_states(void **state) {
-  struct inflight_entry *e = inflight_begin(INFLIGHT_SERVER, 9, NULL, NULL,
+  struct inflight_entry *e = h2t__inflight_begin(INFLIGHT_SERVER, 9, NULL, NULL,
                                             NULL, NULL, NULL, NULL);
   uint64_t b = e->start_us;
   h2t_inflight_info r;
@@ -181,7 +181,7 @@ static void test_server_states(void **state) {
   rh.u.request_headers.path = "/api/items";
   rh.u.request_headers.authority = "me.example:8443";
   rh.u.request_headers.scheme = "https";
-  inflight_event(e, &rh);
+  h2t__inflight_event(e, &rh);
   h2t_inflight_get(9, &r);
   assert_int_equal(r.state, H2T_IFS_READ_BODY);
   assert_string_equal(r.method, "POST");
@@ -190,27 +190,27 @@ static void test_server_states(void **state) {
   assert_int_equal(r.kind, H2T_INFLIGHT_SERVER);
   h2t_event bd = {.type = H2T_EV_SRV_REQUEST_BODY_DONE, .t_us = b + 2};
   bd.u.body.bytes = 321;
-  inflight_event(e, &bd);
+  h2t__inflight_event(e, &bd);
   ev_at(e, H2T_EV_SRV_HANDLER_STARTED, b + 3, 4, 3);
-  inflight_set_status(e, "querying inventory");
+  h2t__inflight_set_status(e, "querying inventory");
   h2t_inflight_get(9, &r);
   assert_int_equal(r.state, H2T_IFS_HANDLER);
   assert_string_equal(r.status, "querying inventory");
   assert_int_equal(r.bytes_in, 321);
   h2t_event wh = {.type = H2T_EV_SRV_WROTE_HEADERS, .t_us = b + 4};
   wh.u.response.status = 201;
-  inflight_event(e, &wh);
+  h2t__inflight_event(e, &wh);
   ev_at(e, H2T_EV_SRV_FLOW_BLOCKED, b + 5, 0, 0);
   h2t_inflight_get(9, &r);
   assert_int_equal(r.state, H2T_IFS_SRV_FLOW_BLOCKED);
   h2t_event wr = {.type = H2T_EV_SRV_WROTE_RESPONSE, .t_us = b + 6};
   wr.u.body.bytes = 9999;
-  inflight_event(e, &wr);
+  h2t__inflight_event(e, &wr);
   h2t_inflight_get(9, &r);
   assert_int_equal(r.state, H2T_IFS_WRITING);
   assert_int_equal(r.bytes_out, 9999);
   assert_int_equal(r.http_status, 201);
-  inflight_end(e, 0);
+  h2t__inflight_end(e, 0);
 }
 
 static void test_history_keeps_last_steps_and_profile_counts_all(void **state) {
@@ -226,7 +226,7 @@ static void test_history_keeps_last_steps_and_profile_counts_all(void **state) {
   assert_int_equal(r.nhistory, H2T_INFLIGHT_MAX_HISTORY);
   assert_int_equal(r.nhistory + r.history_dropped, 2 + 40 * 2);
   assert_int_equal(r.history[r.nhistory - 1].state, H2T_IFS_SENDING);
-  inflight_end(e, 0);
+  h2t__inflight_end(e, 0);
   h2t_inflight_profile_data *p;
   assert_int_equal(h2t_inflight_profile(&p), 0);
   const h2t_inflight_profile_row *row = NULL;
@@ -242,7 +242,7 @@ static void test_history_keeps_last_steps_and_profile_counts_all(void **state) {
 
 static void test_recent_ring_is_bounded_newest_first(void **state) {
   for (uint64_t id = 100; id < 120; id++)
-    inflight_end(client_req(id, "r:1", "/"), id == 119 ? H2T_ERR_TIMEOUT : 0);
+    h2t__inflight_end(client_req(id, "r:1", "/"), id == 119 ? H2T_ERR_TIMEOUT : 0);
   h2t_inflight_info *arr;
   size_t n;
   assert_int_equal(h2t_inflight_recent(&arr, &n), 0);
@@ -268,7 +268,7 @@ static void on_cancel(void *arg, uint64_t id, const char *why) {
 
 static void test_cancel_calls_owner_and_is_recorded(void **state) {
   int owner;
-  struct inflight_entry *e = inflight_begin(
+  struct inflight_entry *e = h2t__inflight_begin(
       INFLIGHT_CLIENT, 77, "GET", "http", "h:1", "/slow", on_cancel, &owner);
   struct inflight_entry *nocancel = client_req(78, "h:1", "/x");
   ev_at(e, H2T_EV_WROTE_REQUEST, e->start_us + 1, 2, 3);
@@ -287,8 +287,8 @@ static void test_cancel_calls_owner_and_is_recorded(void **state) {
   assert_int_equal(r.state, H2T_IFS_CANCELING);
   assert_true(r.canceled);
   assert_string_equal(r.cancel_reason, "operator asked");
-  inflight_end(e, H2T_ERR_CANCELED);
-  inflight_end(nocancel, 0);
+  h2t__inflight_end(e, H2T_ERR_CANCELED);
+  h2t__inflight_end(nocancel, 0);
   assert_int_equal(h2t_inflight_cancel(77, "late"), H2T_ERR_NOT_FOUND);
   h2t_inflight_get(77, &r);
   assert_int_equal(r.error, H2T_ERR_CANCELED);
@@ -300,7 +300,7 @@ static void test_strings_truncate_and_status_by_id(void **state) {
   memset(longpath, 'p', sizeof longpath - 1);
   longpath[0] = '/';
   longpath[sizeof longpath - 1] = '\0';
-  struct inflight_entry *e = inflight_begin(INFLIGHT_CLIENT, 5, "PROPFINDX",
+  struct inflight_entry *e = h2t__inflight_begin(INFLIGHT_CLIENT, 5, "PROPFINDX",
                                             "https", "host:1", longpath, NULL,
                                             NULL);
   h2t_inflight_info r;
@@ -313,7 +313,7 @@ static void test_strings_truncate_and_status_by_id(void **state) {
   assert_string_equal(r.method + strlen(r.method) - 3, "...");
   assert_string_equal(r.status, "step 2 of 3");
   assert_int_equal(h2t_inflight_disable(), H2T_ERR_STATE); /* 5 in flight */
-  inflight_end(e, 0);
+  h2t__inflight_end(e, 0);
 }
 
 static void test_table_full_drops_not_fails(void **state) {
@@ -325,19 +325,19 @@ static void test_table_full_drops_not_fails(void **state) {
   assert_non_null(a);
   assert_non_null(b);
   assert_null(client_req(3, "x", "/"));
-  assert_int_equal(atomic_load(&ifl.dropped), 1);
-  inflight_end(a, 0);
+  assert_int_equal(atomic_load(&h2t__ifl.dropped), 1);
+  h2t__inflight_end(a, 0);
   struct inflight_entry *c = client_req(4, "x", "/");
   assert_ptr_equal(c, a); /* recycled */
-  inflight_end(b, 0);
-  inflight_end(c, 0);
+  h2t__inflight_end(b, 0);
+  h2t__inflight_end(c, 0);
 }
 
 static void test_events_reach_entry_through_trace_chain(void **state) {
   trace_chain tc;
-  trace_chain_clear(&tc, 0);
+  h2t__trace_chain_clear(&tc, 0);
   struct inflight_entry *e = client_req(55, "c:1", "/");
-  trace_chain_set_inflight(&tc, e);
+  h2t__trace_chain_set_inflight(&tc, e);
   assert_true(TRACE_WANTS(&tc, H2T_EV_WROTE_REQUEST));
   assert_false(TRACE_WANTS(&tc, H2T_EV_WROTE_HEADER_FIELD));
   h2t_event ev = {.type = H2T_EV_WROTE_REQUEST, .conn_id = 8, .stream_id = 1};
@@ -346,7 +346,7 @@ static void test_events_reach_entry_through_trace_chain(void **state) {
   h2t_inflight_get(55, &r);
   assert_int_equal(r.state, H2T_IFS_WAIT_RESPONSE);
   assert_int_equal(r.conn_id, 8);
-  inflight_end(e, 0);
+  h2t__inflight_end(e, 0);
 }
 
 static void test_sensitive_headers(void **state) {
@@ -360,9 +360,9 @@ static void test_sensitive_headers(void **state) {
   assert_int_equal(h2t_header_add_sensitive("X-Api-Key"), 0);
   assert_true(h2t_header_is_sensitive("x-api-key"));
   assert_int_equal(h2t_header_add_sensitive(""), H2T_ERR_INVALID_ARG);
-  assert_true(header_is_sensitive_n("cookie: x", 6));
-  assert_false(header_is_sensitive_n("cookie", 5)); /* a prefix is not */
-  assert_true(header_is_sensitive_n("X-API-KEYS", 9));
+  assert_true(h2t__header_is_sensitive_n("cookie: x", 6));
+  assert_false(h2t__header_is_sensitive_n("cookie", 5)); /* a prefix is not */
+  assert_true(h2t__header_is_sensitive_n("X-API-KEYS", 9));
   /* names from the table's config are added too */
   assert_int_equal(h2t_inflight_disable(), 0);
   const char *extra[] = {"x-session"};
@@ -379,7 +379,7 @@ static void test_sensitive_headers(void **state) {
 #define PER_THREAD 2500
 
 static atomic_int phase; /* 1: all begun; 2: stop churning */
-static atomic_uint_fast64_t worst_event_ns; /* longest inflight_event() */
+static atomic_uint_fast64_t worst_event_ns; /* longest h2t__inflight_event() */
 
 static void *writer(void *arg) {
   uintptr_t t = (uintptr_t)arg;
@@ -387,7 +387,7 @@ static void *writer(void *arg) {
   for (int i = 0; i < PER_THREAD; i++) {
     char path[32];
     snprintf(path, sizeof path, "/t%u/%d", (unsigned)t, i);
-    mine[i] = inflight_begin(INFLIGHT_CLIENT, 1000000 + t * PER_THREAD + (uint64_t)i,
+    mine[i] = h2t__inflight_begin(INFLIGHT_CLIENT, 1000000 + t * PER_THREAD + (uint64_t)i,
                              "GET", "http", "many:80", path, NULL, NULL);
   }
   atomic_fetch_add(&phase, 1);
@@ -398,12 +398,12 @@ static void *writer(void *arg) {
                       .stream_id = round, .conn_id = 1};
       ev.u.data.bytes = 1;
       if (mine[i]) {
-        ife_lock(mine[i]);
+        h2t__ife_lock(mine[i]);
         mine[i]->bytes_in = (uint64_t)round - 1;
-        ife_unlock(mine[i]);
+        h2t__ife_unlock(mine[i]);
         struct timespec a, b;
         clock_gettime(CLOCK_MONOTONIC, &a);
-        inflight_event(mine[i], &ev);
+        h2t__inflight_event(mine[i], &ev);
         clock_gettime(CLOCK_MONOTONIC, &b);
         uint64_t ns = (uint64_t)((b.tv_sec - a.tv_sec) * 1000000000L +
                                  (b.tv_nsec - a.tv_nsec));
@@ -413,7 +413,7 @@ static void *writer(void *arg) {
       }
     }
   for (int i = 0; i < PER_THREAD; i++)
-    inflight_end(mine[i], 0);
+    h2t__inflight_end(mine[i], 0);
   free(mine);
   return NULL;
 }
@@ -473,7 +473,7 @@ static void test_10k_snapshot_quiet(void **state) {
   for (int i = 0; i < N; i++) {
     char path[32];
     snprintf(path, sizeof path, "/q/%d", i);
-    e[i] = inflight_begin(INFLIGHT_CLIENT, 5000000 + (uint64_t)i, "GET",
+    e[i] = h2t__inflight_begin(INFLIGHT_CLIENT, 5000000 + (uint64_t)i, "GET",
                           "http", "quiet:80", path, NULL, NULL);
     ev_at(e[i], H2T_EV_WROTE_REQUEST, h2t_now_us(), 1, 2 * i + 1);
   }
@@ -493,12 +493,12 @@ static void test_10k_snapshot_quiet(void **state) {
   printf("# snapshot of %d in-flight entries (quiet): best %.2f ms, mean %.2f ms\n",
          N, best / 1000.0, sum / 10000.0);
   for (int i = 0; i < N; i++)
-    inflight_end(e[i], 0);
+    h2t__inflight_end(e[i], 0);
   free(e);
 }
 
 /* Cancels racing with ends: cancel_fn only ever runs while its request
- * exists (the owner clears `alive` after inflight_end returns). */
+ * exists (the owner clears `alive` after h2t__inflight_end returns). */
 #define RACE_N 20000
 static atomic_uint_fast64_t race_current; /* id begun and not yet ended */
 static atomic_int race_alive, race_stop, race_bad, race_canceled;
@@ -524,17 +524,17 @@ static void test_cancel_races_end(void **state) {
   for (uint64_t id = 1; id <= RACE_N; id++) {
     atomic_store(&race_current, id + 900000);
     atomic_store(&race_alive, 1);
-    struct inflight_entry *e = inflight_begin(
+    struct inflight_entry *e = h2t__inflight_begin(
         INFLIGHT_CLIENT, id + 900000, "GET", "http", "race:1", "/", race_cancel_fn, NULL);
     h2t_event ev = {.type = H2T_EV_GOT_DATA, .t_us = h2t_now_us()};
-    inflight_event(e, &ev);
+    h2t__inflight_event(e, &ev);
     if (id % 100 == 0) { /* now and then, live long enough to be canceled */
       int before = atomic_load(&race_canceled);
       uint64_t t0 = h2t_now_us();
       while (atomic_load(&race_canceled) == before && h2t_now_us() - t0 < 2000)
         ;
     }
-    inflight_end(e, 0);
+    h2t__inflight_end(e, 0);
     atomic_store(&race_alive, 0);
   }
   atomic_store(&race_stop, 1);
@@ -552,13 +552,13 @@ static void test_state_change_cost(void **state) {
   h2t_event b = {.type = H2T_EV_GOT_DATA, .t_us = 1};
   uint64_t t0 = h2t_now_us();
   for (int i = 0; i < N; i++) {
-    inflight_event(e, &a);
-    inflight_event(e, &b);
+    h2t__inflight_event(e, &a);
+    h2t__inflight_event(e, &b);
   }
   uint64_t dt = h2t_now_us() - t0;
   printf("# state change: %.1f ns each (%d changes, single thread)\n",
          (double)dt * 1000.0 / (2.0 * N), 2 * N);
-  inflight_end(e, 0);
+  h2t__inflight_end(e, 0);
 }
 
 int main(void) {

@@ -9,43 +9,43 @@
 
 static void test_url_parse(void **state) {
   h2_url u;
-  assert_int_equal(h2_url_parse(NULL, "http://Example.COM/a?b=1#frag", &u), 0);
+  assert_int_equal(h2t__url_parse(NULL, "http://Example.COM/a?b=1#frag", &u), 0);
   assert_string_equal(u.host, "example.com");
   assert_string_equal(u.authority, "Example.COM");
   assert_string_equal(u.path, "/a?b=1");
   assert_int_equal(u.port, 80);
   assert_int_equal(u.tls, 0);
   assert_int_equal(u.host_is_ip, 0);
-  h2_url_free(NULL, &u);
+  h2t__url_free(NULL, &u);
 
-  assert_int_equal(h2_url_parse(NULL, "https://h:8443", &u), 0);
+  assert_int_equal(h2t__url_parse(NULL, "https://h:8443", &u), 0);
   assert_string_equal(u.path, "/");
   assert_string_equal(u.authority, "h:8443");
   assert_string_equal(u.scheme, "https");
   assert_int_equal(u.port, 8443);
-  h2_url_free(NULL, &u);
+  h2t__url_free(NULL, &u);
 
-  assert_int_equal(h2_url_parse(NULL, "https://h?q", &u), 0);
+  assert_int_equal(h2t__url_parse(NULL, "https://h?q", &u), 0);
   assert_string_equal(u.path, "/?q");
   assert_int_equal(u.port, 443);
-  h2_url_free(NULL, &u);
+  h2t__url_free(NULL, &u);
 
-  assert_int_equal(h2_url_parse(NULL, "http://[::1]:81/x", &u), 0);
+  assert_int_equal(h2t__url_parse(NULL, "http://[::1]:81/x", &u), 0);
   assert_string_equal(u.host, "::1");
   assert_string_equal(u.authority, "[::1]:81");
   assert_int_equal(u.host_is_ip, 6);
-  h2_url_free(NULL, &u);
+  h2t__url_free(NULL, &u);
 
-  assert_int_equal(h2_url_parse(NULL, "http://10.1.2.3/", &u), 0);
+  assert_int_equal(h2t__url_parse(NULL, "http://10.1.2.3/", &u), 0);
   assert_int_equal(u.host_is_ip, 4);
-  h2_url_free(NULL, &u);
+  h2t__url_free(NULL, &u);
 
   const char *bad[] = {NULL, "", "http://", "http://:80/", "https://h:0/",
                        "https://h:65536/", "http://h:8x/", "http://u:p@h/",
                        "http://[zz]/", "http://[::1/", "http://h/a b",
                        "gopher://h/", "http://h\x01/", "http://[::1]x/"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-    assert_int_equal(h2_url_parse(NULL, bad[i], &u), H2T_ERR_BAD_URL);
+    assert_int_equal(h2t__url_parse(NULL, bad[i], &u), H2T_ERR_BAD_URL);
 }
 
 /* A pool with hand-made conns in given states: no sockets involved. */
@@ -69,40 +69,40 @@ static void setup_pool(int n) {
 
 static void test_pick_prefers_first_conn_with_room(void **state) {
   setup_pool(2);
-  assert_ptr_equal(h2_pool_pick(&origin, 0), &conns[0]);
+  assert_ptr_equal(h2t__pool_pick(&origin, 0), &conns[0]);
   conns[0].nstreams = 2; /* at the peer's MAX_CONCURRENT_STREAMS */
-  assert_ptr_equal(h2_pool_pick(&origin, 0), &conns[1]);
+  assert_ptr_equal(h2t__pool_pick(&origin, 0), &conns[1]);
   conns[1].nstreams = 2;
-  assert_null(h2_pool_pick(&origin, 0));
-  assert_int_equal(h2_pool_new_reason(&origin), H2T_CONN_MAX_STREAMS);
+  assert_null(h2t__pool_pick(&origin, 0));
+  assert_int_equal(h2t__pool_new_reason(&origin), H2T_CONN_MAX_STREAMS);
 }
 
 static void test_pick_skips_draining_closing_and_avoided(void **state) {
   setup_pool(3);
   conns[0].drain_reason = H2T_CONN_GOAWAY;
   conns[1].close_pending = 1;
-  assert_ptr_equal(h2_pool_pick(&origin, 0), &conns[2]);
-  assert_null(h2_pool_pick(&origin, conns[2].id)); /* a retry avoids it */
+  assert_ptr_equal(h2t__pool_pick(&origin, 0), &conns[2]);
+  assert_null(h2t__pool_pick(&origin, conns[2].id)); /* a retry avoids it */
   conns[2].drain_reason = H2T_CONN_GOAWAY;
-  assert_null(h2_pool_pick(&origin, 0));
-  assert_int_equal(h2_pool_new_reason(&origin), H2T_CONN_GOAWAY);
+  assert_null(h2t__pool_pick(&origin, 0));
+  assert_int_equal(h2t__pool_new_reason(&origin), H2T_CONN_GOAWAY);
 }
 
 static void test_new_reason_without_conns(void **state) {
   setup_pool(0);
-  assert_int_equal(h2_pool_new_reason(&origin), H2T_CONN_NO_CONN);
+  assert_int_equal(h2t__pool_new_reason(&origin), H2T_CONN_NO_CONN);
   origin.last_close = H2T_CONN_IDLE_TIMEOUT;
-  assert_int_equal(h2_pool_new_reason(&origin), H2T_CONN_IDLE_TIMEOUT);
+  assert_int_equal(h2t__pool_new_reason(&origin), H2T_CONN_IDLE_TIMEOUT);
 }
 
 static void test_coalesce_onto_connecting_conn(void **state) {
   setup_pool(1);
   conns[0].state = CONN_TLS;
   conns[0].max_streams = 2; /* expected capacity */
-  assert_null(h2_pool_pick(&origin, 0)); /* not ready yet */
-  assert_ptr_equal(h2_pool_pick_connecting(&origin), &conns[0]);
+  assert_null(h2t__pool_pick(&origin, 0)); /* not ready yet */
+  assert_ptr_equal(h2t__pool_pick_connecting(&origin), &conns[0]);
   conns[0].nwaiters = 2;
-  assert_null(h2_pool_pick_connecting(&origin));
+  assert_null(h2t__pool_pick_connecting(&origin));
 }
 
 int main(void) {

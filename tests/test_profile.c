@@ -19,20 +19,20 @@ static int teardown(void **state) { return h2t_inflight_disable(); }
 static void one(const char *authority, uint64_t q, uint64_t w, uint64_t r,
                 int error) {
   static uint64_t id = 1;
-  struct inflight_entry *e = inflight_begin(INFLIGHT_CLIENT, id++, "GET",
+  struct inflight_entry *e = h2t__inflight_begin(INFLIGHT_CLIENT, id++, "GET",
                                             "http", authority, "/", NULL, NULL);
   uint64_t b = e->start_us;
   h2t_event ev = {.type = H2T_EV_WROTE_REQUEST, .t_us = b + q};
-  inflight_event(e, &ev);
+  h2t__inflight_event(e, &ev);
   ev.type = H2T_EV_GOT_FIRST_RESPONSE_BYTE;
   ev.t_us = b + q + w;
-  inflight_event(e, &ev);
+  h2t__inflight_event(e, &ev);
   ev.type = H2T_EV_GOT_DATA;
   ev.t_us = b + q + w + r;
-  inflight_event(e, &ev);
+  h2t__inflight_event(e, &ev);
   ev.type = H2T_EV_RETRY; /* a last step that ends the receiving time */
-  inflight_event(e, &ev);
-  inflight_end(e, error);
+  h2t__inflight_event(e, &ev);
+  h2t__inflight_end(e, error);
 }
 
 static const h2t_inflight_profile_row *row(const h2t_inflight_profile_data *p,

@@ -473,7 +473,7 @@ static void test_cancel_from_other_thread(void **state) {
     pthread_mutex_unlock(&t->mu);
   }
   assert_true(id > 0);
-  srv_cancel_post(t->s, id, "test");
+  h2t__srv_cancel_post(t->s, id, "test");
   int closed = 0;
   for (int i = 0; i < 250 && !closed; i++) {
     usleep(20000);

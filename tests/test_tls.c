@@ -59,23 +59,23 @@ static void test_no_alpn_is_alpn_error(void **state) { alpn_case(0); }
 
 static void test_ctx_options(void **state) {
   SSL_CTX *ctx;
-  assert_int_equal(h2_tls_ctx_new(&ctx, NULL, NULL, 0), 0);
+  assert_int_equal(h2t__tls_ctx_new(&ctx, NULL, NULL, 0), 0);
   assert_int_equal(SSL_CTX_get_min_proto_version(ctx), TLS1_2_VERSION);
   assert_int_equal(SSL_CTX_get_verify_mode(ctx), SSL_VERIFY_PEER);
-  SSL *ssl = h2_tls_new(ctx, -1, "example.org", 0, 0);
+  SSL *ssl = h2t__tls_new(ctx, -1, "example.org", 0, 0);
   assert_non_null(ssl);
   assert_string_equal(SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name),
                       "example.org");
   SSL_free(ssl);
-  ssl = h2_tls_new(ctx, -1, "127.0.0.1", 4, 0); /* no SNI for literals */
+  ssl = h2t__tls_new(ctx, -1, "127.0.0.1", 4, 0); /* no SNI for literals */
   assert_non_null(ssl);
   assert_null(SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name));
   SSL_free(ssl);
   SSL_CTX_free(ctx);
-  assert_int_equal(h2_tls_ctx_new(&ctx, NULL, NULL, 1), 0);
+  assert_int_equal(h2t__tls_ctx_new(&ctx, NULL, NULL, 1), 0);
   assert_int_equal(SSL_CTX_get_verify_mode(ctx), SSL_VERIFY_NONE);
   SSL_CTX_free(ctx);
-  assert_int_equal(h2_tls_ctx_new(&ctx, "/nonexistent", NULL, 0),
+  assert_int_equal(h2t__tls_ctx_new(&ctx, "/nonexistent", NULL, 0),
                    H2T_ERR_TLS);
 }
 

@@ -19,8 +19,8 @@ static void test_newer_runs_first_and_older_still_runs(void **state) {
   h2t_client_trace newer = {H2T_CLIENT_TRACE_INIT, .got_conn = hook_a,
                             .next = &older, .any = hook_any};
   trace_chain tc;
-  trace_chain_clear(&tc, 0);
-  assert_int_equal(trace_chain_add(&tc, &newer), 0);
+  h2t__trace_chain_clear(&tc, 0);
+  assert_int_equal(h2t__trace_chain_add(&tc, &newer), 0);
   assert_true(TRACE_WANTS(&tc, H2T_EV_GOT_CONN));
   assert_true(TRACE_WANTS(&tc, H2T_EV_DONE)); /* through `any` */
   order[0] = '\0';
@@ -43,8 +43,8 @@ static void test_direct_path_matches_walk(void **state) {
   h2t_client_trace t = {H2T_CLIENT_TRACE_INIT, .user = &tag,
                         .got_data = hook_user};
   trace_chain tc;
-  trace_chain_clear(&tc, 0);
-  trace_chain_add(&tc, &t);
+  h2t__trace_chain_clear(&tc, 0);
+  h2t__trace_chain_add(&tc, &t);
   assert_ptr_equal(tc.direct, &t);
   order[0] = '\0';
   h2t_event ev = {.type = H2T_EV_GOT_DATA};
@@ -59,14 +59,14 @@ static void test_direct_path_matches_walk(void **state) {
 
   /* a second head, an `any`, or an older struct size: the general walk */
   h2t_client_trace t2 = {H2T_CLIENT_TRACE_INIT, .got_data = hook_a};
-  trace_chain_add(&tc, &t2);
+  h2t__trace_chain_add(&tc, &t2);
   assert_null(tc.direct);
   order[0] = '\0';
   trace_emit(&tc, &ev);
   assert_string_equal(order, "UA");
   t.struct_size = offsetof(h2t_client_trace, done);
-  trace_chain_clear(&tc, 0);
-  trace_chain_add(&tc, &t);
+  h2t__trace_chain_clear(&tc, 0);
+  h2t__trace_chain_add(&tc, &t);
   assert_null(tc.direct);
   order[0] = '\0';
   trace_emit(&tc, &ev);
@@ -87,8 +87,8 @@ static void test_walk_reads_no_trace_after_a_hook(void **state) {
                             .next = &older};
   victim = &newer;
   trace_chain tc;
-  trace_chain_clear(&tc, 0);
-  trace_chain_add(&tc, &newer);
+  h2t__trace_chain_clear(&tc, 0);
+  h2t__trace_chain_add(&tc, &newer);
   assert_null(tc.direct);
   order[0] = '\0';
   h2t_event ev = {.type = H2T_EV_DONE};
@@ -99,13 +99,13 @@ static void test_walk_reads_no_trace_after_a_hook(void **state) {
 static void test_unset_hooks_leave_mask_clear(void **state) {
   h2t_client_trace t = {H2T_CLIENT_TRACE_INIT, .dns_done = hook_a};
   trace_chain tc;
-  trace_chain_clear(&tc, 0);
-  trace_chain_add(&tc, &t);
+  h2t__trace_chain_clear(&tc, 0);
+  h2t__trace_chain_add(&tc, &t);
   assert_int_equal(tc.mask, UINT64_C(1) << H2T_EV_DNS_DONE);
   /* a struct from an older, smaller header has no hooks past its size */
   t.struct_size = offsetof(h2t_client_trace, dns_done);
-  trace_chain_clear(&tc, 0);
-  trace_chain_add(&tc, &t);
+  h2t__trace_chain_clear(&tc, 0);
+  h2t__trace_chain_add(&tc, &t);
   assert_int_equal(tc.mask, 0);
 }
 
@@ -118,8 +118,8 @@ static void test_set_all_covers_every_event(void **state) {
   assert_int_equal(h2t_server_trace_set_all(&s, hook_a, NULL), 0);
   for (int t = 0; t < H2T_EV_COUNT_; t++) {
     int srv = t >= H2T_EV_FIRST_SERVER_;
-    assert_non_null(trace_hook_get(srv ? (void *)&s : (void *)&c, srv, t));
-    assert_null(trace_hook_get(srv ? (void *)&c : (void *)&s, !srv, t));
+    assert_non_null(h2t__trace_hook_get(srv ? (void *)&s : (void *)&c, srv, t));
+    assert_null(h2t__trace_hook_get(srv ? (void *)&c : (void *)&s, !srv, t));
     assert_non_null(h2t_event_name(t));
   }
   assert_null(c.next);
@@ -127,8 +127,8 @@ static void test_set_all_covers_every_event(void **state) {
   assert_null(s.next);
   assert_null(s.any);
   trace_chain tc; /* and the chain can be walked */
-  trace_chain_clear(&tc, 1);
-  assert_int_equal(trace_chain_add(&tc, &s), 0);
+  h2t__trace_chain_clear(&tc, 1);
+  assert_int_equal(h2t__trace_chain_add(&tc, &s), 0);
   assert_ptr_equal(tc.direct, &s);
   assert_string_equal(h2t_event_name(H2T_EV_GOT_CONN), "got_conn");
   assert_string_equal(h2t_event_name(H2T_EV_SRV_WROTE_HEADERS), "wrote_headers");

@@ -58,7 +58,7 @@ typedef struct ctx {
 static void on_notify(void *arg) {
   ctx *c = arg;
   c->notified++;
-  if (writer_conn_failed(c->wc))
+  if (h2t__writer_conn_failed(c->wc))
     c->failed_seen = 1;
 }
 
@@ -66,7 +66,7 @@ static srv_writer *g_w;
 
 static uint8_t *chunk(size_t from, size_t len) {
   size_t cap;
-  uint8_t *b = writer_buf_grow(g_w, NULL, len, &cap);
+  uint8_t *b = h2t__writer_buf_grow(g_w, NULL, len, &cap);
   assert_non_null(b);
   assert_true(cap >= len);
   for (size_t i = 0; i < len; i++)
@@ -113,7 +113,7 @@ static wconn *g_wc; /* queued must drop to 0 too: it trails the bytes */
 
 static int got_all(void *arg) {
   done_arg *d = arg;
-  return (d->r->got >= d->want && writer_conn_queued(g_wc) == 0) ||
+  return (d->r->got >= d->want && h2t__writer_conn_queued(g_wc) == 0) ||
          d->r->eof;
 }
 
@@ -122,17 +122,17 @@ static int got_eof(void *arg) { return ((reader *)arg)->eof; }
 static void test_order_and_drain_then_close(void **state) {
   struct ev_loop *loop = ev_loop_new(0);
   srv_writer *w;
-  assert_int_equal(writer_new(&w, mode_of(state), loop, NULL), 0);
+  assert_int_equal(h2t__writer_new(&w, mode_of(state), loop, NULL), 0);
   g_w = w;
   pair p = mkpair();
   ctx c = {.loop = loop};
-  c.wc = writer_conn_new(w, p.a, on_notify, &c);
+  c.wc = h2t__writer_conn_new(w, p.a, on_notify, &c);
   reader r = {.fd = p.b};
   pthread_create(&r.th, NULL, read_all, &r);
   size_t total = 0;
   for (int i = 0; i < 300; i++) {
     size_t len = 1 + (size_t)(i * 977) % 40000;
-    assert_int_equal(writer_push(c.wc, chunk(total, len), len), 0);
+    assert_int_equal(h2t__writer_push(c.wc, chunk(total, len), len), 0);
     total += len;
     if (i % 16 == 0)
       ev_run(loop, EVRUN_NOWAIT);
@@ -140,21 +140,21 @@ static void test_order_and_drain_then_close(void **state) {
   g_wc = c.wc;
   done_arg d = {&r, total};
   assert_true(run_until(loop, got_all, &d, 10000));
-  assert_int_equal(writer_conn_queued(c.wc), 0);
+  assert_int_equal(h2t__writer_conn_queued(c.wc), 0);
   assert_int_equal(r.got, total);
   assert_false(r.bad);
-  assert_int_equal(writer_depth(w), 0);
-  assert_true(writer_depth_max(w) >= 1);
+  assert_int_equal(h2t__writer_depth(w), 0);
+  assert_true(h2t__writer_depth_max(w) >= 1);
   /* more, then close: everything still arrives, then EOF */
-  assert_int_equal(writer_push(c.wc, chunk(total, 100000), 100000), 0);
+  assert_int_equal(h2t__writer_push(c.wc, chunk(total, 100000), 100000), 0);
   total += 100000;
-  writer_conn_close(c.wc, 0);
+  h2t__writer_conn_close(c.wc, 0);
   assert_true(run_until(loop, got_eof, &r, 10000));
   pthread_join(r.th, NULL);
   assert_int_equal(r.got, total);
   assert_false(r.bad);
   close(p.b);
-  writer_del(w);
+  h2t__writer_del(w);
   ev_loop_destroy(loop);
 }
 
@@ -163,57 +163,57 @@ static int notified(void *arg) { return ((ctx *)arg)->notified > 0; }
 static void test_backpressure_notify(void **state) {
   struct ev_loop *loop = ev_loop_new(0);
   srv_writer *w;
-  assert_int_equal(writer_new(&w, mode_of(state), loop, NULL), 0);
+  assert_int_equal(h2t__writer_new(&w, mode_of(state), loop, NULL), 0);
   g_w = w;
   pair p = mkpair();
   ctx c = {.loop = loop};
-  c.wc = writer_conn_new(w, p.a, on_notify, &c);
+  c.wc = h2t__writer_conn_new(w, p.a, on_notify, &c);
   /* nobody reads: the queue stays full */
   size_t total = 0;
   for (int i = 0; i < 32; i++) {
-    assert_int_equal(writer_push(c.wc, chunk(total, 32768), 32768), 0);
+    assert_int_equal(h2t__writer_push(c.wc, chunk(total, 32768), 32768), 0);
     total += 32768;
   }
   for (int i = 0; i < 20; i++) {
     ev_run(loop, EVRUN_NOWAIT);
     usleep(5000);
   }
-  assert_true(writer_conn_queued(c.wc) > 256 * 1024);
-  assert_int_equal(writer_conn_want_notify(c.wc, 64 * 1024), 0);
+  assert_true(h2t__writer_conn_queued(c.wc) > 256 * 1024);
+  assert_int_equal(h2t__writer_conn_want_notify(c.wc, 64 * 1024), 0);
   assert_int_equal(c.notified, 0);
   reader r = {.fd = p.b};
   pthread_create(&r.th, NULL, read_all, &r);
   assert_true(run_until(loop, notified, &c, 10000));
-  assert_true(writer_conn_queued(c.wc) <= 64 * 1024);
+  assert_true(h2t__writer_conn_queued(c.wc) <= 64 * 1024);
   assert_false(c.failed_seen);
   /* already below: no notify is promised */
   g_wc = c.wc;
   done_arg d = {&r, total};
   assert_true(run_until(loop, got_all, &d, 10000));
-  assert_int_equal(writer_conn_want_notify(c.wc, 1024), 1);
-  writer_conn_close(c.wc, 0);
+  assert_int_equal(h2t__writer_conn_want_notify(c.wc, 1024), 1);
+  h2t__writer_conn_close(c.wc, 0);
   assert_true(run_until(loop, got_eof, &r, 10000));
   pthread_join(r.th, NULL);
   assert_int_equal(r.got, total);
   assert_false(r.bad);
   close(p.b);
-  writer_del(w);
+  h2t__writer_del(w);
   ev_loop_destroy(loop);
 }
 
 static void test_abort_and_peer_gone(void **state) {
   struct ev_loop *loop = ev_loop_new(0);
   srv_writer *w;
-  assert_int_equal(writer_new(&w, mode_of(state), loop, NULL), 0);
+  assert_int_equal(h2t__writer_new(&w, mode_of(state), loop, NULL), 0);
   g_w = w;
   /* abort with a full queue nobody reads: the fd is closed at once */
   pair p = mkpair();
   ctx c = {.loop = loop};
-  c.wc = writer_conn_new(w, p.a, on_notify, &c);
+  c.wc = h2t__writer_conn_new(w, p.a, on_notify, &c);
   for (int i = 0; i < 16; i++)
-    writer_push(c.wc, chunk(0, 65536), 65536);
+    h2t__writer_push(c.wc, chunk(0, 65536), 65536);
   ev_run(loop, EVRUN_NOWAIT);
-  writer_conn_close(c.wc, 1);
+  h2t__writer_conn_close(c.wc, 1);
   reader r = {.fd = p.b};
   pthread_create(&r.th, NULL, read_all, &r);
   assert_true(run_until(loop, got_eof, &r, 3000));
@@ -223,20 +223,20 @@ static void test_abort_and_peer_gone(void **state) {
   /* the peer goes away: the writer fails and says so */
   p = mkpair();
   ctx c2 = {.loop = loop};
-  c2.wc = writer_conn_new(w, p.a, on_notify, &c2);
+  c2.wc = h2t__writer_conn_new(w, p.a, on_notify, &c2);
   close(p.b);
   for (int i = 0; i < 4; i++)
-    writer_push(c2.wc, chunk(0, 65536), 65536);
+    h2t__writer_push(c2.wc, chunk(0, 65536), 65536);
   assert_true(run_until(loop, notified, &c2, 5000));
   assert_true(c2.failed_seen);
-  assert_int_equal(writer_conn_queued(c2.wc), 0);
-  assert_int_equal(writer_push(c2.wc, chunk(0, 10), 10), H2T_ERR_IO);
-  writer_conn_close(c2.wc, 1);
+  assert_int_equal(h2t__writer_conn_queued(c2.wc), 0);
+  assert_int_equal(h2t__writer_push(c2.wc, chunk(0, 10), 10), H2T_ERR_IO);
+  h2t__writer_conn_close(c2.wc, 1);
   for (int i = 0; i < 20; i++) {
     ev_run(loop, EVRUN_NOWAIT);
     usleep(2000);
   }
-  writer_del(w);
+  h2t__writer_del(w);
   ev_loop_destroy(loop);
 }
 

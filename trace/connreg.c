@@ -23,9 +23,9 @@ static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct connreg_entry *reg_head;
 static atomic_size_t reg_n;
 
-struct connreg_entry *connreg_add(inflight_kind kind, uint64_t conn_id,
+struct connreg_entry *h2t__connreg_add(inflight_kind kind, uint64_t conn_id,
                                   const char *peer, const char *authority) {
-  if (!atomic_load_explicit(&ifl_on, memory_order_relaxed))
+  if (!atomic_load_explicit(&h2t__ifl_on, memory_order_relaxed))
     return NULL;
   struct connreg_entry *c = calloc(1, sizeof *c);
   if (!c)
@@ -46,7 +46,7 @@ struct connreg_entry *connreg_add(inflight_kind kind, uint64_t conn_id,
   return c;
 }
 
-void connreg_remove(struct connreg_entry *c) {
+void h2t__connreg_remove(struct connreg_entry *c) {
   if (!c)
     return;
   pthread_mutex_lock(&reg_mu);
@@ -67,7 +67,7 @@ void connreg_remove(struct connreg_entry *c) {
                             (n),                                               \
                         memory_order_relaxed)
 
-void connreg_stream_open(struct connreg_entry *c) {
+void h2t__connreg_stream_open(struct connreg_entry *c) {
   if (!c)
     return;
   if (!atomic_load_explicit(&c->active, memory_order_relaxed))
@@ -76,7 +76,7 @@ void connreg_stream_open(struct connreg_entry *c) {
   BUMP(c->requests, 1);
 }
 
-void connreg_stream_close(struct connreg_entry *c) {
+void h2t__connreg_stream_close(struct connreg_entry *c) {
   if (!c)
     return;
   unsigned a = atomic_load_explicit(&c->active, memory_order_relaxed);
@@ -87,22 +87,22 @@ void connreg_stream_close(struct connreg_entry *c) {
     atomic_store_explicit(&c->idle_since, h2t_now_us(), memory_order_relaxed);
 }
 
-void connreg_set_max_streams(struct connreg_entry *c, uint32_t max) {
+void h2t__connreg_set_max_streams(struct connreg_entry *c, uint32_t max) {
   if (c)
     atomic_store_explicit(&c->max, max, memory_order_relaxed);
 }
 
-void connreg_reused(struct connreg_entry *c) {
+void h2t__connreg_reused(struct connreg_entry *c) {
   if (c)
     BUMP(c->reuses, 1);
 }
 
-void connreg_goaway(struct connreg_entry *c, int sent) {
+void h2t__connreg_goaway(struct connreg_entry *c, int sent) {
   if (c)
     atomic_fetch_or_explicit(&c->goaway, sent ? 1 : 2, memory_order_relaxed);
 }
 
-void connreg_bytes(struct connreg_entry *c, uint64_t in, uint64_t out) {
+void h2t__connreg_bytes(struct connreg_entry *c, uint64_t in, uint64_t out) {
   if (!c)
     return;
   if (in)

@@ -522,9 +522,9 @@ int h2t_diag_start(h2t_diag **out, const h2t_diag_config *cfg) {
     }
     d->token_len = strlen(d->token);
   }
-  if ((rc = ifl_ensure_on()) != 0)
+  if ((rc = h2t__ifl_ensure_on()) != 0)
     goto fail;
-  if ((rc = stacks_init()) != 0)
+  if ((rc = h2t__stacks_init()) != 0)
     goto fail;
   unsigned maxconn = has_limits && cfg->max_connections ? cfg->max_connections
                                                         : 16;
@@ -539,14 +539,14 @@ int h2t_diag_start(h2t_diag **out, const h2t_diag_config *cfg) {
       MHD_OPTION_CONNECTION_TIMEOUT, timeout, MHD_OPTION_NOTIFY_COMPLETED,
       on_completed, NULL, MHD_OPTION_END);
   if (!d->mhd) {
-    stacks_fini();
+    h2t__stacks_fini();
     rc = H2T_ERR_BIND;
     goto fail;
   }
   const union MHD_DaemonInfo *info =
       MHD_get_daemon_info(d->mhd, MHD_DAEMON_INFO_BIND_PORT);
   d->port = info ? info->port : 0;
-  atomic_fetch_add(&ifl_users, 1);
+  atomic_fetch_add(&h2t__ifl_users, 1);
   *out = d;
   return 0;
 fail:
@@ -563,8 +563,8 @@ void h2t_diag_stop(h2t_diag *d) {
   if (!d)
     return;
   MHD_stop_daemon(d->mhd);
-  stacks_fini();
-  atomic_fetch_sub(&ifl_users, 1);
+  h2t__stacks_fini();
+  atomic_fetch_sub(&h2t__ifl_users, 1);
   free(d->token);
   free(d);
   atomic_store(&diag_running, 0);

@@ -11,7 +11,7 @@
 
 #include "trace/inflight_int.h"
 
-void fmt_duration(char *buf, size_t len, uint64_t us) {
+void h2t__fmt_duration(char *buf, size_t len, uint64_t us) {
   uint64_t cs = us / 10000; /* centiseconds */
   uint64_t s = cs / 100, h = s / 3600, m = (s / 60) % 60;
   unsigned frac = (unsigned)(cs % 100), sec = (unsigned)(s % 60);
@@ -120,7 +120,7 @@ int h2t_inflight_dump_string(char **out) {
     size_t count = 0;
     for (size_t i = 0; i < n; i++)
       count += same_group(&arr[i], lead);
-    fmt_duration(age, sizeof age, now - lead->start_us);
+    h2t__fmt_duration(age, sizeof age, now - lead->start_us);
     out_printf(&o, "%s%s  %zu in flight, oldest %s\n",
                lead->authority[0] ? lead->authority : "(no authority)",
                lead->kind == H2T_INFLIGHT_SERVER ? " (served)" : "", count,
@@ -129,7 +129,7 @@ int h2t_inflight_dump_string(char **out) {
       const h2t_inflight_info *r = &arr[order[i]];
       if (!same_group(r, lead))
         continue;
-      fmt_duration(age, sizeof age, now - r->start_us);
+      h2t__fmt_duration(age, sizeof age, now - r->start_us);
       out_printf(&o, "  %s %s for %s [%s", r->method, r->path, age,
                  h2t_inflight_state_text(r->state));
       if (r->status[0])
@@ -228,7 +228,7 @@ int h2t_inflight_install_signal(int fd) {
     rc = H2T_ERR_STATE;
     goto out;
   }
-  if ((rc = ifl_ensure_on()) != 0)
+  if ((rc = h2t__ifl_ensure_on()) != 0)
     goto out;
   if (pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) {
     rc = H2T_ERR_SYSTEM;
@@ -253,7 +253,7 @@ int h2t_inflight_install_signal(int fd) {
 #ifdef SIGINFO
   sigaction(SIGINFO, &sa, &old_info);
 #endif
-  atomic_fetch_add(&ifl_users, 1);
+  atomic_fetch_add(&h2t__ifl_users, 1);
   sig_installed = 1;
 out:
   pthread_mutex_unlock(&sig_mu);
@@ -280,7 +280,7 @@ int h2t_inflight_uninstall_signal(void) {
   close(sig_rfd);
   sig_rfd = -1;
   sig_installed = 0;
-  atomic_fetch_sub(&ifl_users, 1);
+  atomic_fetch_sub(&h2t__ifl_users, 1);
   pthread_mutex_unlock(&sig_mu);
   return 0;
 }

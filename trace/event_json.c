@@ -154,7 +154,7 @@ static void put_payload(jobj *j, const h2t_event *ev) {
                   : 0;
     put(j, "name", jstr(n ? n : "", nl));
     /* the process-wide list, so names the application added count too */
-    if (header_is_sensitive_n(n ? n : "", nl))
+    if (h2t__header_is_sensitive_n(n ? n : "", nl))
       put_str(j, "value", "[redacted]");
     else
       put(j, "value", jstr(v ? v : "", vl));

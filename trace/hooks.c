@@ -40,7 +40,7 @@ const char *h2t_retry_reason_name(h2t_retry_reason r) {
  * of the same (short) name. */
 #define CLIENT_OFF(up, low) [H2T_EV_##up] = offsetof(h2t_client_trace, low),
 #define SERVER_OFF(up, low) [H2T_EV_##up] = offsetof(h2t_server_trace, low),
-const uint16_t trace_hook_off[H2T_EV_COUNT_] = {
+const uint16_t h2t__trace_hook_off[H2T_EV_COUNT_] = {
     CLIENT_OFF(GET_CONN, get_conn) CLIENT_OFF(DNS_START, dns_start)
     CLIENT_OFF(DNS_DONE, dns_done) CLIENT_OFF(CONNECT_START, connect_start)
     CLIENT_OFF(CONNECT_DONE, connect_done)
@@ -91,18 +91,18 @@ static h2t_hook hook_at(const void *trace, size_t off) {
   return fn;
 }
 
-h2t_hook trace_hook_get(const void *trace, int server, h2t_event_type type) {
+h2t_hook h2t__trace_hook_get(const void *trace, int server, h2t_event_type type) {
   if (server) {
     if (type < H2T_EV_FIRST_SERVER_ || type >= H2T_EV_COUNT_)
       return NULL;
-    return hook_at(trace, trace_hook_off[type]);
+    return hook_at(trace, h2t__trace_hook_off[type]);
   }
   if ((unsigned)type >= H2T_EV_FIRST_SERVER_)
     return NULL;
-  return hook_at(trace, trace_hook_off[type]);
+  return hook_at(trace, h2t__trace_hook_off[type]);
 }
 
-void trace_chain_clear(trace_chain *tc, int server) {
+void h2t__trace_chain_clear(trace_chain *tc, int server) {
   memset(tc, 0, sizeof *tc);
   tc->server = (uint8_t)(server != 0);
 }
@@ -116,7 +116,7 @@ static uint64_t mask_of(const trace_head *h, int server) {
     if (h->struct_size < sizeof(trace_head))
       continue;
     for (int t = first; t < last; t++)
-      if (h->any || trace_hook_get(h, server, (h2t_event_type)t))
+      if (h->any || h2t__trace_hook_get(h, server, (h2t_event_type)t))
         m |= UINT64_C(1) << t;
   }
   return m;
@@ -131,7 +131,7 @@ static void fix_direct(trace_chain *tc) {
   tc->direct = tc->ife ? NULL : tc->single;
 }
 
-int trace_chain_push(trace_chain *tc, const void *trace, uint64_t mask) {
+int h2t__trace_chain_push(trace_chain *tc, const void *trace, uint64_t mask) {
   if (!trace)
     return 0;
   if (tc->nheads >= TRACE_MAX_HEADS)
@@ -142,16 +142,16 @@ int trace_chain_push(trace_chain *tc, const void *trace, uint64_t mask) {
   return 0;
 }
 
-int trace_chain_add(trace_chain *tc, const void *trace) {
-  return trace ? trace_chain_push(tc, trace, mask_of(trace, tc->server)) : 0;
+int h2t__trace_chain_add(trace_chain *tc, const void *trace) {
+  return trace ? h2t__trace_chain_push(tc, trace, mask_of(trace, tc->server)) : 0;
 }
 
-void trace_chain_set_inflight(trace_chain *tc, struct inflight_entry *e) {
+void h2t__trace_chain_set_inflight(trace_chain *tc, struct inflight_entry *e) {
   if (!e && !tc->ife)
     return; /* the table is off: nothing changes */
   tc->ife = e;
   if (e)
-    tc->mask |= inflight_mask(tc->server ? INFLIGHT_SERVER : INFLIGHT_CLIENT);
+    tc->mask |= h2t__inflight_mask(tc->server ? INFLIGHT_SERVER : INFLIGHT_CLIENT);
   fix_direct(tc);
 }
 
@@ -159,7 +159,7 @@ void trace_chain_set_inflight(trace_chain *tc, struct inflight_entry *e) {
  * rest are dropped (a trace failure degrades to less trace). */
 #define MAX_CALLS 64
 
-void trace_emit_slow(const trace_chain *tc, h2t_event *ev) {
+void h2t__trace_emit_slow(const trace_chain *tc, h2t_event *ev) {
   struct {
     h2t_hook fn;
     void *user;
@@ -168,7 +168,7 @@ void trace_emit_slow(const trace_chain *tc, h2t_event *ev) {
   if (!ev->t_us)
     ev->t_us = h2t_now_us();
   if (tc->ife)
-    inflight_event(tc->ife, ev);
+    h2t__inflight_event(tc->ife, ev);
   if (tc->single) { /* one plain trace and the table: nothing to gather */
     trace_call_one(tc->single, ev);
     return;
@@ -181,7 +181,7 @@ void trace_emit_slow(const trace_chain *tc, h2t_event *ev) {
          h = h->next, depth++) {
       if (h->struct_size < sizeof(trace_head))
         continue;
-      h2t_hook fn = trace_hook_get(h, tc->server, ev->type);
+      h2t_hook fn = h2t__trace_hook_get(h, tc->server, ev->type);
       if (fn)
         calls[n++] = (typeof(calls[0])){fn, h->user};
       if (h->any)
@@ -205,7 +205,7 @@ static int set_all(void *trace, size_t size, int server, h2t_hook hook,
   int first = server ? H2T_EV_FIRST_SERVER_ : 0;
   int last = server ? H2T_EV_COUNT_ : H2T_EV_FIRST_SERVER_;
   for (int t = first; t < last; t++) {
-    size_t off = trace_hook_off[t];
+    size_t off = h2t__trace_hook_off[t];
     memcpy((char *)trace + off, &hook, sizeof hook);
   }
   return 0;

@@ -8,10 +8,10 @@
 
 #include "trace/inflight_int.h"
 
-struct ifl_table ifl = {.mu = PTHREAD_MUTEX_INITIALIZER};
-atomic_int ifl_on;
-pthread_rwlock_t ifl_life = PTHREAD_RWLOCK_INITIALIZER;
-atomic_int ifl_users;
+struct ifl_table h2t__ifl = {.mu = PTHREAD_MUTEX_INITIALIZER};
+atomic_int h2t__ifl_on;
+pthread_rwlock_t h2t__ifl_life = PTHREAD_RWLOCK_INITIALIZER;
+atomic_int h2t__ifl_users;
 
 static const char *const state_names[H2T_IFS_COUNT_] = {
 #define XX(id, name, text) name,
@@ -40,7 +40,7 @@ const char *h2t_inflight_kind_name(h2t_inflight_kind k) {
 
 /* --- entry lock ----------------------------------------------------------- */
 
-void ife_lock(struct inflight_entry *e) {
+void h2t__ife_lock(struct inflight_entry *e) {
   for (unsigned spins = 0;; spins++) {
     unsigned s = atomic_load_explicit(&e->lock, memory_order_relaxed);
     if (!(s & 1u) &&
@@ -53,7 +53,7 @@ void ife_lock(struct inflight_entry *e) {
   }
 }
 
-void ife_unlock(struct inflight_entry *e) {
+void h2t__ife_unlock(struct inflight_entry *e) {
   unsigned s = atomic_load_explicit(&e->lock, memory_order_relaxed);
   atomic_store_explicit(&e->lock, s + 1, memory_order_release);
 }
@@ -114,7 +114,7 @@ static int raw_read(struct inflight_entry *dst, const struct inflight_entry *src
 static void side_merge(const struct inflight_entry *slot,
                        struct inflight_entry *copy);
 
-int ife_read(struct inflight_entry *dst, const struct inflight_entry *src) {
+int h2t__ife_read(struct inflight_entry *dst, const struct inflight_entry *src) {
   if (raw_read(dst, src) != 0)
     return -1;
   if (atomic_load_explicit(&dst->pending, memory_order_relaxed) & IFE_PEND_SIDE)
@@ -218,25 +218,25 @@ static void sides_free(void) {
   } while (0)
 
 static struct inflight_entry *slot(uint32_t idx) {
-  return &ifl.chunks[idx / IFL_CHUNK][idx % IFL_CHUNK];
+  return &h2t__ifl.chunks[idx / IFL_CHUNK][idx % IFL_CHUNK];
 }
 
 /* --- enable / disable ---------------------------------------------------- */
 
 static void table_free(void) {
-  size_t n = atomic_load(&ifl.nchunks);
+  size_t n = atomic_load(&h2t__ifl.nchunks);
   for (size_t i = 0; i < n; i++)
-    free(ifl.chunks[i]);
-  free(ifl.chunks);
-  free(ifl.ring);
-  ifl.chunks = NULL;
-  ifl.ring = NULL;
-  atomic_store(&ifl.nchunks, 0);
-  ifl.allocated = 0;
-  ifl.free_head = 0;
-  ifl.ring_cap = 0;
-  atomic_store(&ifl.ring_seq, 0);
-  profile_fini();
+    free(h2t__ifl.chunks[i]);
+  free(h2t__ifl.chunks);
+  free(h2t__ifl.ring);
+  h2t__ifl.chunks = NULL;
+  h2t__ifl.ring = NULL;
+  atomic_store(&h2t__ifl.nchunks, 0);
+  h2t__ifl.allocated = 0;
+  h2t__ifl.free_head = 0;
+  h2t__ifl.ring_cap = 0;
+  atomic_store(&h2t__ifl.ring_seq, 0);
+  h2t__profile_fini();
   sides_free();
 }
 
@@ -245,20 +245,20 @@ static int table_init(const h2t_inflight_config *cfg) {
   size_t ring = cfg && cfg->recent ? cfg->recent : 256;
   if (max > (size_t)UINT32_MAX - 1 || ring > ((size_t)1 << 24))
     return H2T_ERR_INVALID_ARG;
-  ifl.max_entries = max;
-  ifl.max_chunks = (max + IFL_CHUNK - 1) / IFL_CHUNK;
-  ifl.chunks = calloc(ifl.max_chunks, sizeof *ifl.chunks);
-  ifl.ring = calloc(ring, sizeof *ifl.ring);
-  ifl.ring_cap = ring;
-  atomic_store(&ifl.ring_seq, 0);
-  atomic_fetch_add(&ifl.gen, 1); /* thread caches of an older table: void */
-  atomic_store(&ifl.live, 0);
-  atomic_store(&ifl.dropped, 0);
-  if (!ifl.chunks || !ifl.ring || profile_init() != 0) {
+  h2t__ifl.max_entries = max;
+  h2t__ifl.max_chunks = (max + IFL_CHUNK - 1) / IFL_CHUNK;
+  h2t__ifl.chunks = calloc(h2t__ifl.max_chunks, sizeof *h2t__ifl.chunks);
+  h2t__ifl.ring = calloc(ring, sizeof *h2t__ifl.ring);
+  h2t__ifl.ring_cap = ring;
+  atomic_store(&h2t__ifl.ring_seq, 0);
+  atomic_fetch_add(&h2t__ifl.gen, 1); /* thread caches of an older table: void */
+  atomic_store(&h2t__ifl.live, 0);
+  atomic_store(&h2t__ifl.dropped, 0);
+  if (!h2t__ifl.chunks || !h2t__ifl.ring || h2t__profile_init() != 0) {
     table_free();
     return H2T_ERR_NOMEM;
   }
-  metrics_reset();
+  h2t__metrics_reset();
   return 0;
 }
 
@@ -269,13 +269,13 @@ int h2t_inflight_enable(const h2t_inflight_config *cfg) {
   if (cfg && cfg->struct_size >= sizeof *cfg && cfg->nsensitive_headers &&
       !cfg->sensitive_headers)
     return H2T_ERR_INVALID_ARG;
-  pthread_rwlock_wrlock(&ifl_life);
-  pthread_mutex_lock(&ifl.mu);
-  int rc = atomic_load(&ifl_on) ? H2T_ERR_STATE : table_init(cfg);
+  pthread_rwlock_wrlock(&h2t__ifl_life);
+  pthread_mutex_lock(&h2t__ifl.mu);
+  int rc = atomic_load(&h2t__ifl_on) ? H2T_ERR_STATE : table_init(cfg);
   if (rc == 0)
-    atomic_store(&ifl_on, 1);
-  pthread_mutex_unlock(&ifl.mu);
-  pthread_rwlock_unlock(&ifl_life);
+    atomic_store(&h2t__ifl_on, 1);
+  pthread_mutex_unlock(&h2t__ifl.mu);
+  pthread_rwlock_unlock(&h2t__ifl_life);
   if (rc == 0 && cfg && cfg->struct_size >= sizeof *cfg)
     for (size_t i = 0; i < cfg->nsensitive_headers; i++)
       if (cfg->sensitive_headers[i])
@@ -283,55 +283,55 @@ int h2t_inflight_enable(const h2t_inflight_config *cfg) {
   return rc;
 }
 
-int ifl_ensure_on(void) {
+int h2t__ifl_ensure_on(void) {
   int rc = h2t_inflight_enable(NULL);
   return rc == H2T_ERR_STATE ? 0 : rc;
 }
 
-int h2t_inflight_enabled(void) { return atomic_load(&ifl_on); }
+int h2t_inflight_enabled(void) { return atomic_load(&h2t__ifl_on); }
 
 int h2t_inflight_disable(void) {
-  pthread_rwlock_wrlock(&ifl_life);
-  pthread_mutex_lock(&ifl.mu);
+  pthread_rwlock_wrlock(&h2t__ifl_life);
+  pthread_mutex_lock(&h2t__ifl.mu);
   int rc = 0;
-  if (!atomic_load(&ifl_on) || atomic_load(&ifl_users))
+  if (!atomic_load(&h2t__ifl_on) || atomic_load(&h2t__ifl_users))
     rc = H2T_ERR_STATE;
   else {
     /* Off first, then count: a begin that raced past its check has already
      * counted itself live (seq_cst on both sides), and one that did not
      * will see the table off before it touches an entry. */
-    atomic_store(&ifl_on, 0);
-    if (atomic_load(&ifl.live)) {
-      atomic_store(&ifl_on, 1);
+    atomic_store(&h2t__ifl_on, 0);
+    if (atomic_load(&h2t__ifl.live)) {
+      atomic_store(&h2t__ifl_on, 1);
       rc = H2T_ERR_STATE;
     } else
       table_free();
   }
-  pthread_mutex_unlock(&ifl.mu);
-  pthread_rwlock_unlock(&ifl_life);
+  pthread_mutex_unlock(&h2t__ifl.mu);
+  pthread_rwlock_unlock(&h2t__ifl_life);
   return rc;
 }
 
 /* --- the hot path ------------------------------------------------------- */
 
-/* Grow by one chunk; with ifl.mu held.  0 or -1. */
+/* Grow by one chunk; with h2t__ifl.mu held.  0 or -1. */
 static int grow(void) {
-  size_t n = atomic_load_explicit(&ifl.nchunks, memory_order_relaxed);
-  if (n >= ifl.max_chunks)
+  size_t n = atomic_load_explicit(&h2t__ifl.nchunks, memory_order_relaxed);
+  if (n >= h2t__ifl.max_chunks)
     return -1;
   struct inflight_entry *c = calloc(IFL_CHUNK, sizeof *c);
   if (!c)
     return -1;
-  ifl.chunks[n] = c;
-  size_t room = ifl.max_entries - ifl.allocated;
+  h2t__ifl.chunks[n] = c;
+  size_t room = h2t__ifl.max_entries - h2t__ifl.allocated;
   size_t use = room < IFL_CHUNK ? room : IFL_CHUNK;
   /* push in reverse so the lowest index is handed out first */
   for (size_t i = use; i-- > 0;) {
-    c[i].next_free = ifl.free_head;
-    ifl.free_head = (uint32_t)(n * IFL_CHUNK + i + 1);
+    c[i].next_free = h2t__ifl.free_head;
+    h2t__ifl.free_head = (uint32_t)(n * IFL_CHUNK + i + 1);
   }
-  ifl.allocated += use;
-  atomic_store_explicit(&ifl.nchunks, n + 1, memory_order_release);
+  h2t__ifl.allocated += use;
+  atomic_store_explicit(&h2t__ifl.nchunks, n + 1, memory_order_release);
   return 0;
 }
 
@@ -395,63 +395,63 @@ static _Thread_local struct tcache tcache
 static pthread_key_t tcache_key;
 static pthread_once_t tcache_once = PTHREAD_ONCE_INIT;
 
-/* Give n cached indices back to the shared freelist; with ifl.mu held. */
+/* Give n cached indices back to the shared freelist; with h2t__ifl.mu held. */
 static void tcache_flush_locked(struct tcache *tc, uint32_t n) {
   while (n-- && tc->n) {
     uint32_t idx = tc->idx[--tc->n];
-    slot(idx)->next_free = ifl.free_head;
-    ifl.free_head = idx + 1;
+    slot(idx)->next_free = h2t__ifl.free_head;
+    h2t__ifl.free_head = idx + 1;
   }
 }
 
 static void tcache_exit(void *arg) {
   struct tcache *tc = arg;
-  pthread_mutex_lock(&ifl.mu);
-  if (atomic_load(&ifl_on) && tc->gen == atomic_load(&ifl.gen))
+  pthread_mutex_lock(&h2t__ifl.mu);
+  if (atomic_load(&h2t__ifl_on) && tc->gen == atomic_load(&h2t__ifl.gen))
     tcache_flush_locked(tc, 2 * TCACHE);
   tc->n = 0;
-  pthread_mutex_unlock(&ifl.mu);
+  pthread_mutex_unlock(&h2t__ifl.mu);
 }
 
 static void tcache_key_init(void) { pthread_key_create(&tcache_key, tcache_exit); }
 
 /* Take up to TCACHE free entries; 0 if the table is full or off. */
 static uint32_t tcache_refill(struct tcache *tc) {
-  pthread_mutex_lock(&ifl.mu);
-  if (atomic_load_explicit(&ifl_on, memory_order_relaxed)) {
-    while (tc->n < TCACHE && (ifl.free_head || grow() == 0)) {
-      uint32_t idx = ifl.free_head - 1;
-      ifl.free_head = slot(idx)->next_free;
+  pthread_mutex_lock(&h2t__ifl.mu);
+  if (atomic_load_explicit(&h2t__ifl_on, memory_order_relaxed)) {
+    while (tc->n < TCACHE && (h2t__ifl.free_head || grow() == 0)) {
+      uint32_t idx = h2t__ifl.free_head - 1;
+      h2t__ifl.free_head = slot(idx)->next_free;
       tc->idx[tc->n++] = idx;
     }
   }
-  pthread_mutex_unlock(&ifl.mu);
+  pthread_mutex_unlock(&h2t__ifl.mu);
   return tc->n;
 }
 
-struct inflight_entry *inflight_begin(inflight_kind kind, uint64_t req_id,
+struct inflight_entry *h2t__inflight_begin(inflight_kind kind, uint64_t req_id,
                                       const char *method, const char *scheme,
                                       const char *authority, const char *path,
                                       inflight_cancel_fn cancel,
                                       void *cancel_arg) {
-  return inflight_begin_at(kind, req_id, method, scheme, authority, path,
+  return h2t__inflight_begin_at(kind, req_id, method, scheme, authority, path,
                            cancel, cancel_arg, 0);
 }
 
-struct inflight_entry *inflight_begin_at(inflight_kind kind, uint64_t req_id,
+struct inflight_entry *h2t__inflight_begin_at(inflight_kind kind, uint64_t req_id,
                                          const char *method, const char *scheme,
                                          const char *authority,
                                          const char *path,
                                          inflight_cancel_fn cancel,
                                          void *cancel_arg, uint64_t start_us) {
-  if (!atomic_load_explicit(&ifl_on, memory_order_relaxed))
+  if (!atomic_load_explicit(&h2t__ifl_on, memory_order_relaxed))
     return NULL;
   /* counted live before looking again: see h2t_inflight_disable() */
-  atomic_fetch_add(&ifl.live, 1);
+  atomic_fetch_add(&h2t__ifl.live, 1);
   struct tcache *tc = &tcache;
-  uint64_t gen = atomic_load(&ifl.gen);
-  if (!atomic_load(&ifl_on)) {
-    atomic_fetch_sub(&ifl.live, 1);
+  uint64_t gen = atomic_load(&h2t__ifl.gen);
+  if (!atomic_load(&h2t__ifl_on)) {
+    atomic_fetch_sub(&h2t__ifl.live, 1);
     return NULL;
   }
   if (tc->gen != gen) {
@@ -464,9 +464,9 @@ struct inflight_entry *inflight_begin_at(inflight_kind kind, uint64_t req_id,
     }
   }
   if (!tc->n && !tcache_refill(tc)) {
-    atomic_fetch_sub(&ifl.live, 1);
-    if (atomic_load_explicit(&ifl_on, memory_order_relaxed))
-      atomic_fetch_add_explicit(&ifl.dropped, 1, memory_order_relaxed);
+    atomic_fetch_sub(&h2t__ifl.live, 1);
+    if (atomic_load_explicit(&h2t__ifl_on, memory_order_relaxed))
+      atomic_fetch_add_explicit(&h2t__ifl.dropped, 1, memory_order_relaxed);
     return NULL;
   }
   uint32_t idx = tc->idx[--tc->n];
@@ -487,7 +487,7 @@ struct inflight_entry *inflight_begin_at(inflight_kind kind, uint64_t req_id,
   e->error = 0;
   e->nhist = 0;
   e->http_status = 0;
-  e->next_free = idx; /* while live: its own index, for inflight_end */
+  e->next_free = idx; /* while live: its own index, for h2t__inflight_end */
   memset(e->state_tot, 0, sizeof e->state_tot);
   copy_trunc(e->method, sizeof e->method, method);
   copy_trunc(e->scheme, sizeof e->scheme, scheme);
@@ -512,8 +512,8 @@ struct inflight_entry *inflight_begin_at(inflight_kind kind, uint64_t req_id,
  * got_data per frame and done; a served request is handler_started,
  * wrote_headers and stream_closed.  (wrote_response, request_headers and
  * request_body_done are still understood when they arrive.) */
-uint64_t inflight_mask(inflight_kind kind) {
-  if (!atomic_load_explicit(&ifl_on, memory_order_relaxed))
+uint64_t h2t__inflight_mask(inflight_kind kind) {
+  if (!atomic_load_explicit(&h2t__ifl_on, memory_order_relaxed))
     return 0;
   if (kind == INFLIGHT_SERVER)
     return EVBIT(SRV_HANDLER_STARTED) | EVBIT(SRV_WROTE_HEADERS) |
@@ -569,7 +569,7 @@ static int apply(struct inflight_entry *e, const h2t_event *ev) {
     return H2T_IFS_FLOW_BLOCKED;
   case H2T_EV_RETRY:
     return H2T_IFS_RETRYING;
-  case H2T_EV_DONE: /* its time is the end: inflight_end reads no clock */
+  case H2T_EV_DONE: /* its time is the end: h2t__inflight_end reads no clock */
     e->bytes_in = ev->u.done.bytes_recv;
     e->bytes_out = ev->u.done.bytes_sent;
     if (ev->u.done.status)
@@ -607,11 +607,11 @@ static int apply(struct inflight_entry *e, const h2t_event *ev) {
   }
 }
 
-void inflight_event(struct inflight_entry *e, const h2t_event *ev) {
+void h2t__inflight_event(struct inflight_entry *e, const h2t_event *ev) {
   if (!e)
     return;
   if (ev->type == H2T_EV_GOT_CONN)
-    metrics_got_conn(ev);
+    h2t__metrics_got_conn(ev);
   uint64_t t = ev->t_us ? ev->t_us : h2t_now_us();
   ow_begin(e);
   FOLD(e);
@@ -628,7 +628,7 @@ void inflight_event(struct inflight_entry *e, const h2t_event *ev) {
   ow_end(e);
 }
 
-void inflight_set_status(struct inflight_entry *e, const char *text) {
+void h2t__inflight_set_status(struct inflight_entry *e, const char *text) {
   if (!e)
     return;
   ow_begin(e);
@@ -637,7 +637,7 @@ void inflight_set_status(struct inflight_entry *e, const char *text) {
   ow_end(e);
 }
 
-void inflight_wait_stream(struct inflight_entry *e) {
+void h2t__inflight_wait_stream(struct inflight_entry *e) {
   if (!e)
     return;
   uint64_t now = h2t_now_us();
@@ -670,25 +670,25 @@ _Static_assert(offsetof(struct inflight_entry, visited) == 8,
  * sequence number it was written with, so readers can tell it apart from a
  * newer one that has lapped it. */
 static void ring_push(const struct inflight_entry *c) {
-  if (!ifl.ring_cap)
+  if (!h2t__ifl.ring_cap)
     return;
-  uint64_t seq = atomic_fetch_add_explicit(&ifl.ring_seq, 1,
+  uint64_t seq = atomic_fetch_add_explicit(&h2t__ifl.ring_seq, 1,
                                            memory_order_relaxed);
-  struct inflight_entry *r = &ifl.ring[seq % ifl.ring_cap];
-  ife_lock(r);
+  struct inflight_entry *r = &h2t__ifl.ring[seq % h2t__ifl.ring_cap];
+  h2t__ife_lock(r);
   ring_copy(r, c);
   r->next_free = (uint32_t)seq;
-  ife_unlock(r);
+  h2t__ife_unlock(r);
 }
 
 /* Copy ring entry `seq` into out if it still holds it; 0 or -1. */
 static int ring_get(uint64_t seq, struct inflight_entry *out) {
-  if (raw_read(out, &ifl.ring[seq % ifl.ring_cap]) != 0)
+  if (raw_read(out, &h2t__ifl.ring[seq % h2t__ifl.ring_cap]) != 0)
     return -1;
   return out->next_free == (uint32_t)seq && out->id ? 0 : -1;
 }
 
-void inflight_end(struct inflight_entry *e, int error) {
+void h2t__inflight_end(struct inflight_entry *e, int error) {
   if (!e)
     return;
   /* Not live any more, then wait for a cancel that saw it live: its
@@ -705,28 +705,28 @@ void inflight_end(struct inflight_entry *e, int error) {
     step_to(e, H2T_IFS_DONE, h2t_now_us());
   e->error = error;
   /* profile first: its lock would otherwise wait for the ring's stores */
-  profile_add(e);
+  h2t__profile_add(e);
   ring_push(e);
   uint32_t idx = e->next_free;
   int kind = e->kind;
   e->id = 0;
   e->cancel = NULL;
   ow_end(e);
-  metrics_request_done(kind, error);
+  h2t__metrics_request_done(kind, error);
 
   struct tcache *tc = &tcache;
-  if (tc->gen != atomic_load_explicit(&ifl.gen, memory_order_relaxed) ||
+  if (tc->gen != atomic_load_explicit(&h2t__ifl.gen, memory_order_relaxed) ||
       tc->n == 2 * TCACHE) {
     /* ended on a thread whose cache is from another table, or full */
-    pthread_mutex_lock(&ifl.mu);
-    if (tc->gen == atomic_load_explicit(&ifl.gen, memory_order_relaxed))
+    pthread_mutex_lock(&h2t__ifl.mu);
+    if (tc->gen == atomic_load_explicit(&h2t__ifl.gen, memory_order_relaxed))
       tcache_flush_locked(tc, TCACHE);
-    e->next_free = ifl.free_head;
-    ifl.free_head = idx + 1;
-    pthread_mutex_unlock(&ifl.mu);
+    e->next_free = h2t__ifl.free_head;
+    h2t__ifl.free_head = idx + 1;
+    pthread_mutex_unlock(&h2t__ifl.mu);
   } else
     tc->idx[tc->n++] = idx;
-  atomic_fetch_sub(&ifl.live, 1);
+  atomic_fetch_sub(&h2t__ifl.live, 1);
 }
 
 /* --- readers ------------------------------------------------------------ */
@@ -735,15 +735,15 @@ void inflight_end(struct inflight_entry *e, int error) {
  * none. */
 static struct inflight_entry *find_by_id(uint64_t id,
                                          struct inflight_entry *copy) {
-  if (!atomic_load(&ifl_on))
+  if (!atomic_load(&h2t__ifl_on))
     return NULL;
-  size_t n = atomic_load_explicit(&ifl.nchunks, memory_order_acquire);
+  size_t n = atomic_load_explicit(&h2t__ifl.nchunks, memory_order_acquire);
   for (size_t c = 0; c < n; c++) {
-    struct inflight_entry *chunk = ifl.chunks[c];
+    struct inflight_entry *chunk = h2t__ifl.chunks[c];
     for (size_t i = 0; i < IFL_CHUNK; i++) {
       struct inflight_entry *e = &chunk[i];
       if (atomic_load_explicit(&e->live, memory_order_relaxed) &&
-          ife_read(copy, e) == 0 && copy->id == id &&
+          h2t__ife_read(copy, e) == 0 && copy->id == id &&
           atomic_load_explicit(&copy->live, memory_order_relaxed))
         return e;
     }
@@ -764,18 +764,18 @@ static struct side *side_get(struct inflight_entry *slot, uint64_t id) {
   return d;
 }
 
-int ifl_foreach_read(int (*fn)(const struct inflight_entry *copy, void *arg),
+int h2t__ifl_foreach_read(int (*fn)(const struct inflight_entry *copy, void *arg),
                      void *arg) {
-  if (!atomic_load(&ifl_on))
+  if (!atomic_load(&h2t__ifl_on))
     return 0;
   struct inflight_entry tmp;
-  size_t n = atomic_load_explicit(&ifl.nchunks, memory_order_acquire);
+  size_t n = atomic_load_explicit(&h2t__ifl.nchunks, memory_order_acquire);
   for (size_t c = 0; c < n; c++) {
-    struct inflight_entry *chunk = ifl.chunks[c];
+    struct inflight_entry *chunk = h2t__ifl.chunks[c];
     for (size_t i = 0; i < IFL_CHUNK; i++) {
       if (!atomic_load_explicit(&chunk[i].live, memory_order_relaxed))
         continue;
-      if (ife_read(&tmp, &chunk[i]) != 0 ||
+      if (h2t__ife_read(&tmp, &chunk[i]) != 0 ||
           !atomic_load_explicit(&tmp.live, memory_order_relaxed))
         continue;
       int rc = fn(&tmp, arg);
@@ -793,7 +793,7 @@ static void scopy(char *dst, size_t cap, const char *src, size_t srccap) {
   dst[n] = '\0';
 }
 
-void ife_to_info(const struct inflight_entry *e, uint64_t now_us,
+void h2t__ife_to_info(const struct inflight_entry *e, uint64_t now_us,
                  h2t_inflight_info *o) {
   o->id = e->id;
   o->kind = (h2t_inflight_kind)e->kind;
@@ -845,9 +845,9 @@ struct snap {
 
 /* Copy every live entry straight into s (no intermediate copy). */
 static void snap_all(struct snap *s) {
-  size_t n = atomic_load_explicit(&ifl.nchunks, memory_order_acquire);
+  size_t n = atomic_load_explicit(&h2t__ifl.nchunks, memory_order_acquire);
   for (size_t c = 0; c < n && !s->oom; c++) {
-    struct inflight_entry *chunk = ifl.chunks[c];
+    struct inflight_entry *chunk = h2t__ifl.chunks[c];
     for (size_t i = 0; i < IFL_CHUNK; i++) {
       if (!atomic_load_explicit(&chunk[i].live, memory_order_relaxed))
         continue;
@@ -862,7 +862,7 @@ static void snap_all(struct snap *s) {
         s->cap = cap;
       }
       struct inflight_entry *d = &s->copies[s->n];
-      if (ife_read(d, &chunk[i]) == 0 &&
+      if (h2t__ife_read(d, &chunk[i]) == 0 &&
           atomic_load_explicit(&d->live, memory_order_relaxed) && d->id)
         s->n++;
     }
@@ -886,18 +886,18 @@ int h2t_inflight_snapshot(h2t_inflight_info **out, size_t *n) {
     return H2T_ERR_INVALID_ARG;
   *out = NULL;
   *n = 0;
-  pthread_rwlock_rdlock(&ifl_life);
+  pthread_rwlock_rdlock(&h2t__ifl_life);
   struct snap s = {0};
   /* size for what is live now so the copy loop rarely reallocates */
-  s.cap = atomic_load(&ifl.live) + 64;
+  s.cap = atomic_load(&h2t__ifl.live) + 64;
   s.copies = malloc(s.cap * sizeof *s.copies);
   if (!s.copies) {
-    pthread_rwlock_unlock(&ifl_life);
+    pthread_rwlock_unlock(&h2t__ifl_life);
     return H2T_ERR_NOMEM;
   }
-  if (atomic_load(&ifl_on))
+  if (atomic_load(&h2t__ifl_on))
     snap_all(&s);
-  pthread_rwlock_unlock(&ifl_life);
+  pthread_rwlock_unlock(&h2t__ifl_life);
   if (s.oom) {
     free(s.copies);
     return H2T_ERR_NOMEM;
@@ -920,7 +920,7 @@ int h2t_inflight_snapshot(h2t_inflight_info **out, size_t *n) {
     qsort(ord, s.n, sizeof *ord, by_age);
     uint64_t now = h2t_now_us();
     for (size_t i = 0; i < s.n; i++)
-      ife_to_info(&s.copies[ord[i].idx], now, &arr[i]);
+      h2t__ife_to_info(&s.copies[ord[i].idx], now, &arr[i]);
     free(ord);
     *out = arr;
     *n = s.n;
@@ -934,23 +934,23 @@ int h2t_inflight_recent(h2t_inflight_info **out, size_t *n) {
     return H2T_ERR_INVALID_ARG;
   *out = NULL;
   *n = 0;
-  pthread_rwlock_rdlock(&ifl_life);
-  if (!atomic_load(&ifl_on)) {
-    pthread_rwlock_unlock(&ifl_life);
+  pthread_rwlock_rdlock(&h2t__ifl_life);
+  if (!atomic_load(&h2t__ifl_on)) {
+    pthread_rwlock_unlock(&h2t__ifl_life);
     return 0;
   }
-  uint64_t seq = atomic_load(&ifl.ring_seq);
-  size_t cnt = seq < ifl.ring_cap ? (size_t)seq : ifl.ring_cap;
+  uint64_t seq = atomic_load(&h2t__ifl.ring_seq);
+  size_t cnt = seq < h2t__ifl.ring_cap ? (size_t)seq : h2t__ifl.ring_cap;
   struct inflight_entry *copies = cnt ? malloc(cnt * sizeof *copies) : NULL;
   if (cnt && !copies) {
-    pthread_rwlock_unlock(&ifl_life);
+    pthread_rwlock_unlock(&h2t__ifl_life);
     return H2T_ERR_NOMEM;
   }
   size_t got = 0;
   for (size_t i = 0; i < cnt; i++) /* newest first */
     if (ring_get(seq - 1 - i, &copies[got]) == 0)
       got++;
-  pthread_rwlock_unlock(&ifl_life);
+  pthread_rwlock_unlock(&h2t__ifl_life);
   cnt = got;
   if (!cnt) {
     free(copies);
@@ -963,7 +963,7 @@ int h2t_inflight_recent(h2t_inflight_info **out, size_t *n) {
   }
   uint64_t now = h2t_now_us();
   for (size_t i = 0; i < cnt; i++)
-    ife_to_info(&copies[i], now, &arr[i]);
+    h2t__ife_to_info(&copies[i], now, &arr[i]);
   free(copies);
   *out = arr;
   *n = cnt;
@@ -990,20 +990,20 @@ int h2t_inflight_get(uint64_t id, h2t_inflight_info *out) {
     return H2T_ERR_INVALID_ARG;
   struct find f = {.id = id};
   int found = 0;
-  pthread_rwlock_rdlock(&ifl_life);
-  if (ifl_foreach_read(find_one, &f))
+  pthread_rwlock_rdlock(&h2t__ifl_life);
+  if (h2t__ifl_foreach_read(find_one, &f))
     found = 1;
-  else if (atomic_load(&ifl_on)) {
-    uint64_t seq = atomic_load(&ifl.ring_seq);
-    size_t cnt = seq < ifl.ring_cap ? (size_t)seq : ifl.ring_cap;
+  else if (atomic_load(&h2t__ifl_on)) {
+    uint64_t seq = atomic_load(&h2t__ifl.ring_seq);
+    size_t cnt = seq < h2t__ifl.ring_cap ? (size_t)seq : h2t__ifl.ring_cap;
     for (size_t i = 0; i < cnt && !found; i++)
       if (ring_get(seq - 1 - i, &f.copy) == 0 && f.copy.id == id)
         found = 1;
   }
-  pthread_rwlock_unlock(&ifl_life);
+  pthread_rwlock_unlock(&h2t__ifl_life);
   if (!found)
     return H2T_ERR_NOT_FOUND;
-  ife_to_info(&f.copy, h2t_now_us(), out);
+  h2t__ife_to_info(&f.copy, h2t_now_us(), out);
   return 0;
 }
 
@@ -1011,7 +1011,7 @@ int h2t_inflight_cancel(uint64_t id, const char *reason) {
   if (!id)
     return H2T_ERR_NOT_FOUND;
   struct inflight_entry copy;
-  pthread_rwlock_rdlock(&ifl_life);
+  pthread_rwlock_rdlock(&h2t__ifl_life);
   struct inflight_entry *e = find_by_id(id, &copy);
   int rc = H2T_ERR_NOT_FOUND;
   if (!e)
@@ -1019,7 +1019,7 @@ int h2t_inflight_cancel(uint64_t id, const char *reason) {
   /* BUSY first, then check it is still this request and live: its end
    * waits for BUSY to clear, so cancel_fn runs while the request exists */
   atomic_fetch_or(&e->pending, IFE_PEND_BUSY);
-  if (!atomic_load(&e->live) || ife_read(&copy, e) != 0 || copy.id != id ||
+  if (!atomic_load(&e->live) || h2t__ife_read(&copy, e) != 0 || copy.id != id ||
       copy.state == H2T_IFS_DONE)
     goto unbusy; /* over, or ending */
   if (copy.flags & IFE_CANCELED) {
@@ -1046,7 +1046,7 @@ int h2t_inflight_cancel(uint64_t id, const char *reason) {
 unbusy:
   atomic_fetch_and(&e->pending, (unsigned char)~IFE_PEND_BUSY);
 out:
-  pthread_rwlock_unlock(&ifl_life);
+  pthread_rwlock_unlock(&h2t__ifl_life);
   return rc;
 }
 
@@ -1055,7 +1055,7 @@ int h2t_inflight_set_status(uint64_t id, const char *text) {
     return H2T_ERR_INVALID_ARG;
   struct inflight_entry copy;
   int rc = H2T_ERR_NOT_FOUND;
-  pthread_rwlock_rdlock(&ifl_life);
+  pthread_rwlock_rdlock(&h2t__ifl_life);
   struct inflight_entry *e = find_by_id(id, &copy);
   if (e) {
     pthread_mutex_lock(&side_mu);
@@ -1069,7 +1069,7 @@ int h2t_inflight_set_status(uint64_t id, const char *text) {
       rc = H2T_ERR_NOMEM;
     pthread_mutex_unlock(&side_mu);
   }
-  pthread_rwlock_unlock(&ifl_life);
+  pthread_rwlock_unlock(&h2t__ifl_life);
   return rc;
 }
 
@@ -1081,7 +1081,7 @@ static char sens_names[SENS_MAX][SENS_LEN];
 static atomic_int sens_n;
 static pthread_mutex_t sens_mu = PTHREAD_MUTEX_INITIALIZER;
 
-int header_is_sensitive_n(const char *name, size_t len) {
+int h2t__header_is_sensitive_n(const char *name, size_t len) {
   static const char *const builtin[] = {"authorization", "cookie",
                                         "set-cookie", "proxy-authorization"};
   if (!name)
@@ -1097,7 +1097,7 @@ int header_is_sensitive_n(const char *name, size_t len) {
 }
 
 int h2t_header_is_sensitive(const char *name) {
-  return name ? header_is_sensitive_n(name, strlen(name)) : 0;
+  return name ? h2t__header_is_sensitive_n(name, strlen(name)) : 0;
 }
 
 int h2t_header_add_sensitive(const char *name) {

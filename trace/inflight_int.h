@@ -27,7 +27,7 @@
  * One request.  Only the owning loop writes it, so its writes need no lock:
  * `lock` is a sequence count the owner makes odd while it writes (plain
  * stores, no locked instruction).  Readers on other threads keep a copy only
- * if the count was even and unchanged around it (seqlock, see ife_read), so
+ * if the count was even and unchanged around it (seqlock, see h2t__ife_read), so
  * neither side ever waits for the other.  What other threads want to change
  * (a cancel, a status) goes to a side record the owner folds in at its next
  * event, and that readers merge meanwhile; `pending` says there is one.
@@ -79,51 +79,51 @@ struct ifl_table {
   atomic_uint_fast64_t ring_seq; /* next sequence number to write */
 };
 
-extern struct ifl_table ifl;
-extern atomic_int ifl_on;
+extern struct ifl_table h2t__ifl;
+extern atomic_int h2t__ifl_on;
 /* Readers hold it shared; h2t_inflight_disable() exclusive. */
-extern pthread_rwlock_t ifl_life;
+extern pthread_rwlock_t h2t__ifl_life;
 /* Users that keep the table alive (diag endpoint, signal dump). */
-extern atomic_int ifl_users;
+extern atomic_int h2t__ifl_users;
 
 /* Slots with several writers (the recent ring): a spinlock on the same
  * sequence count.  Entries in flight use owner-only write sections. */
-void ife_lock(struct inflight_entry *e);
-void ife_unlock(struct inflight_entry *e);
+void h2t__ife_lock(struct inflight_entry *e);
+void h2t__ife_unlock(struct inflight_entry *e);
 /* Readers: a consistent private copy without blocking writers (seqlock);
  * 0, or -1 if a writer stayed in the middle of a write for long.  For an
  * entry in flight, side records (cancel, status) are merged in. */
-int ife_read(struct inflight_entry *dst, const struct inflight_entry *src);
+int h2t__ife_read(struct inflight_entry *dst, const struct inflight_entry *src);
 
 /* Call fn on a private copy of each live entry (never blocks the entry's
  * writer); stop when fn returns non-zero (that value is returned).  Caller
- * holds ifl_life shared. */
-int ifl_foreach_read(int (*fn)(const struct inflight_entry *copy, void *arg),
+ * holds h2t__ifl_life shared. */
+int h2t__ifl_foreach_read(int (*fn)(const struct inflight_entry *copy, void *arg),
                      void *arg);
 
 /* Convert a private copy to the public struct; now_us for current durations. */
-void ife_to_info(const struct inflight_entry *e, uint64_t now_us,
+void h2t__ife_to_info(const struct inflight_entry *e, uint64_t now_us,
                  h2t_inflight_info *out);
 
 /* Turn on with defaults if off (diag endpoint, signal dump).  0 or error. */
-int ifl_ensure_on(void);
+int h2t__ifl_ensure_on(void);
 
-/* profile.c; profile_add() is called with the entry locked */
-int profile_init(void);
-void profile_fini(void);
-void profile_add(const struct inflight_entry *done);
+/* profile.c; h2t__profile_add() is called with the entry locked */
+int h2t__profile_init(void);
+void h2t__profile_fini(void);
+void h2t__profile_add(const struct inflight_entry *done);
 
 /* metrics.c */
-void metrics_request_done(int kind, int error);
-void metrics_got_conn(const h2t_event *ev);
-void metrics_reset(void);
+void h2t__metrics_request_done(int kind, int error);
+void h2t__metrics_got_conn(const h2t_event *ev);
+void h2t__metrics_reset(void);
 
 /* stacks.c: install / remove the thread-sampling signal (the sampling
  * itself is h2t_diag_threads_json()). */
-int stacks_init(void);
-void stacks_fini(void);
+int h2t__stacks_init(void);
+void h2t__stacks_fini(void);
 
 /* dump.c */
-void fmt_duration(char *buf, size_t len, uint64_t us);
+void h2t__fmt_duration(char *buf, size_t len, uint64_t us);
 
 #endif

@@ -27,7 +27,7 @@ static unsigned err_index(int error) {
   return NERR;
 }
 
-void metrics_reset(void) {
+void h2t__metrics_reset(void) {
   for (int k = 0; k < 2; k++)
     for (int i = 0; i <= NERR; i++)
       atomic_store(&m_done[k][i], 0);
@@ -43,12 +43,12 @@ void metrics_reset(void) {
   atomic_store(&m_accepted, 0);
 }
 
-void metrics_request_done(int kind, int error) {
+void h2t__metrics_request_done(int kind, int error) {
   atomic_fetch_add_explicit(&m_done[kind ? 1 : 0][err_index(error)], 1,
                             memory_order_relaxed);
 }
 
-void metrics_got_conn(const h2t_event *ev) {
+void h2t__metrics_got_conn(const h2t_event *ev) {
   if (ev->u.got_conn.reused)
     atomic_fetch_add_explicit(&m_conn_reused[ev->u.got_conn.was_idle ? 1 : 0],
                               1, memory_order_relaxed);
@@ -57,7 +57,7 @@ void metrics_got_conn(const h2t_event *ev) {
                               memory_order_relaxed);
 }
 
-void metrics_event(const h2t_event *ev) {
+void h2t__metrics_event(const h2t_event *ev) {
   if (!ev)
     return;
   switch (ev->type) {
@@ -79,14 +79,14 @@ void metrics_event(const h2t_event *ev) {
     atomic_fetch_add_explicit(&m_accepted, 1, memory_order_relaxed);
     break;
   case H2T_EV_GOT_CONN:
-    metrics_got_conn(ev);
+    h2t__metrics_got_conn(ev);
     break;
   default:
     break;
   }
 }
 
-void metrics_writer_queue_add(int64_t delta) {
+void h2t__metrics_writer_queue_add(int64_t delta) {
   atomic_fetch_add_explicit(&m_writer_queue, delta, memory_order_relaxed);
 }
 
@@ -99,7 +99,7 @@ struct depth_src {
 static pthread_mutex_t src_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct depth_src *srcs;
 
-int metrics_writer_register(uint32_t (*depth)(const void *arg),
+int h2t__metrics_writer_register(uint32_t (*depth)(const void *arg),
                             const void *arg) {
   struct depth_src *d = malloc(sizeof *d);
   if (!d)
@@ -113,7 +113,7 @@ int metrics_writer_register(uint32_t (*depth)(const void *arg),
   return 0;
 }
 
-int metrics_writer_unregister(const void *arg) {
+int h2t__metrics_writer_unregister(const void *arg) {
   pthread_mutex_lock(&src_mu);
   struct depth_src **pp = &srcs, *d = NULL;
   for (; *pp; pp = &(*pp)->next)
@@ -233,10 +233,10 @@ int h2t_diag_metrics(char **out, size_t *len) {
 
   struct state_count sc;
   memset(&sc, 0, sizeof sc);
-  pthread_rwlock_rdlock(&ifl_life);
-  ifl_foreach_read(count_one, &sc);
-  uint64_t dropped = atomic_load(&ifl.dropped);
-  pthread_rwlock_unlock(&ifl_life);
+  pthread_rwlock_rdlock(&h2t__ifl_life);
+  h2t__ifl_foreach_read(count_one, &sc);
+  uint64_t dropped = atomic_load(&h2t__ifl.dropped);
+  pthread_rwlock_unlock(&h2t__ifl_life);
   head(&b, "h2t_requests_in_flight", "gauge",
        "Requests in flight, by side and current state.");
   for (int k = 0; k < 2; k++)

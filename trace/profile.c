@@ -30,7 +30,7 @@ static h2t_inflight_profile_row *prof_rows; /* PROF_ROWS + 2 "(other)" */
 static size_t prof_nrows;
 static int16_t prof_slot[PROF_SLOTS]; /* row index + 1 */
 
-int profile_init(void) {
+int h2t__profile_init(void) {
   prof_acquire();
   free(prof_rows);
   prof_rows = calloc(PROF_ROWS + 2, sizeof *prof_rows);
@@ -46,7 +46,7 @@ int profile_init(void) {
   return rc;
 }
 
-void profile_fini(void) {
+void h2t__profile_fini(void) {
   prof_acquire();
   free(prof_rows);
   prof_rows = NULL;
@@ -104,7 +104,7 @@ static void add_to(h2t_inflight_profile_row *r,
   }
 }
 
-void profile_add(const struct inflight_entry *e) {
+void h2t__profile_add(const struct inflight_entry *e) {
   int kind = e->kind ? 1 : 0;
   prof_acquire();
   if (prof_rows) {

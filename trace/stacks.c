@@ -117,7 +117,7 @@ static void on_sample(int sig, siginfo_t *si, void *uc) {
   errno = saved;
 }
 
-int stacks_init(void) {
+int h2t__stacks_init(void) {
   pthread_mutex_lock(&st_mu);
   int rc = 0;
   if (!st_installed) {
@@ -148,7 +148,7 @@ int stacks_init(void) {
   return rc;
 }
 
-void stacks_fini(void) {
+void h2t__stacks_fini(void) {
   pthread_mutex_lock(&st_mu);
   if (st_installed) {
     /* A thread that had the signal blocked may still get it later: ignore

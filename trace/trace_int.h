@@ -17,7 +17,7 @@ char *h2t_xstrndup(const h2t_mem *m, const char *s, size_t n);
 
 /* h2t_header_is_sensitive() for a name that is not NUL-terminated (as
  * nghttp2 hands them out).  Thread-safe, lock-free. */
-int header_is_sensitive_n(const char *name, size_t len);
+int h2t__header_is_sensitive_n(const char *name, size_t len);
 
 /* Process-unique ids for requests and connections (thread-safe). */
 uint64_t h2t_next_req_id(void);
@@ -48,26 +48,26 @@ typedef struct trace_chain {
 } trace_chain;
 
 /* Reset to "nothing traced". */
-void trace_chain_clear(trace_chain *tc, int server);
+void h2t__trace_chain_clear(trace_chain *tc, int server);
 /* Append a trace (NULL is ignored; over TRACE_MAX_HEADS it is dropped and
  * the function returns -1).  Recomputes the mask. */
-int trace_chain_add(trace_chain *tc, const void *trace);
+int h2t__trace_chain_add(trace_chain *tc, const void *trace);
 
 #define TRACE_WANTS(tc, type) __builtin_expect((int)(((tc)->mask >> (type)) & 1u), 0)
 
 /* Append a trace whose mask is already known (cached by the caller). */
-int trace_chain_push(trace_chain *tc, const void *trace, uint64_t mask);
+int h2t__trace_chain_push(trace_chain *tc, const void *trace, uint64_t mask);
 
 /* Attach the request's in-flight entry (NULL: none): its events then also
  * reach the in-flight table, which keeps state, history and bytes. */
-void trace_chain_set_inflight(trace_chain *tc, struct inflight_entry *e);
+void h2t__trace_chain_set_inflight(trace_chain *tc, struct inflight_entry *e);
 
 /* Offset of each event's hook in its trace struct (client or server). */
-extern const uint16_t trace_hook_off[H2T_EV_COUNT_];
+extern const uint16_t h2t__trace_hook_off[H2T_EV_COUNT_];
 
 /* The general walk: every head, its `next` chain, `any`, the in-flight
  * entry. */
-void trace_emit_slow(const trace_chain *tc, h2t_event *ev);
+void h2t__trace_emit_slow(const trace_chain *tc, h2t_event *ev);
 
 /* Run every hook for ev->type along the chain; reads the clock if ev->t_us
  * is 0.  Call only after TRACE_WANTS().  Inline so that the common chain
@@ -77,7 +77,7 @@ static inline void trace_call_one(const void *trace, h2t_event *ev) {
   const char *t = (const char *)trace;
   h2t_hook fn;
   void *user;
-  __builtin_memcpy(&fn, t + trace_hook_off[ev->type], sizeof fn);
+  __builtin_memcpy(&fn, t + h2t__trace_hook_off[ev->type], sizeof fn);
   __builtin_memcpy(&user, t + sizeof(size_t), sizeof user);
   if (fn)
     fn(ev, user);
@@ -90,16 +90,16 @@ static inline void trace_emit(const trace_chain *tc, h2t_event *ev) {
     trace_call_one(tc->direct, ev);
     return;
   }
-  trace_emit_slow(tc, ev);
+  h2t__trace_emit_slow(tc, ev);
 }
 
 /* Is the hook for `type` set in this one struct (not its chain)?  For a
  * struct_size too small to hold it: no. */
-h2t_hook trace_hook_get(const void *trace, int server, h2t_event_type type);
+h2t_hook h2t__trace_hook_get(const void *trace, int server, h2t_event_type type);
 
 /*
  * --- In-flight table, as h2/ sees it (trace/inflight.c) -----------------
- * h2/ calls inflight_begin() when a request starts and inflight_end() when it
+ * h2/ calls h2t__inflight_begin() when a request starts and h2t__inflight_end() when it
  * is done; everything in between arrives as the request's trace events
  * (trace_emit forwards them when the chain has an entry).  All return/accept
  * NULL when the table is off, so h2/ needs no special case.
@@ -108,36 +108,36 @@ typedef enum inflight_kind { INFLIGHT_CLIENT = 0, INFLIGHT_SERVER = 1 } inflight
 
 /* Called from any thread (the diagnostics endpoint's): must only post the
  * cancel to the owning loop (ev_async), never touch the request.  While it
- * runs, inflight_end() of that request waits for it, so the request cannot
+ * runs, h2t__inflight_end() of that request waits for it, so the request cannot
  * end meanwhile (its cancel_arg stays valid): it must not call inflight_*
  * nor take a lock that the loop holds while it emits events or ends
  * requests.
- * inflight_begin/event/set_status/wait_stream/end are for the loop thread
+ * h2t__inflight_begin/event/set_status/wait_stream/end are for the loop thread
  * that owns the request only (its writes take no lock). */
 typedef void (*inflight_cancel_fn)(void *arg, uint64_t req_id, const char *why);
 
-struct inflight_entry *inflight_begin(inflight_kind kind, uint64_t req_id,
+struct inflight_entry *h2t__inflight_begin(inflight_kind kind, uint64_t req_id,
                                       const char *method, const char *scheme,
                                       const char *authority, const char *path,
                                       inflight_cancel_fn cancel,
                                       void *cancel_arg);
 /* The same with the start time h2/ already read (h2t_now_us() clock; 0:
  * read it here): one clock read less per request. */
-struct inflight_entry *inflight_begin_at(inflight_kind kind, uint64_t req_id,
+struct inflight_entry *h2t__inflight_begin_at(inflight_kind kind, uint64_t req_id,
                                          const char *method, const char *scheme,
                                          const char *authority,
                                          const char *path,
                                          inflight_cancel_fn cancel,
                                          void *cancel_arg, uint64_t start_us);
-void inflight_event(struct inflight_entry *e, const h2t_event *ev);
-void inflight_set_status(struct inflight_entry *e, const char *text);
+void h2t__inflight_event(struct inflight_entry *e, const h2t_event *ev);
+void h2t__inflight_set_status(struct inflight_entry *e, const char *text);
 /* The client queued the request because every connection it may use is at
  * the peer's MAX_CONCURRENT_STREAMS (no event says so): "waiting for a
  * stream slot" until its got_conn. */
-void inflight_wait_stream(struct inflight_entry *e);
-void inflight_end(struct inflight_entry *e, int error);
+void h2t__inflight_wait_stream(struct inflight_entry *e);
+void h2t__inflight_end(struct inflight_entry *e, int error);
 /* Events the table needs, by side; 0 while the table is off. */
-uint64_t inflight_mask(inflight_kind kind);
+uint64_t h2t__inflight_mask(inflight_kind kind);
 
 /*
  * --- Connection registry (trace/connreg.c), for GET /debug/connections ---
@@ -145,19 +145,19 @@ uint64_t inflight_mask(inflight_kind kind);
  * and removes it when it is freed; in between it bumps counters, from the
  * connection's loop thread only (they are plain relaxed stores: no lock,
  * no locked instruction; GOAWAY flags may come from any thread).
- * connreg_add() returns NULL while the in-flight table is off, and every
+ * h2t__connreg_add() returns NULL while the in-flight table is off, and every
  * function accepts NULL, so h2/ needs no special case.
  */
 struct connreg_entry;
-struct connreg_entry *connreg_add(inflight_kind kind, uint64_t conn_id,
+struct connreg_entry *h2t__connreg_add(inflight_kind kind, uint64_t conn_id,
                                   const char *peer, const char *authority);
-void connreg_remove(struct connreg_entry *c);
-void connreg_stream_open(struct connreg_entry *c);  /* a request started */
-void connreg_stream_close(struct connreg_entry *c); /* ... and ended */
-void connreg_set_max_streams(struct connreg_entry *c, uint32_t max);
-void connreg_reused(struct connreg_entry *c);       /* picked from the pool */
-void connreg_goaway(struct connreg_entry *c, int sent); /* 1 sent, 0 got */
-void connreg_bytes(struct connreg_entry *c, uint64_t in, uint64_t out); /* add */
+void h2t__connreg_remove(struct connreg_entry *c);
+void h2t__connreg_stream_open(struct connreg_entry *c);  /* a request started */
+void h2t__connreg_stream_close(struct connreg_entry *c); /* ... and ended */
+void h2t__connreg_set_max_streams(struct connreg_entry *c, uint32_t max);
+void h2t__connreg_reused(struct connreg_entry *c);       /* picked from the pool */
+void h2t__connreg_goaway(struct connreg_entry *c, int sent); /* 1 sent, 0 got */
+void h2t__connreg_bytes(struct connreg_entry *c, uint64_t in, uint64_t out); /* add */
 
 /*
  * --- Metrics (trace/metrics.c), for GET /metrics ----------------------
@@ -166,16 +166,16 @@ void connreg_bytes(struct connreg_entry *c, uint64_t in, uint64_t out); /* add *
  */
 /* Count a connection-level event that has no in-flight entry (load_shed,
  * goaway, conn_accepted).  Cheap: a relaxed atomic add.  Any thread. */
-void metrics_event(const h2t_event *ev);
+void h2t__metrics_event(const h2t_event *ev);
 /* Writer queue depth, a process-wide gauge: h2/ adds +n when it queues
  * work for a writer thread and -n when the writer takes it. */
-void metrics_writer_queue_add(int64_t delta);
+void h2t__metrics_writer_queue_add(int64_t delta);
 /* Or, free on the hot path: register a function that reads a writer's
  * depth; GET /metrics calls it (from the diag thread: it must be
  * thread-safe) and adds it to the gauge.  Unregister before `arg` goes
  * away (no call is running or will run once it returns).  0 or
  * H2T_ERR_NOMEM / H2T_ERR_NOT_FOUND. */
-int metrics_writer_register(uint32_t (*depth)(const void *arg), const void *arg);
-int metrics_writer_unregister(const void *arg);
+int h2t__metrics_writer_register(uint32_t (*depth)(const void *arg), const void *arg);
+int h2t__metrics_writer_unregister(const void *arg);
 
 #endif
