@@ -65,6 +65,15 @@ typedef struct h2t_client_config {
   int insecure;                /* 1: skip certificate and host checks */
   int ip_version;              /* 0: any, 4 or 6 */
   uint32_t initial_window_size; /* 0: 65535*16 per stream */
+  /* Retries of requests the peer provably did not process (above a GOAWAY's
+   * last_stream_id, REFUSED_STREAM before any response byte, connection lost
+   * before the request went out) do not spend max_retries; this bounds them
+   * so that a peer refusing everything still ends the request.  0: 10. */
+  uint32_t max_unprocessed_retries;
+  /* Largest response header block accepted (names + values + 32 per field,
+   * as SETTINGS_MAX_HEADER_LIST_SIZE counts); beyond it the stream is reset
+   * and the request fails with H2T_ERR_HEADERS_TOO_LARGE.  0: 256 KiB. */
+  uint32_t max_response_header_bytes;
 } h2t_client_config;
 
 #define H2T_CLIENT_CONFIG_INIT { .struct_size = sizeof(h2t_client_config) }

@@ -54,7 +54,10 @@ extern "C" {
   XX(UNSUPPORTED, -7024, "not supported")                                      \
   XX(BIND, -7025, "could not bind or listen")                                  \
   XX(FILE, -7026, "could not read a file")                                     \
-  XX(SYSTEM, -7027, "system call failed")
+  XX(SYSTEM, -7027, "system call failed")                                     \
+  XX(FLOOD, -7028, "peer flooded the connection (PING/SETTINGS/RST frames)")   \
+  XX(HEADERS_TOO_LARGE, -7029, "response header block too large")             \
+  XX(NOT_HTTP2, -7030, "peer does not speak HTTP/2 (it answered HTTP/1.x)")
 
 typedef enum h2t_error {
   H2T_OK = 0,

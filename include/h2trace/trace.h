@@ -179,7 +179,11 @@ typedef struct h2t_event {
       uint64_t idle_us;  /* how long it had been idle, if was_idle */
       h2t_conn_reason new_reason; /* when !reused: why a new one was made */
       uint32_t active_streams;    /* streams on it, this one included */
-      uint32_t max_streams;       /* the peer's MAX_CONCURRENT_STREAMS */
+      uint32_t max_streams;       /* the peer's MAX_CONCURRENT_STREAMS
+                                     (UINT32_MAX: unlimited); 0 while not
+                                     known yet, see max_streams_known */
+      int max_streams_known;      /* 0: the peer's SETTINGS have not
+                                     arrived yet on this connection */
     } got_conn;
     struct {
       const char *name, *value;
@@ -217,6 +221,8 @@ typedef struct h2t_event {
       uint64_t bytes_sent, bytes_recv; /* body bytes */
       uint64_t total_us;  /* from submit */
       unsigned attempts;  /* 1 + retries */
+      uint32_t reset_code; /* RST_STREAM code when the stream was reset
+                              (by either side), else 0 */
     } done;
     /* server */
     struct { const char *peer; const char *local; } conn_accepted;
