@@ -11,7 +11,7 @@
 
 #include <ev.h>
 #include <h2trace/client.h>
-#include "h2/h2_int.h"
+#include "h2/client/client_int.h"
 #include "peer.h"
 
 static int h2c_port, tls_port;

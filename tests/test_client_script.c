@@ -16,7 +16,7 @@
 
 #include <ev.h>
 #include <h2trace/client.h>
-#include "h2/h2_int.h"
+#include "h2/client/client_int.h"
 #include "peer.h"
 #include "scripted_server.h"
 
@@ -177,7 +177,10 @@ static void test_goaway_without_budget_fails(void **state) {
   env e;
   h2t_script s = {.goaway_immediately = 1};
   h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
-  cfg.max_retries = 2;
+  /* streams above last_stream_id were not processed: their retries are
+   * bounded by max_unprocessed_retries, not max_retries */
+  cfg.max_retries = 1;
+  cfg.max_unprocessed_retries = 2;
   env_start(&e, &s, &cfg);
   rq q = {0};
   submit(&e, 0, &q, NULL, NULL);
@@ -224,7 +227,7 @@ static void test_refused_stream_exhausted(void **state) {
   env e;
   h2t_script s = {.refuse_first = 1000};
   h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
-  cfg.max_retries = 1;
+  cfg.max_unprocessed_retries = 1;
   env_start(&e, &s, &cfg);
   rq q = {0};
   submit(&e, 0, &q, NULL, NULL);
@@ -264,14 +267,14 @@ static void test_request_timeout_resets_stream(void **state) {
   env_stop(&e);
 }
 
-static void test_garbage_is_protocol_error(void **state) {
+static void test_http1_answer_is_not_http2(void **state) {
   env e;
-  h2t_script s = {.garbage = 1};
+  h2t_script s = {.garbage = 1}; /* "HTTP/1.1 400 Bad Request..." */
   env_start(&e, &s, NULL);
   rq q = {0};
   submit(&e, 0, &q, NULL, NULL);
   h2t_client_run(e.c);
-  assert_int_equal(q.err, H2T_ERR_PROTOCOL);
+  assert_int_equal(q.err, H2T_ERR_NOT_HTTP2);
   env_stop(&e);
 }
 
@@ -628,7 +631,7 @@ typedef struct xcancel {
 
 static void *cancel_thread(void *arg) {
   xcancel *x = arg;
-  h2t__client_post_cancel(x->c, x->id, "test");
+  h2t__postq_id(&x->c->cancels, x->id);
   return NULL;
 }
 
@@ -645,7 +648,7 @@ static void test_cancel_from_another_thread(void **state) {
   h2t_client_run(e.c);
   assert_int_equal(q.err, H2T_ERR_CANCELED);
   /* an id that is gone is ignored */
-  h2t__client_post_cancel(e.c, x.id, "again");
+  h2t__postq_id(&e.c->cancels, x.id);
   run_for(e.c, 20);
   env_stop(&e);
 }
@@ -762,7 +765,7 @@ int main(void) {
       cmocka_unit_test(test_refused_stream_exhausted),
       cmocka_unit_test(test_stream_reset_by_peer),
       cmocka_unit_test(test_request_timeout_resets_stream),
-      cmocka_unit_test(test_garbage_is_protocol_error),
+      cmocka_unit_test(test_http1_answer_is_not_http2),
       cmocka_unit_test(test_conn_closed_get_retried_post_not),
       cmocka_unit_test(test_max_streams_opens_new_conn_then_queues),
       cmocka_unit_test(test_cancel_resets_and_completes),

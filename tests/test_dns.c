@@ -8,7 +8,7 @@
 #include <netinet/in.h>
 #include <cmocka.h>
 
-#include "h2/h2_int.h"
+#include "h2/client/client_int.h"
 
 typedef struct res {
   int called, error;

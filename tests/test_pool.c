@@ -5,7 +5,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "h2/h2_int.h"
+#include "h2/client/client_int.h"
 
 static void test_url_parse(void **state) {
   h2_url u;
@@ -49,8 +49,8 @@ static void test_url_parse(void **state) {
 }
 
 /* A pool with hand-made conns in given states: no sockets involved. */
-static h2_conn conns[4];
-static h2_origin origin;
+static h2t__conn conns[4];
+static h2t__origin origin;
 
 static void setup_pool(int n) {
   memset(conns, 0, sizeof conns);
@@ -59,7 +59,8 @@ static void setup_pool(int n) {
   TAILQ_INIT(&origin.queue);
   for (int i = 0; i < n; i++) {
     conns[i].id = (uint64_t)i + 1;
-    conns[i].state = CONN_READY;
+    conns[i].state = H2T__CONN_READY;
+    conns[i].settings_seen = 1;
     conns[i].max_streams = 2;
     conns[i].origin = &origin;
     TAILQ_INSERT_TAIL(&origin.conns, &conns[i], link);
@@ -97,12 +98,32 @@ static void test_new_reason_without_conns(void **state) {
 
 static void test_coalesce_onto_connecting_conn(void **state) {
   setup_pool(1);
-  conns[0].state = CONN_TLS;
-  conns[0].max_streams = 2; /* expected capacity */
+  conns[0].state = H2T__CONN_TLS;
+  conns[0].settings_seen = 0;
+  origin.peer_max_known = 1; /* expected capacity: what it said last time */
+  origin.peer_max_streams = 2;
   assert_null(h2t__pool_pick(&origin, 0)); /* not ready yet */
   assert_ptr_equal(h2t__pool_pick_connecting(&origin), &conns[0]);
   conns[0].nwaiters = 2;
   assert_null(h2t__pool_pick_connecting(&origin));
+}
+
+/* A conn told MAX_CONCURRENT_STREAMS 0 can take no stream: it must not keep
+ * a request from opening another (the pool used to wedge on it). */
+static void test_zero_streams_conn_does_not_count(void **state) {
+  setup_pool(1);
+  h2t__pool p;
+  h2t_client_stats st;
+  memset(&st, 0, sizeof st);
+  h2t__pool_init(&p, NULL, NULL, 1, &st);
+  h2t__conn *cn = NULL;
+  h2t_conn_reason why = H2T_CONN_NONE;
+  conns[0].nstreams = 2;
+  assert_int_equal(h2t__pool_choose(&p, &origin, 0, &cn, &why), H2T__PICK_QUEUE);
+  conns[0].nstreams = 0;
+  conns[0].max_streams = 0;
+  assert_int_equal(h2t__pool_choose(&p, &origin, 0, &cn, &why), H2T__PICK_OPEN);
+  assert_int_equal(why, H2T_CONN_MAX_STREAMS);
 }
 
 int main(void) {
@@ -112,6 +133,7 @@ int main(void) {
       cmocka_unit_test(test_pick_skips_draining_closing_and_avoided),
       cmocka_unit_test(test_new_reason_without_conns),
       cmocka_unit_test(test_coalesce_onto_connecting_conn),
+      cmocka_unit_test(test_zero_streams_conn_does_not_count),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

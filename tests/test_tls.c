@@ -8,7 +8,7 @@
 #include <cmocka.h>
 
 #include <h2trace/client.h>
-#include "h2/h2_int.h"
+#include "h2/client/client_int.h"
 #include "peer.h"
 
 static char alpn_seen[32];

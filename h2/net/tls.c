@@ -5,7 +5,8 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
-#include "h2/h2_int.h"
+#include "h2/net/net.h"
+#include "trace/trace_int.h"
 
 int h2t__tls_ctx_new(SSL_CTX **out, const char *ca_file, const char *ca_path,
                    int insecure) {

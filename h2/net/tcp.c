@@ -9,7 +9,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "h2/h2_int.h"
+#include "h2/net/net.h"
+#include "trace/trace_int.h"
 
 int h2t__tcp_connect(const struct sockaddr_storage *sa) {
   int fd = socket(sa->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,

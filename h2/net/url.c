@@ -4,7 +4,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "h2/h2_int.h"
+#include "h2/net/net.h"
+#include "trace/trace_int.h"
 
 static int valid_host_char(char ch) {
   return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||

@@ -10,7 +10,8 @@
 
 #include <ares.h>
 
-#include "h2/h2_int.h"
+#include "h2/net/net.h"
+#include "trace/trace_int.h"
 
 typedef struct dns_sock {
   ev_io w;
