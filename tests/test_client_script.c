@@ -41,6 +41,7 @@ typedef struct rq {
   h2t_request *req;
 } rq;
 
+static void gc_record(const h2t_event *ev, void *user);
 static void on_ev(const h2t_event *ev, void *user) {
   rq *q = user;
   if (strlen(q->events) + 40 < sizeof q->events &&
@@ -50,6 +51,7 @@ static void on_ev(const h2t_event *ev, void *user) {
   }
   switch (ev->type) {
   case H2T_EV_GOT_CONN:
+    gc_record(ev, user);
     q->conn_id = ev->conn_id;
     q->reused = ev->u.got_conn.reused;
     q->new_reason = ev->u.got_conn.new_reason;
@@ -675,6 +677,75 @@ static void test_flow_blocked_on_big_upload(void **state) {
   env_stop(&e);
 }
 
+
+static int gc_n, gc_known[8];
+static uint32_t gc_max[8];
+static void gc_record(const h2t_event *ev, void *user) {
+  if (gc_n < 8) {
+    gc_known[gc_n] = ev->u.got_conn.max_streams_known;
+    gc_max[gc_n++] = ev->u.got_conn.max_streams;
+  }
+}
+
+/* A flow_blocked hook that cancels its own request, on the inline path (a
+ * trace with that one hook): the walk over the connection's streams must not
+ * read the freed request (ASan found it; release builds recycle requests). */
+static int fb_done, fb_err;
+static void fb_cancel(const h2t_event *ev, void *user) {
+  assert_int_equal(h2t_request_cancel(ev->req), 0);
+}
+static void fb_on_done(h2t_request *r, int err, void *user) {
+  fb_done++;
+  fb_err = err;
+}
+
+static void test_cancel_from_inline_flow_blocked(void **state) {
+  env e;
+  h2t_script s = {.delay_ms = 200};
+  env_start(&e, &s, NULL);
+  static uint8_t big[300000];
+  memset(big, 'b', sizeof big);
+  char url[128];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/x", e.port);
+  h2t_client_trace tr = {H2T_CLIENT_TRACE_INIT, .flow_blocked = fb_cancel};
+  fb_done = 0;
+  /* several uploads on one conn, so the walk has a next to go on with */
+  for (int i = 0; i < 3; i++) {
+    h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = url, .body = big,
+                          .body_len = sizeof big, .on_done = fb_on_done,
+                          .trace = &tr};
+    assert_int_equal(h2t_request_submit(e.c, &o, NULL), 0);
+  }
+  h2t_client_run(e.c);
+  assert_int_equal(fb_done, 3);
+  assert_int_equal(fb_err, H2T_ERR_CANCELED);
+  env_stop(&e);
+}
+
+/* got_conn before the peer's SETTINGS: the limit is not known yet, and is
+ * not made up; once they came, the peer's own value. */
+static void test_got_conn_max_streams_unknown_until_settings(void **state) {
+  env e;
+  h2t_script s = {.max_concurrent_streams = 7};
+  env_start(&e, &s, NULL);
+  rq q = {0};
+  gc_n = 0;
+  submit(&e, 0, &q, NULL, NULL);
+  h2t_client_run(e.c);
+  assert_int_equal(q.err, 0);
+  rq p = {0};
+  submit(&e, 1, &p, NULL, NULL);
+  h2t_client_run(e.c);
+  assert_int_equal(p.err, 0);
+  assert_int_equal(p.reused, 1);
+  assert_int_equal(gc_n, 2);
+  assert_int_equal(gc_known[0], 0);
+  assert_int_equal(gc_max[0], 0);
+  assert_int_equal(gc_known[1], 1);
+  assert_int_equal(gc_max[1], 7);
+  env_stop(&e);
+}
+
 static void test_cancel_while_connecting_and_queued(void **state) {
   env e;
   h2t_script s = {.max_concurrent_streams = 1, .delay_ms = 50};
@@ -782,6 +853,8 @@ int main(void) {
       cmocka_unit_test(test_flow_blocked_on_big_upload),
       cmocka_unit_test(test_cancel_while_connecting_and_queued),
       cmocka_unit_test(test_cancel_from_every_hook),
+      cmocka_unit_test(test_cancel_from_inline_flow_blocked),
+      cmocka_unit_test(test_got_conn_max_streams_unknown_until_settings),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
