@@ -287,6 +287,7 @@ static int on_headers(h2t_request *req, int status, const h2t_header *hdrs,
     copy[i].value = memcpy(p, hdrs[i].value, vl);
     p += vl;
   }
+  free(r->hdrs); /* never set twice by the library's rules; never leaked */
   r->hdrs = copy;
   r->nhdrs = n;
   return 0;

@@ -22,11 +22,15 @@
  * ev_run(loop, 0) therefore keeps running while connections are open:
  * h2t_client_run() returns as soon as no request is pending.
  *
- * Retries (up to max_retries, each firing the `retry` hook): streams above a
- * GOAWAY's last_stream_id, streams reset with REFUSED_STREAM, and requests
- * whose connection closed before any response byte when they are safe to
- * replay (HEADERS not yet sent, or GET/HEAD/OPTIONS without a streamed
- * body).  A streamed body that already produced bytes is never replayed.
+ * Retries: a request that delivered any response byte is never retried.
+ * One the peer provably did not process (above a GOAWAY's last_stream_id,
+ * REFUSED_STREAM before any byte, never sent) is retried on another
+ * connection under max_unprocessed_retries; one whose connection closed
+ * after it went out and before any response byte is retried under
+ * max_retries when it is GET, HEAD or OPTIONS.  Each retry fires the
+ * `retry` hook.  A streamed body that already produced bytes is never
+ * replayed.  The connect timeout covers DNS, TCP, TLS and the peer's first
+ * SETTINGS.
  *
  * DNS runs on the loop (c-ares).  Names under ".invalid" fail at once with
  * H2T_ERR_DNS without asking any server (RFC 6761 §6.4).  For an IP literal
@@ -55,10 +59,10 @@ typedef struct h2t_client_config {
   const h2t_client_trace *trace;
   uint32_t max_conns_per_origin; /* 0: 4.  Beyond it, requests queue */
   uint32_t max_queued;           /* 0: no limit; else H2T_ERR_LIMIT */
-  uint32_t connect_timeout_ms;   /* 0: 10 000, covers DNS+TCP+TLS */
+  uint32_t connect_timeout_ms;   /* 0: 10 000: DNS+TCP+TLS+SETTINGS */
   uint32_t idle_timeout_ms;      /* 0: 90 000; close idle conns after */
   uint32_t request_timeout_ms;   /* 0: none; per request default */
-  uint32_t max_retries;          /* 0: 3 (GOAWAY, REFUSED_STREAM) */
+  uint32_t max_retries;          /* 0: 3 (conn lost after sending) */
   uint32_t expect_continue_timeout_ms; /* 0: 1000 */
   const char *ca_file;         /* PEM bundle; NULL: the system's */
   const char *ca_path;         /* hashed directory; NULL: the system's */
