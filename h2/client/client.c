@@ -899,6 +899,7 @@ static ssize_t on_body_read(void *su, uint8_t *buf, size_t len,
 static void on_stream_closed(void *su, int32_t sid, uint32_t code) {
   h2t_request *r = su;
   h2t__conn *cn = r->conn;
+  h2t_client *c = r->client;
   hold(r);
   detach(r, 0, 0);
   if (r->state == H2T__REQ_DONE)
@@ -923,9 +924,9 @@ static void on_stream_closed(void *su, int32_t sid, uint32_t code) {
     retry(r, H2T_RETRY_CONN_CLOSED, H2T_ERR_CONN_CLOSED, 1);
   else
     finish(r, cn->error ? cn->error : H2T_ERR_PROTOCOL);
-  release(r);
+  release(r); /* r may be gone from here on */
   if (cn->origin->nqueued)
-    dispatch(r->client, cn->origin);
+    dispatch(c, cn->origin);
 }
 
 static const h2t__conn_cbs conn_cbs = {
