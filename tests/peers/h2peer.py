@@ -283,16 +283,21 @@ def mode_stall(c):
     c.drain_forever()
 
 
+rst_seen = set()
+
+
 def mode_rst_midbody(c):
     # /rst/N: the first time, a partial body then RST_STREAM(N); any later
-    # request for the same path (a retry) gets "SECOND".
+    # request for the same path (a retry, on any connection) gets "SECOND".
     c.settings()
-    seen = set()
+    seen = rst_seen
     while True:
         sid = c.next_request(3600)
         path = c.reqs[sid][0].get(":path", "")
-        if path.startswith("/rst/") and path not in seen:
+        with lock:
+            first = path not in seen
             seen.add(path)
+        if path.startswith("/rst/") and first:
             code = int(path[5:])
             c.headers(sid, [(":status", "200"), ("content-length", "100")])
             c.data(sid, b"partial-%d" % code)
