@@ -505,8 +505,6 @@ static void test_goaway_low_last_stream_id(void **state) {
   assert_not_hung(&f, "the 10 GETs");
   assert_int_equal(on_first, 10); /* the scenario happened */
   int ok = 0;
-  char bad[1024] = "";
-  size_t len = 0;
   for (int i = 0; i < 10; i++) {
     check_done_once(&q[i], "a GET");
     int low = q[i].first_sid == 1 || q[i].first_sid == 3;
@@ -515,14 +513,13 @@ static void test_goaway_low_last_stream_id(void **state) {
              : q[i].attempts == 2 && q[i].retries == 1 &&
                    q[i].retry_reason == H2T_RETRY_GOAWAY))
       ok++;
-    else if (len < sizeof bad)
-      len += snprintf(bad + len, sizeof bad - len,
-                      "\n  stream %d: %s, attempts %u, retries %d (reason %d)",
-                      q[i].first_sid, h2t_errname(q[i].err), q[i].attempts,
-                      q[i].retries, (int)q[i].retry_reason);
+    else
+      fprintf(stderr, "  stream %d: %s, attempts %u, retries %d (reason "
+              "%d)\n", q[i].first_sid, h2t_errname(q[i].err), q[i].attempts,
+              q[i].retries, (int)q[i].retry_reason);
   }
   if (ok != 10)
-    fail_msg("%d of 10 as promised; the others:%s", ok, bad);
+    fail_msg("%d of 10 as promised; the others above", ok);
 }
 
 /* 6b. The same over three connections in a row: a request may be pushed
