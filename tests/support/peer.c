@@ -105,6 +105,36 @@ pid_t h2t_test_spawn(char *const argv[], const char *log_path) {
   return pid;
 }
 
+pid_t h2t_test_spawn_port(char *const argv[], const char *log_path,
+                          int timeout_ms, int *port) {
+  if (!log_path)
+    return -1;
+  pid_t pid = h2t_test_spawn(argv, log_path);
+  if (pid < 0)
+    return -1;
+  for (int waited = 0; waited <= timeout_ms; waited += 10) {
+    char line[32] = "";
+    FILE *f = fopen(log_path, "r");
+    if (f) {
+      char *got = fgets(line, sizeof line, f);
+      fclose(f);
+      int p;
+      if (got && strchr(line, '\n') && sscanf(line, "%d", &p) == 1 &&
+          p > 0 && p < 65536) {
+        *port = p;
+        return pid;
+      }
+    }
+    if (waitpid(pid, NULL, WNOHANG) == pid) { /* died before printing */
+      forget(pid);
+      return -1;
+    }
+    usleep(10000);
+  }
+  h2t_test_stop(pid);
+  return -1;
+}
+
 int h2t_test_stop(pid_t pid) {
   int status = -1;
   if (pid <= 0)

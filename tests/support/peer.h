@@ -19,6 +19,13 @@ int h2t_test_wait_port(int port, int timeout_ms);
  * at exit if the test did not stop it. */
 pid_t h2t_test_spawn(char *const argv[], const char *log_path);
 
+/* h2t_test_spawn() for a peer that picks its own port and prints it on the
+ * first line of its stdout: waits up to timeout_ms for that line in
+ * log_path (required; the peer's later output lands there too) and sets
+ * *port.  Returns the PID, or -1 (a child that printed no port is stopped). */
+pid_t h2t_test_spawn_port(char *const argv[], const char *log_path,
+                          int timeout_ms, int *port);
+
 /* SIGTERM, wait up to 2 s, then SIGKILL; reaps it.  Returns the exit status
  * as from waitpid, or -1. */
 int h2t_test_stop(pid_t pid);
