@@ -1,6 +1,6 @@
 /*
  * The server: listeners, routes, shutdown, stats.  Connections and requests
- * are in h2/server_conn.c, the writer in h2/writer.c.
+ * are in server_conn.c, the writer in writer.c.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -12,7 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "h2/srv_int.h"
+#include "h2/server/server_int.h"
 
 const char *h2t_writer_mode_name(h2t_writer_mode m) {
   switch (m) {

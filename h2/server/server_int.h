@@ -1,10 +1,10 @@
 /*
  * h2/ server internals: the server, its connections and requests, the frame
- * writer and the server-side TLS context.  Shared by h2/server.c,
- * h2/server_conn.c, h2/writer.c and h2/srv_tls.c.
+ * writer and the server-side TLS context.  Shared by server.c,
+ * server_conn.c, writer.c and tls.c in h2/server/.
  */
-#ifndef H2T_SRV_INT_H
-#define H2T_SRV_INT_H
+#ifndef H2T_SERVER_INT_H
+#define H2T_SERVER_INT_H
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -17,7 +17,7 @@
 #include <h2trace/server.h>
 #include "trace/trace_int.h"
 
-/* --- frame writer (h2/writer.c) ----------------------------------------- */
+/* --- frame writer (writer.c) ----------------------------------------- */
 
 typedef struct srv_writer srv_writer;
 typedef struct wconn wconn;
@@ -55,7 +55,7 @@ void h2t__writer_conn_close(wconn *wc, int abort);
 uint32_t h2t__writer_depth(const srv_writer *w);
 uint32_t h2t__writer_depth_max(const srv_writer *w);
 
-/* --- server TLS (h2/srv_tls.c) -------------------------------------------- */
+/* --- server TLS (tls.c) -------------------------------------------- */
 
 /* A server SSL_CTX with the cert/key, TLS >= 1.2, h2-safe ciphers and ALPN
  * that selects "h2".  NULL on failure. */
@@ -192,7 +192,7 @@ struct h2t_server_req {
   ev_timer timeout; /* only with stream_timeout_ms */
 };
 
-/* Connections: h2/server_conn.c */
+/* Connections: server_conn.c */
 void h2t__srv_conn_accept(h2t_server *s, srv_listener *l, int fd);
 /* Produce and hand over output for every connection that asked for it. */
 void h2t__srv_flush_pending(h2t_server *s);

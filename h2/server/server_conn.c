@@ -18,7 +18,7 @@
 #include <openssl/err.h>
 
 #include <h2trace/inflight.h>
-#include "h2/srv_int.h"
+#include "h2/server/server_int.h"
 
 #define READ_CHUNK 65536
 #define TLS_RECORD 16384
