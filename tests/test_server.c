@@ -24,7 +24,7 @@
 
 #include <ev.h>
 #include <h2trace/server.h>
-#include "h2/srv_int.h"
+#include "h2/server/server_int.h"
 #include "peer.h"
 
 /* ---- the server under test, on its own thread ------------------------ */

@@ -19,7 +19,7 @@
 
 #include "modes.h"
 
-#include "h2/srv_int.h"
+#include "h2/server/server_int.h"
 
 /* Read on its own thread while the test polls from the loop's: the
  * counters it shares are atomic. */

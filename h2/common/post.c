@@ -10,9 +10,11 @@ static void drain_cb(struct ev_loop *loop, ev_async *w, int revents) {
   for (;;) {
     pthread_mutex_lock(&q->mu);
     size_t n = q->n < 64 ? q->n : 64;
-    memcpy(ids, q->ids, n * sizeof *ids); /* oldest first */
-    memmove(q->ids, q->ids + n, (q->n - n) * sizeof *ids);
-    q->n -= n;
+    if (n) { /* q->ids is NULL until the first id: a flag alone is legal */
+      memcpy(ids, q->ids, n * sizeof *ids); /* oldest first */
+      memmove(q->ids, q->ids + n, (q->n - n) * sizeof *ids);
+      q->n -= n;
+    }
     unsigned flags = n < 64 ? q->flags : 0;
     if (n < 64)
       q->flags = 0;

@@ -7,7 +7,7 @@
 
 #include <openssl/err.h>
 
-#include "h2/srv_int.h"
+#include "h2/server/server_int.h"
 
 static int alpn_select(SSL *ssl, const unsigned char **out,
                        unsigned char *outlen, const unsigned char *in,

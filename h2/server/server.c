@@ -1,6 +1,7 @@
 /*
- * The server: listeners, routes, shutdown, stats.  Connections and requests
- * are in h2/server_conn.c, the writer in h2/writer.c.
+ * The server: the top of the stack in server_int.h.  Its life, listeners,
+ * routes, shutdown and stats, and the post queue that brings cancels and
+ * shutdown_async from other threads onto the loop.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -12,7 +13,35 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "h2/srv_int.h"
+#include "h2/common/post.h"
+#include "h2/server/server_int.h"
+
+/* Posted flags (h2t__postq_flags). */
+#define POST_SHUTDOWN 1u
+
+typedef struct srv_listener {
+  h2t_server *s;
+  int fd;
+  int port;
+  SSL_CTX *ssl_ctx; /* NULL: h2c */
+  ev_io io;
+  ev_timer backoff; /* out of fds: pause accepting for a moment */
+} srv_listener;
+
+#define SRV_MAX_LISTENERS 8
+
+struct h2t_server {
+  srv_ctx x; /* what the layers below share */
+  int own_loop;
+  srv_listener listeners[SRV_MAX_LISTENERS];
+  int nlisteners;
+  ev_prepare prepare; /* flushes once per loop iteration */
+  h2t__postq post;    /* cancels and shutdown_async from other threads */
+  ev_timer shutdown_timer;
+  int shutting, done, running;
+};
+
+static void maybe_done(h2t_server *s);
 
 const char *h2t_writer_mode_name(h2t_writer_mode m) {
   switch (m) {
@@ -38,54 +67,32 @@ int h2t_writer_mode_parse(const char *name, h2t_writer_mode *out) {
 }
 
 static void prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
-  h2t__srv_flush_pending(w->data);
+  h2t_server *s = w->data;
+  h2t__srv_io_flush_pending(&s->x);
 }
 
-static void async_cb(struct ev_loop *loop, ev_async *a, int revents) {
-  h2t_server *s = a->data;
-  uint64_t ids[64];
-  for (;;) {
-    pthread_mutex_lock(&s->mu);
-    size_t n = s->ncancel < 64 ? s->ncancel : 64;
-    if (n)
-      memcpy(ids, s->cancel_ids + s->ncancel - n, n * sizeof *ids);
-    s->ncancel -= n;
-    int shut = s->async_shutdown;
-    s->async_shutdown = 0;
-    pthread_mutex_unlock(&s->mu);
-    for (size_t i = 0; i < n; i++)
-      h2t__srv_req_cancel(s, ids[i]);
-    if (shut)
-      h2t_server_shutdown(s);
-    if (n < 64)
-      break;
-  }
+static void post_id_cb(void *arg, uint64_t req_id) {
+  h2t_server *s = arg;
+  h2t__srv_req_cancel(&s->x, req_id);
+}
+
+static void post_flags_cb(void *arg, unsigned flags) {
+  if (flags & POST_SHUTDOWN)
+    h2t_server_shutdown(arg);
 }
 
 void h2t__srv_cancel_post(void *arg, uint64_t req_id, const char *why) {
   h2t_server *s = arg;
-  pthread_mutex_lock(&s->mu);
-  if (s->ncancel == s->cancel_cap) {
-    size_t cap = s->cancel_cap ? s->cancel_cap * 2 : 16;
-    uint64_t *a = h2t_xrealloc(s->mem, s->cancel_ids, cap * sizeof *a);
-    if (!a) {
-      pthread_mutex_unlock(&s->mu);
-      return;
-    }
-    s->cancel_ids = a;
-    s->cancel_cap = cap;
-  }
-  s->cancel_ids[s->ncancel++] = req_id;
-  pthread_mutex_unlock(&s->mu);
-  ev_async_send(s->loop, &s->async);
+  h2t__postq_id(&s->post, req_id); /* out of memory: the cancel is lost */
 }
+
+static void conn_gone_cb(void *arg) { maybe_done(arg); }
 
 static void shutdown_timeout_cb(struct ev_loop *loop, ev_timer *t,
                                 int revents) {
   h2t_server *s = t->data;
-  while (s->conns)
-    h2t__srv_conn_abort(s->conns);
-  h2t__srv_maybe_done(s);
+  h2t__srv_conn_abort_all(&s->x);
+  maybe_done(s);
 }
 
 /* inflight: GET /metrics (diag thread) reads it; h2t__writer_depth is atomic */
@@ -129,40 +136,41 @@ int h2t_server_new(h2t_server **out, const h2t_server_config *cfg) {
   h2t_server *s = h2t_xcalloc(def.mem, 1, sizeof *s);
   if (!s)
     return H2T_ERR_NOMEM;
-  s->mem = def.mem;
-  s->cfg = def;
-  s->loop = def.loop;
-  if (!s->loop) {
-    s->loop = ev_loop_new(EVFLAG_AUTO);
-    if (!s->loop) {
+  srv_ctx *x = &s->x;
+  x->mem = def.mem;
+  x->cfg = def;
+  x->server = s;
+  x->loop = def.loop;
+  if (!x->loop) {
+    x->loop = ev_loop_new(EVFLAG_AUTO);
+    if (!x->loop) {
       h2t_xfree(def.mem, s);
       return H2T_ERR_SYSTEM;
     }
     s->own_loop = 1;
   }
-  h2t__trace_chain_clear(&s->tc, 1);
-  h2t__trace_chain_add(&s->tc, def.trace);
-  pthread_mutex_init(&s->mu, NULL);
-  int rc = h2t__writer_new(&s->writer, def.writer, s->loop, s->mem);
+  h2t__trace_chain_clear(&x->tc, 1);
+  h2t__trace_chain_add(&x->tc, def.trace);
+  int rc = h2t__writer_new(&x->writer, def.writer, x->loop, x->mem);
   if (rc != 0) {
-    pthread_mutex_destroy(&s->mu);
     if (s->own_loop)
-      ev_loop_destroy(s->loop);
+      ev_loop_destroy(x->loop);
     h2t_xfree(def.mem, s);
     return rc;
   }
   /* inflight: /metrics reads the queue depth when scraped (no-op cost) */
-  h2t__metrics_writer_register(writer_depth_cb, s->writer);
+  h2t__metrics_writer_register(writer_depth_cb, x->writer);
+  srv_req_callbacks up = {.cancel_post = h2t__srv_cancel_post,
+                          .conn_gone = conn_gone_cb,
+                          .arg = s};
+  h2t__srv_req_layer_init(x, &up);
   ev_prepare_init(&s->prepare, prepare_cb);
   s->prepare.data = s;
-  ev_prepare_start(s->loop, &s->prepare);
-  ev_unref(s->loop);
-  ev_async_init(&s->async, async_cb);
-  s->async.data = s;
-  ev_async_start(s->loop, &s->async);
-  ev_unref(s->loop);
+  ev_prepare_start(x->loop, &s->prepare);
+  ev_unref(x->loop);
+  h2t__postq_init(&s->post, x->loop, x->mem, post_id_cb, post_flags_cb, s);
   ev_timer_init(&s->shutdown_timer, shutdown_timeout_cb,
-                s->cfg.shutdown_timeout_ms / 1000.0, 0.);
+                x->cfg.shutdown_timeout_ms / 1000.0, 0.);
   s->shutdown_timer.data = s;
   *out = s;
   return 0;
@@ -172,8 +180,8 @@ static void listeners_close(h2t_server *s) {
   for (int i = 0; i < s->nlisteners; i++) {
     srv_listener *l = &s->listeners[i];
     if (l->fd >= 0) {
-      ev_io_stop(s->loop, &l->io);
-      ev_timer_stop(s->loop, &l->backoff);
+      ev_io_stop(s->x.loop, &l->io);
+      ev_timer_stop(s->x.loop, &l->backoff);
       close(l->fd);
       l->fd = -1;
     }
@@ -183,30 +191,27 @@ static void listeners_close(h2t_server *s) {
 void h2t_server_del(h2t_server *s) {
   if (!s)
     return;
+  srv_ctx *x = &s->x;
   listeners_close(s);
-  while (s->conns)
-    h2t__srv_conn_abort(s->conns);
-  ev_timer_stop(s->loop, &s->shutdown_timer);
-  h2t__metrics_writer_unregister(s->writer); /* inflight */
-  h2t__writer_del(s->writer);
-  ev_ref(s->loop);
-  ev_prepare_stop(s->loop, &s->prepare);
-  ev_ref(s->loop);
-  ev_async_stop(s->loop, &s->async);
+  h2t__srv_conn_abort_all(x);
+  ev_timer_stop(x->loop, &s->shutdown_timer);
+  h2t__metrics_writer_unregister(x->writer); /* inflight */
+  h2t__writer_del(x->writer);
+  ev_ref(x->loop);
+  ev_prepare_stop(x->loop, &s->prepare);
+  h2t__postq_fini(&s->post);
   for (int i = 0; i < s->nlisteners; i++)
     if (s->listeners[i].ssl_ctx)
       SSL_CTX_free(s->listeners[i].ssl_ctx);
-  for (size_t i = 0; i < s->nroutes; i++)
-    h2t_xfree(s->mem, s->routes[i].prefix);
-  h2t_xfree(s->mem, s->routes);
-  h2t_xfree(s->mem, s->cancel_ids);
-  pthread_mutex_destroy(&s->mu);
+  for (size_t i = 0; i < x->nroutes; i++)
+    h2t_xfree(x->mem, x->routes[i].prefix);
+  h2t_xfree(x->mem, x->routes);
   if (s->own_loop)
-    ev_loop_destroy(s->loop);
-  h2t_xfree(s->mem, s);
+    ev_loop_destroy(x->loop);
+  h2t_xfree(x->mem, s);
 }
 
-struct ev_loop *h2t_server_loop(h2t_server *s) { return s ? s->loop : NULL; }
+struct ev_loop *h2t_server_loop(h2t_server *s) { return s ? s->x.loop : NULL; }
 
 static void accept_resume(struct ev_loop *loop, ev_timer *t, int revents) {
   srv_listener *l = t->data;
@@ -214,12 +219,40 @@ static void accept_resume(struct ev_loop *loop, ev_timer *t, int revents) {
     ev_io_start(loop, &l->io);
 }
 
+/* Server policy on a new socket, then a connection (session.c) on it. */
+static void conn_accept(srv_listener *l, int fd) {
+  h2t_server *s = l->s;
+  srv_ctx *x = &s->x;
+  if (s->shutting) {
+    close(fd);
+    return;
+  }
+  if (x->cfg.max_conns && x->st.conns_open >= x->cfg.max_conns) {
+    x->st.shed_conns++;
+    { /* inflight: /metrics */
+      h2t_event m = {.type = H2T_EV_SRV_LOAD_SHED};
+      m.u.load_shed.reason = H2T_SHED_CONNECTIONS;
+      m.u.load_shed.action = H2T_SHED_CLOSE;
+      h2t__metrics_event(&m);
+    }
+    if (TRACE_WANTS(&x->tc, H2T_EV_SRV_LOAD_SHED)) {
+      h2t_event ev = {.type = H2T_EV_SRV_LOAD_SHED};
+      ev.u.load_shed.reason = H2T_SHED_CONNECTIONS;
+      ev.u.load_shed.action = H2T_SHED_CLOSE;
+      trace_emit(&x->tc, &ev);
+    }
+    close(fd);
+    return;
+  }
+  h2t__srv_conn_accept(x, l->ssl_ctx, fd);
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *io, int revents) {
   srv_listener *l = io->data;
   for (int i = 0; i < 32; i++) {
     int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
-      h2t__srv_conn_accept(l->s, l, fd);
+      conn_accept(l, fd);
       continue;
     }
     if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
@@ -292,7 +325,7 @@ int h2t_server_listen(h2t_server *s, const h2t_listen_opts *o) {
   l->io.data = l;
   ev_timer_init(&l->backoff, accept_resume, 0.1, 0.);
   l->backoff.data = l;
-  ev_io_start(s->loop, &l->io);
+  ev_io_start(s->x.loop, &l->io);
   return idx;
 fail:
   if (fd >= 0)
@@ -312,21 +345,22 @@ int h2t_server_handle(h2t_server *s, const char *prefix, h2t_handler_fn fn,
                       void *user) {
   if (!s || !prefix || prefix[0] != '/' || !fn)
     return H2T_ERR_INVALID_ARG;
-  for (size_t i = 0; i < s->nroutes; i++)
-    if (!strcmp(s->routes[i].prefix, prefix)) {
-      s->routes[i].fn = fn;
-      s->routes[i].user = user;
+  srv_ctx *x = &s->x;
+  for (size_t i = 0; i < x->nroutes; i++)
+    if (!strcmp(x->routes[i].prefix, prefix)) {
+      x->routes[i].fn = fn;
+      x->routes[i].user = user;
       return 0;
     }
   srv_route *r =
-      h2t_xrealloc(s->mem, s->routes, (s->nroutes + 1) * sizeof *r);
+      h2t_xrealloc(x->mem, x->routes, (x->nroutes + 1) * sizeof *r);
   if (!r)
     return H2T_ERR_NOMEM;
-  s->routes = r;
-  char *p = h2t_xstrdup(s->mem, prefix);
+  x->routes = r;
+  char *p = h2t_xstrdup(x->mem, prefix);
   if (!p)
     return H2T_ERR_NOMEM;
-  s->routes[s->nroutes++] =
+  x->routes[x->nroutes++] =
       (srv_route){.prefix = p, .len = strlen(p), .fn = fn, .user = user};
   return 0;
 }
@@ -336,20 +370,21 @@ int h2t_server_run(h2t_server *s) {
     return H2T_ERR_STATE;
   s->running = 1;
   while (!s->done) {
-    if (!ev_run(s->loop, 0))
+    if (!ev_run(s->x.loop, 0))
       break; /* nothing left to watch */
   }
   s->running = 0;
   return 0;
 }
 
-void h2t__srv_maybe_done(h2t_server *s) {
-  if (!s->shutting || s->conns || s->done)
+/* When the last connection of a shutting-down server is gone. */
+static void maybe_done(h2t_server *s) {
+  if (!s->shutting || s->x.conns || s->done)
     return;
   s->done = 1;
-  ev_timer_stop(s->loop, &s->shutdown_timer);
+  ev_timer_stop(s->x.loop, &s->shutdown_timer);
   if (s->running)
-    ev_break(s->loop, EVBREAK_ONE);
+    ev_break(s->x.loop, EVBREAK_ONE);
 }
 
 int h2t_server_shutdown(h2t_server *s) {
@@ -359,29 +394,26 @@ int h2t_server_shutdown(h2t_server *s) {
     return 0;
   s->shutting = 1;
   listeners_close(s);
-  ev_timer_start(s->loop, &s->shutdown_timer);
-  h2t__srv_conn_goaway_all(s);
-  h2t__srv_maybe_done(s);
+  ev_timer_start(s->x.loop, &s->shutdown_timer);
+  h2t__srv_conn_goaway_all(&s->x);
+  maybe_done(s);
   return 0;
 }
 
 void h2t_server_shutdown_async(h2t_server *s) {
   if (!s)
     return;
-  pthread_mutex_lock(&s->mu);
-  s->async_shutdown = 1;
-  pthread_mutex_unlock(&s->mu);
-  ev_async_send(s->loop, &s->async);
+  h2t__postq_flags(&s->post, POST_SHUTDOWN);
 }
 
 void h2t_server_stats_get(const h2t_server *s, h2t_server_stats *out) {
   if (!s || !out)
     return;
-  *out = s->st;
-  out->writer_queue_depth = h2t__writer_depth(s->writer);
-  out->writer_queue_max = h2t__writer_depth_max(s->writer);
+  *out = s->x.st;
+  out->writer_queue_depth = h2t__writer_depth(s->x.writer);
+  out->writer_queue_max = h2t__writer_depth_max(s->x.writer);
 }
 
 uint32_t h2t_server_writer_depth(const h2t_server *s) {
-  return s ? h2t__writer_depth(s->writer) : 0;
+  return s ? h2t__writer_depth(s->x.writer) : 0;
 }

@@ -24,7 +24,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "h2/srv_int.h"
+#include "h2/server/server_int.h"
 
 #define WRITER_IOV 64
 /* SPAWN: one thread writes at most one frame's worth, like Go's
