@@ -471,14 +471,34 @@ static void on_conn_event(h2t__conn *cn, h2t_event *ev) {
   }
 }
 
-static void on_ready(h2t__conn *cn) {
-  h2t_client *c = client_of(cn);
+/* Waiters take streams up to what cn may open now; the rest wait for the
+ * peer's SETTINGS, or (when those say no room) are placed again. */
+static void attach_waiters(h2t_client *c, h2t__conn *cn) {
   h2t_request *r;
-  while ((r = TAILQ_FIRST(&cn->waiters))) {
+  uint32_t slots = h2t__conn_capacity(cn, h2t__pool_budget(cn->origin));
+  while ((r = TAILQ_FIRST(&cn->waiters)) &&
+         (cn->nstreams < slots || !cn->settings_seen)) {
+    if (cn->nstreams >= slots)
+      return; /* before SETTINGS: wait for them */
     TAILQ_REMOVE(&cn->waiters, r, link);
     cn->nwaiters--;
     attach(c, cn, r, 1);
   }
+  while ((r = TAILQ_FIRST(&cn->waiters))) {
+    /* SETTINGS came and leave no room: elsewhere (never sent: no retry) */
+    TAILQ_REMOVE(&cn->waiters, r, link);
+    cn->nwaiters--;
+    r->conn = NULL;
+    r->state = H2T__REQ_NEW;
+    int rv = place(c, r, 1);
+    if (rv)
+      finish(r, rv);
+  }
+}
+
+static void on_ready(h2t__conn *cn) {
+  h2t_client *c = client_of(cn);
+  attach_waiters(c, cn);
   if (cn->nattached == 0) {
     cn->idle_since = h2t_now_us();
     h2t__conn_idle(cn);
@@ -509,6 +529,8 @@ static void on_settings(h2t__conn *cn) {
         break;
     }
   }
+  if (cn->nwaiters)
+    attach_waiters(c, cn);
   if (TAILQ_FIRST(&cn->streams)) {
     h2t_event ev;
     memset(&ev, 0, sizeof ev);
@@ -558,7 +580,13 @@ static void on_closed(h2t__conn *cn, h2t_conn_reason reason, int error) {
   }
   while ((r = TAILQ_FIRST(&waiters))) {
     TAILQ_REMOVE(&waiters, r, link);
-    finish(r, error); /* setup failed: another conn would fail alike */
+    if (r->state == H2T__REQ_DONE)
+      ;
+    else if (cn->settings_seen && conn_gone_error(error))
+      /* it waited on a working conn for room and never went out */
+      retry(r, H2T_RETRY_CONN_CLOSED, error, 1);
+    else
+      finish(r, error); /* setup failed: another conn would fail alike */
     release(r);
   }
   while ((r = TAILQ_FIRST(&streams))) {

@@ -451,8 +451,13 @@ static void start_tls(h2t__conn *cn) {
 /* --- I/O ----------------------------------------------------------------- */
 
 void h2t__conn_end_io(h2t__conn *cn) {
-  if (--cn->in_io == 0 && cn->close_pending)
+  if (--cn->in_io != 0)
+    return;
+  if (cn->close_pending)
     do_close(cn);
+  else if (cn->dirty)
+    h2t__conn_flush(cn); /* what the section queued (a reset after a
+                            timeout, say) goes now, not after the next poll */
 }
 
 /* A fatal error of ours: tell the peer why (GOAWAY), best effort, and show
@@ -541,6 +546,11 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents) {
     ssize_t rv = nghttp2_session_mem_recv(cn->sess, buf, (size_t)n);
     if (rv == NGHTTP2_ERR_FLOODED)
       fail_with_goaway(cn, NGHTTP2_ENHANCE_YOUR_CALM, H2T_ERR_FLOOD);
+    else if (rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS)
+      /* nghttp2's own bound on a header block's frames (CVE-2024-28182):
+       * the connection cannot be kept, but the cause has a name */
+      fail_with_goaway(cn, NGHTTP2_ENHANCE_YOUR_CALM,
+                       H2T_ERR_HEADERS_TOO_LARGE);
     else if (rv < 0)
       fail_with_goaway(cn, NGHTTP2_PROTOCOL_ERROR, H2T_ERR_PROTOCOL);
     ctx->ts = 0;

@@ -67,25 +67,39 @@ uint32_t h2t__pool_guess(const h2t__origin *o) {
   return o->peer_max_streams ? o->peer_max_streams : 1;
 }
 
-static uint32_t capacity(const h2t__conn *cn) {
-  return h2t__conn_capacity(cn, h2t__pool_guess(cn->origin));
+uint32_t h2t__pool_budget(const h2t__origin *o) {
+  if (!o->peer_max_known)
+    return 1;
+  return o->peer_max_streams ? o->peer_max_streams : 1;
+}
+
+/* Streams a request may open on cn now: the peer's limit once its SETTINGS
+ * came; before, a budget that keeps within what the peer may say (one
+ * stream when nothing is known of it, so the first request costs no wait
+ * and none is sent over a limit the peer is about to announce). */
+static uint32_t open_slots(const h2t__conn *cn) {
+  return h2t__conn_capacity(cn, h2t__pool_budget(cn->origin));
 }
 
 h2t__conn *h2t__pool_pick(h2t__origin *o, uint64_t avoid_id) {
   h2t__conn *cn;
   TAILQ_FOREACH(cn, &o->conns, link) {
-    if (h2t__conn_usable(cn) && cn->nstreams < capacity(cn) &&
+    if (h2t__conn_usable(cn) && cn->nstreams < open_slots(cn) &&
         cn->id != avoid_id)
       return cn;
   }
   return NULL;
 }
 
+/* A conn still being set up, or set up without the peer's SETTINGS yet:
+ * requests join its waiters (coalescing) up to what it is expected to take. */
 h2t__conn *h2t__pool_pick_connecting(h2t__origin *o) {
   h2t__conn *cn;
   TAILQ_FOREACH(cn, &o->conns, link) {
-    if (cn->state < H2T__CONN_READY && !cn->close_pending &&
-        cn->nwaiters < capacity(cn))
+    int setting_up = cn->state < H2T__CONN_READY ||
+                     (cn->state == H2T__CONN_READY && !cn->settings_seen);
+    if (setting_up && !cn->close_pending &&
+        cn->nwaiters + cn->nstreams < h2t__pool_guess(o))
       return cn;
   }
   return NULL;

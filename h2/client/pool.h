@@ -63,6 +63,10 @@ void h2t__pool_settings(h2t__conn *cn);
  * §6.5.2 recommends no less). */
 uint32_t h2t__pool_guess(const h2t__origin *o);
 
+/* How many streams a new connection of o may open before the peer's
+ * SETTINGS: its last limit (at least 1), or 1 when nothing is known. */
+uint32_t h2t__pool_budget(const h2t__origin *o);
+
 /* Exposed for unit tests. */
 h2t__conn *h2t__pool_pick(h2t__origin *o, uint64_t avoid_id);
 h2t__conn *h2t__pool_pick_connecting(h2t__origin *o);
