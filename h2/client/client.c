@@ -1134,14 +1134,11 @@ int h2t__client_submit(h2t_client *c, const h2t_request_opts *opts,
                        h2t_request **out, struct h2t__fetch *fetch) {
   if (out)
     *out = NULL;
-  if (!c || !opts || opts->struct_size < offsetof(h2t_request_opts, method))
+  h2t_request_opts o;
+  if (!c || h2t__req_opts_copy(&o, opts) != 0)
     return H2T_ERR_INVALID_ARG;
   if (c->closing)
     return H2T_ERR_SHUTDOWN;
-  h2t_request_opts o;
-  memset(&o, 0, sizeof o);
-  memcpy(&o, opts,
-         opts->struct_size < sizeof o ? opts->struct_size : sizeof o);
   if ((o.body_len && !o.body) || (o.nheaders && !o.headers))
     return H2T_ERR_INVALID_ARG;
   h2t_request *r = req_alloc(c);

@@ -136,6 +136,9 @@ struct h2t_client {
 };
 
 /* --- request.c: building a request from its options ---------------------- */
+/* A caller's options, whatever their struct_size, as this version's struct
+ * (fields it did not have zeroed).  0 or H2T_ERR_INVALID_ARG. */
+int h2t__req_opts_copy(h2t_request_opts *dst, const h2t_request_opts *src);
 /* r->url from s, into r->urlbuf (the client's last parse is reused). */
 int h2t__req_url(h2t_client *c, h2t_request *r, const char *s);
 /* The header block: pseudo-headers, the user's (lowercased, hop-by-hop

@@ -68,17 +68,12 @@ static void fetch_done(h2t_request *r, int error, void *user) {
 
 int h2t_client_fetch(h2t_client *c, const h2t_request_opts *opts,
                      h2t_response *resp) {
-  if (!c || !opts || !resp ||
-      opts->struct_size < offsetof(h2t_request_opts, method))
+  h2t_request_opts o;
+  if (!c || !resp || h2t__req_opts_copy(&o, opts) != 0)
     return H2T_ERR_INVALID_ARG;
   memset(resp, 0, sizeof *resp);
   if (c->running)
     return H2T_ERR_STATE;
-  h2t_request_opts o;
-  memset(&o, 0, sizeof o);
-  memcpy(&o, opts,
-         opts->struct_size < sizeof o ? opts->struct_size : sizeof o);
-  o.struct_size = sizeof o;
   fetch_state st = {.c = c, .resp = resp};
   o.on_headers = fetch_headers;
   o.on_data = fetch_data;

@@ -1,10 +1,21 @@
 /* Building a request from its options: URL, header block, trace chain.
  * Pure helpers under client.c: no hooks, no I/O. */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 #include "h2/client/client_int.h"
+
+int h2t__req_opts_copy(h2t_request_opts *dst, const h2t_request_opts *src) {
+  if (!src || src->struct_size < offsetof(h2t_request_opts, method))
+    return H2T_ERR_INVALID_ARG;
+  memset(dst, 0, sizeof *dst);
+  memcpy(dst, src,
+         src->struct_size < sizeof *dst ? src->struct_size : sizeof *dst);
+  dst->struct_size = sizeof *dst;
+  return 0;
+}
 
 static int hop_by_hop(const char *name) {
   static const char *const drop[] = {"connection", "keep-alive",
