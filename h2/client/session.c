@@ -159,7 +159,6 @@ static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t code,
   void *su = stream_su(s, sid);
   if (!su)
     return 0; /* taken off already (reset or detached) */
-  nghttp2_session_set_stream_user_data(s, sid, NULL);
   cbs_of(cn)->stream_closed(su, sid, code);
   h2t__conn_stream_gone(cn);
   return 0;
