@@ -1,58 +1,151 @@
 /* One trace event as a single-line JSON object (h2t_event_json). */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
-
 #include "trace/trace_int.h"
 
-/* jansson refuses invalid UTF-8; peers send arbitrary bytes, so those become
- * '?' rather than losing the whole event. */
-static json_t *jstr(const char *s, size_t len) {
-  json_t *j = json_stringn(s, len);
-  if (j)
-    return j;
-  char *copy = malloc(len ? len : 1);
-  if (!copy)
-    return NULL;
-  for (size_t i = 0; i < len; i++)
-    copy[i] = (unsigned char)s[i] < 0x80 ? s[i] : '?';
-  j = json_stringn(copy, len);
-  free(copy);
-  return j;
-}
+/* Written by hand, not with jansson: the core library links no JSON
+ * library (that is the diagnostics library's), and a line written straight
+ * into the caller's buffer needs no allocation.  The output is what
+ * jansson's json_dumps(JSON_COMPACT) gave: same key order, same escapes. */
 
-/* Each setter records an allocation failure in *ok instead of returning it,
- * so the per-event code stays a flat list of fields. */
+/* Counts every byte the line needs; stores what fits in buf, keeping one
+ * byte for the NUL (snprintf's contract). */
 typedef struct jobj {
-  json_t *o;
-  int ok;
+  char *buf;
+  size_t cap, n;
+  int fields; /* written so far: the next one needs a comma */
 } jobj;
 
-static void put(jobj *j, const char *key, json_t *v) {
-  if (!v || json_object_set_new_nocheck(j->o, key, v) != 0)
-    j->ok = 0;
+static void raw(jobj *j, const char *s, size_t len) {
+  if (j->n < j->cap) {
+    size_t room = j->cap - 1 - j->n, c = len < room ? len : room;
+    memcpy(j->buf + j->n, s, c);
+  }
+  j->n += len;
 }
 
-static void put_str(jobj *j, const char *key, const char *s) {
+static void rawc(jobj *j, char c) { raw(j, &c, 1); }
+
+/* Valid UTF-8 as jansson checks it: no overlong forms, no surrogates,
+ * nothing above U+10FFFF. */
+static int utf8_valid(const unsigned char *s, size_t len) {
+  for (size_t i = 0; i < len;) {
+    unsigned c = s[i], need;
+    uint32_t v;
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    if (c >= 0xC2 && c <= 0xDF)
+      need = 1, v = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF)
+      need = 2, v = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4)
+      need = 3, v = c & 0x07;
+    else
+      return 0;
+    if (len - i <= need)
+      return 0;
+    for (unsigned k = 1; k <= need; k++) {
+      if ((s[i + k] & 0xC0) != 0x80)
+        return 0;
+      v = (v << 6) | (s[i + k] & 0x3F);
+    }
+    if ((need == 2 && v < 0x800) || (need == 3 && v < 0x10000) ||
+        v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
+      return 0;
+    i += need + 1;
+  }
+  return 1;
+}
+
+/* A JSON string.  Peers send arbitrary bytes: a string that is not valid
+ * UTF-8 has each non-ASCII byte written as '?', so the line still parses. */
+static void str_value(jobj *j, const char *s, size_t len) {
+  const unsigned char *u = (const unsigned char *)s;
+  int ascii_only = !utf8_valid(u, len);
+  rawc(j, '"');
+  size_t run = 0; /* bytes copied as they are, flushed before an escape */
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = u[i];
+    const char *esc = NULL;
+    char ubuf[8];
+    if (c == '"')
+      esc = "\\\"";
+    else if (c == '\\')
+      esc = "\\\\";
+    else if (c == '\b')
+      esc = "\\b";
+    else if (c == '\f')
+      esc = "\\f";
+    else if (c == '\n')
+      esc = "\\n";
+    else if (c == '\r')
+      esc = "\\r";
+    else if (c == '\t')
+      esc = "\\t";
+    else if (c < 0x20) {
+      static const char hex[] = "0123456789ABCDEF";
+      memcpy(ubuf, "\\u00", 4);
+      ubuf[4] = hex[c >> 4];
+      ubuf[5] = hex[c & 15];
+      ubuf[6] = '\0';
+      esc = ubuf;
+    } else if (c >= 0x80 && ascii_only)
+      esc = "?";
+    if (!esc) {
+      run++;
+      continue;
+    }
+    raw(j, s + i - run, run);
+    run = 0;
+    raw(j, esc, strlen(esc));
+  }
+  raw(j, s + len - run, run);
+  rawc(j, '"');
+}
+
+static void key(jobj *j, const char *k) {
+  if (j->fields++)
+    rawc(j, ',');
+  rawc(j, '"');
+  raw(j, k, strlen(k)); /* our own keys: nothing to escape */
+  raw(j, "\":", 2);
+}
+
+static void put_strn(jobj *j, const char *k, const char *s, size_t len) {
+  key(j, k);
+  str_value(j, s, len);
+}
+
+static void put_str(jobj *j, const char *k, const char *s) {
   if (s)
-    put(j, key, jstr(s, strlen(s)));
+    put_strn(j, k, s, strlen(s));
 }
 
-static void put_int(jobj *j, const char *key, json_int_t v) {
-  put(j, key, json_integer(v));
+static void put_int(jobj *j, const char *k, long long v) {
+  char b[24];
+  int n = snprintf(b, sizeof b, "%lld", v);
+  key(j, k);
+  raw(j, b, (size_t)n);
 }
 
-static void put_u64(jobj *j, const char *key, uint64_t v) {
-  put(j, key, json_integer(v > INT64_MAX ? INT64_MAX : (json_int_t)v));
+/* JSON integers here are signed 64-bit, as jansson's were: clamp. */
+static void put_u64(jobj *j, const char *k, uint64_t v) {
+  put_int(j, k, v > INT64_MAX ? INT64_MAX : (long long)v);
 }
 
-static void put_bool(jobj *j, const char *key, int v) {
-  put(j, key, json_boolean(v));
+static void put_bool(jobj *j, const char *k, int v) {
+  key(j, k);
+  if (v)
+    raw(j, "true", 4);
+  else
+    raw(j, "false", 5);
 }
 
-/* An h2t error as its name; 0 is left out (the field's absence means OK). */
 static void put_err(jobj *j, const char *key, int err) {
   if (err)
     put_str(j, key, h2t_errname(err));
@@ -107,20 +200,19 @@ static void put_payload(jobj *j, const h2t_event *ev) {
   case H2T_EV_DNS_START:
     put_str(j, "host", ev->u.dns_start.host);
     break;
-  case H2T_EV_DNS_DONE: {
-    json_t *a = json_array();
-    if (a && ev->u.dns_done.addrs)
-      for (size_t i = 0; i < ev->u.dns_done.naddrs; i++)
-        if (ev->u.dns_done.addrs[i] &&
-            json_array_append_new(
-                a, jstr(ev->u.dns_done.addrs[i],
-                        strlen(ev->u.dns_done.addrs[i]))) != 0)
-          j->ok = 0;
-    put(j, "addrs", a);
+  case H2T_EV_DNS_DONE:
+    key(j, "addrs");
+    rawc(j, '[');
+    for (size_t i = 0, n = 0; ev->u.dns_done.addrs && i < ev->u.dns_done.naddrs; i++)
+      if (ev->u.dns_done.addrs[i]) {
+        if (n++)
+          rawc(j, ',');
+        str_value(j, ev->u.dns_done.addrs[i], strlen(ev->u.dns_done.addrs[i]));
+      }
+    rawc(j, ']');
     put_err(j, "error", ev->u.dns_done.error);
     put_bool(j, "literal", ev->u.dns_done.literal);
     break;
-  }
   case H2T_EV_CONNECT_START:
   case H2T_EV_CONNECT_DONE:
     put_str(j, "addr", ev->u.connect.addr);
@@ -152,12 +244,12 @@ static void put_payload(jobj *j, const h2t_event *ev) {
     size_t vl = v ? (ev->u.header_field.valuelen ? ev->u.header_field.valuelen
                                                  : strlen(v))
                   : 0;
-    put(j, "name", jstr(n ? n : "", nl));
+    put_strn(j, "name", n ? n : "", nl);
     /* the process-wide list, so names the application added count too */
     if (h2t__header_is_sensitive_n(n ? n : "", nl))
       put_str(j, "value", "[redacted]");
     else
-      put(j, "value", jstr(v ? v : "", vl));
+      put_strn(j, "value", v ? v : "", vl);
     break;
   }
   case H2T_EV_GOT_1XX_RESPONSE:
@@ -269,25 +361,16 @@ static void put_payload(jobj *j, const h2t_event *ev) {
 int h2t_event_json(const h2t_event *ev, char *buf, size_t len) {
   if (!ev || (!buf && len) || !h2t_event_name(ev->type))
     return H2T_ERR_INVALID_ARG;
-  jobj j = {json_object(), 1};
-  if (!j.o)
-    return H2T_ERR_NOMEM;
+  jobj j = {buf, len, 0, 0};
+  rawc(&j, '{');
   put_str(&j, "event", h2t_event_name(ev->type));
   put_u64(&j, "t_us", ev->t_us);
   put_u64(&j, "req_id", ev->req_id);
   put_u64(&j, "conn", ev->conn_id);
   put_int(&j, "stream", ev->stream_id);
   put_payload(&j, ev);
-  char *s = j.ok ? json_dumps(j.o, JSON_COMPACT) : NULL;
-  json_decref(j.o);
-  if (!s)
-    return H2T_ERR_NOMEM;
-  size_t n = strlen(s);
-  if (len) {
-    size_t c = n < len ? n : len - 1;
-    memcpy(buf, s, c);
-    buf[c] = '\0';
-  }
-  free(s);
-  return n > INT32_MAX ? H2T_ERR_LIMIT : (int)n;
+  rawc(&j, '}');
+  if (len)
+    buf[j.n < len ? j.n : len - 1] = '\0';
+  return j.n > INT32_MAX ? H2T_ERR_LIMIT : (int)j.n;
 }

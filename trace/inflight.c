@@ -290,6 +290,29 @@ int h2t__ifl_ensure_on(void) {
 
 int h2t_inflight_enabled(void) { return atomic_load(&h2t__ifl_on); }
 
+int h2t_inflight_hold(void) {
+  for (;;) {
+    int rc = h2t__ifl_ensure_on();
+    if (rc != 0)
+      return rc;
+    /* disable() decides under the same lock: counted while on, or retried */
+    pthread_mutex_lock(&h2t__ifl.mu);
+    int on = atomic_load(&h2t__ifl_on);
+    if (on)
+      atomic_fetch_add(&h2t__ifl_users, 1);
+    pthread_mutex_unlock(&h2t__ifl.mu);
+    if (on)
+      return 0;
+  }
+}
+
+int h2t_inflight_release(void) {
+  int n = atomic_load(&h2t__ifl_users);
+  while (n > 0 && !atomic_compare_exchange_weak(&h2t__ifl_users, &n, n - 1))
+    ;
+  return n > 0 ? 0 : H2T_ERR_STATE;
+}
+
 int h2t_inflight_disable(void) {
   pthread_rwlock_wrlock(&h2t__ifl_life);
   pthread_mutex_lock(&h2t__ifl.mu);

@@ -1,6 +1,6 @@
 /*
  * In-flight table internals shared by trace/inflight.c, profile.c, dump.c,
- * metrics.c, connreg.c, stacks.c and diag.c.  h2/ never includes this: its
+ * metrics.c and connreg.c.  h2/ never includes this: its
  * view is the inflight_ / connreg_ / metrics_ section of trace_int.h.
  */
 #ifndef H2T_INFLIGHT_INT_H
@@ -117,11 +117,6 @@ void h2t__profile_add(const struct inflight_entry *done);
 void h2t__metrics_request_done(int kind, int error);
 void h2t__metrics_got_conn(const h2t_event *ev);
 void h2t__metrics_reset(void);
-
-/* stacks.c: install / remove the thread-sampling signal (the sampling
- * itself is h2t_diag_threads_json()). */
-int h2t__stacks_init(void);
-void h2t__stacks_fini(void);
 
 /* dump.c */
 void h2t__fmt_duration(char *buf, size_t len, uint64_t us);

@@ -21,6 +21,10 @@
  * SIGRTMIN+4 (installed with SA_RESTART while the endpoint runs); calls that
  * the kernel never restarts (epoll_wait, nanosleep, sleep) return early with
  * EINTR, which event loops already handle.
+ *
+ * Link: the endpoint is its own library, libh2trace_diag (CMake
+ * h2trace::diag, pkg-config h2trace-diag), which needs libmicrohttpd,
+ * jansson and libunwind.  h2t_diag_metrics() is in libh2trace itself.
  */
 #ifndef H2TRACE_DIAG_H
 #define H2TRACE_DIAG_H

@@ -116,6 +116,17 @@ H2T_EXTERN int h2t_inflight_enabled(void);
  * reader on another thread. */
 H2T_EXTERN int h2t_inflight_disable(void);
 
+/* Keep the table on for a reader of your own (an endpoint, an exporter
+ * thread): turn it on with defaults if it is off, and make
+ * h2t_inflight_disable() refuse until the matching h2t_inflight_release().
+ * The diagnostics endpoint and the signal dump hold it the same way.
+ * Returns 0, H2T_ERR_NOMEM.  Thread-safe. */
+H2T_EXTERN int h2t_inflight_hold(void);
+
+/* Undo one h2t_inflight_hold().  Returns 0, or H2T_ERR_STATE when nothing
+ * holds the table.  Thread-safe. */
+H2T_EXTERN int h2t_inflight_release(void);
+
 #define H2T_INFLIGHT_MAX_HISTORY 16
 #define H2T_INFLIGHT_METHOD_MAX 16
 #define H2T_INFLIGHT_AUTHORITY_MAX 128

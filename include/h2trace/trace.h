@@ -289,8 +289,8 @@ H2T_EXTERN int h2t_server_trace_set_all(h2t_server_trace *tr, h2t_hook hook,
  * sensitive headers (authorization, cookie, set-cookie, proxy-authorization)
  * are written as "[redacted]".  Returns the length it needed, like snprintf
  * (so a return >= len means it was truncated), or H2T_ERR_INVALID_ARG /
- * H2T_ERR_NOMEM / H2T_ERR_LIMIT (longer than INT32_MAX).
- * Thread-safe.
+ * H2T_ERR_LIMIT (longer than INT32_MAX).
+ * Thread-safe; does not allocate.
  */
 H2T_EXTERN int h2t_event_json(const h2t_event *ev, char *buf, size_t len);
 

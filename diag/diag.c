@@ -15,7 +15,7 @@
 #include <microhttpd.h>
 
 #include <h2trace/diag.h>
-#include "trace/inflight_int.h"
+#include "diag/diag_int.h"
 
 #define DIAG_MAX_BODY 4096         /* a cancel needs none */
 #define DIAG_CONN_MEMORY (32 * 1024) /* per connection: headers + URL */
@@ -522,10 +522,12 @@ int h2t_diag_start(h2t_diag **out, const h2t_diag_config *cfg) {
     }
     d->token_len = strlen(d->token);
   }
-  if ((rc = h2t__ifl_ensure_on()) != 0)
+  if ((rc = h2t_inflight_hold()) != 0)
     goto fail;
-  if ((rc = h2t__stacks_init()) != 0)
+  if ((rc = h2t__stacks_init()) != 0) {
+    h2t_inflight_release();
     goto fail;
+  }
   unsigned maxconn = has_limits && cfg->max_connections ? cfg->max_connections
                                                         : 16;
   unsigned timeout = has_limits && cfg->timeout_s ? cfg->timeout_s : 10;
@@ -540,13 +542,13 @@ int h2t_diag_start(h2t_diag **out, const h2t_diag_config *cfg) {
       on_completed, NULL, MHD_OPTION_END);
   if (!d->mhd) {
     h2t__stacks_fini();
+    h2t_inflight_release();
     rc = H2T_ERR_BIND;
     goto fail;
   }
   const union MHD_DaemonInfo *info =
       MHD_get_daemon_info(d->mhd, MHD_DAEMON_INFO_BIND_PORT);
   d->port = info ? info->port : 0;
-  atomic_fetch_add(&h2t__ifl_users, 1);
   *out = d;
   return 0;
 fail:
@@ -564,7 +566,7 @@ void h2t_diag_stop(h2t_diag *d) {
     return;
   MHD_stop_daemon(d->mhd);
   h2t__stacks_fini();
-  atomic_fetch_sub(&h2t__ifl_users, 1);
+  h2t_inflight_release();
   free(d->token);
   free(d);
   atomic_store(&diag_running, 0);

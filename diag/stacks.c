@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +24,7 @@
 #include <libunwind.h>
 
 #include <h2trace/diag.h>
-#include "trace/inflight_int.h"
+#include "diag/diag_int.h"
 
 #define ST_THREADS 256
 #define ST_FRAMES 32
