@@ -827,6 +827,33 @@ static void test_cancel_from_every_hook(void **state) {
   env_stop(&e);
 }
 
+
+/* h2t_client_fetch leaves `user` to the application: a hook finds it with
+ * h2t_request_user(), as for any request. */
+static void *fetch_seen_user;
+static void fetch_user_hook(const h2t_event *ev, void *user) {
+  fetch_seen_user = h2t_request_user(ev->req);
+}
+
+static void test_fetch_keeps_user(void **state) {
+  env e;
+  h2t_script s = {0};
+  env_start(&e, &s, NULL);
+  char url[128];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/x", e.port);
+  int marker = 42;
+  h2t_client_trace tr = {H2T_CLIENT_TRACE_INIT, .got_conn = fetch_user_hook};
+  h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = url, .trace = &tr,
+                        .user = &marker};
+  h2t_response resp;
+  fetch_seen_user = NULL;
+  assert_int_equal(h2t_client_fetch(e.c, &o, &resp), 0);
+  assert_ptr_equal(fetch_seen_user, &marker);
+  assert_string_equal((const char *)resp.body, "ok 0");
+  h2t_response_free(e.c, &resp);
+  env_stop(&e);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_goaway_retries_on_new_conn),
@@ -854,6 +881,7 @@ int main(void) {
       cmocka_unit_test(test_cancel_while_connecting_and_queued),
       cmocka_unit_test(test_cancel_from_every_hook),
       cmocka_unit_test(test_cancel_from_inline_flow_blocked),
+      cmocka_unit_test(test_fetch_keeps_user),
       cmocka_unit_test(test_got_conn_max_streams_unknown_until_settings),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

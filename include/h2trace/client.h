@@ -192,8 +192,9 @@ typedef struct h2t_response {
 } h2t_response;
 
 /* Blocking convenience: submit, run the client's loop until this request is
- * done, collect the response.  o->on_headers/on_data/on_done/user are
- * ignored (hooks get the request; h2t_request_user() is internal there).
+ * done, collect the response.  o->on_headers/on_data/on_done are ignored
+ * (it uses its own); o->user stays the application's: hooks get it from
+ * h2t_request_user() as for any request.
  * Returns 0 or the request's error; resp is filled on 0 and zeroed
  * otherwise.  Must not be called while the loop is already running. */
 H2T_EXTERN int h2t_client_fetch(h2t_client *c, const h2t_request_opts *o,
