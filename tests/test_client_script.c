@@ -680,8 +680,10 @@ static void test_flow_blocked_on_big_upload(void **state) {
 
 static int gc_n, gc_known[8];
 static uint32_t gc_max[8];
+static uint64_t gc_idle[8];
 static void gc_record(const h2t_event *ev, void *user) {
   if (gc_n < 8) {
+    gc_idle[gc_n] = ev->u.got_conn.idle_us;
     gc_known[gc_n] = ev->u.got_conn.max_streams_known;
     gc_max[gc_n++] = ev->u.got_conn.max_streams;
   }
@@ -743,6 +745,8 @@ static void test_got_conn_max_streams_unknown_until_settings(void **state) {
   assert_int_equal(gc_max[0], 0);
   assert_int_equal(gc_known[1], 1);
   assert_int_equal(gc_max[1], 7);
+  /* idle since the first request ended: well under a second here */
+  assert_true(gc_idle[1] > 0 && gc_idle[1] < 1000000);
   env_stop(&e);
 }
 

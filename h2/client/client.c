@@ -200,7 +200,8 @@ static int release(h2t_request *r) {
 static void detach(h2t_request *r, int reset, uint32_t code) {
   h2t__conn *cn = r->conn;
   TAILQ_REMOVE(&cn->streams, r, link);
-  cn->nattached--;
+  if (--cn->nattached == 0)
+    cn->idle_since = h2t_now_us(); /* for got_conn.idle_us */
   ev_timer_stop(r->client->loop, &r->expect_w);
   r->conn = NULL;
   r->state = H2T__REQ_NEW;
