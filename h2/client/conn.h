@@ -168,6 +168,8 @@ struct h2t__conn {
   h2t_conn_reason close_reason;
   int close_error;
   int nbody_pending;      /* streams with a body still to send */
+  int32_t hdr_sid;        /* the header block being received ... */
+  void *hdr_su;           /* ... and its stream's pointer (NULL: gone) */
 };
 
 /* --- the shared context ------------------------------------------------- */

@@ -69,23 +69,33 @@ static int on_frame_not_send(nghttp2_session *s, const nghttp2_frame *f,
 
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f,
                             void *ud) {
+  h2t__conn *cn = ud;
   void *su = stream_su(s, f->hd.stream_id);
   if (su && f->hd.type == NGHTTP2_HEADERS)
-    cbs_of(ud)->begin_headers(su);
+    cbs_of(cn)->begin_headers(su);
+  /* the block's fields come next: look the stream up once for all of them
+   * (again, after the callback: a hook may have reset it) */
+  cn->hdr_sid = f->hd.stream_id;
+  cn->hdr_su = stream_su(s, f->hd.stream_id);
   return 0;
 }
 
 static int on_header(nghttp2_session *s, const nghttp2_frame *f,
                      nghttp2_rcbuf *name, nghttp2_rcbuf *value, uint8_t flags,
                      void *ud) {
-  void *su = stream_su(s, f->hd.stream_id);
-  if (!su || f->hd.type != NGHTTP2_HEADERS)
+  h2t__conn *cn = ud;
+  if (f->hd.type != NGHTTP2_HEADERS)
+    return 0;
+  void *su = f->hd.stream_id == cn->hdr_sid ? cn->hdr_su
+                                            : stream_su(s, f->hd.stream_id);
+  if (!su)
     return 0;
   /* a refusal resets the stream (nghttp2 sends RST_STREAM INTERNAL_ERROR and
    * keeps decoding the block, so the connection's HPACK state stays whole) */
-  return cbs_of(ud)->header(su, name, value)
-             ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
-             : 0;
+  if (cbs_of(cn)->header(su, name, value) == 0)
+    return 0;
+  cn->hdr_su = NULL; /* nghttp2 resets it and skips the rest of the block */
+  return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 }
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f,
@@ -157,6 +167,8 @@ static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t code,
                            void *ud) {
   h2t__conn *cn = ud;
   void *su = stream_su(s, sid);
+  if (sid == cn->hdr_sid)
+    cn->hdr_su = NULL;
   if (!su)
     return 0; /* taken off already (reset or detached) */
   cbs_of(cn)->stream_closed(su, sid, code);
@@ -247,6 +259,8 @@ void h2t__conn_reset(h2t__conn *cn, int32_t sid, uint32_t code, void *su) {
   /* also for a stream whose HEADERS are still queued: nghttp2 then drops
    * them (no frame goes out) and the stream's close reports nothing */
   nghttp2_session_set_stream_user_data(cn->sess, sid, NULL);
+  if (sid == cn->hdr_sid)
+    cn->hdr_su = NULL;
   nghttp2_submit_rst_stream(cn->sess, NGHTTP2_FLAG_NONE, sid, code);
   cbs_of(cn)->stream_reset(su, code, 0);
   h2t__conn_mark_dirty(cn);
