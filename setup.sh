@@ -13,7 +13,8 @@ cd "$(dirname "$0")"
 PKGS=(build-essential cmake pkg-config clang
       libnghttp2-dev libssl-dev libev-dev libc-ares-dev libmicrohttpd-dev
       libjansson-dev libncurses-dev libcmocka-dev libunwind-dev
-      nghttp2-server nghttp2-client curl openssl valgrind python3-h2)
+      nghttp2-server nghttp2-client curl openssl valgrind python3-h2
+      nginx-light nodejs)
 
 missing=()
 for p in "${PKGS[@]}"; do

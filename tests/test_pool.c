@@ -71,9 +71,9 @@ static void setup_pool(int n) {
 static void test_pick_prefers_first_conn_with_room(void **state) {
   setup_pool(2);
   assert_ptr_equal(h2t__pool_pick(&origin, 0), &conns[0]);
-  conns[0].nstreams = 2; /* at the peer's MAX_CONCURRENT_STREAMS */
+  conns[0].nattached = 2; /* at the peer's MAX_CONCURRENT_STREAMS */
   assert_ptr_equal(h2t__pool_pick(&origin, 0), &conns[1]);
-  conns[1].nstreams = 2;
+  conns[1].nattached = 2;
   assert_null(h2t__pool_pick(&origin, 0));
   assert_int_equal(h2t__pool_new_reason(&origin), H2T_CONN_MAX_STREAMS);
 }
@@ -118,9 +118,9 @@ static void test_zero_streams_conn_does_not_count(void **state) {
   h2t__pool_init(&p, NULL, NULL, 1, &st);
   h2t__conn *cn = NULL;
   h2t_conn_reason why = H2T_CONN_NONE;
-  conns[0].nstreams = 2;
+  conns[0].nattached = 2;
   assert_int_equal(h2t__pool_choose(&p, &origin, 0, &cn, &why), H2T__PICK_QUEUE);
-  conns[0].nstreams = 0;
+  conns[0].nattached = 0;
   conns[0].max_streams = 0;
   assert_int_equal(h2t__pool_choose(&p, &origin, 0, &cn, &why), H2T__PICK_OPEN);
   assert_int_equal(why, H2T_CONN_MAX_STREAMS);

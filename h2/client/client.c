@@ -478,8 +478,8 @@ static void attach_waiters(h2t_client *c, h2t__conn *cn) {
   h2t_request *r;
   uint32_t slots = h2t__conn_capacity(cn, h2t__pool_budget(cn->origin));
   while ((r = TAILQ_FIRST(&cn->waiters)) &&
-         (cn->nstreams < slots || !cn->settings_seen)) {
-    if (cn->nstreams >= slots)
+         (cn->nattached < slots || !cn->settings_seen)) {
+    if (cn->nattached >= slots)
       return; /* before SETTINGS: wait for them */
     TAILQ_REMOVE(&cn->waiters, r, link);
     cn->nwaiters--;

@@ -73,7 +73,12 @@ uint32_t h2t__pool_budget(const h2t__origin *o) {
   return o->peer_max_streams ? o->peer_max_streams : 1;
 }
 
-/* Streams a request may open on cn now: the peer's limit once its SETTINGS
+/* Counts are the client's (nattached: requests with a stream on cn), which
+ * drop as soon as a stream's request is settled, inside the close callback;
+ * the connection's own count drops only when that callback returns, and a
+ * queue served from the callback would otherwise find no room.
+ *
+ * Streams a request may open on cn now: the peer's limit once its SETTINGS
  * came; before, a budget that keeps within what the peer may say (one
  * stream when nothing is known of it, so the first request costs no wait
  * and none is sent over a limit the peer is about to announce). */
@@ -84,7 +89,7 @@ static uint32_t open_slots(const h2t__conn *cn) {
 h2t__conn *h2t__pool_pick(h2t__origin *o, uint64_t avoid_id) {
   h2t__conn *cn;
   TAILQ_FOREACH(cn, &o->conns, link) {
-    if (h2t__conn_usable(cn) && cn->nstreams < open_slots(cn) &&
+    if (h2t__conn_usable(cn) && cn->nattached < open_slots(cn) &&
         cn->id != avoid_id)
       return cn;
   }
@@ -99,7 +104,7 @@ h2t__conn *h2t__pool_pick_connecting(h2t__origin *o) {
     int setting_up = cn->state < H2T__CONN_READY ||
                      (cn->state == H2T__CONN_READY && !cn->settings_seen);
     if (setting_up && !cn->close_pending &&
-        cn->nwaiters + cn->nstreams < h2t__pool_guess(o))
+        cn->nwaiters + cn->nattached < h2t__pool_guess(o))
       return cn;
   }
   return NULL;
