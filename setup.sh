@@ -14,7 +14,7 @@ PKGS=(build-essential cmake pkg-config clang
       libnghttp2-dev libssl-dev libev-dev libc-ares-dev libmicrohttpd-dev
       libjansson-dev libncurses-dev libcmocka-dev libunwind-dev
       nghttp2-server nghttp2-client curl openssl valgrind python3-h2
-      nginx-light nodejs)
+      nginx-light h2o nodejs)
 
 missing=()
 for p in "${PKGS[@]}"; do

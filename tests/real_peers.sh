@@ -1,8 +1,9 @@
 #!/bin/bash
 # The client against real servers configured to be strict: nginx with
 # keepalive_requests 5 and http2_max_concurrent_streams 4 (every connection
-# ends with a GOAWAY after 5 requests; streams over 4 are refused), and
-# Node's http2 server with maxConcurrentStreams 1.  Many requests at once
+# ends with a GOAWAY after 5 requests; streams over 4 are refused), h2o
+# with 4 requests per connection at once, and Node's http2 server with
+# maxConcurrentStreams 1.  Many requests at once
 # must all succeed: streams above a GOAWAY's last_stream_id or refused were
 # not processed and are retried without spending max_retries.  Each server
 # is started on 127.0.0.1 with an ephemeral port and stopped by PID.
@@ -82,6 +83,32 @@ EOF
   ran=$((ran + 1))
 else
   echo "skip: nginx not installed (apt-get install nginx-light)"
+fi
+
+H2O=$(command -v h2o || true)
+if [ -n "$H2O" ]; then
+  port=$(free_port)
+  cat > "$T/h2o.conf" <<EOF
+listen:
+  host: 127.0.0.1
+  port: $port
+user: $(id -un)
+num-threads: 1
+http2-max-concurrent-requests-per-connection: 4
+hosts:
+  default:
+    paths:
+      /:
+        file.dir: $T
+EOF
+  "$H2O" -c "$T/h2o.conf" > "$T/h2o.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$port" || fail "h2o did not start"
+  bench "h2o 6 B" "http://127.0.0.1:$port/6" 600 50
+  bench "h2o 16 KiB" "http://127.0.0.1:$port/16k" 300 50
+  ran=$((ran + 1))
+else
+  echo "skip: h2o not installed"
 fi
 
 NODE=$(command -v node || true)
