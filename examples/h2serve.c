@@ -4,6 +4,7 @@
  *   h2serve (--h2c | --tls CERT KEY) --port P [--address A] [--root DIR]
  *           [--writer reused|spawn|inline] [--max-streams N]
  *           [--shed-inflight N] [--shed-503] [--max-conns N] [--quiet]
+ *           [--delay-scale K]
  *           [--diag ADDR:PORT [--diag-token TOKEN]]
  *
  * Serves static files from DIR (small files cached in memory, revalidated
@@ -43,6 +44,8 @@ static void usage(FILE *f) {
           "  --shed-503         shed with a 503 instead of REFUSED_STREAM\n"
           "  --max-conns N      accept and close connections beyond N\n"
           "  --quiet            print nothing but errors\n"
+          "  --delay-scale K    /delay?ms=N sleeps N*K ms: a replica K times\n"
+          "                     slower than its peers (h2bench saturate)\n"
           "  --diag ADDR:PORT   diagnostics endpoint (GET /debug/requests,\n"
           "                     /metrics...; loopback only) and SIGUSR1\n"
           "                     in-flight report on stderr\n"
@@ -365,6 +368,8 @@ static void handle_echo(h2t_server_req *r, void *user) {
 
 /* ---- /delay?ms=N ----------------------------------------------------- */
 
+static uint32_t g_delay_scale = 1; /* --delay-scale */
+
 typedef struct delay {
   ev_timer t;
   h2t_server_req *r;
@@ -393,7 +398,7 @@ static void handle_delay(h2t_server_req *r, void *user) {
     h2t_server_req_reset(r, 2);
     return;
   }
-  d->ms = query_num(h2t_server_req_path(r), "ms", 0);
+  d->ms = query_num(h2t_server_req_path(r), "ms", 0) * g_delay_scale;
   if (d->ms > 600000)
     d->ms = 600000;
   d->r = r;
@@ -514,6 +519,10 @@ int main(int argc, char **argv) {
       if (parse_u32(v, UINT32_MAX, &cfg.shed_inflight) != 0 ||
           !cfg.shed_inflight)
         return bad("bad --shed-inflight: %s", v);
+      i++;
+    } else if (!strcmp(o, "--delay-scale")) {
+      if (parse_u32(v, 1000, &g_delay_scale) != 0 || !g_delay_scale)
+        return bad("bad --delay-scale (1 to 1000): %s", v);
       i++;
     } else if (!strcmp(o, "--diag")) {
       diag_listen = v;

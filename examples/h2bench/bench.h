@@ -4,4 +4,5 @@
 /* argv[0] is the mode name ("client", "writer"). Return the exit code. */
 int bench_client_main(int argc, char **argv); /* client.c */
 int bench_writer_main(int argc, char **argv); /* writer.c */
+int bench_saturate_main(int argc, char **argv); /* saturate.c */
 #endif

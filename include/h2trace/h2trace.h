@@ -6,6 +6,7 @@
 #include <h2trace/common.h>
 #include <h2trace/trace.h>
 #include <h2trace/client.h>
+#include <h2trace/saturate.h>
 #if __has_include(<h2trace/server.h>)
 #include <h2trace/server.h>
 #endif
