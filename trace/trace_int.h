@@ -178,4 +178,18 @@ void h2t__metrics_writer_queue_add(int64_t delta);
 int h2t__metrics_writer_register(uint32_t (*depth)(const void *arg), const void *arg);
 int h2t__metrics_writer_unregister(const void *arg);
 
+/* --- Coz causal-profiling points (-DH2TRACE_COZ=ON; doc/profiling.md) ---
+ * A progress point where a request completes and a latency pair around it,
+ * client and server.  Nothing at all in a normal build. */
+#ifdef H2T_COZ
+#include <coz.h>
+#define H2T_COZ_PROGRESS(name) COZ_PROGRESS_NAMED(name)
+#define H2T_COZ_BEGIN(name) COZ_BEGIN(name)
+#define H2T_COZ_END(name) COZ_END(name)
+#else
+#define H2T_COZ_PROGRESS(name) ((void)0)
+#define H2T_COZ_BEGIN(name) ((void)0)
+#define H2T_COZ_END(name) ((void)0)
+#endif
+
 #endif

@@ -271,6 +271,8 @@ static void finish(h2t_request *r, int error) {
     emit(r, &ev);
   }
   h2t__inflight_end(r->ife, error);
+  H2T_COZ_END("client_request");
+  H2T_COZ_PROGRESS("client_request_done");
   TAILQ_REMOVE(&c->reqs, r, all);
   c->pending--;
   if (r->on_done)
@@ -1187,6 +1189,7 @@ int h2t__client_submit(h2t_client *c, const h2t_request_opts *opts,
   TAILQ_INSERT_TAIL(&c->reqs, r, all);
   c->pending++;
   c->stats.requests_submitted++;
+  H2T_COZ_BEGIN("client_request");
   hold(r);
   get_conn_event(r);
   if (r->state != H2T__REQ_DONE && (rv = place(c, r, 1)) != 0) {
@@ -1196,6 +1199,7 @@ int h2t__client_submit(h2t_client *c, const h2t_request_opts *opts,
     TAILQ_REMOVE(&c->reqs, r, all);
     c->pending--;
     h2t__inflight_end(r->ife, rv);
+    H2T_COZ_END("client_request");
     r->state = H2T__REQ_DONE;
     release(r);
     return rv;

@@ -153,6 +153,10 @@ static void req_close(h2t_server_req *r, uint32_t code) {
     ev.u.stream_closed.total_us = ev.t_us - r->t_start;
     emit_req(r, &ev);
   }
+  if (r->headers_done) {
+    H2T_COZ_END("server_request");
+    H2T_COZ_PROGRESS("server_request_done");
+  }
   if (r->ife)
     h2t__inflight_end(r->ife, code == 0 ? 0
                          : code == NGHTTP2_CANCEL ? H2T_ERR_CANCELED
@@ -269,6 +273,7 @@ static void req_headers_done(h2t_server_req *r) {
   srv_ctx *x = r->x;
   r->headers_done = 1;
   x->st.requests++;
+  H2T_COZ_BEGIN("server_request");
   r->ife = h2t__inflight_begin_at(INFLIGHT_SERVER, r->id, r->method, r->scheme,
                              r->authority, r->path, x->req_up.cancel_post,
                              x->req_up.arg,
