@@ -50,7 +50,8 @@ static void test_off_costs_nothing(void **state) {
   h2t__inflight_set_status(NULL, "x");
   h2t__inflight_end(NULL, 0);
   assert_int_equal(setup(NULL), 0);
-  assert_int_equal(h2t_inflight_enable(NULL), H2T_ERR_STATE);
+  /* already on: NULL asks for nothing new, so nothing changes */
+  assert_int_equal(h2t_inflight_enable(NULL), 0);
   assert_true(h2t_inflight_enabled());
   assert_int_not_equal(h2t__inflight_mask(INFLIGHT_CLIENT) &
                            (UINT64_C(1) << H2T_EV_GOT_CONN),

@@ -101,10 +101,20 @@ typedef struct h2t_inflight_config {
 
 #define H2T_INFLIGHT_CONFIG_INIT { .struct_size = sizeof(h2t_inflight_config) }
 
-/* Turn the table on.  cfg may be NULL for all defaults; it is not kept.
- * Requests that started before are not tracked.  Returns 0, or
- * H2T_ERR_INVALID_ARG (bad struct_size), H2T_ERR_NOMEM, or H2T_ERR_STATE if
- * it is already on (the diagnostics endpoint turns it on too). */
+/* Turn the table on, or apply cfg to the table already on: the diagnostics
+ * endpoint, the signal dump and h2t_inflight_hold() turn it on with the
+ * defaults, and a later call with your cfg still applies it, so the order
+ * does not matter.  cfg may be NULL for all defaults; it is not kept.
+ * Requests that started before are not tracked.
+ * On a table already on: cfg's sensitive headers are added first, always;
+ * a max_entries or recent that is non-zero and differs from the table's
+ * makes the table anew (empty: the recent ring, the profile and the
+ * metrics' counters start over) if no request is in flight.
+ * Returns 0, or H2T_ERR_INVALID_ARG (bad struct_size, a sensitive-header
+ * name empty or over 63 bytes, a size out of range: nothing changed),
+ * H2T_ERR_LIMIT (more than 64 sensitive names in all), H2T_ERR_NOMEM, or
+ * H2T_ERR_STATE: new sizes asked while requests are in flight (the sizes
+ * stay, the sensitive headers were added all the same).  Thread-safe. */
 H2T_EXTERN int h2t_inflight_enable(const h2t_inflight_config *cfg);
 
 /* 1 if the table is on. */
@@ -117,7 +127,8 @@ H2T_EXTERN int h2t_inflight_enabled(void);
 H2T_EXTERN int h2t_inflight_disable(void);
 
 /* Keep the table on for a reader of your own (an endpoint, an exporter
- * thread): turn it on with defaults if it is off, and make
+ * thread): turn it on with defaults if it is off (a later
+ * h2t_inflight_enable() still applies its cfg), and make
  * h2t_inflight_disable() refuse until the matching h2t_inflight_release().
  * The diagnostics endpoint and the signal dump hold it the same way.
  * Returns 0, H2T_ERR_NOMEM.  Thread-safe. */
