@@ -12,9 +12,11 @@
  *
  * Thread-safety: every function here is thread-safe and may be called from
  * any thread, including while the loops that own the requests are busy or
- * stuck.  A loop never waits for a reader: each entry is written by its
- * loop alone, and readers copy it optimistically (seqlock), retrying when
- * they raced a write.  A cancel or status set from another thread is shown
+ * stuck; h2t_inflight_enable() and h2t_inflight_disable() too (they wait
+ * for readers inside a call; a reader that needs the table to stay on
+ * between its calls holds it with h2t_inflight_hold()).  A loop never
+ * waits for a reader: each entry is written by its loop alone, and readers
+ * copy it optimistically (seqlock), retrying when they raced a write.  A cancel or status set from another thread is shown
  * at once and folded into the entry by its loop at the next event.
  *
  * Sensitive headers: the table does not store header values.  Every h2trace
@@ -122,8 +124,9 @@ H2T_EXTERN int h2t_inflight_enabled(void);
 
 /* Turn the table off and free it.  Returns 0, or H2T_ERR_STATE while a
  * tracked request is still in flight, the diagnostics endpoint runs, or the
- * signal dump is installed (nothing changes then).  Must not race with a
- * reader on another thread. */
+ * signal dump is installed (nothing changes then).  Thread-safe: a reader
+ * inside a call on another thread is waited for; a reader that must find
+ * the table on later holds it (h2t_inflight_hold()). */
 H2T_EXTERN int h2t_inflight_disable(void);
 
 /* Keep the table on for a reader of your own (an endpoint, an exporter
@@ -138,6 +141,12 @@ H2T_EXTERN int h2t_inflight_hold(void);
  * holds the table.  Thread-safe. */
 H2T_EXTERN int h2t_inflight_release(void);
 
+/* Sizes of the arrays of h2t_inflight_info.  They are not what the table
+ * keeps: an entry is 512 bytes, so it keeps at most 7 bytes of method, 63
+ * of authority and 126 of authority and path together, 39 of status and
+ * 31 of cancel reason; longer text is cut when it is stored and ends in
+ * "...".  The arrays are larger so that the table may keep more one day
+ * without an ABI change. */
 #define H2T_INFLIGHT_MAX_HISTORY 16
 #define H2T_INFLIGHT_METHOD_MAX 16
 #define H2T_INFLIGHT_AUTHORITY_MAX 128
@@ -151,7 +160,7 @@ typedef struct h2t_inflight_step {
 } h2t_inflight_step;
 
 /* A copy of one request's entry.  Strings are NUL-terminated; long ones were
- * truncated when the request started (ending in "..."). */
+ * cut when stored, to the table's limits above (ending in "..."). */
 typedef struct h2t_inflight_info {
   uint64_t id;           /* the h2t_event.req_id */
   h2t_inflight_kind kind;
@@ -204,10 +213,9 @@ H2T_EXTERN int h2t_inflight_get(uint64_t id, h2t_inflight_info *out);
 H2T_EXTERN int h2t_inflight_cancel(uint64_t id, const char *reason);
 
 /* Set the free-text status of the calling request (shown in dumps and the
- * endpoint), e.g. "querying inventory".  Copied; the table keeps its first
- * 39 bytes (entries are at most 512 bytes: likewise 7 bytes of method, 31 of
- * a cancel reason, and 126 of authority and path together).  Returns 0, H2T_ERR_NOT_FOUND or
- * H2T_ERR_INVALID_ARG.  (The server's handler API offers the same by
+ * endpoint), e.g. "querying inventory".  Copied; the table keeps at most
+ * 39 bytes of it (see the limits above h2t_inflight_info: the status array
+ * there is larger).  Returns 0, H2T_ERR_NOT_FOUND or H2T_ERR_INVALID_ARG.  (The server's handler API offers the same by
  * request handle, which is cheaper.) */
 H2T_EXTERN int h2t_inflight_set_status(uint64_t id, const char *text);
 
