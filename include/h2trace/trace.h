@@ -6,7 +6,15 @@
  * (h2t_client_trace) or to a server (h2t_server_trace).  Every hook has the
  * same type: it receives one h2t_event, whose common fields say when (t_us,
  * monotonic µs from h2t_now_us()), which request, which connection and which
- * stream, and whose union member named after the event carries the rest.
+ * stream, and whose union `u` carries the rest.  Most events have a member
+ * of their own name (u.got_conn, u.done...); some share one: u.connect
+ * (connect_start, connect_done), u.tls (tls_handshake_start and _done, both
+ * sides), u.header_field (wrote_header_field), u.response
+ * (got_1xx_response, got_headers, server wrote_headers), u.data (got_data),
+ * u.body (request_body_done, wrote_response), u.stream_reset and
+ * u.flow_blocked (both sides); wrote_headers, wait_100_continue,
+ * got_100_continue, got_first_response_byte, stream_opened and
+ * wrote_first_byte carry none.  doc/api/h2t_event.md has the table.
  *
  *   static void on_got_conn(const h2t_event *ev, void *user) {
  *     printf("conn #%llu %s\n", (unsigned long long)ev->conn_id,
