@@ -10,10 +10,10 @@ DOC="$1/doc/diag.md"
 BIN="$2/bin/h2serve"
 T=$(mktemp -d)
 PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do
-    kill "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
+cleanup() { # newest first: the client, then h2serve (no request to drain)
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    kill "${PIDS[i]}" 2>/dev/null
+    wait "${PIDS[i]}" 2>/dev/null
   done
   rm -rf "$T"
 }
