@@ -367,6 +367,24 @@ static void test_oversized_headers_and_bad_request(void **state) {
   free(b.p);
   assert_true(a.rst);
   assert_int_equal(a.rst_code, NGHTTP2_PROTOCOL_ERROR);
+  /* an upper-case field name makes a request malformed (RFC 9113 §8.2.1):
+   * nghttp2 resets the stream with PROTOCOL_ERROR and no handler runs */
+  nghttp2_hd_deflate_del(d);
+  nghttp2_hd_deflate_new(&d, 4096);
+  b.p = NULL; /* freed above */
+  b.len = b.cap = 0;
+  start_conn(&b);
+  request(&b, d, 1, "/", "X-Upper", "v", 1);
+  fd = dial(t->port);
+  send_all(fd, &b);
+  a = read_answer(fd, 1, 1000);
+  close(fd);
+  free(b.p);
+  b.p = NULL;
+  b.len = b.cap = 0;
+  assert_true(a.rst);
+  assert_int_equal(a.rst_code, NGHTTP2_PROTOCOL_ERROR);
+  assert_int_equal(a.status, 0);
   nghttp2_hd_deflate_del(d);
   still_serves_and_stop(t);
 }

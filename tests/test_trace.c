@@ -109,6 +109,35 @@ static void test_unset_hooks_leave_mask_clear(void **state) {
   assert_int_equal(tc.mask, 0);
 }
 
+/* The hook table: each event's slot is its own hook field, named like the
+ * event, in its side's struct; none is the head (struct_size, user, next,
+ * any), no two events share one.  Checked through the public structs: a
+ * trace with only the hook of that name set must be found for that event
+ * and for no other. */
+static void test_each_event_has_its_own_hook(void **state) {
+  for (int t = 0; t < H2T_EV_COUNT_; t++) {
+    int srv = t >= H2T_EV_FIRST_SERVER_;
+    size_t off = h2t__trace_hook_off[t];
+    size_t head = srv ? offsetof(h2t_server_trace, any)
+                      : offsetof(h2t_client_trace, any);
+    size_t size = srv ? sizeof(h2t_server_trace) : sizeof(h2t_client_trace);
+    assert_true(off > head);
+    assert_true(off + sizeof(h2t_hook) <= size);
+    for (int u = 0; u < t; u++)
+      if ((u >= H2T_EV_FIRST_SERVER_) == srv)
+        assert_int_not_equal(h2t__trace_hook_off[u], off);
+  }
+  /* and by name, for a few whose field names differ from the union's */
+  h2t_client_trace c = {H2T_CLIENT_TRACE_INIT, .got_data = hook_a};
+  for (int t = 0; t < H2T_EV_FIRST_SERVER_; t++)
+    assert_int_equal(h2t__trace_hook_get(&c, 0, t) != NULL,
+                     t == H2T_EV_GOT_DATA);
+  h2t_server_trace s = {H2T_SERVER_TRACE_INIT, .stream_closed = hook_a};
+  for (int t = H2T_EV_FIRST_SERVER_; t < H2T_EV_COUNT_; t++)
+    assert_int_equal(h2t__trace_hook_get(&s, 1, t) != NULL,
+                     t == H2T_EV_SRV_STREAM_CLOSED);
+}
+
 static void test_set_all_covers_every_event(void **state) {
   h2t_client_trace c;
   h2t_server_trace s;
@@ -150,6 +179,7 @@ int main(void) {
       cmocka_unit_test(test_unset_hooks_leave_mask_clear),
       cmocka_unit_test(test_direct_path_matches_walk),
       cmocka_unit_test(test_walk_reads_no_trace_after_a_hook),
+      cmocka_unit_test(test_each_event_has_its_own_hook),
       cmocka_unit_test(test_set_all_covers_every_event),
       cmocka_unit_test(test_errors_have_names_and_text),
   };

@@ -35,47 +35,50 @@ const char *h2t_retry_reason_name(h2t_retry_reason r) {
   return NULL;
 }
 
-/* Where each event's hook sits in its struct.  The client events map onto
- * h2t_client_trace fields and the server ones onto h2t_server_trace fields
- * of the same (short) name. */
+/* Where each event's hook sits in its struct, made from the same lists as
+ * the enum: an event without its field in its side's struct does not
+ * compile, and no slot can be left 0 (that is struct_size's offset, which
+ * would be called as a function). */
 #define CLIENT_OFF(up, low) [H2T_EV_##up] = offsetof(h2t_client_trace, low),
 #define SERVER_OFF(up, low) [H2T_EV_##up] = offsetof(h2t_server_trace, low),
 const uint16_t h2t__trace_hook_off[H2T_EV_COUNT_] = {
-    CLIENT_OFF(GET_CONN, get_conn) CLIENT_OFF(DNS_START, dns_start)
-    CLIENT_OFF(DNS_DONE, dns_done) CLIENT_OFF(CONNECT_START, connect_start)
-    CLIENT_OFF(CONNECT_DONE, connect_done)
-    CLIENT_OFF(TLS_HANDSHAKE_START, tls_handshake_start)
-    CLIENT_OFF(TLS_HANDSHAKE_DONE, tls_handshake_done)
-    CLIENT_OFF(GOT_CONN, got_conn)
-    CLIENT_OFF(WROTE_HEADER_FIELD, wrote_header_field)
-    CLIENT_OFF(WROTE_HEADERS, wrote_headers)
-    CLIENT_OFF(WAIT_100_CONTINUE, wait_100_continue)
-    CLIENT_OFF(GOT_100_CONTINUE, got_100_continue)
-    CLIENT_OFF(GOT_1XX_RESPONSE, got_1xx_response)
-    CLIENT_OFF(WROTE_REQUEST, wrote_request)
-    CLIENT_OFF(GOT_FIRST_RESPONSE_BYTE, got_first_response_byte)
-    CLIENT_OFF(PUT_IDLE_CONN, put_idle_conn)
-    CLIENT_OFF(STREAM_OPENED, stream_opened)
-    CLIENT_OFF(GOT_HEADERS, got_headers) CLIENT_OFF(GOT_DATA, got_data)
-    CLIENT_OFF(FLOW_BLOCKED, flow_blocked)
-    CLIENT_OFF(STREAM_RESET, stream_reset) CLIENT_OFF(GOAWAY, goaway)
-    CLIENT_OFF(SETTINGS, settings) CLIENT_OFF(RETRY, retry)
-    CLIENT_OFF(DONE, done)
-    SERVER_OFF(SRV_CONN_ACCEPTED, conn_accepted)
-    SERVER_OFF(SRV_TLS_HANDSHAKE_DONE, tls_handshake_done)
-    SERVER_OFF(SRV_REQUEST_HEADERS, request_headers)
-    SERVER_OFF(SRV_REQUEST_BODY_DONE, request_body_done)
-    SERVER_OFF(SRV_HANDLER_STARTED, handler_started)
-    SERVER_OFF(SRV_WROTE_HEADERS, wrote_headers)
-    SERVER_OFF(SRV_WROTE_FIRST_BYTE, wrote_first_byte)
-    SERVER_OFF(SRV_WROTE_RESPONSE, wrote_response)
-    SERVER_OFF(SRV_FLOW_BLOCKED, flow_blocked)
-    SERVER_OFF(SRV_STREAM_RESET, stream_reset)
-    SERVER_OFF(SRV_STREAM_CLOSED, stream_closed)
-    SERVER_OFF(SRV_GOAWAY_SENT, goaway_sent)
-    SERVER_OFF(SRV_LOAD_SHED, load_shed)};
+    H2T_CLIENT_EVENT_MAP(CLIENT_OFF) H2T_SERVER_EVENT_MAP(SERVER_OFF)};
 #undef CLIENT_OFF
 #undef SERVER_OFF
+
+/* Each hook field lies past the common head, and the structs hold exactly
+ * one hook per event of their side: a hook without an event, or two events
+ * sharing one field, changes the count. */
+#define ONE(up, low) +1
+enum {
+  NCLIENT_EVENTS = 0 H2T_CLIENT_EVENT_MAP(ONE),
+  NSERVER_EVENTS = 0 H2T_SERVER_EVENT_MAP(ONE)
+};
+#undef ONE
+_Static_assert((int)NCLIENT_EVENTS == (int)H2T_EV_FIRST_SERVER_,
+               "client events come first");
+_Static_assert((int)NCLIENT_EVENTS + NSERVER_EVENTS == (int)H2T_EV_COUNT_,
+               "every event is a client or a server event");
+_Static_assert(sizeof(h2t_client_trace) ==
+                   offsetof(h2t_client_trace, any) +
+                       (1 + NCLIENT_EVENTS) * sizeof(h2t_hook),
+               "h2t_client_trace has one hook per client event");
+_Static_assert(sizeof(h2t_server_trace) ==
+                   offsetof(h2t_server_trace, any) +
+                       (1 + NSERVER_EVENTS) * sizeof(h2t_hook),
+               "h2t_server_trace has one hook per server event");
+#define CLIENT_PAST_HEAD(up, low)                                              \
+  _Static_assert(offsetof(h2t_client_trace, low) >                             \
+                     offsetof(h2t_client_trace, any),                          \
+                 #low " is a hook of h2t_client_trace");
+#define SERVER_PAST_HEAD(up, low)                                              \
+  _Static_assert(offsetof(h2t_server_trace, low) >                             \
+                     offsetof(h2t_server_trace, any),                          \
+                 #low " is a hook of h2t_server_trace");
+H2T_CLIENT_EVENT_MAP(CLIENT_PAST_HEAD)
+H2T_SERVER_EVENT_MAP(SERVER_PAST_HEAD)
+#undef CLIENT_PAST_HEAD
+#undef SERVER_PAST_HEAD
 
 /* Both trace structs begin with the same head. */
 typedef struct trace_head {

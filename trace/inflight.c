@@ -262,31 +262,84 @@ static int table_init(const h2t_inflight_config *cfg) {
   return 0;
 }
 
+/* Names are checked before anything is added: a bad list changes nothing. */
+#define SENS_LEN 64
+static int sens_list_ok(const h2t_inflight_config *cfg) {
+  if (!cfg->nsensitive_headers)
+    return 1;
+  if (!cfg->sensitive_headers)
+    return 0;
+  for (size_t i = 0; i < cfg->nsensitive_headers; i++) {
+    const char *n = cfg->sensitive_headers[i];
+    if (n && (!n[0] || strlen(n) >= SENS_LEN))
+      return 0;
+  }
+  return 1;
+}
+
+/* A size in cfg that the table now on does not have (0 in cfg: keep). */
+static int sizes_differ(const h2t_inflight_config *cfg) {
+  return cfg && ((cfg->max_entries && cfg->max_entries != h2t__ifl.max_entries) ||
+                 (cfg->recent && cfg->recent != h2t__ifl.ring_cap));
+}
+
+/*
+ * One call for "turn it on" and "apply my configuration": whoever turned
+ * the table on first (the diagnostics endpoint and the signal dump do, with
+ * defaults), the application's configuration holds.  Its sensitive headers
+ * are added before anything else, so they hold even when the sizes cannot
+ * change (requests in flight: H2T_ERR_STATE).
+ */
 int h2t_inflight_enable(const h2t_inflight_config *cfg) {
   if (cfg && cfg->struct_size < offsetof(h2t_inflight_config, recent) +
                                     sizeof cfg->recent)
     return H2T_ERR_INVALID_ARG;
-  if (cfg && cfg->struct_size >= sizeof *cfg && cfg->nsensitive_headers &&
-      !cfg->sensitive_headers)
+  int full = cfg && cfg->struct_size >= sizeof *cfg;
+  if (full && !sens_list_ok(cfg))
     return H2T_ERR_INVALID_ARG;
+  if (cfg && (cfg->max_entries > (size_t)UINT32_MAX - 1 ||
+              cfg->recent > ((size_t)1 << 24)))
+    return H2T_ERR_INVALID_ARG;
+  if (full)
+    for (size_t i = 0; i < cfg->nsensitive_headers; i++)
+      if (cfg->sensitive_headers[i]) {
+        int rc = h2t_header_add_sensitive(cfg->sensitive_headers[i]);
+        if (rc != 0)
+          return rc; /* H2T_ERR_LIMIT */
+      }
   pthread_rwlock_wrlock(&h2t__ifl_life);
   pthread_mutex_lock(&h2t__ifl.mu);
-  int rc = atomic_load(&h2t__ifl_on) ? H2T_ERR_STATE : table_init(cfg);
-  if (rc == 0)
+  int rc = 0;
+  if (!atomic_load(&h2t__ifl_on)) {
+    rc = table_init(cfg);
+    if (rc == 0)
+      atomic_store(&h2t__ifl_on, 1);
+  } else if (sizes_differ(cfg)) {
+    /* New sizes mean a new table, only while nothing is in flight: off
+     * first, then count, as h2t_inflight_disable() does. */
+    atomic_store(&h2t__ifl_on, 0);
+    if (atomic_load(&h2t__ifl.live))
+      rc = H2T_ERR_STATE;
+    else {
+      h2t_inflight_config old = {.struct_size = sizeof old,
+                                 .max_entries = h2t__ifl.max_entries,
+                                 .recent = h2t__ifl.ring_cap};
+      table_free();
+      rc = table_init(cfg);
+      if (rc != 0 && table_init(&old) != 0) {
+        pthread_mutex_unlock(&h2t__ifl.mu);
+        pthread_rwlock_unlock(&h2t__ifl_life);
+        return rc; /* no memory even for the old sizes: the table is off */
+      }
+    }
     atomic_store(&h2t__ifl_on, 1);
+  }
   pthread_mutex_unlock(&h2t__ifl.mu);
   pthread_rwlock_unlock(&h2t__ifl_life);
-  if (rc == 0 && cfg && cfg->struct_size >= sizeof *cfg)
-    for (size_t i = 0; i < cfg->nsensitive_headers; i++)
-      if (cfg->sensitive_headers[i])
-        h2t_header_add_sensitive(cfg->sensitive_headers[i]);
   return rc;
 }
 
-int h2t__ifl_ensure_on(void) {
-  int rc = h2t_inflight_enable(NULL);
-  return rc == H2T_ERR_STATE ? 0 : rc;
-}
+int h2t__ifl_ensure_on(void) { return h2t_inflight_enable(NULL); }
 
 int h2t_inflight_enabled(void) { return atomic_load(&h2t__ifl_on); }
 
@@ -472,11 +525,14 @@ struct inflight_entry *h2t__inflight_begin_at(inflight_kind kind, uint64_t req_i
   /* counted live before looking again: see h2t_inflight_disable() */
   atomic_fetch_add(&h2t__ifl.live, 1);
   struct tcache *tc = &tcache;
-  uint64_t gen = atomic_load(&h2t__ifl.gen);
   if (!atomic_load(&h2t__ifl_on)) {
     atomic_fetch_sub(&h2t__ifl.live, 1);
     return NULL;
   }
+  /* Read after `on`: a table made anew while this thread was between its
+   * two looks (disable + enable, or enable with new sizes) has a new gen,
+   * and the cached indices of the old one must not be used. */
+  uint64_t gen = atomic_load(&h2t__ifl.gen);
   if (tc->gen != gen) {
     tc->gen = gen;
     tc->n = 0;
@@ -1099,7 +1155,6 @@ int h2t_inflight_set_status(uint64_t id, const char *text) {
 /* --- sensitive headers ----------------------------------------------------- */
 
 #define SENS_MAX 64
-#define SENS_LEN 64
 static char sens_names[SENS_MAX][SENS_LEN];
 static atomic_int sens_n;
 static pthread_mutex_t sens_mu = PTHREAD_MUTEX_INITIALIZER;

@@ -16,7 +16,9 @@
  *                                     identical stacks counted together
  *   GET  /metrics                     Prometheus text format 0.0.4
  *
- * Starting it turns the in-flight table on (h2t_inflight_enable()) if off.
+ * Starting it turns the in-flight table on with defaults if it is off, and
+ * keeps it on (h2t_inflight_hold()); an h2t_inflight_enable(cfg) before or
+ * after applies cfg all the same (its sensitive headers above all).
  * /debug/threads interrupts every thread of the process once with signal
  * SIGRTMIN+4 (installed with SA_RESTART while the endpoint runs); calls that
  * the kernel never restarts (epoll_wait, nanosleep, sleep) return early with

@@ -12,9 +12,11 @@
  *
  * Thread-safety: every function here is thread-safe and may be called from
  * any thread, including while the loops that own the requests are busy or
- * stuck.  A loop never waits for a reader: each entry is written by its
- * loop alone, and readers copy it optimistically (seqlock), retrying when
- * they raced a write.  A cancel or status set from another thread is shown
+ * stuck; h2t_inflight_enable() and h2t_inflight_disable() too (they wait
+ * for readers inside a call; a reader that needs the table to stay on
+ * between its calls holds it with h2t_inflight_hold()).  A loop never
+ * waits for a reader: each entry is written by its loop alone, and readers
+ * copy it optimistically (seqlock), retrying when they raced a write.  A cancel or status set from another thread is shown
  * at once and folded into the entry by its loop at the next event.
  *
  * Sensitive headers: the table does not store header values.  Every h2trace
@@ -101,10 +103,20 @@ typedef struct h2t_inflight_config {
 
 #define H2T_INFLIGHT_CONFIG_INIT { .struct_size = sizeof(h2t_inflight_config) }
 
-/* Turn the table on.  cfg may be NULL for all defaults; it is not kept.
- * Requests that started before are not tracked.  Returns 0, or
- * H2T_ERR_INVALID_ARG (bad struct_size), H2T_ERR_NOMEM, or H2T_ERR_STATE if
- * it is already on (the diagnostics endpoint turns it on too). */
+/* Turn the table on, or apply cfg to the table already on: the diagnostics
+ * endpoint, the signal dump and h2t_inflight_hold() turn it on with the
+ * defaults, and a later call with your cfg still applies it, so the order
+ * does not matter.  cfg may be NULL for all defaults; it is not kept.
+ * Requests that started before are not tracked.
+ * On a table already on: cfg's sensitive headers are added first, always;
+ * a max_entries or recent that is non-zero and differs from the table's
+ * makes the table anew (empty: the recent ring, the profile and the
+ * metrics' counters start over) if no request is in flight.
+ * Returns 0, or H2T_ERR_INVALID_ARG (bad struct_size, a sensitive-header
+ * name empty or over 63 bytes, a size out of range: nothing changed),
+ * H2T_ERR_LIMIT (more than 64 sensitive names in all), H2T_ERR_NOMEM, or
+ * H2T_ERR_STATE: new sizes asked while requests are in flight (the sizes
+ * stay, the sensitive headers were added all the same).  Thread-safe. */
 H2T_EXTERN int h2t_inflight_enable(const h2t_inflight_config *cfg);
 
 /* 1 if the table is on. */
@@ -112,12 +124,14 @@ H2T_EXTERN int h2t_inflight_enabled(void);
 
 /* Turn the table off and free it.  Returns 0, or H2T_ERR_STATE while a
  * tracked request is still in flight, the diagnostics endpoint runs, or the
- * signal dump is installed (nothing changes then).  Must not race with a
- * reader on another thread. */
+ * signal dump is installed (nothing changes then).  Thread-safe: a reader
+ * inside a call on another thread is waited for; a reader that must find
+ * the table on later holds it (h2t_inflight_hold()). */
 H2T_EXTERN int h2t_inflight_disable(void);
 
 /* Keep the table on for a reader of your own (an endpoint, an exporter
- * thread): turn it on with defaults if it is off, and make
+ * thread): turn it on with defaults if it is off (a later
+ * h2t_inflight_enable() still applies its cfg), and make
  * h2t_inflight_disable() refuse until the matching h2t_inflight_release().
  * The diagnostics endpoint and the signal dump hold it the same way.
  * Returns 0, H2T_ERR_NOMEM.  Thread-safe. */
@@ -127,6 +141,12 @@ H2T_EXTERN int h2t_inflight_hold(void);
  * holds the table.  Thread-safe. */
 H2T_EXTERN int h2t_inflight_release(void);
 
+/* Sizes of the arrays of h2t_inflight_info.  They are not what the table
+ * keeps: an entry is 512 bytes, so it keeps at most 7 bytes of method, 63
+ * of authority and 126 of authority and path together, 39 of status and
+ * 31 of cancel reason; longer text is cut when it is stored and ends in
+ * "...".  The arrays are larger so that the table may keep more one day
+ * without an ABI change. */
 #define H2T_INFLIGHT_MAX_HISTORY 16
 #define H2T_INFLIGHT_METHOD_MAX 16
 #define H2T_INFLIGHT_AUTHORITY_MAX 128
@@ -140,7 +160,7 @@ typedef struct h2t_inflight_step {
 } h2t_inflight_step;
 
 /* A copy of one request's entry.  Strings are NUL-terminated; long ones were
- * truncated when the request started (ending in "..."). */
+ * cut when stored, to the table's limits above (ending in "..."). */
 typedef struct h2t_inflight_info {
   uint64_t id;           /* the h2t_event.req_id */
   h2t_inflight_kind kind;
@@ -193,10 +213,9 @@ H2T_EXTERN int h2t_inflight_get(uint64_t id, h2t_inflight_info *out);
 H2T_EXTERN int h2t_inflight_cancel(uint64_t id, const char *reason);
 
 /* Set the free-text status of the calling request (shown in dumps and the
- * endpoint), e.g. "querying inventory".  Copied; the table keeps its first
- * 39 bytes (entries are at most 512 bytes: likewise 7 bytes of method, 31 of
- * a cancel reason, and 126 of authority and path together).  Returns 0, H2T_ERR_NOT_FOUND or
- * H2T_ERR_INVALID_ARG.  (The server's handler API offers the same by
+ * endpoint), e.g. "querying inventory".  Copied; the table keeps at most
+ * 39 bytes of it (see the limits above h2t_inflight_info: the status array
+ * there is larger).  Returns 0, H2T_ERR_NOT_FOUND or H2T_ERR_INVALID_ARG.  (The server's handler API offers the same by
  * request handle, which is cheaper.) */
 H2T_EXTERN int h2t_inflight_set_status(uint64_t id, const char *text);
 

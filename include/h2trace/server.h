@@ -160,8 +160,10 @@ H2T_EXTERN const char *h2t_server_req_method(const h2t_server_req *r);
 H2T_EXTERN const char *h2t_server_req_path(const h2t_server_req *r);
 H2T_EXTERN const char *h2t_server_req_scheme(const h2t_server_req *r);
 H2T_EXTERN const char *h2t_server_req_authority(const h2t_server_req *r);
-/* Request headers (not pseudo-headers); names are lowercase.  Valid until
- * on_close. */
+/* Request headers (not pseudo-headers); names are lowercase: a request
+ * with an upper-case field name is malformed (RFC 9113 §8.2.1), and
+ * nghttp2 resets its stream with PROTOCOL_ERROR before any handler runs.
+ * Valid until on_close. */
 H2T_EXTERN const h2t_header *h2t_server_req_headers(const h2t_server_req *r,
                                                     size_t *n);
 /* First header named `name` (lowercase), or NULL. */

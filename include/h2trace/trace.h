@@ -6,7 +6,15 @@
  * (h2t_client_trace) or to a server (h2t_server_trace).  Every hook has the
  * same type: it receives one h2t_event, whose common fields say when (t_us,
  * monotonic µs from h2t_now_us()), which request, which connection and which
- * stream, and whose union member named after the event carries the rest.
+ * stream, and whose union `u` carries the rest.  Most events have a member
+ * of their own name (u.got_conn, u.done...); some share one: u.connect
+ * (connect_start, connect_done), u.tls (tls_handshake_start and _done, both
+ * sides), u.header_field (wrote_header_field), u.response
+ * (got_1xx_response, got_headers, server wrote_headers), u.data (got_data),
+ * u.body (request_body_done, wrote_response), u.stream_reset and
+ * u.flow_blocked (both sides); wrote_headers, wait_100_continue,
+ * got_100_continue, got_first_response_byte, stream_opened and
+ * wrote_first_byte carry none.  doc/api/h2t_event.md has the table.
  *
  *   static void on_got_conn(const h2t_event *ev, void *user) {
  *     printf("conn #%llu %s\n", (unsigned long long)ev->conn_id,
@@ -39,9 +47,14 @@ typedef struct h2t_request h2t_request;       /* a client request */
 typedef struct h2t_server_req h2t_server_req; /* a request a server serves */
 
 /* Event types.  Client events first, then server events.  The order is ABI:
- * new events are only ever appended before H2T_EV_COUNT_. */
-#define H2T_EVENT_MAP(XX)                                                      \
-  /* client: Go's ClientTrace, every one firing on HTTP/2 */                   \
+ * new events are only ever appended, client ones before the server ones
+ * (H2T_EV_FIRST_SERVER_ moves then), server ones before H2T_EV_COUNT_.
+ * (identifier, name) where the name is also the hook's field in the side's
+ * trace struct: client events in h2t_client_trace, server events in
+ * h2t_server_trace.  The library's table of where each hook sits is made
+ * from these lists, so an event cannot lack its hook. */
+#define H2T_CLIENT_EVENT_MAP(XX)                                               \
+  /* Go's ClientTrace, every one firing on HTTP/2 */                           \
   XX(GET_CONN, get_conn)                                                       \
   XX(DNS_START, dns_start)                                                     \
   XX(DNS_DONE, dns_done)                                                       \
@@ -58,7 +71,7 @@ typedef struct h2t_server_req h2t_server_req; /* a request a server serves */
   XX(WROTE_REQUEST, wrote_request)                                             \
   XX(GOT_FIRST_RESPONSE_BYTE, got_first_response_byte)                         \
   XX(PUT_IDLE_CONN, put_idle_conn)                                             \
-  /* client: HTTP/2 */                                                         \
+  /* HTTP/2 */                                                                 \
   XX(STREAM_OPENED, stream_opened)                                             \
   XX(GOT_HEADERS, got_headers)                                                 \
   XX(GOT_DATA, got_data)                                                       \
@@ -67,8 +80,9 @@ typedef struct h2t_server_req h2t_server_req; /* a request a server serves */
   XX(GOAWAY, goaway)                                                           \
   XX(SETTINGS, settings)                                                       \
   XX(RETRY, retry)                                                             \
-  XX(DONE, done)                                                               \
-  /* server */                                                                 \
+  XX(DONE, done)
+
+#define H2T_SERVER_EVENT_MAP(XX)                                               \
   XX(SRV_CONN_ACCEPTED, conn_accepted)                                         \
   XX(SRV_TLS_HANDSHAKE_DONE, tls_handshake_done)                               \
   XX(SRV_REQUEST_HEADERS, request_headers)                                     \
@@ -82,6 +96,8 @@ typedef struct h2t_server_req h2t_server_req; /* a request a server serves */
   XX(SRV_STREAM_CLOSED, stream_closed)                                         \
   XX(SRV_GOAWAY_SENT, goaway_sent)                                             \
   XX(SRV_LOAD_SHED, load_shed)
+
+#define H2T_EVENT_MAP(XX) H2T_CLIENT_EVENT_MAP(XX) H2T_SERVER_EVENT_MAP(XX)
 
 typedef enum h2t_event_type {
 #define H2T_EV_ENUM_(up, low) H2T_EV_##up,
