@@ -49,7 +49,7 @@ static void rec_any(const h2t_event *ev, void *user) {
 static h2t_client_trace rec_trace = {H2T_CLIENT_TRACE_INIT, .any = rec_any};
 
 static h2t_client *new_client(const char *ca_file, int insecure) {
-  h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
+  h2t_client_config cfg = {H2T_CLIENT_CONFIG_INIT};
   cfg.ca_file = ca_file;
   cfg.insecure = insecure;
   cfg.connect_timeout_ms = 5000;
@@ -203,7 +203,7 @@ static void test_tls_wrong_host_fails(void **state) {
 }
 
 static void test_bad_ca_file_fails_at_new(void **state) {
-  h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
+  h2t_client_config cfg = {H2T_CLIENT_CONFIG_INIT};
   cfg.ca_file = "/nonexistent/ca.pem";
   h2t_client *c = NULL;
   assert_int_equal(h2t_client_new(&c, &cfg), H2T_ERR_TLS);
@@ -333,7 +333,7 @@ static void test_default_trace_runs_after_request_trace(void **state) {
   h2t_client_trace dflt = {H2T_CLIENT_TRACE_INIT, .got_conn = mark_cli,
                            .done = mark_cli};
   h2t_client_trace mine = {H2T_CLIENT_TRACE_INIT, .got_conn = mark_req};
-  h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
+  h2t_client_config cfg = {H2T_CLIENT_CONFIG_INIT};
   cfg.trace = &dflt;
   h2t_client *c;
   assert_int_equal(h2t_client_new(&c, &cfg), 0);
@@ -358,7 +358,7 @@ static void test_api_misuse(void **state) {
   assert_int_equal(h2t_client_new(NULL, NULL), H2T_ERR_INVALID_ARG);
   h2t_client_config bad = {.struct_size = 1};
   assert_int_equal(h2t_client_new(&c, &bad), H2T_ERR_INVALID_ARG);
-  h2t_client_config v = H2T_CLIENT_CONFIG_INIT;
+  h2t_client_config v = {H2T_CLIENT_CONFIG_INIT};
   v.ip_version = 5;
   assert_int_equal(h2t_client_new(&c, &v), H2T_ERR_INVALID_ARG);
   assert_int_equal(h2t_client_new(&c, NULL), 0);
@@ -384,7 +384,7 @@ static void test_api_misuse(void **state) {
 static void test_tls_session_resumed_on_next_conn(void **state) {
   const char *cert, *key;
   assert_int_equal(h2t_test_make_cert(&cert, &key), 0);
-  h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
+  h2t_client_config cfg = {H2T_CLIENT_CONFIG_INIT};
   cfg.ca_file = cert;
   cfg.idle_timeout_ms = 50;
   h2t_client *c;

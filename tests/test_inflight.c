@@ -14,7 +14,7 @@
 #include "trace/inflight_int.h"
 
 static int setup(void **state) {
-  h2t_inflight_config cfg = H2T_INFLIGHT_CONFIG_INIT;
+  h2t_inflight_config cfg = {H2T_INFLIGHT_CONFIG_INIT};
   cfg.recent = 8;
   return h2t_inflight_enable(&cfg);
 }
@@ -318,7 +318,7 @@ static void test_strings_truncate_and_status_by_id(void **state) {
 
 static void test_table_full_drops_not_fails(void **state) {
   assert_int_equal(h2t_inflight_disable(), 0);
-  h2t_inflight_config cfg = H2T_INFLIGHT_CONFIG_INIT;
+  h2t_inflight_config cfg = {H2T_INFLIGHT_CONFIG_INIT};
   cfg.max_entries = 2;
   assert_int_equal(h2t_inflight_enable(&cfg), 0);
   struct inflight_entry *a = client_req(1, "x", "/"), *b = client_req(2, "x", "/");
@@ -366,7 +366,7 @@ static void test_sensitive_headers(void **state) {
   /* names from the table's config are added too */
   assert_int_equal(h2t_inflight_disable(), 0);
   const char *extra[] = {"x-session"};
-  h2t_inflight_config cfg = H2T_INFLIGHT_CONFIG_INIT;
+  h2t_inflight_config cfg = {H2T_INFLIGHT_CONFIG_INIT};
   cfg.sensitive_headers = extra;
   cfg.nsensitive_headers = 1;
   assert_int_equal(h2t_inflight_enable(&cfg), 0);

@@ -138,7 +138,7 @@ static json_t *wait_both(const char *cstate, const char *sstate) {
 /* --- fixtures --------------------------------------------------------------- */
 
 static int setup(void **state) {
-  h2t_diag_config dc = H2T_DIAG_CONFIG_INIT;
+  h2t_diag_config dc = {H2T_DIAG_CONFIG_INIT};
   dc.token = TOKEN;
   if (h2t_diag_start(&diag, &dc) != 0)
     return -1;

@@ -212,7 +212,7 @@ static tsrv *tsrv_start(h2t_writer_mode mode, h2t_server_config *cfg) {
   pthread_mutex_init(&t->mu, NULL);
   t->mode = mode;
   h2t_server_trace_set_all(&t->tr, rec_any, t);
-  h2t_server_config c = H2T_SERVER_CONFIG_INIT;
+  h2t_server_config c = {H2T_SERVER_CONFIG_INIT};
   if (cfg)
     c = *cfg;
   c.writer = mode;
@@ -502,7 +502,7 @@ static void test_cancel_from_other_thread(void **state) {
 }
 
 static void test_stream_timeout_and_header_limit(void **state) {
-  h2t_server_config cfg = H2T_SERVER_CONFIG_INIT;
+  h2t_server_config cfg = {H2T_SERVER_CONFIG_INIT};
   cfg.stream_timeout_ms = 200;
   cfg.max_header_list_size = 4096;
   tsrv *t = tsrv_start(mode_of(state), &cfg);
@@ -528,7 +528,7 @@ static void test_stream_timeout_and_header_limit(void **state) {
 }
 
 static void test_shed_refused_stream(void **state) {
-  h2t_server_config cfg = H2T_SERVER_CONFIG_INIT;
+  h2t_server_config cfg = {H2T_SERVER_CONFIG_INIT};
   cfg.shed_inflight = 2;
   tsrv *t = tsrv_start(mode_of(state), &cfg);
   char *out = NULL;
@@ -552,7 +552,7 @@ static void test_shed_refused_stream(void **state) {
 }
 
 static void test_shed_503_and_conn_limit(void **state) {
-  h2t_server_config cfg = H2T_SERVER_CONFIG_INIT;
+  h2t_server_config cfg = {H2T_SERVER_CONFIG_INIT};
   cfg.shed_inflight = 2;
   cfg.shed_action = H2T_SHED_503;
   cfg.max_conns = 1;
@@ -680,7 +680,7 @@ static void test_graceful_shutdown_drains(void **state) {
 
 static void test_api_misuse(void **state) {
   h2t_server *s = NULL;
-  h2t_server_config bad = H2T_SERVER_CONFIG_INIT;
+  h2t_server_config bad = {H2T_SERVER_CONFIG_INIT};
   bad.writer = (h2t_writer_mode)7;
   assert_int_equal(h2t_server_new(&s, &bad), H2T_ERR_INVALID_ARG);
   assert_int_equal(h2t_server_new(NULL, NULL), H2T_ERR_INVALID_ARG);

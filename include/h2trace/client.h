@@ -80,7 +80,7 @@ typedef struct h2t_client_config {
   uint32_t max_response_header_bytes;
 } h2t_client_config;
 
-#define H2T_CLIENT_CONFIG_INIT { .struct_size = sizeof(h2t_client_config) }
+#define H2T_CLIENT_CONFIG_INIT .struct_size = sizeof(h2t_client_config)
 
 /* Create a client.  cfg may be NULL for all defaults.  Returns 0 and sets
  * *out, or H2T_ERR_INVALID_ARG (also: ip_version not 0, 4 or 6) /

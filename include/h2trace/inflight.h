@@ -99,7 +99,7 @@ typedef struct h2t_inflight_config {
   size_t nsensitive_headers;
 } h2t_inflight_config;
 
-#define H2T_INFLIGHT_CONFIG_INIT { .struct_size = sizeof(h2t_inflight_config) }
+#define H2T_INFLIGHT_CONFIG_INIT .struct_size = sizeof(h2t_inflight_config)
 
 /* Turn the table on.  cfg may be NULL for all defaults; it is not kept.
  * Requests that started before are not tracked.  Returns 0, or

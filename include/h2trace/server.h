@@ -76,7 +76,7 @@ typedef struct h2t_server_config {
                                   server stops producing frames; 0: 512 KiB */
 } h2t_server_config;
 
-#define H2T_SERVER_CONFIG_INIT { .struct_size = sizeof(h2t_server_config) }
+#define H2T_SERVER_CONFIG_INIT .struct_size = sizeof(h2t_server_config)
 
 /* Create a server.  cfg may be NULL for all defaults.  Returns 0 and sets
  * *out, or H2T_ERR_INVALID_ARG / H2T_ERR_NOMEM / H2T_ERR_SYSTEM (the writer
