@@ -142,6 +142,15 @@ int h2t__trace_chain_push(trace_chain *tc, const void *trace, uint64_t mask) {
   return 0;
 }
 
+int h2t__trace_ok(const void *trace, int server) {
+  size_t v1 = server ? H2T__SERVER_TRACE_V1 : H2T__CLIENT_TRACE_V1;
+  const trace_head *h = trace;
+  for (int depth = 0; h && depth < 64; h = h->next, depth++)
+    if (h2t__struct_ok(h->struct_size, v1) != 0)
+      return H2T_ERR_INVALID_ARG;
+  return 0;
+}
+
 int h2t__trace_chain_add(trace_chain *tc, const void *trace) {
   return trace ? h2t__trace_chain_push(tc, trace, mask_of(trace, tc->server)) : 0;
 }

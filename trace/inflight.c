@@ -262,24 +262,23 @@ static int table_init(const h2t_inflight_config *cfg) {
   return 0;
 }
 
-int h2t_inflight_enable(const h2t_inflight_config *cfg) {
-  if (cfg && cfg->struct_size < offsetof(h2t_inflight_config, recent) +
-                                    sizeof cfg->recent)
+int h2t_inflight_enable(const h2t_inflight_config *cfgp) {
+  h2t_inflight_config c = {H2T_INFLIGHT_CONFIG_INIT};
+  if (cfgp && h2t__struct_in(&c, sizeof c, cfgp, H2T__INFLIGHT_CONFIG_V1))
     return H2T_ERR_INVALID_ARG;
-  if (cfg && cfg->struct_size >= sizeof *cfg && cfg->nsensitive_headers &&
-      !cfg->sensitive_headers)
+  if (c.nsensitive_headers && !c.sensitive_headers)
     return H2T_ERR_INVALID_ARG;
   pthread_rwlock_wrlock(&h2t__ifl_life);
   pthread_mutex_lock(&h2t__ifl.mu);
-  int rc = atomic_load(&h2t__ifl_on) ? H2T_ERR_STATE : table_init(cfg);
+  int rc = atomic_load(&h2t__ifl_on) ? H2T_ERR_STATE : table_init(&c);
   if (rc == 0)
     atomic_store(&h2t__ifl_on, 1);
   pthread_mutex_unlock(&h2t__ifl.mu);
   pthread_rwlock_unlock(&h2t__ifl_life);
-  if (rc == 0 && cfg && cfg->struct_size >= sizeof *cfg)
-    for (size_t i = 0; i < cfg->nsensitive_headers; i++)
-      if (cfg->sensitive_headers[i])
-        h2t_header_add_sensitive(cfg->sensitive_headers[i]);
+  if (rc == 0)
+    for (size_t i = 0; i < c.nsensitive_headers; i++)
+      if (c.sensitive_headers[i])
+        h2t_header_add_sensitive(c.sensitive_headers[i]);
   return rc;
 }
 

@@ -99,17 +99,13 @@ static void shutdown_timeout_cb(struct ev_loop *loop, ev_timer *t,
 static uint32_t writer_depth_cb(const void *w) { return h2t__writer_depth(w); }
 
 int h2t_server_new(h2t_server **out, const h2t_server_config *cfg) {
-  h2t_server_config def = H2T_SERVER_CONFIG_INIT;
+  h2t_server_config def = {H2T_SERVER_CONFIG_INIT};
   if (!out)
     return H2T_ERR_INVALID_ARG;
   *out = NULL;
-  if (cfg) {
-    if (cfg->struct_size < offsetof(h2t_server_config, writer) ||
-        cfg->struct_size > sizeof def)
-      return H2T_ERR_INVALID_ARG;
-    memcpy(&def, cfg, cfg->struct_size);
-    def.struct_size = sizeof def;
-  }
+  if ((cfg && h2t__struct_in(&def, sizeof def, cfg, H2T__SERVER_CONFIG_V1)) ||
+      h2t__trace_ok(def.trace, 1))
+    return H2T_ERR_INVALID_ARG;
   if ((unsigned)def.writer > H2T_WRITER_INLINE ||
       (def.shed_action && def.shed_action != H2T_SHED_REFUSED_STREAM &&
        def.shed_action != H2T_SHED_503))
@@ -268,11 +264,9 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents) {
 }
 
 int h2t_server_listen(h2t_server *s, const h2t_listen_opts *o) {
-  if (!s || !o || o->struct_size < sizeof(size_t) ||
-      o->struct_size > sizeof(h2t_listen_opts))
+  h2t_listen_opts lo;
+  if (!s || h2t__struct_in(&lo, sizeof lo, o, H2T__LISTEN_OPTS_V1) != 0)
     return H2T_ERR_INVALID_ARG;
-  h2t_listen_opts lo = {H2T_LISTEN_OPTS_INIT};
-  memcpy(&lo, o, o->struct_size);
   if ((lo.cert_file == NULL) != (lo.key_file == NULL))
     return H2T_ERR_INVALID_ARG;
   if (s->shutting)
