@@ -146,7 +146,7 @@ static enum MHD_Result get_requests(struct MHD_Connection *c) {
   json_t *list = json_array(); /* the snapshot is oldest first */
   for (size_t i = 0; i < n; i++)
     json_array_append_new(list, request_json(&arr[i], now, 0));
-  h2t_inflight_free(arr);
+  h2t_inflight_info_free(arr);
   return send_json(c, MHD_HTTP_OK,
                    json_pack("{s:o,s:I,s:I}", "requests", list, "count",
                              (json_int_t)n, "server_time_us", (json_int_t)now),
@@ -162,7 +162,7 @@ static enum MHD_Result get_recent(struct MHD_Connection *c) {
   json_t *list = json_array();
   for (size_t i = 0; i < n; i++)
     json_array_append_new(list, request_json(&arr[i], now, 1));
-  h2t_inflight_free(arr);
+  h2t_inflight_info_free(arr);
   return send_json(c, MHD_HTTP_OK,
                    json_pack("{s:o,s:I}", "recent", list, "server_time_us",
                              (json_int_t)now),
@@ -214,7 +214,7 @@ static enum MHD_Result get_connections(struct MHD_Connection *c) {
     json_object_set_new(o, "bytes_out", json_integer((json_int_t)k->bytes_out));
     json_array_append_new(list, o);
   }
-  free(arr);
+  h2t_inflight_conn_free(arr);
   return send_json(c, MHD_HTTP_OK,
                    json_pack("{s:o,s:I}", "connections", list,
                              "server_time_us", (json_int_t)now),

@@ -125,7 +125,7 @@ static void bench_snapshot(size_t n) {
   h2t_inflight_info *arr;
   for (int i = 0; i < 3000 && got < 2 * n; i++) {
     h2t_inflight_snapshot(&arr, &got);
-    h2t_inflight_free(arr);
+    h2t_inflight_info_free(arr);
     if (got < 2 * n)
       usleep(10000);
   }
@@ -137,7 +137,7 @@ static void bench_snapshot(size_t n) {
     double t0 = now_s();
     h2t_inflight_snapshot(&arr, &got);
     snap[i] = now_s() - t0;
-    h2t_inflight_free(arr);
+    h2t_inflight_info_free(arr);
     char *s;
     t0 = now_s();
     h2t_inflight_dump_string(&s);

@@ -49,7 +49,7 @@ static int one_run(void) {
     rv = h2t_client_fetch(c, &o, &resp);
     if (rv == 0) {
       assert_string_equal((char *)resp.body, "abcdef");
-      h2t_response_free(c, &resp);
+      h2t_response_free(&resp);
     }
   }
   h2t_client_del(c);

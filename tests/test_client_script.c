@@ -854,7 +854,7 @@ static void test_fetch_keeps_user(void **state) {
   assert_int_equal(h2t_client_fetch(e.c, &o, &resp), 0);
   assert_ptr_equal(fetch_seen_user, &marker);
   assert_string_equal((const char *)resp.body, "ok 0");
-  h2t_response_free(e.c, &resp);
+  h2t_response_free(&resp);
   env_stop(&e);
 }
 

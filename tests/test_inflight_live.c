@@ -317,7 +317,7 @@ static void test_profile_of_real_requests(void **state) {
     h2t_inflight_info *arr;
     size_t n;
     h2t_inflight_snapshot(&arr, &n);
-    h2t_inflight_free(arr);
+    h2t_inflight_info_free(arr);
     if (!n)
       break;
     usleep(10000);

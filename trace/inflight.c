@@ -992,7 +992,7 @@ int h2t_inflight_recent(h2t_inflight_info **out, size_t *n) {
   return 0;
 }
 
-void h2t_inflight_free(h2t_inflight_info *arr) { free(arr); }
+void h2t_inflight_info_free(h2t_inflight_info *arr) { free(arr); }
 
 struct find {
   uint64_t id;

@@ -182,13 +182,18 @@ H2T_EXTERN void *h2t_request_user(const h2t_request *req);
 H2T_EXTERN int h2t_request_status(const h2t_request *req);
 H2T_EXTERN h2t_client *h2t_request_client(const h2t_request *req);
 
-/* What the blocking call collects. */
+/* What the blocking call collects.  Free it with h2t_response_free(), which
+ * does not need the client: the response carries its allocator. */
 typedef struct h2t_response {
   int status;
   h2t_header *headers; /* owned: free with h2t_response_free() */
   size_t nheaders;
   uint8_t *body;       /* owned, NUL-terminated for convenience */
   size_t body_len;
+  /* The allocator that owns headers and body: a copy of the client's
+   * h2t_client_config.mem (all NULL: malloc).  Its `user` must stay valid
+   * until the response is freed. */
+  h2t_mem mem;
 } h2t_response;
 
 /* Blocking convenience: submit, run the client's loop until this request is
@@ -199,7 +204,9 @@ typedef struct h2t_response {
  * otherwise.  Must not be called while the loop is already running. */
 H2T_EXTERN int h2t_client_fetch(h2t_client *c, const h2t_request_opts *o,
                                 h2t_response *resp);
-H2T_EXTERN void h2t_response_free(h2t_client *c, h2t_response *resp);
+/* Free what a response owns and zero it; the client may be gone already.
+ * NULL is a no-op; so is a zeroed response. */
+H2T_EXTERN void h2t_response_free(h2t_response *resp);
 
 /* Pool statistics, for benchmarks and the diagnostics. */
 typedef struct h2t_client_stats {
