@@ -694,7 +694,7 @@ static void test_api_misuse(void **state) {
   int i6 = h2t_server_listen(s, &l6);
   if (i6 >= 0) /* IPv6 may be off on this machine */
     assert_true(h2t_server_port(s, i6) > 0);
-  assert_int_equal(h2t_server_port(s, 5), H2T_ERR_INVALID_ARG);
+  assert_int_equal(h2t_server_port(s, 5), 0);
   assert_int_equal(h2t_server_handle(s, "nope", h_hello, NULL),
                    H2T_ERR_INVALID_ARG);
   h2t_writer_mode m;

@@ -35,6 +35,28 @@ const char *h2t_retry_reason_name(h2t_retry_reason r) {
   return NULL;
 }
 
+const char *h2t_shed_reason_name(h2t_shed_reason r) {
+  switch (r) {
+  case H2T_SHED_INFLIGHT:
+    return "inflight";
+  case H2T_SHED_CONNECTIONS:
+    return "connections";
+  }
+  return NULL;
+}
+
+const char *h2t_shed_action_name(h2t_shed_action a) {
+  switch (a) {
+  case H2T_SHED_REFUSED_STREAM:
+    return "refused_stream";
+  case H2T_SHED_503:
+    return "503";
+  case H2T_SHED_CLOSE:
+    return "close";
+  }
+  return NULL;
+}
+
 /* Where each event's hook sits in its struct.  The client events map onto
  * h2t_client_trace fields and the server ones onto h2t_server_trace fields
  * of the same (short) name. */

@@ -1211,14 +1211,18 @@ int h2t__client_submit(h2t_client *c, const h2t_request_opts *opts,
 }
 
 int h2t_request_cancel(h2t_request *r) {
-  if (!r || r->state == H2T__REQ_DONE || r->finishing)
+  if (!r)
+    return H2T_ERR_INVALID_ARG;
+  if (r->state == H2T__REQ_DONE || r->finishing)
     return H2T_ERR_STATE;
   finish(r, H2T_ERR_CANCELED);
   return 0;
 }
 
 int h2t_request_resume(h2t_request *r) {
-  if (!r || r->state == H2T__REQ_DONE || r->finishing)
+  if (!r)
+    return H2T_ERR_INVALID_ARG;
+  if (r->state == H2T__REQ_DONE || r->finishing)
     return H2T_ERR_STATE;
   if (r->state == H2T__REQ_ACTIVE && r->body_deferred && !r->waiting_100 &&
       r->conn) {

@@ -329,9 +329,9 @@ fail:
   return H2T_ERR_BIND;
 }
 
-int h2t_server_port(const h2t_server *s, int index) {
+uint16_t h2t_server_port(const h2t_server *s, int index) {
   if (!s || index < 0 || index >= s->nlisteners)
-    return H2T_ERR_INVALID_ARG;
+    return 0;
   return s->listeners[index].port;
 }
 
@@ -360,7 +360,9 @@ int h2t_server_handle(h2t_server *s, const char *prefix, h2t_handler_fn fn,
 }
 
 int h2t_server_run(h2t_server *s) {
-  if (!s || s->running)
+  if (!s)
+    return H2T_ERR_INVALID_ARG;
+  if (s->running)
     return H2T_ERR_STATE;
   s->running = 1;
   while (!s->done) {

@@ -164,15 +164,16 @@ H2T_EXTERN int h2t_request_submit(h2t_client *c, const h2t_request_opts *o,
                                   h2t_request **out);
 
 /* Cancel: resets the stream with CANCEL if open; on_done runs with
- * H2T_ERR_CANCELED before this returns.  Returns 0 or H2T_ERR_STATE if the
- * request is already done (or inside its own on_done).  May be called from
+ * H2T_ERR_CANCELED before this returns.  Returns 0, H2T_ERR_INVALID_ARG for
+ * NULL, or H2T_ERR_STATE if the request is already done (or inside its own
+ * on_done).  May be called from
  * the request's hooks and callbacks.  From another thread, go through the
  * in-flight table's cancel, which posts to the loop. */
 H2T_EXTERN int h2t_request_cancel(h2t_request *req);
 
 /* Resume a streaming body that returned H2T_BODY_DEFER: body_read is called
- * again from the loop.  Returns 0 (also when nothing was deferred) or
- * H2T_ERR_STATE if the request is done. */
+ * again from the loop.  Returns 0 (also when nothing was deferred),
+ * H2T_ERR_INVALID_ARG for NULL or H2T_ERR_STATE if the request is done. */
 H2T_EXTERN int h2t_request_resume(h2t_request *req);
 
 /* Process-unique id (the one in h2t_event.req_id and the in-flight table). */
