@@ -38,7 +38,9 @@ struct h2t_server {
   ev_prepare prepare; /* flushes once per loop iteration */
   h2t__postq post;    /* cancels and shutdown_async from other threads */
   ev_timer shutdown_timer;
+  ev_timer done_timer; /* reports the end of a shutdown from the loop's top */
   int shutting, done, running;
+  int reported; /* done_cb ran: on_shutdown_done was called */
 };
 
 static void maybe_done(h2t_server *s);
@@ -87,6 +89,18 @@ void h2t__srv_cancel_post(void *arg, uint64_t req_id, const char *why) {
 }
 
 static void conn_gone_cb(void *arg) { maybe_done(arg); }
+
+/* A timer, not a call from maybe_done(): maybe_done runs inside
+ * h2t_server_shutdown() and inside a connection's teardown, where the
+ * application's callback must not run. */
+static void done_cb(struct ev_loop *loop, ev_timer *t, int revents) {
+  h2t_server *s = t->data;
+  s->reported = 1;
+  if (s->x.cfg.on_shutdown_done)
+    s->x.cfg.on_shutdown_done(s, s->x.cfg.shutdown_user);
+  if (s->running)
+    ev_break(loop, EVBREAK_ONE);
+}
 
 static void shutdown_timeout_cb(struct ev_loop *loop, ev_timer *t,
                                 int revents) {
@@ -168,6 +182,8 @@ int h2t_server_new(h2t_server **out, const h2t_server_config *cfg) {
   ev_timer_init(&s->shutdown_timer, shutdown_timeout_cb,
                 x->cfg.shutdown_timeout_ms / 1000.0, 0.);
   s->shutdown_timer.data = s;
+  ev_timer_init(&s->done_timer, done_cb, 0., 0.);
+  s->done_timer.data = s;
   *out = s;
   return 0;
 }
@@ -191,6 +207,7 @@ void h2t_server_del(h2t_server *s) {
   listeners_close(s);
   h2t__srv_conn_abort_all(x);
   ev_timer_stop(x->loop, &s->shutdown_timer);
+  ev_timer_stop(x->loop, &s->done_timer);
   h2t__metrics_writer_unregister(x->writer); /* inflight */
   h2t__writer_del(x->writer);
   ev_ref(x->loop);
@@ -365,7 +382,7 @@ int h2t_server_run(h2t_server *s) {
   if (s->running)
     return H2T_ERR_STATE;
   s->running = 1;
-  while (!s->done) {
+  while (!s->reported) { /* until done_cb, which reports and breaks */
     if (!ev_run(s->x.loop, 0))
       break; /* nothing left to watch */
   }
@@ -379,8 +396,7 @@ static void maybe_done(h2t_server *s) {
     return;
   s->done = 1;
   ev_timer_stop(s->x.loop, &s->shutdown_timer);
-  if (s->running)
-    ev_break(s->x.loop, EVBREAK_ONE);
+  ev_timer_start(s->x.loop, &s->done_timer); /* done_cb: report, break */
 }
 
 int h2t_server_shutdown(h2t_server *s) {

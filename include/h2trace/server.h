@@ -74,6 +74,13 @@ typedef struct h2t_server_config {
   uint32_t initial_window_size; /* 0: 1 MiB per stream */
   uint32_t write_queue_limit;  /* bytes queued per connection before the
                                   server stops producing frames; 0: 512 KiB */
+  /* Since 0.2.  A graceful shutdown (h2t_server_shutdown*) is over: called
+   * once, on the loop, after the last connection closed (drained, or
+   * forced at shutdown_timeout_ms).  A server on the application's loop
+   * stops that loop here instead of guessing when to ev_break.  Not called
+   * when h2t_server_del() comes first.  NULL: nothing is called. */
+  void (*on_shutdown_done)(h2t_server *s, void *user);
+  void *shutdown_user;         /* passed to on_shutdown_done */
 } h2t_server_config;
 
 #define H2T_SERVER_CONFIG_INIT .struct_size = sizeof(h2t_server_config)
@@ -127,14 +134,17 @@ typedef void (*h2t_handler_fn)(h2t_server_req *req, void *user);
 H2T_EXTERN int h2t_server_handle(h2t_server *s, const char *prefix,
                                  h2t_handler_fn fn, void *user);
 
-/* Run the loop until the server has shut down (h2t_server_shutdown*).
+/* Run the loop until the server has shut down (h2t_server_shutdown*), after
+ * on_shutdown_done if set.
  * Returns 0, H2T_ERR_INVALID_ARG for NULL or H2T_ERR_STATE if called
  * re-entrantly. */
 H2T_EXTERN int h2t_server_run(h2t_server *s);
 
 /* Graceful shutdown: stop accepting, send GOAWAY on every connection, let
- * in-flight streams finish (up to shutdown_timeout_ms), then close.  On the
- * loop thread; idempotent.  Returns 0, or H2T_ERR_INVALID_ARG for NULL. */
+ * in-flight streams finish (up to shutdown_timeout_ms), then close, then
+ * call h2t_server_config.on_shutdown_done from the loop (never from inside
+ * this call).  On the loop thread; idempotent.  Returns 0, or
+ * H2T_ERR_INVALID_ARG for NULL. */
 H2T_EXTERN int h2t_server_shutdown(h2t_server *s);
 /* The same from any thread (or a signal-free context): posts to the loop. */
 H2T_EXTERN void h2t_server_shutdown_async(h2t_server *s);
