@@ -16,6 +16,7 @@
 
 #include <h2trace/diag.h>
 #include "diag/diag_int.h"
+#include "trace/abi_int.h"
 
 #define DIAG_MAX_BODY 4096         /* a cancel needs none */
 #define DIAG_CONN_MEMORY (32 * 1024) /* per connection: headers + URL */
@@ -145,7 +146,7 @@ static enum MHD_Result get_requests(struct MHD_Connection *c) {
   json_t *list = json_array(); /* the snapshot is oldest first */
   for (size_t i = 0; i < n; i++)
     json_array_append_new(list, request_json(&arr[i], now, 0));
-  h2t_inflight_free(arr);
+  h2t_inflight_info_free(arr);
   return send_json(c, MHD_HTTP_OK,
                    json_pack("{s:o,s:I,s:I}", "requests", list, "count",
                              (json_int_t)n, "server_time_us", (json_int_t)now),
@@ -161,7 +162,7 @@ static enum MHD_Result get_recent(struct MHD_Connection *c) {
   json_t *list = json_array();
   for (size_t i = 0; i < n; i++)
     json_array_append_new(list, request_json(&arr[i], now, 1));
-  h2t_inflight_free(arr);
+  h2t_inflight_info_free(arr);
   return send_json(c, MHD_HTTP_OK,
                    json_pack("{s:o,s:I}", "recent", list, "server_time_us",
                              (json_int_t)now),
@@ -213,7 +214,7 @@ static enum MHD_Result get_connections(struct MHD_Connection *c) {
     json_object_set_new(o, "bytes_out", json_integer((json_int_t)k->bytes_out));
     json_array_append_new(list, o);
   }
-  free(arr);
+  h2t_inflight_conn_free(arr);
   return send_json(c, MHD_HTTP_OK,
                    json_pack("{s:o,s:I}", "connections", list,
                              "server_time_us", (json_int_t)now),
@@ -491,18 +492,17 @@ static int parse_listen(const char *s, struct sockaddr_storage *ss) {
   return 0;
 }
 
-int h2t_diag_start(h2t_diag **out, const h2t_diag_config *cfg) {
+int h2t_diag_start(h2t_diag **out, const h2t_diag_config *cfgp) {
+  h2t_diag_config cfg_ = {H2T_DIAG_CONFIG_INIT}, *cfg = &cfg_;
   if (!out)
     return H2T_ERR_INVALID_ARG;
   *out = NULL;
-  if (cfg && cfg->struct_size < offsetof(h2t_diag_config, allow_remote) +
-                                    sizeof cfg->allow_remote)
+  if (cfgp && h2t__struct_in(cfg, sizeof *cfg, cfgp, H2T__DIAG_CONFIG_V1))
     return H2T_ERR_INVALID_ARG;
-  int has_limits = cfg && cfg->struct_size >= sizeof *cfg;
   struct sockaddr_storage ss;
-  if (parse_listen(cfg && cfg->listen ? cfg->listen : "127.0.0.1:0", &ss))
+  if (parse_listen(cfg->listen ? cfg->listen : "127.0.0.1:0", &ss))
     return H2T_ERR_INVALID_ARG;
-  if (!is_loopback((struct sockaddr *)&ss) && !(cfg && cfg->allow_remote))
+  if (!is_loopback((struct sockaddr *)&ss) && !cfg->allow_remote)
     return H2T_ERR_INVALID_ARG;
   int expected = 0;
   if (!atomic_compare_exchange_strong(&diag_running, &expected, 1))
@@ -514,7 +514,7 @@ int h2t_diag_start(h2t_diag **out, const h2t_diag_config *cfg) {
     rc = H2T_ERR_NOMEM;
     goto fail;
   }
-  if (cfg && cfg->token && cfg->token[0]) {
+  if (cfg->token && cfg->token[0]) {
     d->token = strdup(cfg->token);
     if (!d->token) {
       rc = H2T_ERR_NOMEM;
@@ -528,9 +528,8 @@ int h2t_diag_start(h2t_diag **out, const h2t_diag_config *cfg) {
     h2t_inflight_release();
     goto fail;
   }
-  unsigned maxconn = has_limits && cfg->max_connections ? cfg->max_connections
-                                                        : 16;
-  unsigned timeout = has_limits && cfg->timeout_s ? cfg->timeout_s : 10;
+  unsigned maxconn = cfg->max_connections ? cfg->max_connections : 16;
+  unsigned timeout = cfg->timeout_s ? cfg->timeout_s : 10;
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD;
   if (ss.ss_family == AF_INET6)
     flags |= MHD_USE_IPv6;

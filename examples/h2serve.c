@@ -471,7 +471,7 @@ int main(int argc, char **argv) {
   const char *cert = NULL, *key = NULL, *address = "127.0.0.1", *root = ".";
   uint32_t port = 0;
   const char *diag_listen = NULL, *diag_token = NULL; /* --diag */
-  h2t_server_config cfg = H2T_SERVER_CONFIG_INIT;
+  h2t_server_config cfg = {H2T_SERVER_CONFIG_INIT};
   for (int i = 1; i < argc; i++) {
     const char *o = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -584,7 +584,7 @@ int main(int argc, char **argv) {
   /* --- diagnostics endpoint and SIGUSR1 report (--diag) --- */
   h2t_diag *diag = NULL;
   if (diag_listen) {
-    h2t_diag_config dc = H2T_DIAG_CONFIG_INIT;
+    h2t_diag_config dc = {H2T_DIAG_CONFIG_INIT};
     dc.listen = diag_listen;
     dc.token = diag_token;
     rc = h2t_diag_start(&diag, &dc);

@@ -551,7 +551,7 @@ int main(int argc, char **argv) {
     rc = 1;
     goto out;
   }
-  h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
+  h2t_client_config cfg = {H2T_CLIENT_CONFIG_INIT};
   cfg.ca_file = a.o.cacert;
   cfg.insecure = a.o.insecure;
   cfg.connect_timeout_ms = (uint32_t)a.o.timeout_ms;
@@ -572,7 +572,7 @@ int main(int argc, char **argv) {
     goto out;
   }
   if (a.o.diag) {
-    h2t_diag_config dc = H2T_DIAG_CONFIG_INIT;
+    h2t_diag_config dc = {H2T_DIAG_CONFIG_INIT};
     dc.listen = a.o.diag;
     dc.token = a.o.diag_token;
     err = h2t_diag_start(&diag, &dc);

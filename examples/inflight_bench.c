@@ -98,7 +98,7 @@ static void on_done(h2t_request *req, int error, void *user) {
 
 static void *run_load(void *arg) {
   load *l = arg;
-  h2t_client_config cc = H2T_CLIENT_CONFIG_INIT;
+  h2t_client_config cc = {H2T_CLIENT_CONFIG_INIT};
   cc.max_conns_per_origin = 1;
   if (h2t_client_new(&l->c, &cc) != 0)
     return NULL;
@@ -125,7 +125,7 @@ static void bench_snapshot(size_t n) {
   h2t_inflight_info *arr;
   for (int i = 0; i < 3000 && got < 2 * n; i++) {
     h2t_inflight_snapshot(&arr, &got);
-    h2t_inflight_free(arr);
+    h2t_inflight_info_free(arr);
     if (got < 2 * n)
       usleep(10000);
   }
@@ -137,7 +137,7 @@ static void bench_snapshot(size_t n) {
     double t0 = now_s();
     h2t_inflight_snapshot(&arr, &got);
     snap[i] = now_s() - t0;
-    h2t_inflight_free(arr);
+    h2t_inflight_info_free(arr);
     char *s;
     t0 = now_s();
     h2t_inflight_dump_string(&s);
@@ -199,7 +199,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "inflight_bench: counts must be positive\n");
     return 2;
   }
-  h2t_server_config sc = H2T_SERVER_CONFIG_INIT;
+  h2t_server_config sc = {H2T_SERVER_CONFIG_INIT};
   sc.max_concurrent_streams = (uint32_t)(n > conc ? n : conc);
   int rc = h2t_server_new(&srv, &sc);
   if (rc) {
@@ -221,7 +221,7 @@ int main(int argc, char **argv) {
   pthread_t st;
   pthread_create(&st, NULL, run_server, NULL);
 
-  h2t_inflight_config ic = H2T_INFLIGHT_CONFIG_INIT;
+  h2t_inflight_config ic = {H2T_INFLIGHT_CONFIG_INIT};
   ic.max_entries = 2 * n + 1024;
   h2t_inflight_enable(&ic);
   bench_snapshot(n);

@@ -21,7 +21,7 @@ int main(int argc, char **argv) {
   for (int i = 0; rv == 0 && i < 2; i++) { /* the second request reuses the connection */
     if ((rv = h2t_client_fetch(c, &o, &resp)) == 0) {
       printf("status %d, %zu bytes\n", resp.status, resp.body_len);
-      h2t_response_free(c, &resp);
+      h2t_response_free(&resp);
     }
   }
   if (rv != 0)

@@ -32,7 +32,7 @@ static const h2t_mem mem = {NULL, t_malloc, t_free, t_calloc, t_realloc};
 static int port;
 
 static int one_run(void) {
-  h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
+  h2t_client_config cfg = {H2T_CLIENT_CONFIG_INIT};
   cfg.mem = &mem;
   cfg.connect_timeout_ms = 3000;
   h2t_client *c;
@@ -49,7 +49,7 @@ static int one_run(void) {
     rv = h2t_client_fetch(c, &o, &resp);
     if (rv == 0) {
       assert_string_equal((char *)resp.body, "abcdef");
-      h2t_response_free(c, &resp);
+      h2t_response_free(&resp);
     }
   }
   h2t_client_del(c);

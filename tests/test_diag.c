@@ -126,7 +126,7 @@ static void on_cancel(void *arg, uint64_t id, const char *why) {
 static struct inflight_entry *cli, *srv;
 
 static int start(const char *token) {
-  h2t_diag_config cfg = H2T_DIAG_CONFIG_INIT;
+  h2t_diag_config cfg = {H2T_DIAG_CONFIG_INIT};
   cfg.token = token;
   int rc = h2t_diag_start(&diag, &cfg);
   if (rc)
@@ -160,7 +160,7 @@ static int teardown(void **state) {
 
 static void test_config_checks(void **state) {
   h2t_diag *d = NULL;
-  h2t_diag_config cfg = H2T_DIAG_CONFIG_INIT;
+  h2t_diag_config cfg = {H2T_DIAG_CONFIG_INIT};
   cfg.listen = "0.0.0.0:0";
   assert_int_equal(h2t_diag_start(&d, &cfg), H2T_ERR_INVALID_ARG);
   cfg.listen = "10.1.2.3:8080";
@@ -677,7 +677,7 @@ static void test_answers_while_loop_stuck_and_threads(void **state) {
 /* A client that sends half a request and goes quiet is dropped after the
  * configured timeout; others are served meanwhile. */
 static void test_slow_client_dropped(void **state) {
-  h2t_diag_config cfg = H2T_DIAG_CONFIG_INIT;
+  h2t_diag_config cfg = {H2T_DIAG_CONFIG_INIT};
   cfg.timeout_s = 1;
   assert_int_equal(h2t_diag_start(&diag, &cfg), 0);
   port = h2t_diag_port(diag);

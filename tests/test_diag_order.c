@@ -77,7 +77,7 @@ static void *srv_thread(void *arg) {
 
 /* One order; returns 0 when everything held. */
 static int run_order(int diag_first) {
-  h2t_inflight_config cfg = H2T_INFLIGHT_CONFIG_INIT;
+  h2t_inflight_config cfg = {H2T_INFLIGHT_CONFIG_INIT};
   cfg.recent = 32; /* not the default (256): shows the whole config holds */
   cfg.sensitive_headers = sensitive;
   cfg.nsensitive_headers = 1;
@@ -177,7 +177,7 @@ static void test_enable_when_on(void **state) {
     CK(h2t__ifl.ring_cap == 256);
     /* NULL or zero sizes ask for nothing new */
     CK(h2t_inflight_enable(NULL) == 0);
-    h2t_inflight_config cfg = H2T_INFLIGHT_CONFIG_INIT;
+    h2t_inflight_config cfg = {H2T_INFLIGHT_CONFIG_INIT};
     CK(h2t_inflight_enable(&cfg) == 0);
     CK(h2t__ifl.ring_cap == 256);
     /* a bad name changes nothing, not even the good names before it */

@@ -174,7 +174,7 @@ static void peer_start(fx *f, const char *mode, ...) {
 }
 
 static void client_start(fx *f, h2t_client_config *cfg) {
-  h2t_client_config dflt = H2T_CLIENT_CONFIG_INIT;
+  h2t_client_config dflt = {H2T_CLIENT_CONFIG_INIT};
   if (!cfg)
     cfg = &dflt;
   f->ctr = (h2t_client_trace){H2T_CLIENT_TRACE_INIT, .any = on_conn_ev,
@@ -493,7 +493,7 @@ static void test_goaway_low_last_stream_id(void **state) {
   fx f;
   rq q[10];
   memset(q, 0, sizeof q);
-  h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
+  h2t_client_config cfg = {H2T_CLIENT_CONFIG_INIT};
   cfg.max_retries = 1;
   cfg.max_conns_per_origin = 1; /* all ten on the one connection */
   fx_start(&f, &cfg, "goaway_low", "--count", "10", NULL);
@@ -528,7 +528,7 @@ static void test_goaway_low_three_times(void **state) {
   fx f;
   rq q[10];
   memset(q, 0, sizeof q);
-  h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
+  h2t_client_config cfg = {H2T_CLIENT_CONFIG_INIT};
   cfg.max_retries = 1;
   cfg.max_conns_per_origin = 1;
   fx_start(&f, &cfg, "goaway_low", "--count", "10", "--conns", "3", NULL);
@@ -634,7 +634,7 @@ static void test_max_streams_drops_to_zero(void **state) {
   fx f;
   rq q[5];
   memset(q, 0, sizeof q);
-  h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
+  h2t_client_config cfg = {H2T_CLIENT_CONFIG_INIT};
   cfg.max_conns_per_origin = 1;
   fx_start(&f, &cfg, "mcs_zero_after", NULL);
   for (int i = 0; i < 5; i++)
@@ -702,7 +702,7 @@ static void big_headers_case(uint32_t limit, const char *big,
                              const char *fits, int conn_survives) {
   fx f;
   rq a = {0}, b = {0}, c = {0};
-  h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
+  h2t_client_config cfg = {H2T_CLIENT_CONFIG_INIT};
   cfg.max_response_header_bytes = limit;
   fx_start(&f, &cfg, "big_headers", NULL);
   get(&f, &a, big);
@@ -778,7 +778,7 @@ static void test_ping_flood(void **state) {
 static void test_silent_peer(void **state) {
   fx f;
   rq q = {0};
-  h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
+  h2t_client_config cfg = {H2T_CLIENT_CONFIG_INIT};
   cfg.connect_timeout_ms = 500;
   fx_start(&f, &cfg, "silent", NULL);
   get(&f, &q, "/x");
@@ -836,7 +836,7 @@ static void test_invalid_name(void **state) {
 static void refuse_all_case(uint32_t max_retries) {
   fx f;
   rq q = {0};
-  h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
+  h2t_client_config cfg = {H2T_CLIENT_CONFIG_INIT};
   cfg.max_retries = max_retries;
   cfg.max_unprocessed_retries = 3;
   fx_start(&f, &cfg, "refuse", "--count", "1000000", NULL);

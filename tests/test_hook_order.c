@@ -117,7 +117,7 @@ static void on_done(h2t_request *r, int error, void *user) {
 static void record(int tls, int port, const char *path, const void *body,
                    size_t body_len) {
   memset(&got, 0, sizeof got);
-  h2t_client_config cc = H2T_CLIENT_CONFIG_INIT;
+  h2t_client_config cc = {H2T_CLIENT_CONFIG_INIT};
   cc.insecure = 1;
   h2t_client *c;
   assert_int_equal(h2t_client_new(&c, &cc), 0);

@@ -14,7 +14,7 @@
 #include "trace/inflight_int.h"
 
 static int setup(void **state) {
-  h2t_inflight_config cfg = H2T_INFLIGHT_CONFIG_INIT;
+  h2t_inflight_config cfg = {H2T_INFLIGHT_CONFIG_INIT};
   cfg.recent = 8;
   return h2t_inflight_enable(&cfg);
 }
@@ -134,7 +134,7 @@ static void test_client_states_history_and_times(void **state) {
   h2t_inflight_info *arr;
   assert_int_equal(h2t_inflight_snapshot(&arr, &n), 0);
   assert_int_equal(n, 0);
-  h2t_inflight_free(arr);
+  h2t_inflight_info_free(arr);
 }
 
 static void test_wait_stream_flow_blocked_retry(void **state) {
@@ -252,7 +252,7 @@ static void test_recent_ring_is_bounded_newest_first(void **state) {
   assert_int_equal(arr[0].error, H2T_ERR_TIMEOUT);
   assert_int_equal(arr[7].id, 112);
   assert_true(arr[0].finished);
-  h2t_inflight_free(arr);
+  h2t_inflight_info_free(arr);
   h2t_inflight_info r;
   assert_int_equal(h2t_inflight_get(100, &r), H2T_ERR_NOT_FOUND);
 }
@@ -334,7 +334,7 @@ static void test_strings_truncate_and_status_by_id(void **state) {
 
 static void test_table_full_drops_not_fails(void **state) {
   assert_int_equal(h2t_inflight_disable(), 0);
-  h2t_inflight_config cfg = H2T_INFLIGHT_CONFIG_INIT;
+  h2t_inflight_config cfg = {H2T_INFLIGHT_CONFIG_INIT};
   cfg.max_entries = 2;
   assert_int_equal(h2t_inflight_enable(&cfg), 0);
   struct inflight_entry *a = client_req(1, "x", "/"), *b = client_req(2, "x", "/");
@@ -382,7 +382,7 @@ static void test_sensitive_headers(void **state) {
   /* names from the table's config are added too */
   assert_int_equal(h2t_inflight_disable(), 0);
   const char *extra[] = {"x-session"};
-  h2t_inflight_config cfg = H2T_INFLIGHT_CONFIG_INIT;
+  h2t_inflight_config cfg = {H2T_INFLIGHT_CONFIG_INIT};
   cfg.sensitive_headers = extra;
   cfg.nsensitive_headers = 1;
   assert_int_equal(h2t_inflight_enable(&cfg), 0);
@@ -467,7 +467,7 @@ static void test_10k_concurrent_snapshot(void **state) {
         assert_int_equal(arr[i].bytes_in, (uint64_t)arr[i].stream_id);
     }
     free(seen);
-    h2t_inflight_free(arr);
+    h2t_inflight_info_free(arr);
   }
   printf("# snapshot of %d in-flight entries (4 writers churning): best %.2f ms,"
          " entry %zu bytes, info %zu bytes; slowest state change meanwhile"
@@ -504,7 +504,7 @@ static void test_10k_snapshot_quiet(void **state) {
     best = dt < best ? dt : best;
     assert_int_equal(n, N);
     assert_int_equal(arr[N - 1].stream_id, 2 * (N - 1) + 1);
-    h2t_inflight_free(arr);
+    h2t_inflight_info_free(arr);
   }
   printf("# snapshot of %d in-flight entries (quiet): best %.2f ms, mean %.2f ms\n",
          N, best / 1000.0, sum / 10000.0);

@@ -138,7 +138,7 @@ static json_t *wait_both(const char *cstate, const char *sstate) {
 /* --- fixtures --------------------------------------------------------------- */
 
 static int setup(void **state) {
-  h2t_diag_config dc = H2T_DIAG_CONFIG_INIT;
+  h2t_diag_config dc = {H2T_DIAG_CONFIG_INIT};
   dc.token = TOKEN;
   if (h2t_diag_start(&diag, &dc) != 0)
     return -1;
@@ -317,7 +317,7 @@ static void test_profile_of_real_requests(void **state) {
     h2t_inflight_info *arr;
     size_t n;
     h2t_inflight_snapshot(&arr, &n);
-    h2t_inflight_free(arr);
+    h2t_inflight_info_free(arr);
     if (!n)
       break;
     usleep(10000);

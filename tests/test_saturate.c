@@ -69,7 +69,7 @@ static void repl_start(repl *rp, int index, int scale, int code) {
   rp->scale = scale;
   rp->code = code;
   snprintf(rp->body, sizeof rp->body, "r%d", index);
-  h2t_server_config cfg = H2T_SERVER_CONFIG_INIT;
+  h2t_server_config cfg = {H2T_SERVER_CONFIG_INIT};
   assert_int_equal(h2t_server_new(&rp->s, &cfg), 0);
   h2t_listen_opts lo = {H2T_LISTEN_OPTS_INIT};
   int idx = h2t_server_listen(rp->s, &lo);
@@ -256,7 +256,7 @@ static void test_tasks_in_inflight_table(void **state) {
     if (strstr(arr[i].status, "on replica"))
       running++;
   }
-  h2t_inflight_free(arr);
+  h2t_inflight_info_free(arr);
   assert_int_equal(tasks, 5);
   assert_int_equal(running, 2);
   assert_int_equal(waiting, 3);

@@ -45,7 +45,7 @@ static void *srv_thread(void *arg) {
 
 static tsrv *start_cfg(void **state, const h2t_server_config *cfg) {
   tsrv *t = calloc(1, sizeof *t);
-  h2t_server_config c = H2T_SERVER_CONFIG_INIT;
+  h2t_server_config c = {H2T_SERVER_CONFIG_INIT};
   if (cfg)
     c = *cfg;
   c.writer = *(h2t_writer_mode *)*state;
@@ -435,7 +435,7 @@ static void test_truncated_and_tls_garbage(void **state) {
 /* Connection timeouts: no preface in time → closed; idle after the
  * preface → GOAWAY(NO_ERROR), then closed. */
 static void test_connection_timeouts(void **state) {
-  h2t_server_config cfg = H2T_SERVER_CONFIG_INIT;
+  h2t_server_config cfg = {H2T_SERVER_CONFIG_INIT};
   cfg.handshake_timeout_ms = 300;
   cfg.idle_timeout_ms = 400;
   tsrv *t = start_cfg(state, &cfg);
@@ -463,7 +463,7 @@ static void test_connection_timeouts(void **state) {
 
 /* Headers trickled and never finished: the stream timeout resets it. */
 static void test_trickled_headers_time_out(void **state) {
-  h2t_server_config cfg = H2T_SERVER_CONFIG_INIT;
+  h2t_server_config cfg = {H2T_SERVER_CONFIG_INIT};
   cfg.stream_timeout_ms = 300;
   tsrv *t = start_cfg(state, &cfg);
   nghttp2_hd_deflater *d;

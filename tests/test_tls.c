@@ -34,7 +34,7 @@ static void alpn_case(int with_alpn) {
   pid_t pid = h2t_test_spawn(argv, NULL);
   assert_true(pid > 0);
   assert_int_equal(h2t_test_wait_port(port, 5000), 0);
-  h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
+  h2t_client_config cfg = {H2T_CLIENT_CONFIG_INIT};
   cfg.ca_file = cert;
   h2t_client *c;
   assert_int_equal(h2t_client_new(&c, &cfg), 0);

@@ -111,6 +111,8 @@ void h2t__connreg_bytes(struct connreg_entry *c, uint64_t in, uint64_t out) {
     BUMP(c->bytes_out, out);
 }
 
+void h2t_inflight_conn_free(h2t_inflight_conn *arr) { free(arr); }
+
 int h2t_inflight_connections(h2t_inflight_conn **out, size_t *n) {
   if (!out || !n)
     return H2T_ERR_INVALID_ARG;

@@ -92,7 +92,7 @@ int h2t_inflight_dump_string(char **out) {
     free(o.p);
     free(order);
     free(group);
-    h2t_inflight_free(arr);
+    h2t_inflight_info_free(arr);
     return H2T_ERR_NOMEM;
   }
   o.p[0] = '\0';
@@ -145,7 +145,7 @@ int h2t_inflight_dump_string(char **out) {
   }
   free(order);
   free(group);
-  h2t_inflight_free(arr);
+  h2t_inflight_info_free(arr);
   if (o.oom) {
     free(o.p);
     return H2T_ERR_NOMEM;

@@ -169,27 +169,7 @@ static void put_tls(jobj *j, const h2t_event *ev, int done) {
   put_err(j, "error", ev->u.tls.error);
 }
 
-static const char *shed_reason_name(h2t_shed_reason r) {
-  switch (r) {
-  case H2T_SHED_INFLIGHT:
-    return "inflight";
-  case H2T_SHED_CONNECTIONS:
-    return "connections";
-  }
-  return "unknown";
-}
-
-static const char *shed_action_name(h2t_shed_action a) {
-  switch (a) {
-  case H2T_SHED_REFUSED_STREAM:
-    return "refused_stream";
-  case H2T_SHED_503:
-    return "503";
-  case H2T_SHED_CLOSE:
-    return "close";
-  }
-  return "unknown";
-}
+static const char *or_unknown(const char *s) { return s ? s : "unknown"; }
 
 static void put_payload(jobj *j, const h2t_event *ev) {
   switch (ev->type) {
@@ -343,8 +323,8 @@ static void put_payload(jobj *j, const h2t_event *ev) {
     put_h2err(j, ev->u.goaway_sent.error_code);
     break;
   case H2T_EV_SRV_LOAD_SHED:
-    put_str(j, "reason", shed_reason_name(ev->u.load_shed.reason));
-    put_str(j, "action", shed_action_name(ev->u.load_shed.action));
+    put_str(j, "reason", or_unknown(h2t_shed_reason_name(ev->u.load_shed.reason)));
+    put_str(j, "action", or_unknown(h2t_shed_action_name(ev->u.load_shed.action)));
     break;
   /* events whose timestamp is all there is to say */
   case H2T_EV_WROTE_HEADERS:

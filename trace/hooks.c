@@ -35,6 +35,28 @@ const char *h2t_retry_reason_name(h2t_retry_reason r) {
   return NULL;
 }
 
+const char *h2t_shed_reason_name(h2t_shed_reason r) {
+  switch (r) {
+  case H2T_SHED_INFLIGHT:
+    return "inflight";
+  case H2T_SHED_CONNECTIONS:
+    return "connections";
+  }
+  return NULL;
+}
+
+const char *h2t_shed_action_name(h2t_shed_action a) {
+  switch (a) {
+  case H2T_SHED_REFUSED_STREAM:
+    return "refused_stream";
+  case H2T_SHED_503:
+    return "503";
+  case H2T_SHED_CLOSE:
+    return "close";
+  }
+  return NULL;
+}
+
 /* Where each event's hook sits in its struct, made from the same lists as
  * the enum: an event without its field in its side's struct does not
  * compile, and no slot can be left 0 (that is struct_size's offset, which
@@ -142,6 +164,15 @@ int h2t__trace_chain_push(trace_chain *tc, const void *trace, uint64_t mask) {
   tc->heads[tc->nheads++] = trace;
   tc->mask |= mask;
   fix_direct(tc);
+  return 0;
+}
+
+int h2t__trace_ok(const void *trace, int server) {
+  size_t v1 = server ? H2T__SERVER_TRACE_V1 : H2T__CLIENT_TRACE_V1;
+  const trace_head *h = trace;
+  for (int depth = 0; h && depth < 64; h = h->next, depth++)
+    if (h2t__struct_ok(h->struct_size, v1) != 0)
+      return H2T_ERR_INVALID_ARG;
   return 0;
 }
 

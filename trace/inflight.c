@@ -290,17 +290,17 @@ static int sizes_differ(const h2t_inflight_config *cfg) {
  * are added before anything else, so they hold even when the sizes cannot
  * change (requests in flight: H2T_ERR_STATE).
  */
-int h2t_inflight_enable(const h2t_inflight_config *cfg) {
-  if (cfg && cfg->struct_size < offsetof(h2t_inflight_config, recent) +
-                                    sizeof cfg->recent)
+int h2t_inflight_enable(const h2t_inflight_config *cfgp) {
+  h2t_inflight_config c = {H2T_INFLIGHT_CONFIG_INIT};
+  if (cfgp && h2t__struct_in(&c, sizeof c, cfgp, H2T__INFLIGHT_CONFIG_V1))
     return H2T_ERR_INVALID_ARG;
-  int full = cfg && cfg->struct_size >= sizeof *cfg;
-  if (full && !sens_list_ok(cfg))
+  const h2t_inflight_config *cfg = cfgp ? &c : NULL;
+  if (cfg && !sens_list_ok(cfg))
     return H2T_ERR_INVALID_ARG;
   if (cfg && (cfg->max_entries > (size_t)UINT32_MAX - 1 ||
               cfg->recent > ((size_t)1 << 24)))
     return H2T_ERR_INVALID_ARG;
-  if (full)
+  if (cfg)
     for (size_t i = 0; i < cfg->nsensitive_headers; i++)
       if (cfg->sensitive_headers[i]) {
         int rc = h2t_header_add_sensitive(cfg->sensitive_headers[i]);
@@ -1049,7 +1049,7 @@ int h2t_inflight_recent(h2t_inflight_info **out, size_t *n) {
   return 0;
 }
 
-void h2t_inflight_free(h2t_inflight_info *arr) { free(arr); }
+void h2t_inflight_info_free(h2t_inflight_info *arr) { free(arr); }
 
 struct find {
   uint64_t id;

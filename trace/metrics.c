@@ -280,7 +280,7 @@ int h2t_diag_metrics(char **out, size_t *len) {
   if (h2t_inflight_connections(&conns, &nconns) == 0) {
     for (size_t i = 0; i < nconns; i++)
       open[conns[i].kind ? 1 : 0]++;
-    free(conns);
+    h2t_inflight_conn_free(conns);
   }
   head(&b, "h2t_connections_open", "gauge", "Connections open, by side.");
   for (int k = 0; k < 2; k++)

@@ -6,6 +6,7 @@
 
 #include <h2trace/common.h>
 #include <h2trace/trace.h>
+#include "trace/abi_int.h"
 
 /* --- allocation through the optional h2t_mem --------------------------- */
 void *h2t_xmalloc(const h2t_mem *m, size_t n);
@@ -52,6 +53,11 @@ void h2t__trace_chain_clear(trace_chain *tc, int server);
 /* Append a trace (NULL is ignored; over TRACE_MAX_HEADS it is dropped and
  * the function returns -1).  Recomputes the mask. */
 int h2t__trace_chain_add(trace_chain *tc, const void *trace);
+/* The struct_size rule for a trace a caller gives (a client's, a server's, a
+ * request's): it and every trace reached through `next` (up to 64) hold at
+ * least the first version's hooks.  NULL is fine.  0 or H2T_ERR_INVALID_ARG.
+ * (A trace that shrinks afterwards is skipped when events are dispatched.) */
+int h2t__trace_ok(const void *trace, int server);
 
 #define TRACE_WANTS(tc, type) __builtin_expect((int)(((tc)->mask >> (type)) & 1u), 0)
 

@@ -483,7 +483,7 @@ int bench_client_main(int argc, char **argv) {
     goto out;
   }
   h2t_client_trace_set_all(&b.trace, count_event, &b);
-  h2t_client_config cfg = H2T_CLIENT_CONFIG_INIT;
+  h2t_client_config cfg = {H2T_CLIENT_CONFIG_INIT};
   cfg.loop = b.loop;
   cfg.max_conns_per_origin = 1; /* one client per connection */
   cfg.ca_file = b.cacert;

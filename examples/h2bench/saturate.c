@@ -100,7 +100,7 @@ static void *replica_main(void *arg) {
 }
 
 static int replica_start(replica_srv *rs, uint32_t scale) {
-  h2t_server_config cfg = H2T_SERVER_CONFIG_INIT;
+  h2t_server_config cfg = {H2T_SERVER_CONFIG_INIT};
   cfg.max_concurrent_streams = 1000;
   rs->scale = scale;
   int rc = h2t_server_new(&rs->s, &cfg);
@@ -160,7 +160,7 @@ typedef struct figures {
 static int one_run(const opts *o, const char *const *urls, size_t n,
                    h2t_saturate_policy policy, unsigned seed, figures *f) {
   h2t_client *c;
-  h2t_client_config cc = H2T_CLIENT_CONFIG_INIT;
+  h2t_client_config cc = {H2T_CLIENT_CONFIG_INIT};
   cc.max_conns_per_origin = 1;
   int rc = h2t_client_new(&c, &cc);
   if (rc != 0)

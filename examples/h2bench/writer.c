@@ -116,7 +116,7 @@ static void *srv_main(void *arg) {
 
 static int bsrv_start(bsrv *b, h2t_writer_mode mode, int tls, const char *cert,
                       const char *key, int trace) {
-  h2t_server_config cfg = H2T_SERVER_CONFIG_INIT;
+  h2t_server_config cfg = {H2T_SERVER_CONFIG_INIT};
   cfg.writer = mode;
   if (trace) {
     b->tr = (h2t_server_trace){H2T_SERVER_TRACE_INIT, .user = b,

@@ -1001,15 +1001,16 @@ static void post_cancel(void *arg, uint64_t req_id, const char *why) {
   (void)h2t__postq_id(&c->cancels, req_id);
 }
 
-#define CFG_HAS(cfg, field)                                                    \
-  ((cfg)->struct_size >= offsetof(h2t_client_config, field) + sizeof((cfg)->field))
-#define CFG(cfg, field, dflt)                                                  \
-  ((cfg) && CFG_HAS(cfg, field) && (cfg)->field ? (cfg)->field : (dflt))
+#define CFG(cfg, field, dflt) ((cfg).field ? (cfg).field : (dflt))
 
-int h2t_client_new(h2t_client **out, const h2t_client_config *cfg) {
-  if (!out || (cfg && cfg->struct_size < offsetof(h2t_client_config, mem)))
+int h2t_client_new(h2t_client **out, const h2t_client_config *cfgp) {
+  h2t_client_config cfg = {H2T_CLIENT_CONFIG_INIT};
+  if (!out)
     return H2T_ERR_INVALID_ARG;
   *out = NULL;
+  if ((cfgp && h2t__struct_in(&cfg, sizeof cfg, cfgp, H2T__CLIENT_CONFIG_V1)) ||
+      h2t__trace_ok(cfg.trace, 0))
+    return H2T_ERR_INVALID_ARG;
   const h2t_mem *mem = CFG(cfg, mem, NULL);
   int ipv = CFG(cfg, ip_version, 0);
   if (ipv != 0 && ipv != 4 && ipv != 6)
@@ -1214,14 +1215,18 @@ int h2t__client_submit(h2t_client *c, const h2t_request_opts *opts,
 }
 
 int h2t_request_cancel(h2t_request *r) {
-  if (!r || r->state == H2T__REQ_DONE || r->finishing)
+  if (!r)
+    return H2T_ERR_INVALID_ARG;
+  if (r->state == H2T__REQ_DONE || r->finishing)
     return H2T_ERR_STATE;
   finish(r, H2T_ERR_CANCELED);
   return 0;
 }
 
 int h2t_request_resume(h2t_request *r) {
-  if (!r || r->state == H2T__REQ_DONE || r->finishing)
+  if (!r)
+    return H2T_ERR_INVALID_ARG;
+  if (r->state == H2T__REQ_DONE || r->finishing)
     return H2T_ERR_STATE;
   if (r->state == H2T__REQ_ACTIVE && r->body_deferred && !r->waiting_100 &&
       r->conn) {

@@ -72,6 +72,8 @@ int h2t_client_fetch(h2t_client *c, const h2t_request_opts *opts,
   if (!c || !resp || h2t__req_opts_copy(&o, opts) != 0)
     return H2T_ERR_INVALID_ARG;
   memset(resp, 0, sizeof *resp);
+  if (c->mem)
+    resp->mem = *c->mem;
   if (c->running)
     return H2T_ERR_STATE;
   fetch_state st = {.c = c, .resp = resp};
@@ -86,23 +88,24 @@ int h2t_client_fetch(h2t_client *c, const h2t_request_opts *opts,
     ev_run(c->loop, EVRUN_ONCE);
   c->running = 0;
   if (st.error) {
-    h2t_response_free(c, resp);
+    h2t_response_free(resp);
     return st.error;
   }
   if (!resp->body) { /* NUL-terminated even when empty */
     resp->body = h2t_xcalloc(c->mem, 1, 1);
     if (!resp->body) {
-      h2t_response_free(c, resp);
+      h2t_response_free(resp);
       return H2T_ERR_NOMEM;
     }
   }
   return 0;
 }
 
-void h2t_response_free(h2t_client *c, h2t_response *resp) {
+void h2t_response_free(h2t_response *resp) {
   if (!resp)
     return;
-  const h2t_mem *m = c ? c->mem : NULL;
+  h2t_mem mem = resp->mem;
+  const h2t_mem *m = mem.free ? &mem : NULL;
   for (size_t i = 0; i < resp->nheaders; i++) {
     h2t_xfree(m, (void *)resp->headers[i].name);
     h2t_xfree(m, (void *)resp->headers[i].value);

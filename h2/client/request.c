@@ -8,12 +8,9 @@
 #include "h2/client/client_int.h"
 
 int h2t__req_opts_copy(h2t_request_opts *dst, const h2t_request_opts *src) {
-  if (!src || src->struct_size < offsetof(h2t_request_opts, method))
+  if (h2t__struct_in(dst, sizeof *dst, src, H2T__REQUEST_OPTS_V1) != 0 ||
+      h2t__trace_ok(dst->trace, 0) != 0)
     return H2T_ERR_INVALID_ARG;
-  memset(dst, 0, sizeof *dst);
-  memcpy(dst, src,
-         src->struct_size < sizeof *dst ? src->struct_size : sizeof *dst);
-  dst->struct_size = sizeof *dst;
   return 0;
 }
 
@@ -177,15 +174,13 @@ int h2t__req_url(h2t_client *c, h2t_request *r, const char *s) {
  * the common case of the same trace on every request. */
 void h2t__req_chain(h2t_client *c, h2t_request *r,
                     const h2t_client_trace *t) {
-  if (!t || t->struct_size < sizeof(size_t)) {
+  /* Checked at submit (h2t__req_opts_copy), so the copy cannot fail. */
+  if (!t || h2t__struct_in(&r->trace_copy, sizeof r->trace_copy, t,
+                           H2T__CLIENT_TRACE_V1) != 0) {
     r->tc = c->tc_default;
     return;
   }
   h2t__trace_chain_clear(&r->tc, 0);
-  memset(&r->trace_copy, 0, sizeof r->trace_copy);
-  memcpy(&r->trace_copy, t,
-         t->struct_size < sizeof r->trace_copy ? t->struct_size
-                                               : sizeof r->trace_copy);
   if (!r->trace_copy.next && c->last_trace_valid &&
       !memcmp(&r->trace_copy, &c->last_trace, sizeof r->trace_copy)) {
     h2t__trace_chain_push(&r->tc, &r->trace_copy, c->last_trace_mask);

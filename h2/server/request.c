@@ -638,8 +638,10 @@ int h2t_server_req_set_status(h2t_server_req *r, const char *text) {
 
 int h2t_server_req_on(h2t_server_req *r, h2t_server_body_cb on_body,
                       h2t_server_close_cb on_close, void *user) {
-  if (!r || r->closed)
+  if (!r)
     return H2T_ERR_INVALID_ARG;
+  if (r->closed)
+    return H2T_ERR_STATE;
   r->on_body = on_body;
   r->on_close = on_close;
   r->cb_user = user;
@@ -808,7 +810,9 @@ int h2t_server_req_respond_gen(h2t_server_req *r, int status,
 }
 
 int h2t_server_req_resume(h2t_server_req *r) {
-  if (!r || r->closed || !r->responded)
+  if (!r)
+    return H2T_ERR_INVALID_ARG;
+  if (r->closed || !r->responded)
     return H2T_ERR_STATE;
   if (!r->deferred)
     return 0;
@@ -844,7 +848,9 @@ int h2t_server_req_set_trailers(h2t_server_req *r, const h2t_header *hdrs,
 }
 
 int h2t_server_req_reset(h2t_server_req *r, uint32_t error_code) {
-  if (!r || r->closed)
+  if (!r)
+    return H2T_ERR_INVALID_ARG;
+  if (r->closed)
     return H2T_ERR_STATE;
   if (h2t__srv_sess_reset(r->c, r->sid, error_code) != 0)
     return H2T_ERR_STATE;

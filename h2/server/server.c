@@ -38,7 +38,9 @@ struct h2t_server {
   ev_prepare prepare; /* flushes once per loop iteration */
   h2t__postq post;    /* cancels and shutdown_async from other threads */
   ev_timer shutdown_timer;
+  ev_timer done_timer; /* reports the end of a shutdown from the loop's top */
   int shutting, done, running;
+  int reported; /* done_cb ran: on_shutdown_done was called */
 };
 
 static void maybe_done(h2t_server *s);
@@ -88,6 +90,18 @@ void h2t__srv_cancel_post(void *arg, uint64_t req_id, const char *why) {
 
 static void conn_gone_cb(void *arg) { maybe_done(arg); }
 
+/* A timer, not a call from maybe_done(): maybe_done runs inside
+ * h2t_server_shutdown() and inside a connection's teardown, where the
+ * application's callback must not run. */
+static void done_cb(struct ev_loop *loop, ev_timer *t, int revents) {
+  h2t_server *s = t->data;
+  s->reported = 1;
+  if (s->x.cfg.on_shutdown_done)
+    s->x.cfg.on_shutdown_done(s, s->x.cfg.shutdown_user);
+  if (s->running)
+    ev_break(loop, EVBREAK_ONE);
+}
+
 static void shutdown_timeout_cb(struct ev_loop *loop, ev_timer *t,
                                 int revents) {
   h2t_server *s = t->data;
@@ -99,17 +113,13 @@ static void shutdown_timeout_cb(struct ev_loop *loop, ev_timer *t,
 static uint32_t writer_depth_cb(const void *w) { return h2t__writer_depth(w); }
 
 int h2t_server_new(h2t_server **out, const h2t_server_config *cfg) {
-  h2t_server_config def = H2T_SERVER_CONFIG_INIT;
+  h2t_server_config def = {H2T_SERVER_CONFIG_INIT};
   if (!out)
     return H2T_ERR_INVALID_ARG;
   *out = NULL;
-  if (cfg) {
-    if (cfg->struct_size < offsetof(h2t_server_config, writer) ||
-        cfg->struct_size > sizeof def)
-      return H2T_ERR_INVALID_ARG;
-    memcpy(&def, cfg, cfg->struct_size);
-    def.struct_size = sizeof def;
-  }
+  if ((cfg && h2t__struct_in(&def, sizeof def, cfg, H2T__SERVER_CONFIG_V1)) ||
+      h2t__trace_ok(def.trace, 1))
+    return H2T_ERR_INVALID_ARG;
   if ((unsigned)def.writer > H2T_WRITER_INLINE ||
       (def.shed_action && def.shed_action != H2T_SHED_REFUSED_STREAM &&
        def.shed_action != H2T_SHED_503))
@@ -172,6 +182,8 @@ int h2t_server_new(h2t_server **out, const h2t_server_config *cfg) {
   ev_timer_init(&s->shutdown_timer, shutdown_timeout_cb,
                 x->cfg.shutdown_timeout_ms / 1000.0, 0.);
   s->shutdown_timer.data = s;
+  ev_timer_init(&s->done_timer, done_cb, 0., 0.);
+  s->done_timer.data = s;
   *out = s;
   return 0;
 }
@@ -195,6 +207,7 @@ void h2t_server_del(h2t_server *s) {
   listeners_close(s);
   h2t__srv_conn_abort_all(x);
   ev_timer_stop(x->loop, &s->shutdown_timer);
+  ev_timer_stop(x->loop, &s->done_timer);
   h2t__metrics_writer_unregister(x->writer); /* inflight */
   h2t__writer_del(x->writer);
   ev_ref(x->loop);
@@ -268,11 +281,9 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents) {
 }
 
 int h2t_server_listen(h2t_server *s, const h2t_listen_opts *o) {
-  if (!s || !o || o->struct_size < sizeof(size_t) ||
-      o->struct_size > sizeof(h2t_listen_opts))
+  h2t_listen_opts lo;
+  if (!s || h2t__struct_in(&lo, sizeof lo, o, H2T__LISTEN_OPTS_V1) != 0)
     return H2T_ERR_INVALID_ARG;
-  h2t_listen_opts lo = {H2T_LISTEN_OPTS_INIT};
-  memcpy(&lo, o, o->struct_size);
   if ((lo.cert_file == NULL) != (lo.key_file == NULL))
     return H2T_ERR_INVALID_ARG;
   if (s->shutting)
@@ -335,9 +346,9 @@ fail:
   return H2T_ERR_BIND;
 }
 
-int h2t_server_port(const h2t_server *s, int index) {
+uint16_t h2t_server_port(const h2t_server *s, int index) {
   if (!s || index < 0 || index >= s->nlisteners)
-    return H2T_ERR_INVALID_ARG;
+    return 0;
   return s->listeners[index].port;
 }
 
@@ -366,10 +377,12 @@ int h2t_server_handle(h2t_server *s, const char *prefix, h2t_handler_fn fn,
 }
 
 int h2t_server_run(h2t_server *s) {
-  if (!s || s->running)
+  if (!s)
+    return H2T_ERR_INVALID_ARG;
+  if (s->running)
     return H2T_ERR_STATE;
   s->running = 1;
-  while (!s->done) {
+  while (!s->reported) { /* until done_cb, which reports and breaks */
     if (!ev_run(s->x.loop, 0))
       break; /* nothing left to watch */
   }
@@ -383,8 +396,7 @@ static void maybe_done(h2t_server *s) {
     return;
   s->done = 1;
   ev_timer_stop(s->x.loop, &s->shutdown_timer);
-  if (s->running)
-    ev_break(s->x.loop, EVBREAK_ONE);
+  ev_timer_start(s->x.loop, &s->done_timer); /* done_cb: report, break */
 }
 
 int h2t_server_shutdown(h2t_server *s) {

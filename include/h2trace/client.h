@@ -80,7 +80,7 @@ typedef struct h2t_client_config {
   uint32_t max_response_header_bytes;
 } h2t_client_config;
 
-#define H2T_CLIENT_CONFIG_INIT { .struct_size = sizeof(h2t_client_config) }
+#define H2T_CLIENT_CONFIG_INIT .struct_size = sizeof(h2t_client_config)
 
 /* Create a client.  cfg may be NULL for all defaults.  Returns 0 and sets
  * *out, or H2T_ERR_INVALID_ARG (also: ip_version not 0, 4 or 6) /
@@ -164,15 +164,16 @@ H2T_EXTERN int h2t_request_submit(h2t_client *c, const h2t_request_opts *o,
                                   h2t_request **out);
 
 /* Cancel: resets the stream with CANCEL if open; on_done runs with
- * H2T_ERR_CANCELED before this returns.  Returns 0 or H2T_ERR_STATE if the
- * request is already done (or inside its own on_done).  May be called from
+ * H2T_ERR_CANCELED before this returns.  Returns 0, H2T_ERR_INVALID_ARG for
+ * NULL, or H2T_ERR_STATE if the request is already done (or inside its own
+ * on_done).  May be called from
  * the request's hooks and callbacks.  From another thread, go through the
  * in-flight table's cancel, which posts to the loop. */
 H2T_EXTERN int h2t_request_cancel(h2t_request *req);
 
 /* Resume a streaming body that returned H2T_BODY_DEFER: body_read is called
- * again from the loop.  Returns 0 (also when nothing was deferred) or
- * H2T_ERR_STATE if the request is done. */
+ * again from the loop.  Returns 0 (also when nothing was deferred),
+ * H2T_ERR_INVALID_ARG for NULL or H2T_ERR_STATE if the request is done. */
 H2T_EXTERN int h2t_request_resume(h2t_request *req);
 
 /* Process-unique id (the one in h2t_event.req_id and the in-flight table). */
@@ -182,13 +183,18 @@ H2T_EXTERN void *h2t_request_user(const h2t_request *req);
 H2T_EXTERN int h2t_request_status(const h2t_request *req);
 H2T_EXTERN h2t_client *h2t_request_client(const h2t_request *req);
 
-/* What the blocking call collects. */
+/* What the blocking call collects.  Free it with h2t_response_free(), which
+ * does not need the client: the response carries its allocator. */
 typedef struct h2t_response {
   int status;
   h2t_header *headers; /* owned: free with h2t_response_free() */
   size_t nheaders;
   uint8_t *body;       /* owned, NUL-terminated for convenience */
   size_t body_len;
+  /* The allocator that owns headers and body: a copy of the client's
+   * h2t_client_config.mem (all NULL: malloc).  Its `user` must stay valid
+   * until the response is freed. */
+  h2t_mem mem;
 } h2t_response;
 
 /* Blocking convenience: submit, run the client's loop until this request is
@@ -199,7 +205,9 @@ typedef struct h2t_response {
  * otherwise.  Must not be called while the loop is already running. */
 H2T_EXTERN int h2t_client_fetch(h2t_client *c, const h2t_request_opts *o,
                                 h2t_response *resp);
-H2T_EXTERN void h2t_response_free(h2t_client *c, h2t_response *resp);
+/* Free what a response owns and zero it; the client may be gone already.
+ * NULL is a no-op; so is a zeroed response. */
+H2T_EXTERN void h2t_response_free(h2t_response *resp);
 
 /* Pool statistics, for benchmarks and the diagnostics. */
 typedef struct h2t_client_stats {

@@ -26,6 +26,12 @@ extern "C" {
  * GOAWAY) are a different thing: see h2t_http2_strerror().
  *
  * One list gives the enum, the names and the messages, so they cannot drift.
+ *
+ * Handles (h2t_client, h2t_request, h2t_server, h2t_server_req, h2t_diag):
+ * a function returning int returns H2T_ERR_INVALID_ARG for a NULL handle
+ * and H2T_ERR_STATE for a handle in the wrong state (done, closed, running,
+ * shutting down).  _del, _free, _stop and other void functions do nothing
+ * for NULL; getters return 0, NULL or "" (h2t_server_req_canceled(): 1).
  */
 #define H2T_ERRNO_MAP(XX)                                                      \
   XX(INVALID_ARG, -7001, "invalid argument")                                   \

@@ -52,7 +52,7 @@ typedef struct h2t_diag_config {
   unsigned timeout_s;       /* idle connection timeout; 0: 10 */
 } h2t_diag_config;
 
-#define H2T_DIAG_CONFIG_INIT { .struct_size = sizeof(h2t_diag_config) }
+#define H2T_DIAG_CONFIG_INIT .struct_size = sizeof(h2t_diag_config)
 
 /* Start the endpoint; its thread runs until h2t_diag_stop().  cfg may be
  * NULL for all defaults.  Returns 0 and sets *out, or H2T_ERR_INVALID_ARG

@@ -101,7 +101,7 @@ typedef struct h2t_inflight_config {
   size_t nsensitive_headers;
 } h2t_inflight_config;
 
-#define H2T_INFLIGHT_CONFIG_INIT { .struct_size = sizeof(h2t_inflight_config) }
+#define H2T_INFLIGHT_CONFIG_INIT .struct_size = sizeof(h2t_inflight_config)
 
 /* Turn the table on, or apply cfg to the table already on: the diagnostics
  * endpoint, the signal dump and h2t_inflight_hold() turn it on with the
@@ -189,7 +189,7 @@ typedef struct h2t_inflight_info {
 } h2t_inflight_info;
 
 /* Copy every request in flight, oldest first, into a new array (*out, *n).
- * Free it with h2t_inflight_free().  Returns 0 (also when the table is off:
+ * Free it with h2t_inflight_info_free().  Returns 0 (also when the table is off:
  * *out NULL, *n 0), H2T_ERR_INVALID_ARG or H2T_ERR_NOMEM. */
 H2T_EXTERN int h2t_inflight_snapshot(h2t_inflight_info **out, size_t *n);
 
@@ -197,8 +197,9 @@ H2T_EXTERN int h2t_inflight_snapshot(h2t_inflight_info **out, size_t *n);
  * contract as h2t_inflight_snapshot(). */
 H2T_EXTERN int h2t_inflight_recent(h2t_inflight_info **out, size_t *n);
 
-/* Free an array from h2t_inflight_snapshot() / _recent().  NULL is ok. */
-H2T_EXTERN void h2t_inflight_free(h2t_inflight_info *arr);
+/* Free an array from h2t_inflight_snapshot() / _recent().  NULL is ok.
+ * Thread-safe.  (Named h2t_inflight_free() before 0.2.) */
+H2T_EXTERN void h2t_inflight_info_free(h2t_inflight_info *arr);
 
 /* Copy one request by id, in flight or in the recent ring.  Returns 0,
  * H2T_ERR_NOT_FOUND or H2T_ERR_INVALID_ARG. */
@@ -261,7 +262,10 @@ H2T_EXTERN void h2t_inflight_profile_free(h2t_inflight_profile_data *p);
  */
 H2T_EXTERN int h2t_inflight_dump(int fd);
 
-/* The same report into a new NUL-terminated string (*out, free()). */
+/* The same report into a new NUL-terminated string (*out).  Strings the
+ * library returns are plain malloc() memory, freed with free(), like
+ * strdup()'s: they carry no allocator and no structure.  Returns 0,
+ * H2T_ERR_INVALID_ARG or H2T_ERR_NOMEM. */
 H2T_EXTERN int h2t_inflight_dump_string(char **out);
 
 /*
@@ -294,10 +298,12 @@ typedef struct h2t_inflight_conn {
   uint64_t bytes_in, bytes_out;
 } h2t_inflight_conn;
 
-/* Copy every registered connection (*out, *n; free with free()).  Returns
- * 0 (also when the table is off: NULL, 0), H2T_ERR_INVALID_ARG or
- * H2T_ERR_NOMEM. */
+/* Copy every registered connection (*out, *n; free with
+ * h2t_inflight_conn_free()).  Returns 0 (also when the table is off: NULL,
+ * 0), H2T_ERR_INVALID_ARG or H2T_ERR_NOMEM. */
 H2T_EXTERN int h2t_inflight_connections(h2t_inflight_conn **out, size_t *n);
+/* Free an array from h2t_inflight_connections().  NULL is ok.  Thread-safe. */
+H2T_EXTERN void h2t_inflight_conn_free(h2t_inflight_conn *arr);
 
 /* 1 if the header's value must never be shown: authorization, cookie,
  * set-cookie, proxy-authorization, or one added by the application (case

@@ -74,9 +74,16 @@ typedef struct h2t_server_config {
   uint32_t initial_window_size; /* 0: 1 MiB per stream */
   uint32_t write_queue_limit;  /* bytes queued per connection before the
                                   server stops producing frames; 0: 512 KiB */
+  /* Since 0.2.  A graceful shutdown (h2t_server_shutdown*) is over: called
+   * once, on the loop, after the last connection closed (drained, or
+   * forced at shutdown_timeout_ms).  A server on the application's loop
+   * stops that loop here instead of guessing when to ev_break.  Not called
+   * when h2t_server_del() comes first.  NULL: nothing is called. */
+  void (*on_shutdown_done)(h2t_server *s, void *user);
+  void *shutdown_user;         /* passed to on_shutdown_done */
 } h2t_server_config;
 
-#define H2T_SERVER_CONFIG_INIT { .struct_size = sizeof(h2t_server_config) }
+#define H2T_SERVER_CONFIG_INIT .struct_size = sizeof(h2t_server_config)
 
 /* Create a server.  cfg may be NULL for all defaults.  Returns 0 and sets
  * *out, or H2T_ERR_INVALID_ARG / H2T_ERR_NOMEM / H2T_ERR_SYSTEM (the writer
@@ -111,8 +118,10 @@ typedef struct h2t_listen_opts {
 H2T_EXTERN int h2t_server_listen(h2t_server *s, const h2t_listen_opts *o);
 
 /* The port listener `index` is bound to (the real one when asked for 0), or
- * H2T_ERR_INVALID_ARG. */
-H2T_EXTERN int h2t_server_port(const h2t_server *s, int index);
+ * 0 when s is NULL or index is not one of its listeners (0 is never a bound
+ * port).  uint16_t like every port in the API (h2t_listen_opts.port,
+ * h2t_diag_port()). */
+H2T_EXTERN uint16_t h2t_server_port(const h2t_server *s, int index);
 
 /* Called on the loop when a request's headers are complete.  The handler
  * answers now or later with h2t_server_req_respond*(), and may register
@@ -125,13 +134,17 @@ typedef void (*h2t_handler_fn)(h2t_server_req *req, void *user);
 H2T_EXTERN int h2t_server_handle(h2t_server *s, const char *prefix,
                                  h2t_handler_fn fn, void *user);
 
-/* Run the loop until the server has shut down (h2t_server_shutdown*).
- * Returns 0 or H2T_ERR_STATE if called re-entrantly. */
+/* Run the loop until the server has shut down (h2t_server_shutdown*), after
+ * on_shutdown_done if set.
+ * Returns 0, H2T_ERR_INVALID_ARG for NULL or H2T_ERR_STATE if called
+ * re-entrantly. */
 H2T_EXTERN int h2t_server_run(h2t_server *s);
 
 /* Graceful shutdown: stop accepting, send GOAWAY on every connection, let
- * in-flight streams finish (up to shutdown_timeout_ms), then close.  On the
- * loop thread; idempotent.  Returns 0, or H2T_ERR_INVALID_ARG for NULL. */
+ * in-flight streams finish (up to shutdown_timeout_ms), then close, then
+ * call h2t_server_config.on_shutdown_done from the loop (never from inside
+ * this call).  On the loop thread; idempotent.  Returns 0, or
+ * H2T_ERR_INVALID_ARG for NULL. */
 H2T_EXTERN int h2t_server_shutdown(h2t_server *s);
 /* The same from any thread (or a signal-free context): posts to the loop. */
 H2T_EXTERN void h2t_server_shutdown_async(h2t_server *s);
@@ -193,7 +206,8 @@ typedef void (*h2t_server_close_cb)(h2t_server_req *r, uint32_t error_code,
 
 /* Register callbacks (either may be NULL); `user` is shared by both.  A body
  * that fully arrived before registration is delivered at once (eof=1 with
- * len 0 if there was none).  Returns 0 or H2T_ERR_INVALID_ARG. */
+ * len 0 if there was none).  Returns 0, H2T_ERR_INVALID_ARG (NULL) or
+ * H2T_ERR_STATE (the stream is closed). */
 H2T_EXTERN int h2t_server_req_on(h2t_server_req *r, h2t_server_body_cb on_body,
                                  h2t_server_close_cb on_close, void *user);
 
@@ -229,8 +243,8 @@ H2T_EXTERN int h2t_server_req_respond_file(h2t_server_req *r, int status,
 H2T_EXTERN int h2t_server_req_respond_gen(h2t_server_req *r, int status,
                                           const h2t_header *hdrs, size_t n,
                                           h2t_server_gen_cb gen, void *user);
-/* Resume a generator that returned H2T_SERVER_BODY_DEFER.  Returns 0 or
- * H2T_ERR_STATE. */
+/* Resume a generator that returned H2T_SERVER_BODY_DEFER.  Returns 0,
+ * H2T_ERR_INVALID_ARG (NULL) or H2T_ERR_STATE. */
 H2T_EXTERN int h2t_server_req_resume(h2t_server_req *r);
 /* Trailers to send after the body (copied).  Call before the body ends
  * (before respond for buffers and files, or before the generator's eof).
@@ -238,7 +252,7 @@ H2T_EXTERN int h2t_server_req_resume(h2t_server_req *r);
 H2T_EXTERN int h2t_server_req_set_trailers(h2t_server_req *r,
                                            const h2t_header *hdrs, size_t n);
 /* Reset the stream with an HTTP/2 error code (e.g. 8, CANCEL).  on_close
- * follows.  Returns 0 or H2T_ERR_STATE. */
+ * follows.  Returns 0, H2T_ERR_INVALID_ARG (NULL) or H2T_ERR_STATE. */
 H2T_EXTERN int h2t_server_req_reset(h2t_server_req *r, uint32_t error_code);
 
 #ifdef __cplusplus

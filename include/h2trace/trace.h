@@ -146,7 +146,7 @@ typedef enum h2t_retry_reason {
   H2T_RETRY_CONN_CLOSED = 3     /* connection died before the stream opened */
 } h2t_retry_reason;
 
-/* "goaway", "refused_stream", "conn_closed"; NULL if unknown. */
+/* "goaway", "refused_stream", "conn_closed"; NULL if unknown.  Thread-safe. */
 H2T_EXTERN const char *h2t_retry_reason_name(h2t_retry_reason r);
 
 /* Why the server shed load (load_shed.reason) and what it did. */
@@ -160,6 +160,11 @@ typedef enum h2t_shed_action {
   H2T_SHED_503 = 2,            /* a 503 response */
   H2T_SHED_CLOSE = 3           /* accept and close the connection */
 } h2t_shed_action;
+
+/* "inflight", "connections"; NULL if unknown.  Thread-safe. */
+H2T_EXTERN const char *h2t_shed_reason_name(h2t_shed_reason r);
+/* "refused_stream", "503", "close"; NULL if unknown.  Thread-safe. */
+H2T_EXTERN const char *h2t_shed_action_name(h2t_shed_action a);
 
 typedef struct h2t_event {
   h2t_event_type type;
