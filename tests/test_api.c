@@ -25,6 +25,7 @@
 #define V1_INFLIGHT_CONFIG UPTO(h2t_inflight_config, nsensitive_headers)
 #define V1_CLIENT_TRACE UPTO(h2t_client_trace, done)
 #define V1_SERVER_TRACE UPTO(h2t_server_trace, load_shed)
+#define V1_SATURATE_CONFIG UPTO(h2t_saturate_config, user)
 
 /* A struct from newer headers: this version's, then fields we do not know
  * (garbage that must be ignored). */
@@ -55,6 +56,30 @@ static void test_struct_size_client_config(void **state) {
   BIG(h2t_client_config) big;
   BIG_INIT(big, H2T_CLIENT_CONFIG_INIT);
   assert_int_equal(h2t_client_new(&c, &big.s), 0);
+  h2t_client_del(c);
+}
+
+static void test_struct_size_saturate_config(void **state) {
+  h2t_client *c = NULL;
+  assert_int_equal(h2t_client_new(&c, NULL), 0);
+  const char *urls[] = {"http://127.0.0.1:1"};
+  h2t_saturate *s = NULL;
+  h2t_saturate_config cfg = {H2T_SATURATE_CONFIG_INIT, .client = c,
+                             .replicas = urls, .nreplicas = 1};
+  cfg.struct_size = V1_SATURATE_CONFIG - 1;
+  assert_int_equal(h2t_saturate_new(&s, &cfg), H2T_ERR_INVALID_ARG);
+  assert_null(s);
+  assert_int_equal(h2t_saturate_new(&s, NULL), H2T_ERR_INVALID_ARG);
+  cfg.struct_size = V1_SATURATE_CONFIG;
+  assert_int_equal(h2t_saturate_new(&s, &cfg), 0);
+  h2t_saturate_del(s);
+  BIG(h2t_saturate_config) big;
+  BIG_INIT(big, H2T_SATURATE_CONFIG_INIT);
+  big.s.client = c;
+  big.s.replicas = urls;
+  big.s.nreplicas = 1;
+  assert_int_equal(h2t_saturate_new(&s, &big.s), 0);
+  h2t_saturate_del(s);
   h2t_client_del(c);
 }
 
@@ -382,6 +407,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_struct_size_client_config),
       cmocka_unit_test(test_struct_size_client_trace),
+      cmocka_unit_test(test_struct_size_saturate_config),
       cmocka_unit_test(test_struct_size_request_opts),
       cmocka_unit_test(test_struct_size_server_config),
       cmocka_unit_test(test_struct_size_server_trace),

@@ -15,6 +15,7 @@
 #include <sys/queue.h>
 
 #include <h2trace/saturate.h>
+#include "trace/abi_int.h"
 #include "trace/trace_int.h"
 
 #define MAX_REPLICAS 64
@@ -325,13 +326,15 @@ static void dispatch(h2t_saturate *s) {
 
 /* --- API ------------------------------------------------------------------ */
 
-int h2t_saturate_new(h2t_saturate **out, const h2t_saturate_config *cfg) {
+int h2t_saturate_new(h2t_saturate **out, const h2t_saturate_config *cfgp) {
   if (!out)
     return H2T_ERR_INVALID_ARG;
   *out = NULL;
-  if (!cfg || cfg->struct_size < offsetof(h2t_saturate_config, user) +
-                                     sizeof(void *) ||
-      !cfg->client || !cfg->replicas || cfg->nreplicas < 1 ||
+  h2t_saturate_config c;
+  if (h2t__struct_in(&c, sizeof c, cfgp, H2T__SATURATE_CONFIG_V1))
+    return H2T_ERR_INVALID_ARG;
+  const h2t_saturate_config *cfg = &c;
+  if (!cfg->client || !cfg->replicas || cfg->nreplicas < 1 ||
       cfg->nreplicas > MAX_REPLICAS ||
       !h2t_saturate_policy_name(cfg->policy))
     return H2T_ERR_INVALID_ARG;
@@ -427,14 +430,10 @@ int h2t_saturate_submit(h2t_saturate *s, const h2t_request_opts *opts,
                         uint64_t *task_id) {
   if (task_id)
     *task_id = 0;
-  if (!s || !opts || s->closing ||
-      opts->struct_size < offsetof(h2t_request_opts, method))
-    return H2T_ERR_INVALID_ARG;
   h2t_request_opts o;
-  memset(&o, 0, sizeof o);
-  memcpy(&o, opts,
-         opts->struct_size < sizeof o ? opts->struct_size : sizeof o);
-  o.struct_size = sizeof o;
+  if (!s || s->closing ||
+      h2t__struct_in(&o, sizeof o, opts, H2T__REQUEST_OPTS_V1))
+    return H2T_ERR_INVALID_ARG;
   if (!o.url || o.url[0] != '/' || o.body_read || (o.body_len && !o.body) ||
       (o.nheaders && !o.headers))
     return H2T_ERR_INVALID_ARG;
