@@ -878,10 +878,12 @@ static int row_cmp(const void *pa, const void *pb) {
 static int row_matches(const row *r, const char *f) {
   if (!*f)
     return 1;
-  char ids[24];
+  char ids[24], target[2 * TEXT_MAX]; /* the columns as shown */
   snprintf(ids, sizeof ids, "%llu", (unsigned long long)r->id);
-  const char *fields[] = {r->ep->name, ids,    r->kind,  r->state,
-                          r->method,   r->authority, r->path, r->status};
+  snprintf(target, sizeof target, "%.*s%.*s", TEXT_MAX - 1, r->authority,
+           TEXT_MAX - 1, r->path);
+  const char *fields[] = {r->ep->name, ids,      r->kind,  r->state,
+                          r->method,   target, r->status};
   for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
     if (strcasestr(fields[i], f))
       return 1;
