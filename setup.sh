@@ -28,10 +28,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The export test validates HAR with har-validator (npm), pinned by
+# tests/node/package-lock.json, installed into the build tree only.
+node_deps() { # dir
+  command -v npm >/dev/null || { echo "setup: no npm: the export test will skip"; return 0; }
+  [ -d "$1/node/node_modules/har-validator" ] && return 0
+  mkdir -p "$1/node" && cp tests/node/package.json tests/node/package-lock.json "$1/node/"
+  (cd "$1/node" && npm ci --no-audit --no-fund >/dev/null) ||
+    echo "setup: npm ci failed: the export test will try again"
+}
+
 build() { # dir, extra cmake args...
   local dir=$1; shift
   cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
   cmake --build "$dir" -j"$(nproc)"
+  node_deps "$dir"
 }
 
 case "${1:-build}" in

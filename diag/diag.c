@@ -153,7 +153,51 @@ static enum MHD_Result get_requests(struct MHD_Connection *c) {
                    1);
 }
 
+/* ?format=har / ?format=chrome: streamed from the ring by the library's
+ * reader, a request at a time, so the response costs the memory of one
+ * request however large the ring. */
+static ssize_t export_read(void *cls, uint64_t pos, char *buf, size_t max) {
+  ssize_t n = h2t_export_reader_read(cls, buf, max);
+  if (n == 0)
+    return MHD_CONTENT_READER_END_OF_STREAM;
+  return n < 0 ? MHD_CONTENT_READER_END_WITH_ERROR : n;
+}
+
+static void export_free(void *cls) { h2t_export_reader_del(cls); }
+
+static enum MHD_Result get_recent_export(struct MHD_Connection *c,
+                                         h2t_export_format fmt) {
+  h2t_export_reader *rd;
+  if (h2t_export_reader_new(&rd, NULL, fmt) != 0)
+    return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
+  struct MHD_Response *r = MHD_create_response_from_callback(
+      MHD_SIZE_UNKNOWN, 16 * 1024, export_read, rd, export_free);
+  if (!r) {
+    h2t_export_reader_del(rd);
+    return MHD_NO;
+  }
+  MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+  MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+  MHD_add_response_header(r, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, "*");
+  MHD_add_response_header(r, "Content-Disposition",
+                          fmt == H2T_EXPORT_HAR
+                              ? "attachment; filename=\"recent.har\""
+                              : "attachment; filename=\"recent-trace.json\"");
+  enum MHD_Result rc = MHD_queue_response(c, MHD_HTTP_OK, r);
+  MHD_destroy_response(r);
+  return rc;
+}
+
 static enum MHD_Result get_recent(struct MHD_Connection *c) {
+  const char *format =
+      MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "format");
+  if (format && !strcmp(format, "har"))
+    return get_recent_export(c, H2T_EXPORT_HAR);
+  if (format && !strcmp(format, "chrome"))
+    return get_recent_export(c, H2T_EXPORT_CHROME);
+  if (format && strcmp(format, "json"))
+    return send_error(c, MHD_HTTP_BAD_REQUEST,
+                      "format must be json, har or chrome");
   h2t_inflight_info *arr;
   size_t n;
   if (h2t_inflight_recent(&arr, &n) != 0)
@@ -279,9 +323,10 @@ static enum MHD_Result get_metrics(struct MHD_Connection *c) {
 static enum MHD_Result get_index(struct MHD_Connection *c) {
   return send_json(
       c, MHD_HTTP_OK,
-      json_pack("{s:[s,s,s,s,s,s,s,s]}", "endpoints", "GET /debug/requests",
+      json_pack("{s:[s,s,s,s,s,s,s,s,s,s]}", "endpoints", "GET /debug/requests",
                 "GET /debug/requests/{id}", "POST /debug/requests/{id}/cancel",
-                "GET /debug/recent", "GET /debug/connections",
+                "GET /debug/recent", "GET /debug/recent?format=har",
+                "GET /debug/recent?format=chrome", "GET /debug/connections",
                 "GET /debug/profile", "GET /debug/threads", "GET /metrics"),
       1);
 }

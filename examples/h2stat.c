@@ -11,6 +11,7 @@
 
 #include <h2trace/client.h>
 #include <h2trace/diag.h>
+#include <h2trace/export.h>
 #include <h2trace/inflight.h>
 #include <h2trace/version.h>
 
@@ -26,6 +27,7 @@ typedef struct opts {
   int has_body, insecure, json;
   cli_headers headers;
   const char *diag, *diag_token; /* --diag ADDR:PORT, --diag-token */
+  const char *har, *trace_json;   /* --har FILE, --trace-json FILE */
 } opts;
 
 typedef struct app {
@@ -87,6 +89,9 @@ static void usage(FILE *f) {
       "      --diag ADDR:PORT  serve the diagnostics endpoint meanwhile\n"
       "                     (GET /debug/requests, /metrics...; loopback only)\n"
       "      --diag-token T bearer token that allows POST .../cancel\n"
+      "      --har FILE     write every request as HAR 1.2 to FILE ('-': stdout)\n"
+      "      --trace-json FILE  write a Chrome trace (Perfetto, chrome://tracing)\n"
+      "                     to FILE: a lane per connection, a span per phase\n"
       "  -h, --help         this help\n"
       "  -V, --version      print the version\n"
       "\n"
@@ -102,7 +107,8 @@ static int usage_error(const char *fmt, const char *arg) {
 }
 
 /* Long-only options get ids past the ASCII range. */
-enum { OPT_CACERT = 256, OPT_TIMEOUT, OPT_JSON, OPT_DIAG, OPT_DIAG_TOKEN };
+enum { OPT_CACERT = 256, OPT_TIMEOUT, OPT_JSON, OPT_DIAG, OPT_DIAG_TOKEN,
+       OPT_HAR, OPT_TRACE_JSON };
 
 /* Returns -1 to go on, else the exit code. */
 static int parse_args(opts *o, int argc, char **argv, int *first_url) {
@@ -113,6 +119,8 @@ static int parse_args(opts *o, int argc, char **argv, int *first_url) {
       {"json", no_argument, NULL, OPT_JSON},
       {"diag", required_argument, NULL, OPT_DIAG},
       {"diag-token", required_argument, NULL, OPT_DIAG_TOKEN},
+      {"har", required_argument, NULL, OPT_HAR},
+      {"trace-json", required_argument, NULL, OPT_TRACE_JSON},
       {"output", required_argument, NULL, 'o'},
       {"request", required_argument, NULL, 'X'},
       {"header", required_argument, NULL, 'H'},
@@ -179,6 +187,12 @@ static int parse_args(opts *o, int argc, char **argv, int *first_url) {
       break;
     case OPT_DIAG_TOKEN:
       o->diag_token = optarg;
+      break;
+    case OPT_HAR:
+      o->har = optarg;
+      break;
+    case OPT_TRACE_JSON:
+      o->trace_json = optarg;
       break;
     case 'h':
       usage(stdout);
@@ -538,9 +552,36 @@ static int run_round(app *a, const char *url) {
   return rc;
 }
 
+/* --- --har / --trace-json ------------------------------------------------ */
+
+static int write_file(const char *data, size_t len, void *user) {
+  return fwrite(data, 1, len, user) == len ? 0 : -1;
+}
+
+/* Opened before the run, so a bad path fails before any request. */
+static FILE *open_out(const char *path) {
+  return strcmp(path, "-") ? fopen(path, "w") : stdout;
+}
+
+static int export_to(FILE *f, const char *path, const h2t_export *exp,
+                     h2t_export_format fmt) {
+  int err = h2t_export_write(exp, fmt, write_file, f);
+  int bad = err || fflush(f) != 0;
+  if (f != stdout && fclose(f) != 0)
+    bad = 1;
+  if (bad) {
+    fprintf(stderr, PROG ": %s: %s\n", path,
+            err && err != H2T_ERR_CALLBACK ? h2t_strerror(err) : strerror(errno));
+    return 1;
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   app a = {.o = {.n = 1, .p = 1}};
   h2t_diag *diag = NULL; /* --diag */
+  h2t_export *exp = NULL;                /* --har, --trace-json */
+  FILE *har = NULL, *chrome = NULL;
   int first = 0;
   int rc = parse_args(&a.o, argc, argv, &first);
   if (rc >= 0)
@@ -551,7 +592,20 @@ int main(int argc, char **argv) {
     rc = 1;
     goto out;
   }
+  if ((a.o.har && !(har = open_out(a.o.har))) ||
+      (a.o.trace_json && !(chrome = open_out(a.o.trace_json)))) {
+    fprintf(stderr, PROG ": %s: %s\n", har ? a.o.trace_json : a.o.har,
+            strerror(errno));
+    rc = 1;
+    goto out;
+  }
+  if ((har || chrome) && h2t_export_new(&exp, NULL) != 0) {
+    fprintf(stderr, PROG ": out of memory\n");
+    rc = 1;
+    goto out;
+  }
   h2t_client_config cfg = {H2T_CLIENT_CONFIG_INIT};
+  cfg.trace = h2t_export_trace(exp); /* runs after each request's own */
   cfg.ca_file = a.o.cacert;
   cfg.insecure = a.o.insecure;
   cfg.connect_timeout_ms = (uint32_t)a.o.timeout_ms;
@@ -602,8 +656,20 @@ int main(int argc, char **argv) {
   }
   if (rc < 0)
     rc = a.failed ? 1 : 0;
+  /* every request is done: the recorder is complete */
+  if (har && export_to(har, a.o.har, exp, H2T_EXPORT_HAR) && rc == 0)
+    rc = 1;
+  if (chrome && export_to(chrome, a.o.trace_json, exp, H2T_EXPORT_CHROME) &&
+      rc == 0)
+    rc = 1;
+  har = chrome = NULL;
 out:
   h2t_client_del(a.client);
+  h2t_export_del(exp);
+  if (har && har != stdout)
+    fclose(har);
+  if (chrome && chrome != stdout)
+    fclose(chrome);
   h2t_diag_stop(diag); /* --diag */
   if (a.out && fclose(a.out) != 0 && rc == 0) {
     fprintf(stderr, PROG ": %s: %s\n", a.o.outfile, strerror(errno));

@@ -186,7 +186,7 @@ close $ex;
 # The types users fill each have a page once their header is in the tree.
 for my $ty (qw(h2t_client_config h2t_request_opts h2t_client_trace
                h2t_server_trace h2t_event h2t_server_config h2t_listen_opts
-               h2t_inflight_config h2t_diag_config)) {
+               h2t_inflight_config h2t_diag_config h2t_export_config)) {
   push @fail, "no page for type $ty ($type{$ty})" if $type{$ty} && !-f "$api/$ty.md";
 }
 

@@ -4,109 +4,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "trace/json_int.h"
 #include "trace/trace_int.h"
+
+typedef h2t__jbuf jobj;
+#define raw h2t__json_raw
+#define rawc h2t__json_rawc
+#define str_value h2t__json_str
 
 /* Written by hand, not with jansson: the core library links no JSON
  * library (that is the diagnostics library's), and a line written straight
  * into the caller's buffer needs no allocation.  The output is what
  * jansson's json_dumps(JSON_COMPACT) gave: same key order, same escapes. */
-
-/* Counts every byte the line needs; stores what fits in buf, keeping one
- * byte for the NUL (snprintf's contract). */
-typedef struct jobj {
-  char *buf;
-  size_t cap, n;
-  int fields; /* written so far: the next one needs a comma */
-} jobj;
-
-static void raw(jobj *j, const char *s, size_t len) {
-  if (j->n < j->cap) {
-    size_t room = j->cap - 1 - j->n, c = len < room ? len : room;
-    memcpy(j->buf + j->n, s, c);
-  }
-  j->n += len;
-}
-
-static void rawc(jobj *j, char c) { raw(j, &c, 1); }
-
-/* Valid UTF-8 as jansson checks it: no overlong forms, no surrogates,
- * nothing above U+10FFFF. */
-static int utf8_valid(const unsigned char *s, size_t len) {
-  for (size_t i = 0; i < len;) {
-    unsigned c = s[i], need;
-    uint32_t v;
-    if (c < 0x80) {
-      i++;
-      continue;
-    }
-    if (c >= 0xC2 && c <= 0xDF)
-      need = 1, v = c & 0x1F;
-    else if (c >= 0xE0 && c <= 0xEF)
-      need = 2, v = c & 0x0F;
-    else if (c >= 0xF0 && c <= 0xF4)
-      need = 3, v = c & 0x07;
-    else
-      return 0;
-    if (len - i <= need)
-      return 0;
-    for (unsigned k = 1; k <= need; k++) {
-      if ((s[i + k] & 0xC0) != 0x80)
-        return 0;
-      v = (v << 6) | (s[i + k] & 0x3F);
-    }
-    if ((need == 2 && v < 0x800) || (need == 3 && v < 0x10000) ||
-        v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
-      return 0;
-    i += need + 1;
-  }
-  return 1;
-}
-
-/* A JSON string.  Peers send arbitrary bytes: a string that is not valid
- * UTF-8 has each non-ASCII byte written as '?', so the line still parses. */
-static void str_value(jobj *j, const char *s, size_t len) {
-  const unsigned char *u = (const unsigned char *)s;
-  int ascii_only = !utf8_valid(u, len);
-  rawc(j, '"');
-  size_t run = 0; /* bytes copied as they are, flushed before an escape */
-  for (size_t i = 0; i < len; i++) {
-    unsigned char c = u[i];
-    const char *esc = NULL;
-    char ubuf[8];
-    if (c == '"')
-      esc = "\\\"";
-    else if (c == '\\')
-      esc = "\\\\";
-    else if (c == '\b')
-      esc = "\\b";
-    else if (c == '\f')
-      esc = "\\f";
-    else if (c == '\n')
-      esc = "\\n";
-    else if (c == '\r')
-      esc = "\\r";
-    else if (c == '\t')
-      esc = "\\t";
-    else if (c < 0x20) {
-      static const char hex[] = "0123456789ABCDEF";
-      memcpy(ubuf, "\\u00", 4);
-      ubuf[4] = hex[c >> 4];
-      ubuf[5] = hex[c & 15];
-      ubuf[6] = '\0';
-      esc = ubuf;
-    } else if (c >= 0x80 && ascii_only)
-      esc = "?";
-    if (!esc) {
-      run++;
-      continue;
-    }
-    raw(j, s + i - run, run);
-    run = 0;
-    raw(j, esc, strlen(esc));
-  }
-  raw(j, s + len - run, run);
-  rawc(j, '"');
-}
 
 static void key(jobj *j, const char *k) {
   if (j->fields++)

@@ -440,7 +440,7 @@ static void push_step(struct inflight_entry *e, unsigned st, uint64_t t) {
 }
 
 static void step_to(struct inflight_entry *e, unsigned st, uint64_t t) {
-  if (e->state == st)
+  if (e->state == st || e->state == H2T_IFS_DONE)
     return;
   if (t < e->state_us)
     t = e->state_us;
@@ -568,6 +568,8 @@ struct inflight_entry *h2t__inflight_begin_at(inflight_kind kind, uint64_t req_i
   e->http_status = 0;
   e->next_free = idx; /* while live: its own index, for h2t__inflight_end */
   memset(e->state_tot, 0, sizeof e->state_tot);
+  e->goaway_us = 0;
+  e->reset_code = 0;
   copy_trunc(e->method, sizeof e->method, method);
   copy_trunc(e->scheme, sizeof e->scheme, scheme);
   set_target(e, authority, path);
@@ -596,17 +598,39 @@ uint64_t h2t__inflight_mask(inflight_kind kind) {
     return 0;
   if (kind == INFLIGHT_SERVER)
     return EVBIT(SRV_HANDLER_STARTED) | EVBIT(SRV_WROTE_HEADERS) |
-           EVBIT(SRV_FLOW_BLOCKED) | EVBIT(SRV_STREAM_CLOSED);
+           EVBIT(SRV_FLOW_BLOCKED) | EVBIT(SRV_STREAM_CLOSED) |
+           EVBIT(SRV_STREAM_RESET) | EVBIT(SRV_GOAWAY_SENT);
+  /* goaway and stream_reset are rare: kept for the exports' instants */
   return EVBIT(DNS_START) | EVBIT(CONNECT_START) | EVBIT(TLS_HANDSHAKE_START) |
          EVBIT(GOT_CONN) | EVBIT(WAIT_100_CONTINUE) | EVBIT(GOT_100_CONTINUE) |
          EVBIT(WROTE_REQUEST) | EVBIT(GOT_FIRST_RESPONSE_BYTE) |
-         EVBIT(GOT_DATA) | EVBIT(FLOW_BLOCKED) | EVBIT(RETRY) | EVBIT(DONE);
+         EVBIT(GOT_DATA) | EVBIT(FLOW_BLOCKED) | EVBIT(RETRY) | EVBIT(DONE) |
+         EVBIT(GOAWAY) | EVBIT(STREAM_RESET);
 }
 
 static int before_sending(unsigned st) {
   return st == H2T_IFS_QUEUED || st == H2T_IFS_DNS ||
          st == H2T_IFS_CONNECTING || st == H2T_IFS_TLS ||
          st == H2T_IFS_WAIT_STREAM || st == H2T_IFS_RETRYING;
+}
+
+/* The first GOAWAY on its connection and the RST_STREAM that ended it, for
+ * the exports (h2t_export_reader). */
+static void note_goaway(struct inflight_entry *e, uint64_t t, int by_peer) {
+  if (e->goaway_us)
+    return;
+  uint64_t dt = t > e->start_us ? t - e->start_us : 0;
+  e->goaway_us = dt >= UINT32_MAX ? UINT32_MAX : (uint32_t)dt + 1;
+  if (by_peer)
+    e->flags |= IFE_GOAWAY_BY_PEER;
+}
+
+static void note_reset(struct inflight_entry *e, uint32_t code, int by_peer) {
+  if (e->reset_code)
+    return;
+  e->reset_code = code >= 254 ? 255 : (uint8_t)(code + 1);
+  if (by_peer)
+    e->flags |= IFE_RESET_BY_PEER;
 }
 
 /* The state an event moves the request to, or -1; also keeps counters. */
@@ -646,6 +670,16 @@ static int apply(struct inflight_entry *e, const h2t_event *ev) {
     return H2T_IFS_RECEIVING;
   case H2T_EV_FLOW_BLOCKED:
     return H2T_IFS_FLOW_BLOCKED;
+  case H2T_EV_GOAWAY:
+    note_goaway(e, ev->t_us, ev->u.goaway.by_peer);
+    return -1;
+  case H2T_EV_SRV_GOAWAY_SENT:
+    note_goaway(e, ev->t_us, 0);
+    return -1;
+  case H2T_EV_STREAM_RESET:
+  case H2T_EV_SRV_STREAM_RESET:
+    note_reset(e, ev->u.stream_reset.error_code, ev->u.stream_reset.by_peer);
+    return -1;
   case H2T_EV_RETRY:
     return H2T_IFS_RETRYING;
   case H2T_EV_DONE: /* its time is the end: h2t__inflight_end reads no clock */
@@ -1050,6 +1084,27 @@ int h2t_inflight_recent(h2t_inflight_info **out, size_t *n) {
 }
 
 void h2t_inflight_info_free(h2t_inflight_info *arr) { free(arr); }
+
+void h2t__ifl_recent_range(uint64_t *gen, uint64_t *first, uint64_t *end) {
+  *gen = *first = *end = 0;
+  pthread_rwlock_rdlock(&h2t__ifl_life);
+  if (atomic_load(&h2t__ifl_on)) {
+    uint64_t seq = atomic_load(&h2t__ifl.ring_seq);
+    *gen = atomic_load(&h2t__ifl.gen);
+    *end = seq;
+    *first = seq > h2t__ifl.ring_cap ? seq - h2t__ifl.ring_cap : 0;
+  }
+  pthread_rwlock_unlock(&h2t__ifl_life);
+}
+
+int h2t__ifl_recent_at(uint64_t gen, uint64_t seq, struct inflight_entry *out) {
+  int rc = -1;
+  pthread_rwlock_rdlock(&h2t__ifl_life);
+  if (atomic_load(&h2t__ifl_on) && atomic_load(&h2t__ifl.gen) == gen)
+    rc = ring_get(seq, out);
+  pthread_rwlock_unlock(&h2t__ifl_life);
+  return rc;
+}
 
 struct find {
   uint64_t id;

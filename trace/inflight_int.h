@@ -17,6 +17,8 @@
 #define IFE_STATUS 40
 #define IFE_REASON 32
 #define IFE_CANCELED 1u
+#define IFE_GOAWAY_BY_PEER 2u /* the GOAWAY of goaway_us came from the peer */
+#define IFE_RESET_BY_PEER 4u  /* the RST_STREAM of reset_code did */
 #define IFE_PEND_SIDE 1u /* a cancel or status from another thread waits */
 #define IFE_PEND_BUSY 2u /* a cancel is calling the owner's cancel_fn */
 
@@ -48,10 +50,16 @@ struct inflight_entry {
   uint32_t nhist; /* steps ever pushed; hist[] keeps the last IFE_HIST */
   uint16_t http_status;
   atomic_uchar pending; /* IFE_PEND_*: set by other threads */
-  uint8_t pad_;
+  uint8_t reset_code; /* 0, or 1 + the RST_STREAM code that ended it
+                       (255: 254 or more) */
   uint32_t next_free; /* free: next slot + 1 (0: end); live: own slot */
   uint64_t hist[IFE_HIST];
-  uint32_t state_tot[H2T_IFS_COUNT_]; /* µs per state, saturating */
+  /* µs per state, saturating; none for done, the last state, whose slot
+   * holds goaway_us instead */
+  uint32_t state_tot[H2T_IFS_DONE];
+  /* A GOAWAY on its connection while it ran, for exports: 1 + µs after
+   * start_us (saturating), 0: none.  (No room for its code.) */
+  uint32_t goaway_us;
   char method[8];
   char scheme[8];
   char target[IFE_TARGET];
@@ -59,6 +67,7 @@ struct inflight_entry {
   char cancel_reason[IFE_REASON];
 };
 
+_Static_assert(H2T_IFS_DONE == H2T_IFS_COUNT_ - 1, "done is the last state");
 _Static_assert(sizeof(struct inflight_entry) <= 512,
                "an in-flight entry must fit in 512 bytes");
 
@@ -104,6 +113,13 @@ int h2t__ifl_foreach_read(int (*fn)(const struct inflight_entry *copy, void *arg
 /* Convert a private copy to the public struct; now_us for current durations. */
 void h2t__ife_to_info(const struct inflight_entry *e, uint64_t now_us,
                  h2t_inflight_info *out);
+
+/* The recent ring, one entry at a time (export.c streams it): the range
+ * of sequence numbers it holds now and the table's generation (0 and
+ * nothing when the table is off), then one entry by sequence number: 0, or
+ * -1 when it was overwritten, or the table was remade since. */
+void h2t__ifl_recent_range(uint64_t *gen, uint64_t *first, uint64_t *end);
+int h2t__ifl_recent_at(uint64_t gen, uint64_t seq, struct inflight_entry *out);
 
 /* Turn on with defaults if off (diag endpoint, signal dump).  0 or error. */
 int h2t__ifl_ensure_on(void);

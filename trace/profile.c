@@ -100,7 +100,7 @@ static void add_to(h2t_inflight_profile_row *r,
   for (uint32_t v = e->visited; v; v &= v - 1) {
     unsigned s = (unsigned)__builtin_ctz(v);
     r->states[s].requests++;
-    r->states[s].total_us += e->state_tot[s];
+    r->states[s].total_us += s < H2T_IFS_DONE ? e->state_tot[s] : 0;
   }
 }
 

@@ -10,6 +10,8 @@
  *   POST /debug/requests/{id}/cancel  reset it with CANCEL (needs the token:
  *                                     "Authorization: Bearer <token>")
  *   GET  /debug/recent                recently finished requests
+ *        /debug/recent?format=har     the same as HAR 1.2, streamed
+ *        /debug/recent?format=chrome  the same as a Chrome trace (Perfetto)
  *   GET  /debug/connections           client pool and server connections
  *   GET  /debug/profile               time per state, overall and per host
  *   GET  /debug/threads               a stack sample of every thread,

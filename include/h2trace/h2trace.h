@@ -13,6 +13,9 @@
 #if __has_include(<h2trace/inflight.h>)
 #include <h2trace/inflight.h>
 #endif
+#if __has_include(<h2trace/export.h>)
+#include <h2trace/export.h>
+#endif
 #if __has_include(<h2trace/diag.h>)
 #include <h2trace/diag.h>
 #endif
