@@ -30,6 +30,7 @@
 #define H2T__DIAG_CONFIG_V1 H2T__SIZE_TO(h2t_diag_config, timeout_s)
 #define H2T__INFLIGHT_CONFIG_V1                                                \
   H2T__SIZE_TO(h2t_inflight_config, nsensitive_headers)
+#define H2T__EXPORT_CONFIG_V1 H2T__SIZE_TO(h2t_export_config, mem)
 #define H2T__SATURATE_CONFIG_V1 H2T__SIZE_TO(h2t_saturate_config, user)
 #define H2T__CLIENT_TRACE_V1 H2T__SIZE_TO(h2t_client_trace, done)
 #define H2T__SERVER_TRACE_V1 H2T__SIZE_TO(h2t_server_trace, load_shed)

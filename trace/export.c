@@ -18,6 +18,7 @@
 
 #include "trace/inflight_int.h"
 #include "trace/json_int.h"
+#include "trace/abi_int.h"
 #include "trace/trace_int.h"
 
 /* --- what the writers see of one request, from either source ------------- */
@@ -369,8 +370,10 @@ int h2t_export_new(h2t_export **out, const h2t_export_config *cfg) {
   if (!out)
     return H2T_ERR_INVALID_ARG;
   *out = NULL;
-  if (cfg && cfg->struct_size < offsetof(h2t_export_config, mem) + sizeof cfg->mem)
+  h2t_export_config c;
+  if (cfg && h2t__struct_in(&c, sizeof c, cfg, H2T__EXPORT_CONFIG_V1))
     return H2T_ERR_INVALID_ARG;
+  cfg = cfg ? &c : NULL;
   const h2t_mem *m = cfg ? cfg->mem : NULL;
   h2t_export *x = h2t_xcalloc(m, 1, sizeof *x);
   if (!x)
