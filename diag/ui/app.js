@@ -750,6 +750,7 @@
     for (const [key, P] of lanePool) if (!used.has(key)) lanePool.delete(key);
     stats.wf = stats.wf || []; // [ms choosing the bars, ms drawing, lanes]
     stats.wf.push([tw1 - tw0, performance.now() - tw1, order.length]);
+    if (stats.wf.length > 1000) stats.wf.splice(0, 500);
   }
   const lanePool = new Map();
   function makeLane(key) {
