@@ -14,7 +14,7 @@ PKGS=(build-essential cmake pkg-config clang
       libnghttp2-dev libssl-dev libev-dev libc-ares-dev libmicrohttpd-dev
       libjansson-dev libncurses-dev libcmocka-dev libunwind-dev
       nghttp2-server nghttp2-client curl openssl valgrind python3-h2
-      nginx-light nodejs)
+      nginx-light nodejs chromium)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -28,10 +28,28 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# playwright-core for the web page's test (tests/ui), from its lock file into
+# DIR/node.  It drives Debian's chromium (above): no browser is downloaded.
+ui_deps() { # dir
+  local dir=$1
+  if ! command -v npm >/dev/null; then
+    echo "setup: no npm: the web page test (diag_ui) will skip"; return 0
+  fi
+  if [ -d "$dir/node/node_modules/playwright-core" ] &&
+     cmp -s tests/ui/package-lock.json "$dir/node/package-lock.json"; then
+    return 0
+  fi
+  mkdir -p "$dir/node"
+  cp tests/ui/package.json tests/ui/package-lock.json "$dir/node/"
+  (cd "$dir/node" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error) ||
+    echo "setup: npm ci failed: the web page test (diag_ui) will skip"
+}
+
 build() { # dir, extra cmake args...
   local dir=$1; shift
   cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
   cmake --build "$dir" -j"$(nproc)"
+  ui_deps "$dir"
 }
 
 case "${1:-build}" in
