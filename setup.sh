@@ -14,7 +14,7 @@ PKGS=(build-essential cmake pkg-config clang
       libnghttp2-dev libssl-dev libev-dev libc-ares-dev libmicrohttpd-dev
       libjansson-dev libncurses-dev libcmocka-dev libunwind-dev
       nghttp2-server nghttp2-client curl openssl valgrind python3-h2
-      nginx-light h2o nodejs)
+      nginx-light h2o nodejs chromium)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -28,14 +28,24 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The export test validates HAR with har-validator (npm), pinned by
-# tests/node/package-lock.json, installed into the build tree only.
+# What the tests drive from npm (har-validator for the export test,
+# playwright-core for the web page's, which drives Debian's chromium above:
+# no browser is downloaded), pinned by tests/node/package-lock.json and
+# installed into the build tree only.
 node_deps() { # dir
-  command -v npm >/dev/null || { echo "setup: no npm: the export test will skip"; return 0; }
-  [ -d "$1/node/node_modules/har-validator" ] && return 0
-  mkdir -p "$1/node" && cp tests/node/package.json tests/node/package-lock.json "$1/node/"
-  (cd "$1/node" && npm ci --no-audit --no-fund >/dev/null) ||
-    echo "setup: npm ci failed: the export test will try again"
+  local dir=$1
+  if ! command -v npm >/dev/null; then
+    echo "setup: no npm: the export and web page tests will skip"; return 0
+  fi
+  if [ -d "$dir/node/node_modules/playwright-core" ] &&
+     [ -d "$dir/node/node_modules/har-validator" ] &&
+     cmp -s tests/node/package-lock.json "$dir/node/package-lock.json"; then
+    return 0
+  fi
+  mkdir -p "$dir/node"
+  cp tests/node/package.json tests/node/package-lock.json "$dir/node/"
+  (cd "$dir/node" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error) ||
+    echo "setup: npm ci failed: the export and web page tests will try again or skip"
 }
 
 build() { # dir, extra cmake args...

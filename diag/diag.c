@@ -323,7 +323,8 @@ static enum MHD_Result get_metrics(struct MHD_Connection *c) {
 static enum MHD_Result get_index(struct MHD_Connection *c) {
   return send_json(
       c, MHD_HTTP_OK,
-      json_pack("{s:[s,s,s,s,s,s,s,s,s,s]}", "endpoints", "GET /debug/requests",
+      json_pack("{s:[s,s,s,s,s,s,s,s,s,s,s]}", "endpoints", "GET /debug/ui",
+                "GET /debug/requests",
                 "GET /debug/requests/{id}", "POST /debug/requests/{id}/cancel",
                 "GET /debug/recent", "GET /debug/recent?format=har",
                 "GET /debug/recent?format=chrome", "GET /debug/connections",
@@ -399,6 +400,8 @@ static enum MHD_Result route(struct h2t_diag *d, struct MHD_Connection *c,
   int get = !strcmp(method, MHD_HTTP_METHOD_GET) ||
             !strcmp(method, MHD_HTTP_METHOD_HEAD);
   int post = !strcmp(method, MHD_HTTP_METHOD_POST);
+  if (h2t__ui_match(url)) /* the web page: ui.c */
+    return h2t__ui_serve(c, url, get);
   static const struct {
     const char *path;
     enum MHD_Result (*fn)(struct MHD_Connection *);

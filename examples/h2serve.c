@@ -603,6 +603,9 @@ int main(int argc, char **argv) {
       printf("h2serve: diagnostics on http://%.*s:%u/debug/requests%s\n",
              hostlen ? hostlen : 9, hostlen ? diag_listen : "127.0.0.1",
              h2t_diag_port(diag), diag_token ? " (cancel allowed)" : "");
+      printf("h2serve: web page on http://%.*s:%u/debug/ui\n",
+             hostlen ? hostlen : 9, hostlen ? diag_listen : "127.0.0.1",
+             h2t_diag_port(diag));
     }
   }
   /* --- end --diag --- */

@@ -618,6 +618,66 @@ static void test_profile_endpoint(void **state) {
   resp_free(&r);
 }
 
+/* The web page: diag/ui/'s files byte for byte, with their types, an ETag
+ * that revalidates to 304, and a CSP on the page; nothing else under it. */
+static char *read_source(const char *rel) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/%s", H2T_SOURCE_DIR, rel);
+  FILE *f = fopen(path, "rb");
+  assert_non_null(f);
+  char *buf = calloc(1, 1 << 20);
+  size_t n = fread(buf, 1, (1 << 20) - 1, f);
+  buf[n] = '\0';
+  fclose(f);
+  return buf;
+}
+
+static void test_web_page(void **state) {
+  static const struct {
+    const char *url, *file, *ctype;
+  } files[] = {
+      {"/debug/ui", "diag/ui/index.html", "Content-Type: text/html"},
+      {"/debug/ui/", "diag/ui/index.html", "Content-Type: text/html"},
+      {"/debug/ui/app.js", "diag/ui/app.js", "Content-Type: text/javascript"},
+      {"/debug/ui/style.css", "diag/ui/style.css", "Content-Type: text/css"}};
+  for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+    struct resp r = http("GET", files[i].url, NULL);
+    assert_int_equal(r.status, 200);
+    assert_true(has_header(&r, files[i].ctype));
+    assert_true(has_header(&r, "Cache-Control: no-cache"));
+    assert_true(has_header(&r, "X-Content-Type-Options: nosniff"));
+    char *want = read_source(files[i].file);
+    assert_string_equal(r.body, want);
+    free(want);
+    if (!strcmp(files[i].file, "diag/ui/index.html"))
+      assert_true(has_header(&r, "Content-Security-Policy: default-src 'none'"));
+    /* revalidation */
+    const char *et = strcasestr(r.head, "\r\nETag: ");
+    assert_non_null(et);
+    char etag[64], hdr[128];
+    assert_int_equal(sscanf(et + 8, "%63s", etag), 1);
+    snprintf(hdr, sizeof hdr, "If-None-Match: %s\r\n", etag);
+    struct resp r2 = http("GET", files[i].url, hdr);
+    assert_int_equal(r2.status, 304);
+    assert_string_equal(r2.body, "");
+    resp_free(&r2);
+    resp_free(&r);
+  }
+  static const char *missing[] = {"/debug/ui/nope.js", "/debug/ui/../diag.c",
+                                  "/debug/ui/app.js/", "/debug/uix"};
+  for (size_t i = 0; i < sizeof missing / sizeof missing[0]; i++) {
+    struct resp r = http("GET", missing[i], NULL);
+    assert_int_equal(r.status, 404);
+    resp_free(&r);
+  }
+  struct resp r = http("POST", "/debug/ui", NULL);
+  assert_int_equal(r.status, 405);
+  resp_free(&r);
+  r = http("GET", "/", NULL); /* the index names the page */
+  assert_non_null(strstr(r.body, "GET /debug/ui"));
+  resp_free(&r);
+}
+
 /* The "application loop" is stuck inside a hook; the endpoint answers. */
 static void *loop_thread(void *arg) {
   h2t_client_trace tr = {H2T_CLIENT_TRACE_INIT, .got_first_response_byte = h2t_test_stuck_hook};
@@ -721,6 +781,7 @@ int main(void) {
                                       setup_notoken, teardown),
       cmocka_unit_test_setup_teardown(test_metrics, setup_token, teardown),
       cmocka_unit_test_setup_teardown(test_connections, setup_token, teardown),
+      cmocka_unit_test_setup_teardown(test_web_page, setup_token, teardown),
       cmocka_unit_test_setup_teardown(test_profile_endpoint, setup_token,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_answers_while_loop_stuck_and_threads,

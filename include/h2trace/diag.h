@@ -5,6 +5,11 @@
  * while the application's loops are stuck.  Opt-in; binds 127.0.0.1 unless
  * told otherwise, and a non-loopback address needs allow_remote.
  *
+ *   GET  /debug/ui                    a web page over the routes below:
+ *                                     the table, each request's history, a
+ *                                     waterfall per connection, the profile
+ *                                     (?endpoints=host:port,... to poll
+ *                                     several processes)
  *   GET  /debug/requests              requests in flight (JSON)
  *   GET  /debug/requests/{id}         one request with its state history
  *   POST /debug/requests/{id}/cancel  reset it with CANCEL (needs the token:
