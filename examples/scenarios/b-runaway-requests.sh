@@ -66,7 +66,7 @@ say "the top are older than anything healthy here (> ${AGE_S}s): the runaways."
 
 if [ -x "$BIN/h2top" ]; then
   section "the same with h2top --once"
-  run 10 "$BIN/h2top" --once "$DA" "$DB" | indent
+  run 10 "$BIN/h2top" --endpoints "$DA,$DB" --once | indent
 else
   section "h2top"
   say "h2top is not built in this tree yet (it is being written); when it is,"
