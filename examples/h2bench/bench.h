@@ -5,4 +5,5 @@
 int bench_client_main(int argc, char **argv); /* client.c */
 int bench_writer_main(int argc, char **argv); /* writer.c */
 int bench_saturate_main(int argc, char **argv); /* saturate.c */
+int bench_compare_main(int argc, char **argv);  /* compare.c */
 #endif

@@ -8,6 +8,7 @@
 static void usage(FILE *f) {
   fprintf(f, "usage: h2bench client [options] URL   load generator (h2load-like)\n"
              "       h2bench writer [options]       server frame-writer modes\n"
+             "       h2bench compare [options]      h2serve vs nghttpd and h2o\n"
              "       h2bench saturate [options]     replica-aware dispatch vs\n"
              "                                      random choice\n"
              "       h2bench MODE --help            options of a mode\n");
@@ -30,6 +31,8 @@ int main(int argc, char **argv) {
     return bench_client_main(argc - 1, argv + 1);
   if (!strcmp(argv[1], "writer"))
     return bench_writer_main(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "compare"))
+    return bench_compare_main(argc - 1, argv + 1);
   if (!strcmp(argv[1], "saturate"))
     return bench_saturate_main(argc - 1, argv + 1);
   fprintf(stderr, "h2bench: unknown mode '%s'\n", argv[1]);
