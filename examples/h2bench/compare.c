@@ -132,39 +132,6 @@ static int free_port(void) {
   return port;
 }
 
-/* Run argv, its output into out.  The exit status, or -1. */
-static int run(char *const argv[], char *out, size_t cap) {
-  int pfd[2];
-  if (pipe(pfd) != 0)
-    return -1;
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(pfd[1], 1);
-    dup2(pfd[1], 2);
-    close(pfd[0]);
-    execvp(argv[0], argv);
-    _exit(127);
-  }
-  close(pfd[1]);
-  size_t len = 0;
-  for (;;) {
-    char tmp[4096];
-    ssize_t n = read(pfd[0], tmp, sizeof tmp);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    size_t k = (size_t)n < cap - 1 - len ? (size_t)n : cap - 1 - len;
-    memcpy(out + len, tmp, k);
-    len += k;
-  }
-  out[len] = '\0';
-  close(pfd[0]);
-  int st;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-    ;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 /* ---- the servers --------------------------------------------------------- */
 
@@ -302,7 +269,7 @@ static int h2load(const opts *o, const server *s, size_t body, uint64_t n,
   argv[k++] = url;
   argv[k] = NULL;
   static char out[65536];
-  int st = run(argv, out, sizeof out);
+  int st = bench_run(argv, out, sizeof out);
   const char *fin = strstr(out, "finished in");
   const char *ok = strstr(out, " succeeded, 0 failed, 0 errored");
   if (st != 0 || !fin || !ok) {
@@ -352,15 +319,7 @@ static double instructions(const env *e, const opts *o, int which, int tls,
 
 /* ---- main ---------------------------------------------------------------- */
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
 
-static double median(double *v, size_t n) {
-  qsort(v, n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 static int make_files(env *e, const opts *o) {
   for (size_t i = 0; i < o->nbodies; i++) {
@@ -383,7 +342,7 @@ static int make_files(env *e, const opts *o) {
                   "-out", certarg, "-days", "1", "-subj", "/CN=localhost",
                   "-addext", "subjectAltName=IP:127.0.0.1", NULL};
   static char out[8192];
-  return run(argv, out, sizeof out) == 0 ? 0 : -1;
+  return bench_run(argv, out, sizeof out) == 0 ? 0 : -1;
 }
 
 static int parse_bodies(const char *s, opts *o) {
@@ -503,7 +462,7 @@ int bench_compare_main(int argc, char **argv) {
   if (o.use[2]) { /* h2o: optional, said so when absent */
     char *argv2[] = {"h2o", "--version", NULL};
     static char out[4096];
-    if (run(argv2, out, sizeof out) != 0) {
+    if (bench_run(argv2, out, sizeof out) != 0) {
       fprintf(stderr, "h2bench compare: h2o not installed: without it\n");
       o.use[2] = 0;
     }
@@ -542,7 +501,7 @@ int bench_compare_main(int argc, char **argv) {
       printf("%-4s %6zu B:", tls ? "TLS" : "h2c", o.bodies[bi]);
       for (int i = 0; i < NSRV; i++)
         if (o.use[i]) {
-          med[i] = median(rps[i], o.rounds);
+          med[i] = bench_median(rps[i], o.rounds);
           printf("  %s %9.0f req/s", srv_name[i], med[i]);
         }
       printf("\n");
@@ -558,7 +517,7 @@ int bench_compare_main(int argc, char **argv) {
   if (rc == 0 && o.instructions) {
     char *argv2[] = {"valgrind", "--version", NULL};
     static char out[4096];
-    if (run(argv2, out, sizeof out) != 0) {
+    if (bench_run(argv2, out, sizeof out) != 0) {
       printf("instructions per request: valgrind not installed\n");
     } else {
       printf("instructions per request (callgrind, whole server process, "

@@ -142,15 +142,7 @@ static void task_done(const h2t_saturate_result *res, void *user) {
   st->lat_us[st->ndone++] = (double)res->total_us;
 }
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
 
-static double pct(const double *v, size_t n, double p) {
-  size_t i = (size_t)(p * (double)(n - 1) + 0.5);
-  return v[i < n ? i : n - 1];
-}
 
 typedef struct figures {
   double tps, p50, p99;
@@ -192,20 +184,16 @@ static int one_run(const opts *o, const char *const *urls, size_t n,
   h2t_saturate_del(s);
   h2t_client_del(c);
   if (rc == 0) {
-    qsort(st.lat_us, st.ndone, sizeof(double), cmp_double);
+    qsort(st.lat_us, st.ndone, sizeof(double), bench_cmp_double);
     f->tps = (double)st.ndone * 1e6 / (double)(t1 - t0);
-    f->p50 = pct(st.lat_us, st.ndone, 0.5);
-    f->p99 = pct(st.lat_us, st.ndone, 0.99);
+    f->p50 = bench_pct(st.lat_us, st.ndone, 0.5);
+    f->p99 = bench_pct(st.lat_us, st.ndone, 0.99);
     f->failed = st.nfailed;
   }
   free(st.lat_us);
   return rc;
 }
 
-static double median(double *v, size_t n) {
-  qsort(v, n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 int bench_saturate_main(int argc, char **argv) {
   opts o = {.replicas = 2, .slow = 8, .workers = 4, .tasks = 1000, .ms = 5,
@@ -332,10 +320,10 @@ int bench_saturate_main(int argc, char **argv) {
   double med[4];
   for (int p = 0; p < 4; p++) {
     char a[32], b[32];
-    med[p] = median(tps[p], o.rounds);
+    med[p] = bench_median(tps[p], o.rounds);
     printf("%-18s %12.1f %10s %10s %8.1f%%\n", label[p], med[p],
-           cli_fmt_duration(a, sizeof a, median(p50[p], o.rounds)),
-           cli_fmt_duration(b, sizeof b, median(p99[p], o.rounds)),
+           cli_fmt_duration(a, sizeof a, bench_median(p50[p], o.rounds)),
+           cli_fmt_duration(b, sizeof b, bench_median(p99[p], o.rounds)),
            100.0 * med[p] / ideal);
   }
   printf("%-18s %12.1f\n", "ideal", ideal);

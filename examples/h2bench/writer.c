@@ -152,58 +152,8 @@ static void bsrv_stop(bsrv *b) {
 
 /* ---- child processes --------------------------------------------------- */
 
-/* Run argv with stdout+stderr into out (NUL-terminated, truncated at cap).
- * Returns the exit status, or -1. */
-static int run(char *const argv[], char *out, size_t cap) {
-  int pfd[2];
-  if (pipe(pfd) != 0)
-    return -1;
-  pid_t pid = fork();
-  if (pid < 0) {
-    close(pfd[0]);
-    close(pfd[1]);
-    return -1;
-  }
-  if (pid == 0) {
-    dup2(pfd[1], 1);
-    dup2(pfd[1], 2);
-    close(pfd[0]);
-    close(pfd[1]);
-    execvp(argv[0], argv);
-    _exit(127);
-  }
-  close(pfd[1]);
-  size_t len = 0;
-  for (;;) {
-    char tmp[4096];
-    ssize_t n = read(pfd[0], tmp, sizeof tmp);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    size_t k = (size_t)n < cap - 1 - len ? (size_t)n : cap - 1 - len;
-    memcpy(out + len, tmp, k);
-    len += k;
-  }
-  out[len] = '\0';
-  close(pfd[0]);
-  int st;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-    ;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
 
-static double pct(double *v, size_t n, double p) {
-  if (!n)
-    return 0;
-  size_t i = (size_t)(p * (double)(n - 1) + 0.5);
-  return v[i < n ? i : n - 1];
-}
 
 /* Latency percentiles from h2load's --log-file (3rd column, µs). */
 static int latencies(const char *path, double *p50, double *p99) {
@@ -229,9 +179,9 @@ static int latencies(const char *path, double *p50, double *p99) {
   fclose(f);
   if (!v)
     return -1;
-  qsort(v, n, sizeof *v, cmp_double);
-  *p50 = pct(v, n, 0.50);
-  *p99 = pct(v, n, 0.99);
+  qsort(v, n, sizeof *v, bench_cmp_double);
+  *p50 = bench_pct(v, n, 0.50);
+  *p99 = bench_pct(v, n, 0.99);
   free(v);
   return n ? 0 : -1;
 }
@@ -272,7 +222,7 @@ static int one_run(const opts *o, h2t_writer_mode mode, int tls, int conns,
   argv[k++] = url;
   argv[k] = NULL;
   static char out[65536];
-  int st = run(argv, out, sizeof out);
+  int st = bench_run(argv, out, sizeof out);
   bsrv_stop(&b);
   const char *fin = strstr(out, "finished in");
   const char *reqs = strstr(out, "requests:");
@@ -297,12 +247,6 @@ static int one_run(const opts *o, h2t_writer_mode mode, int tls, int conns,
   return 0;
 }
 
-static double median(double *v, int n) {
-  double t[MAX_ROUNDS];
-  memcpy(t, v, (size_t)n * sizeof *v);
-  qsort(t, (size_t)n, sizeof *t, cmp_double);
-  return n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
-}
 
 static int make_cert(const char *dir, char *cert, char *key, size_t cap) {
   snprintf(cert, cap, "%s/cert.pem", dir);
@@ -311,7 +255,7 @@ static int make_cert(const char *dir, char *cert, char *key, size_t cap) {
                   "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key,
                   "-out", cert, "-days", "2", "-subj", "/CN=localhost", NULL};
   char out[4096];
-  return run(argv, out, sizeof out) == 0 ? 0 : -1;
+  return bench_run(argv, out, sizeof out) == 0 ? 0 : -1;
 }
 
 static int parse_list(const char *s, int (*one)(const char *, void *),
@@ -489,10 +433,10 @@ int bench_writer_main(int argc, char **argv) {
           break;
         double med[NMODES];
         for (int mi = 0; mi < o.nmodes; mi++) {
-          med[mi] = median(rps[mi], o.rounds);
+          med[mi] = bench_median(rps[mi], o.rounds);
           printf("  %-7s %10.0f req/s   p50 %7.0f us   p99 %7.0f us%s\n",
                  h2t_writer_mode_name((h2t_writer_mode)o.modes[mi]), med[mi],
-                 median(p50[mi], o.rounds), median(p99[mi], o.rounds),
+                 bench_median(p50[mi], o.rounds), bench_median(p99[mi], o.rounds),
                  failed[mi] ? "   (some requests failed)" : "");
         }
         int ir = -1, is = -1, ii = -1;
