@@ -102,6 +102,7 @@ static unsigned outcome_of(int error) {
 }
 
 #define NSTATE H2T_IFS_DONE /* done has no time of its own */
+#define AUTH_LEN 64 /* an authority label, NUL included (the table keeps 63) */
 
 typedef atomic_uint_fast64_t counter;
 
@@ -112,6 +113,10 @@ struct shard {
   uint64_t gen;
   int owned;
   size_t nauth;
+  /* The last authority this thread resolved and its slot: a loop mostly
+   * sees the same one, and a strcmp costs less than the hash. */
+  size_t last_slot;
+  char last_auth[AUTH_LEN];
   counter state[2][NSTATE][SERIES];
   counter conn_life[2][SERIES];
   counter conn_reqs[2][RSERIES];
@@ -132,7 +137,6 @@ static size_t cur_nauth = H2T_METRICS_AUTHORITIES_DEFAULT;
 
 /* Authorities: names[i] for slot i, found through an open-addressing table
  * of slot + 1 (0: empty), published with release after the name. */
-#define AUTH_LEN 64
 static char (*auth_names)[AUTH_LEN];
 static atomic_uint *auth_hash;
 static size_t auth_cap; /* power of two, > 2 * cur_nauth */
@@ -345,7 +349,17 @@ void h2t__hist_request(const struct inflight_entry *e) {
   if (!s)
     return;
   int kind = e->kind ? 1 : 0;
-  size_t slot = auth_slot(e->target, s->nauth);
+  size_t slot;
+  if (s->last_auth[0] && !strcmp(s->last_auth, e->target))
+    slot = s->last_slot;
+  else {
+    slot = auth_slot(e->target, s->nauth);
+    size_t n = strnlen(e->target, AUTH_LEN);
+    if (n < AUTH_LEN) {
+      memcpy(s->last_auth, e->target, n + 1);
+      s->last_slot = slot;
+    }
+  }
   counter *series =
       &s->req[((kind * (s->nauth + 1) + slot) * NOUT + outcome_of(e->error)) *
               SERIES];
