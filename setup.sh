@@ -9,12 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Library build deps, then the real peers the tests talk to (python3-h2:
-# the scripted misbehaving servers of tests/peers/).
+# the scripted misbehaving servers of tests/peers/; prometheus: promtool
+# and the server that tests/test_prometheus.sh starts on loopback itself).
 PKGS=(build-essential cmake pkg-config clang
       libnghttp2-dev libssl-dev libev-dev libc-ares-dev libmicrohttpd-dev
       libjansson-dev libncurses-dev libcmocka-dev libunwind-dev
       nghttp2-server nghttp2-client curl openssl valgrind python3-h2
-      nginx-light h2o nodejs chromium)
+      nginx-light h2o nodejs chromium prometheus)
 
 missing=()
 for p in "${PKGS[@]}"; do

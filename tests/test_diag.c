@@ -428,7 +428,8 @@ static void test_cancel_disabled_without_token(void **state) {
 
 /* Prometheus text format 0.0.4: every sample is `name{labels} value`, every
  * metric name has a TYPE (and HELP) before its samples, counters end in
- * _total. */
+ * _total, a histogram's samples are its name + _bucket, _sum or _count.
+ * (tests/test_metrics.c has promtool check it too.) */
 static void check_prometheus(const char *text) {
   char typed[64][80];
   char types[64][16];
@@ -448,7 +449,8 @@ static void check_prometheus(const char *text) {
     if (!strncmp(line, "# TYPE ", 7)) {
       char name[80], type[16];
       assert_int_equal(sscanf(line + 7, "%79s %15s", name, type), 2);
-      assert_true(!strcmp(type, "counter") || !strcmp(type, "gauge"));
+      assert_true(!strcmp(type, "counter") || !strcmp(type, "gauge") ||
+                  !strcmp(type, "histogram"));
       if (!strcmp(type, "counter"))
         assert_non_null(strstr(name, "_total"));
       strcpy(typed[ntyped], name);
@@ -465,8 +467,13 @@ static void check_prometheus(const char *text) {
     memcpy(name, line, i);
     name[i] = '\0';
     int found = 0;
-    for (int k = 0; k < ntyped; k++)
-      found |= !strcmp(typed[k], name);
+    for (int k = 0; k < ntyped; k++) {
+      size_t n = strlen(typed[k]);
+      found |= !strcmp(typed[k], name) && strcmp(types[k], "histogram");
+      found |= !strcmp(types[k], "histogram") && !strncmp(typed[k], name, n) &&
+               (!strcmp(name + n, "_bucket") || !strcmp(name + n, "_sum") ||
+                !strcmp(name + n, "_count"));
+    }
     if (!found)
       fprintf(stderr, "untyped metric %s\n", name);
     assert_true(found);
@@ -535,6 +542,9 @@ static void test_metrics(void **state) {
   assert_non_null(strstr(r.body, "h2t_load_shed_total{reason=\"inflight\","
                                  "action=\"refused_stream\"} 1\n"));
   assert_non_null(strstr(r.body, "h2t_writer_queue_depth 10\n"));
+  assert_non_null(strstr(r.body, "h2t_request_duration_seconds_count{kind="
+                                 "\"client\",authority=\"x:1\",outcome="
+                                 "\"timeout\"} 1\n"));
   resp_free(&r);
   assert_int_equal(h2t__metrics_writer_unregister(&seven), 0);
   assert_int_equal(h2t__metrics_writer_unregister(&seven), H2T_ERR_NOT_FOUND);

@@ -58,6 +58,7 @@ void h2t__connreg_remove(struct connreg_entry *c) {
     c->next->prev = c->prev;
   atomic_fetch_sub(&reg_n, 1);
   pthread_mutex_unlock(&reg_mu);
+  h2t__hist_conn(c->kind, c->opened_us, atomic_load(&c->requests));
   free(c);
 }
 

@@ -243,7 +243,11 @@ static void table_free(void) {
 static int table_init(const h2t_inflight_config *cfg) {
   size_t max = cfg && cfg->max_entries ? cfg->max_entries : 65536;
   size_t ring = cfg && cfg->recent ? cfg->recent : 256;
-  if (max > (size_t)UINT32_MAX - 1 || ring > ((size_t)1 << 24))
+  size_t nauth = cfg && cfg->metrics_authorities
+                     ? cfg->metrics_authorities
+                     : H2T_METRICS_AUTHORITIES_DEFAULT;
+  if (max > (size_t)UINT32_MAX - 1 || ring > ((size_t)1 << 24) ||
+      nauth > H2T_METRICS_AUTHORITIES_MAX)
     return H2T_ERR_INVALID_ARG;
   h2t__ifl.max_entries = max;
   h2t__ifl.max_chunks = (max + IFL_CHUNK - 1) / IFL_CHUNK;
@@ -254,10 +258,12 @@ static int table_init(const h2t_inflight_config *cfg) {
   atomic_fetch_add(&h2t__ifl.gen, 1); /* thread caches of an older table: void */
   atomic_store(&h2t__ifl.live, 0);
   atomic_store(&h2t__ifl.dropped, 0);
-  if (!h2t__ifl.chunks || !h2t__ifl.ring || h2t__profile_init() != 0) {
+  if (!h2t__ifl.chunks || !h2t__ifl.ring || h2t__profile_init() != 0 ||
+      h2t__hist_reset(nauth) != 0) {
     table_free();
     return H2T_ERR_NOMEM;
   }
+  h2t__ifl.metrics_authorities = nauth;
   h2t__metrics_reset();
   return 0;
 }
@@ -280,7 +286,9 @@ static int sens_list_ok(const h2t_inflight_config *cfg) {
 /* A size in cfg that the table now on does not have (0 in cfg: keep). */
 static int sizes_differ(const h2t_inflight_config *cfg) {
   return cfg && ((cfg->max_entries && cfg->max_entries != h2t__ifl.max_entries) ||
-                 (cfg->recent && cfg->recent != h2t__ifl.ring_cap));
+                 (cfg->recent && cfg->recent != h2t__ifl.ring_cap) ||
+                 (cfg->metrics_authorities &&
+                  cfg->metrics_authorities != h2t__ifl.metrics_authorities));
 }
 
 /*
@@ -298,7 +306,8 @@ int h2t_inflight_enable(const h2t_inflight_config *cfgp) {
   if (cfg && !sens_list_ok(cfg))
     return H2T_ERR_INVALID_ARG;
   if (cfg && (cfg->max_entries > (size_t)UINT32_MAX - 1 ||
-              cfg->recent > ((size_t)1 << 24)))
+              cfg->recent > ((size_t)1 << 24) ||
+              cfg->metrics_authorities > H2T_METRICS_AUTHORITIES_MAX))
     return H2T_ERR_INVALID_ARG;
   if (cfg)
     for (size_t i = 0; i < cfg->nsensitive_headers; i++)
@@ -323,7 +332,9 @@ int h2t_inflight_enable(const h2t_inflight_config *cfgp) {
     else {
       h2t_inflight_config old = {.struct_size = sizeof old,
                                  .max_entries = h2t__ifl.max_entries,
-                                 .recent = h2t__ifl.ring_cap};
+                                 .recent = h2t__ifl.ring_cap,
+                                 .metrics_authorities =
+                                     h2t__ifl.metrics_authorities};
       table_free();
       rc = table_init(cfg);
       if (rc != 0 && table_init(&old) != 0) {
@@ -825,6 +836,7 @@ void h2t__inflight_end(struct inflight_entry *e, int error) {
   e->id = 0;
   e->cancel = NULL;
   ow_end(e);
+  h2t__hist_request(e); /* reads the entry only: outside the write section */
   h2t__metrics_request_done(kind, error);
 
   struct tcache *tc = &tcache;

@@ -76,6 +76,7 @@ _Static_assert(sizeof(struct inflight_entry) <= 512,
 struct ifl_table {
   pthread_mutex_t mu; /* freelist and chunk growth */
   size_t max_entries, max_chunks, allocated;
+  size_t metrics_authorities; /* label slots of the histograms */
   struct inflight_entry **chunks;
   atomic_size_t nchunks;
   uint32_t free_head;
@@ -131,6 +132,17 @@ void h2t__profile_add(const struct inflight_entry *done);
 
 /* metrics.c */
 void h2t__metrics_request_done(int kind, int error);
+/* metrics_hist.c: histograms.  reset (table_init): counts start over with
+ * nauth authority labels (0: the default); 0 or H2T_ERR_NOMEM.  request:
+ * at a request's end, on its loop thread, before it stops counting live.
+ * conn: a registered connection closes.  text: the exposition into a new
+ * string (free()); 0 or H2T_ERR_NOMEM. */
+#define H2T_METRICS_AUTHORITIES_DEFAULT 32
+#define H2T_METRICS_AUTHORITIES_MAX 4096
+int h2t__hist_reset(size_t nauth);
+void h2t__hist_request(const struct inflight_entry *e);
+void h2t__hist_conn(int kind, uint64_t opened_us, uint64_t requests);
+int h2t__hist_text(char **out, size_t *len);
 void h2t__metrics_got_conn(const h2t_event *ev);
 void h2t__metrics_reset(void);
 

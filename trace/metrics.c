@@ -309,6 +309,14 @@ int h2t_diag_metrics(char **out, size_t *len) {
        "Work items queued for writer threads.");
   sb_printf(&b, "h2t_writer_queue_depth %lld\n", (long long)writer_depth_sum());
 
+  char *hist;
+  size_t hist_len;
+  if (h2t__hist_text(&hist, &hist_len) == 0) {
+    sb_printf(&b, "%s", hist);
+    free(hist);
+  } else
+    b.oom = 1;
+
   if (b.oom) {
     free(b.p);
     return H2T_ERR_NOMEM;

@@ -99,6 +99,13 @@ typedef struct h2t_inflight_config {
    * proxy-authorization. */
   const char *const *sensitive_headers;
   size_t nsensitive_headers;
+  /* Appended after 0.2.0.  Authorities that get a label of their own in the /metrics
+   * histograms (h2t_diag_metrics()): the first this many seen since the
+   * table was made; later ones, and any that is empty or not printable
+   * ASCII, share authority="other".  0: 32; at most 4096.  Bounds the
+   * series count, as the sizes above bound memory (a change makes the
+   * table anew, as they do). */
+  size_t metrics_authorities;
 } h2t_inflight_config;
 
 #define H2T_INFLIGHT_CONFIG_INIT .struct_size = sizeof(h2t_inflight_config)
@@ -109,9 +116,9 @@ typedef struct h2t_inflight_config {
  * does not matter.  cfg may be NULL for all defaults; it is not kept.
  * Requests that started before are not tracked.
  * On a table already on: cfg's sensitive headers are added first, always;
- * a max_entries or recent that is non-zero and differs from the table's
- * makes the table anew (empty: the recent ring, the profile and the
- * metrics' counters start over) if no request is in flight.
+ * a max_entries, recent or metrics_authorities that is non-zero and differs
+ * from the table's makes the table anew (empty: the recent ring, the
+ * profile and the metrics' counters start over) if no request is in flight.
  * Returns 0, or H2T_ERR_INVALID_ARG (bad struct_size, a sensitive-header
  * name empty or over 63 bytes, a size out of range: nothing changed),
  * H2T_ERR_LIMIT (more than 64 sensitive names in all), H2T_ERR_NOMEM, or
