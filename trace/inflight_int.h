@@ -17,6 +17,8 @@
 #define IFE_STATUS 40
 #define IFE_REASON 32
 #define IFE_CANCELED 1u
+#define IFE_BODY_OPEN 2u    /* server: headers done, body still coming */
+#define IFE_HANDLER_WAIT 4u /* server: handler started while body open */
 #define IFE_PEND_SIDE 1u /* a cancel or status from another thread waits */
 #define IFE_PEND_BUSY 2u /* a cancel is calling the owner's cancel_fn */
 
