@@ -133,10 +133,10 @@ sleep 0.2
   || fail "an empty connection kept the only slot"
 exec 3>&-
 # one with a request in progress keeps it
-curl -sS --http2-prior-knowledge --max-time 5 "http://127.0.0.1:$PORT/delay?ms=2000" \
+curl -sS --http2-prior-knowledge --max-time 6 "http://127.0.0.1:$PORT/delay?ms=3000" \
   >/dev/null 2>&1 &
 HOLD=$!
-sleep 0.3
+sleep 1 # under load curl takes a while to start; the request must be in
 curl -sS --http2-prior-knowledge --max-time 5 "http://127.0.0.1:$PORT/6" >/dev/null 2>&1 \
   && fail "second connection was served"
 wait "$HOLD"
