@@ -4,7 +4,9 @@
  *   h2serve (--h2c | --tls CERT KEY) --port P [--address A] [--root DIR]
  *           [--writer reused|spawn|inline] [--max-streams N]
  *           [--shed-inflight N] [--shed-503] [--max-conns N] [--quiet]
- *           [--delay-scale K]
+ *           [--delay-scale K] [--header-timeout MS] [--body-timeout MS]
+ *           [--stream-idle-timeout MS] [--body-conn-budget BYTES]
+ *           [--body-server-budget BYTES]
  *           [--diag ADDR:PORT [--diag-token TOKEN]]
  *
  * Serves static files from DIR (small files cached in memory, revalidated
@@ -42,7 +44,17 @@ static void usage(FILE *f) {
           "  --max-streams N    advertised max concurrent streams (default 100)\n"
           "  --shed-inflight N  shed requests beyond N in flight\n"
           "  --shed-503         shed with a 503 instead of REFUSED_STREAM\n"
-          "  --max-conns N      accept and close connections beyond N\n"
+          "  --max-conns N      at N connections, close one without a request\n"
+          "                     to make room, else close the newcomer\n"
+          "  --header-timeout MS   a header block not complete in MS: close\n"
+          "                     (default 30000; 0: off)\n"
+          "  --body-timeout MS  reset a request body the client stalls for MS\n"
+          "                     (default 60000; 0: off)\n"
+          "  --stream-idle-timeout MS  reset a response the client does not\n"
+          "                     read for MS (default 60000; 0: off)\n"
+          "  --body-conn-budget BYTES  request body buffered per connection\n"
+          "                     for handlers that have not read it (16 MiB)\n"
+          "  --body-server-budget BYTES  the same for the server (256 MiB)\n"
           "  --quiet            print nothing but errors\n"
           "  --delay-scale K    /delay?ms=N sleeps N*K ms: a replica K times\n"
           "                     slower than its peers (h2bench saturate)\n"
@@ -529,6 +541,30 @@ int main(int argc, char **argv) {
       i++;
     } else if (!strcmp(o, "--diag-token")) {
       diag_token = v;
+      i++;
+    } else if (!strcmp(o, "--header-timeout") ||
+               !strcmp(o, "--body-timeout") ||
+               !strcmp(o, "--stream-idle-timeout")) {
+      uint32_t ms;
+      if (parse_u32(v, UINT32_MAX - 1, &ms) != 0)
+        return bad("bad timeout (milliseconds, 0: off): %s", v);
+      uint32_t *f = !strcmp(o, "--header-timeout") ? &cfg.header_timeout_ms
+                    : !strcmp(o, "--body-timeout") ? &cfg.body_timeout_ms
+                                                   : &cfg.stream_idle_timeout_ms;
+      *f = ms ? ms : H2T_SERVER_UNLIMITED;
+      i++;
+    } else if (!strcmp(o, "--body-conn-budget")) {
+      if (parse_u32(v, INT32_MAX, &cfg.body_conn_budget) != 0 ||
+          cfg.body_conn_budget < 65535)
+        return bad("bad --body-conn-budget (65535 to 2^31-1): %s", v);
+      i++;
+    } else if (!strcmp(o, "--body-server-budget")) {
+      char *end;
+      errno = 0;
+      unsigned long long b = strtoull(v, &end, 10);
+      if (errno || *end || !*v || *v == '-' || !b)
+        return bad("bad --body-server-budget: %s", v);
+      cfg.body_server_budget = b;
       i++;
     } else if (!strcmp(o, "--max-conns")) {
       if (parse_u32(v, UINT32_MAX, &cfg.max_conns) != 0 || !cfg.max_conns)

@@ -126,11 +126,20 @@ out=$(h2load -n 6 -c 1 -m 6 "http://127.0.0.1:$PORT/delay?ms=300" 2>&1)
 echo "$out" | grep -q "status codes: 2 2xx, 0 3xx, 0 4xx, 4 5xx" || fail "503: $out"
 stop
 start --h2c --max-conns 1
+# a slot held by a connection without a request is given to the newcomer
 exec 3<>/dev/tcp/127.0.0.1/$PORT
 sleep 0.2
+[ "$(curl -sS --http2-prior-knowledge --max-time 5 "http://127.0.0.1:$PORT/6")" = abcdef ] \
+  || fail "an empty connection kept the only slot"
+exec 3>&-
+# one with a request in progress keeps it
+curl -sS --http2-prior-knowledge --max-time 6 "http://127.0.0.1:$PORT/delay?ms=3000" \
+  >/dev/null 2>&1 &
+HOLD=$!
+sleep 1 # under load curl takes a while to start; the request must be in
 curl -sS --http2-prior-knowledge --max-time 5 "http://127.0.0.1:$PORT/6" >/dev/null 2>&1 \
   && fail "second connection was served"
-exec 3>&-
+wait "$HOLD"
 sleep 0.2
 [ "$(curl -sS --http2-prior-knowledge "http://127.0.0.1:$PORT/6")" = abcdef ] || fail "after limit"
 stop

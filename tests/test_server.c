@@ -600,6 +600,27 @@ static void test_shed_503_and_conn_limit(void **state) {
     }
   }
   assert_true(fd >= 0);
+  /* A slot held by a connection with no request would be given to the
+   * newcomer (eviction, tests/test_server_bounds.c): hold it with a request
+   * in progress, GET /delay?ms=3000 in raw HPACK (static-table names). */
+  static const uint8_t hold[] =
+      "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+      "\x00\x00\x00\x04\x00\x00\x00\x00\x00"         /* SETTINGS */
+      "\x00\x00\x1d\x01\x05\x00\x00\x00\x01"         /* HEADERS 1, ES|EH */
+      "\x82\x86\x44\x0e/delay?ms=3000\x41\x09localhost";
+  pthread_mutex_lock(&t->mu);
+  size_t hs0 = count_ev(t, H2T_EV_SRV_HANDLER_STARTED);
+  pthread_mutex_unlock(&t->mu);
+  assert_int_equal(send(fd, hold, sizeof hold - 1, MSG_NOSIGNAL),
+                   (ssize_t)(sizeof hold - 1));
+  for (int i = 0; i < 300; i++) {
+    pthread_mutex_lock(&t->mu);
+    int started = count_ev(t, H2T_EV_SRV_HANDLER_STARTED) > hs0;
+    pthread_mutex_unlock(&t->mu);
+    if (started)
+      break;
+    usleep(10000);
+  }
   assert_int_not_equal(curl(t, 0, "/hello", NULL, &out), 0);
   free(out);
   close(fd);

@@ -195,8 +195,9 @@ static void on_dump_signal(int sig) {
   int fd = sig_wfd;
   if (fd >= 0) {
     char c = 'd';
-    ssize_t r = write(fd, &c, 1); /* full pipe: a dump is pending anyway */
-    (void)r;
+    ssize_t r; /* full pipe (EAGAIN): a dump is pending anyway */
+    while ((r = write(fd, &c, 1)) < 0 && errno == EINTR)
+      ;
   }
   errno = saved;
 }

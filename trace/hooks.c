@@ -41,6 +41,14 @@ const char *h2t_shed_reason_name(h2t_shed_reason r) {
     return "inflight";
   case H2T_SHED_CONNECTIONS:
     return "connections";
+  case H2T_SHED_HEADER_TIMEOUT:
+    return "header_timeout";
+  case H2T_SHED_BODY_TIMEOUT:
+    return "body_timeout";
+  case H2T_SHED_IDLE_TIMEOUT:
+    return "idle_timeout";
+  case H2T_SHED_BODY_BUDGET:
+    return "body_budget";
   }
   return NULL;
 }
@@ -53,6 +61,12 @@ const char *h2t_shed_action_name(h2t_shed_action a) {
     return "503";
   case H2T_SHED_CLOSE:
     return "close";
+  case H2T_SHED_RESET:
+    return "reset";
+  case H2T_SHED_FLOW_CONTROL:
+    return "flow_control";
+  case H2T_SHED_EVICT:
+    return "evict";
   }
   return NULL;
 }

@@ -608,7 +608,8 @@ uint64_t h2t__inflight_mask(inflight_kind kind) {
   if (!atomic_load_explicit(&h2t__ifl_on, memory_order_relaxed))
     return 0;
   if (kind == INFLIGHT_SERVER)
-    return EVBIT(SRV_HANDLER_STARTED) | EVBIT(SRV_WROTE_HEADERS) |
+    return EVBIT(SRV_REQUEST_HEADERS) | EVBIT(SRV_REQUEST_BODY_DONE) |
+           EVBIT(SRV_HANDLER_STARTED) | EVBIT(SRV_WROTE_HEADERS) |
            EVBIT(SRV_FLOW_BLOCKED) | EVBIT(SRV_STREAM_CLOSED) |
            EVBIT(SRV_STREAM_RESET) | EVBIT(SRV_GOAWAY_SENT);
   /* goaway and stream_reset are rare: kept for the exports' instants */
@@ -706,11 +707,23 @@ static int apply(struct inflight_entry *e, const h2t_event *ev) {
       set_target(e, ev->u.request_headers.authority,
                  ev->u.request_headers.path);
     }
+    if (!ev->u.request_headers.end_stream)
+      e->flags |= IFE_BODY_OPEN;
     return e->state == H2T_IFS_READ_HEADERS ? H2T_IFS_READ_BODY : -1;
   case H2T_EV_SRV_REQUEST_BODY_DONE:
     e->bytes_in = ev->u.body.bytes;
-    return -1;
+    e->flags &= (uint8_t)~IFE_BODY_OPEN;
+    /* a handler that started while the body came is in it from now */
+    return e->state == H2T_IFS_READ_BODY && (e->flags & IFE_HANDLER_WAIT)
+               ? H2T_IFS_HANDLER
+               : -1;
   case H2T_EV_SRV_HANDLER_STARTED:
+    /* while the peer still owes body bytes the request waits on it, not on
+     * the handler: it stays "reading body" (a stalled upload shows so) */
+    if (e->flags & IFE_BODY_OPEN) {
+      e->flags |= IFE_HANDLER_WAIT;
+      return -1;
+    }
     return H2T_IFS_HANDLER;
   case H2T_EV_SRV_WROTE_HEADERS:
     e->http_status = (uint16_t)ev->u.response.status;

@@ -19,6 +19,8 @@
 #define IFE_CANCELED 1u
 #define IFE_GOAWAY_BY_PEER 2u /* the GOAWAY of goaway_us came from the peer */
 #define IFE_RESET_BY_PEER 4u  /* the RST_STREAM of reset_code did */
+#define IFE_BODY_OPEN 8u      /* server: headers done, body still coming */
+#define IFE_HANDLER_WAIT 16u  /* server: handler started while body open */
 #define IFE_PEND_SIDE 1u /* a cancel or status from another thread waits */
 #define IFE_PEND_BUSY 2u /* a cancel is calling the owner's cancel_fn */
 

@@ -14,7 +14,9 @@
 static atomic_uint_fast64_t m_done[2][NERR + 1];
 static atomic_uint_fast64_t m_conn_new[H2T_CONN_REASON_COUNT_];
 static atomic_uint_fast64_t m_conn_reused[2]; /* [was_idle] */
-static atomic_uint_fast64_t m_shed[3][4];     /* [reason][action] */
+#define SHED_R 7 /* 0: unknown, then h2t_shed_reason */
+#define SHED_A 7 /* 0: unknown, then h2t_shed_action */
+static atomic_uint_fast64_t m_shed[SHED_R][SHED_A]; /* [reason][action] */
 static atomic_uint_fast64_t m_goaway[2];      /* sent, received */
 static atomic_uint_fast64_t m_accepted;
 static atomic_int_fast64_t m_writer_queue;
@@ -37,8 +39,8 @@ void h2t__metrics_reset(void) {
     atomic_store(&m_conn_reused[i], 0);
     atomic_store(&m_goaway[i], 0);
   }
-  for (int r = 0; r < 3; r++)
-    for (int a = 0; a < 4; a++)
+  for (int r = 0; r < SHED_R; r++)
+    for (int a = 0; a < SHED_A; a++)
       atomic_store(&m_shed[r][a], 0);
   atomic_store(&m_accepted, 0);
 }
@@ -64,7 +66,7 @@ void h2t__metrics_event(const h2t_event *ev) {
   case H2T_EV_SRV_LOAD_SHED: {
     unsigned r = (unsigned)ev->u.load_shed.reason;
     unsigned a = (unsigned)ev->u.load_shed.action;
-    atomic_fetch_add_explicit(&m_shed[r < 3 ? r : 0][a < 4 ? a : 0], 1,
+    atomic_fetch_add_explicit(&m_shed[r < SHED_R ? r : 0][a < SHED_A ? a : 0], 1,
                               memory_order_relaxed);
     break;
   }
@@ -293,17 +295,33 @@ int h2t_diag_metrics(char **out, size_t *len) {
   sb_printf(&b, "h2t_goaway_total{direction=\"received\"} %llu\n",
             (unsigned long long)atomic_load(&m_goaway[1]));
 
-  static const char *const shed_reason[3] = {"unknown", "inflight",
-                                             "connections"};
-  static const char *const shed_action[4] = {"unknown", "refused_stream",
-                                             "503", "close"};
+  /* Each reason with the actions it can take (a series per pair that can
+   * happen, zeros included, so a dashboard sees it before the first). */
+  static const struct {
+    h2t_shed_reason r;
+    h2t_shed_action a;
+  } shed_pairs[] = {
+      {H2T_SHED_INFLIGHT, H2T_SHED_REFUSED_STREAM},
+      {H2T_SHED_INFLIGHT, H2T_SHED_503},
+      {H2T_SHED_INFLIGHT, H2T_SHED_CLOSE},
+      {H2T_SHED_CONNECTIONS, H2T_SHED_REFUSED_STREAM},
+      {H2T_SHED_CONNECTIONS, H2T_SHED_503},
+      {H2T_SHED_CONNECTIONS, H2T_SHED_CLOSE},
+      {H2T_SHED_CONNECTIONS, H2T_SHED_EVICT},
+      {H2T_SHED_HEADER_TIMEOUT, H2T_SHED_CLOSE},
+      {H2T_SHED_BODY_TIMEOUT, H2T_SHED_RESET},
+      {H2T_SHED_IDLE_TIMEOUT, H2T_SHED_RESET},
+      {H2T_SHED_BODY_BUDGET, H2T_SHED_RESET},
+      {H2T_SHED_BODY_BUDGET, H2T_SHED_FLOW_CONTROL},
+  };
   head(&b, "h2t_load_shed_total", "counter",
        "Requests or connections shed by the server, by reason and action.");
-  for (int r = 1; r < 3; r++)
-    for (int a = 1; a < 4; a++)
-      sb_printf(&b, "h2t_load_shed_total{reason=\"%s\",action=\"%s\"} %llu\n",
-                shed_reason[r], shed_action[a],
-                (unsigned long long)atomic_load(&m_shed[r][a]));
+  for (size_t i = 0; i < sizeof shed_pairs / sizeof shed_pairs[0]; i++)
+    sb_printf(&b, "h2t_load_shed_total{reason=\"%s\",action=\"%s\"} %llu\n",
+              h2t_shed_reason_name(shed_pairs[i].r),
+              h2t_shed_action_name(shed_pairs[i].a),
+              (unsigned long long)atomic_load(
+                  &m_shed[shed_pairs[i].r][shed_pairs[i].a]));
 
   head(&b, "h2t_writer_queue_depth", "gauge",
        "Work items queued for writer threads.");

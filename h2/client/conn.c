@@ -518,13 +518,15 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents) {
       }
       n = rv;
     } else {
-      n = recv(cn->fd, buf, sizeof buf, 0);
+      do /* a signal before any byte: read again, not "drained" */
+        n = recv(cn->fd, buf, sizeof buf, 0);
+      while (n < 0 && errno == EINTR);
       if (n == 0) {
         fail_io(cn, 1);
         goto out;
       }
       if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
           break;
         fail_io(cn, errno == ECONNRESET);
         goto out;
@@ -588,7 +590,9 @@ static int write_out(h2t__conn *cn) {
     } else {
       n = send(cn->fd, cn->out + cn->outoff, len, MSG_NOSIGNAL);
       if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        if (errno == EINTR)
+          continue; /* not "would block": nothing wakes us for it */
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
           return 0;
         return -1;
       }

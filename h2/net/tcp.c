@@ -22,8 +22,10 @@ int h2t__tcp_connect(const struct sockaddr_storage *sa) {
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   socklen_t len = sa->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                             : sizeof(struct sockaddr_in);
+  /* EINTR: the connection goes on in the background like EINPROGRESS
+   * (POSIX), and calling connect again would say EALREADY */
   if (connect(fd, (const struct sockaddr *)sa, len) != 0 &&
-      errno != EINPROGRESS) {
+      errno != EINPROGRESS && errno != EINTR) {
     int e = errno;
     close(fd);
     return -e;

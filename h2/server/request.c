@@ -5,14 +5,13 @@
  * route's handler, and has every public h2t_server_req_* call.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <h2trace/inflight.h>
 #include "h2/server/server_int.h"
-
-#define HELD_BODY_MAX (16u << 20)
 
 /* Request body/response state kinds. */
 enum { SRV_BODY_NONE, SRV_BODY_BUF, SRV_BODY_FILE, SRV_BODY_GEN };
@@ -50,9 +49,12 @@ struct h2t_server_req {
 
   unsigned headers_done : 1, body_eof : 1, responded : 1, closed : 1,
       canceled : 1, too_big : 1, shed503 : 1, deferred : 1, counted : 1,
-      flow_blocked : 1, sent_first : 1, body_delivered_eof : 1;
+      flow_blocked : 1, sent_first : 1, body_delivered_eof : 1,
+      flow_held : 1, stall_on : 1, sent_all : 1;
 
-  /* request body held until on_body is registered */
+  /* request body held until on_body is registered; counted in c->body_held
+   * and x->st.body_buffered, and not consumed (the peer's windows stay
+   * short by as much) until it is read or dropped */
   uint8_t *held;
   size_t held_len, held_cap;
   uint64_t bytes_in, bytes_out;
@@ -75,6 +77,10 @@ struct h2t_server_req {
   void *cb_user;
 
   ev_timer timeout; /* only with stream_timeout_ms */
+  /* body_timeout_ms and stream_idle_timeout_ms: from the headers on, fires
+   * at last progress + the shorter of the two and looks at who waits */
+  ev_timer stall;
+  ev_tstamp t_progress; /* DATA received or a frame sent for the stream */
 };
 
 /* ------------------------------------------------------------------------
@@ -115,6 +121,25 @@ static char *arena_dup(h2t_server_req *r, const void *p, size_t n) {
  * freed
  */
 
+/* The held body is read or dropped: give its bytes back to the peer's
+ * windows and to the budgets. */
+static void held_release(h2t_server_req *r) {
+  srv_ctx *x = r->x;
+  size_t n = r->held_len;
+  h2t_xfree(x->mem, r->held);
+  r->held = NULL;
+  r->held_len = r->held_cap = 0;
+  if (!n)
+    return;
+  x->st.body_buffered -= n;
+  r->c->body_held -= n;
+  h2t__srv_sess_consume(r->c, r->sid, n);
+}
+
+/* A body limit acted on r (load_shed event, /metrics). */
+static void shed_trace(srv_conn *c, h2t_server_req *r, int32_t sid,
+                       h2t_shed_reason why, h2t_shed_action what);
+
 static void req_free(h2t_server_req *r) {
   const h2t_mem *m = r->x->mem;
   while (r->arena) {
@@ -125,7 +150,6 @@ static void req_free(h2t_server_req *r) {
   }
   if (r->hdrs != r->hdrs0)
     h2t_xfree(m, r->hdrs);
-  h2t_xfree(m, r->held);
   h2t_xfree(m, r->owned);
   h2t_xfree(m, r->trailers);
   if (r->fd >= 0)
@@ -144,6 +168,9 @@ static void req_close(h2t_server_req *r, uint32_t code) {
     r->canceled = 1;
   if (x->cfg.stream_timeout_ms)
     ev_timer_stop(x->loop, &r->timeout);
+  if (r->stall_on)
+    ev_timer_stop(x->loop, &r->stall);
+  held_release(r); /* the stream is gone: the connection's window is not */
   if (TRACE_WANTS(&r->tc, H2T_EV_SRV_STREAM_CLOSED)) {
     h2t_event ev = {.type = H2T_EV_SRV_STREAM_CLOSED};
     ev.t_us = srv_now(x);
@@ -181,6 +208,54 @@ static void stream_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   h2t_server_req_reset(r, NGHTTP2_CANCEL);
 }
 
+/* Who does a stream wait on?  The peer owes body bytes it may send (the
+ * windows are open), or does not read a response that is ready: those are
+ * the peer's stalls, and time out.  A handler at work, a generator that
+ * deferred, a body held back by our own windows: those are not. */
+static void stall_cb(struct ev_loop *loop, ev_timer *t, int revents) {
+  h2t_server_req *r = t->data;
+  srv_ctx *x = r->x;
+  ev_tstamp now = ev_now(loop), idle = now - r->t_progress;
+  uint32_t bt = x->cfg.body_timeout_ms, it = x->cfg.stream_idle_timeout_ms;
+  h2t_shed_reason why = 0;
+  if (!r->body_eof && bt != H2T_SERVER_UNLIMITED && idle >= bt / 1000.0 &&
+      h2t__srv_sess_peer_may_send(r->c, r->sid)) {
+    x->st.body_timeouts++;
+    why = H2T_SHED_BODY_TIMEOUT;
+  } else if (r->responded && !r->sent_all && !r->deferred &&
+             it != H2T_SERVER_UNLIMITED &&
+             idle >= it / 1000.0 && h2t__srv_sess_write_blocked(r->c, r->sid)) {
+    x->st.idle_timeouts++;
+    why = H2T_SHED_IDLE_TIMEOUT;
+  }
+  if (why) {
+    shed_trace(r->c, r, r->sid, why, H2T_SHED_RESET);
+    r->canceled = 1;
+    h2t_server_req_reset(r, NGHTTP2_CANCEL);
+    return;
+  }
+  /* not the peer's doing (or not yet): look again one period after the
+   * last progress */
+  ev_tstamp p = bt < it ? bt / 1000.0 : it / 1000.0;
+  ev_tstamp next = r->t_progress + p - now;
+  if (next < p / 4) /* waiting on us: no need to poll often */
+    next = p / 4;
+  ev_timer_set(t, next, 0.);
+  ev_timer_start(loop, t);
+}
+
+static void stall_start(h2t_server_req *r) {
+  srv_ctx *x = r->x;
+  uint32_t bt = x->cfg.body_timeout_ms, it = x->cfg.stream_idle_timeout_ms;
+  if (bt == H2T_SERVER_UNLIMITED && it == H2T_SERVER_UNLIMITED)
+    return;
+  r->t_progress = ev_now(x->loop);
+  ev_timer_init(&r->stall, stall_cb, (bt < it ? bt : it) / 1000.0, 0.);
+  r->stall.data = r;
+  ev_timer_start(x->loop, &r->stall);
+  r->stall_on = 1;
+}
+
 static h2t_server_req *req_new(srv_conn *c, int32_t sid) {
   srv_ctx *x = c->x;
   /* One allocation: the request, then its first arena block. */
@@ -206,6 +281,14 @@ static h2t_server_req *req_new(srv_conn *c, int32_t sid) {
   if (x->reqs)
     x->reqs->prev = r;
   x->reqs = r;
+  /* In the table from its first header byte, "reading headers": a request
+   * whose headers never end is seen (the connection's header_timeout_ms
+   * ends it). */
+  r->ife = h2t__inflight_begin_at(INFLIGHT_SERVER, r->id, NULL, NULL, NULL,
+                                  NULL, x->req_up.cancel_post, x->req_up.arg,
+                                  r->t_start); /* inflight: no extra clock */
+  if (r->ife)
+    h2t__trace_chain_set_inflight(&r->tc, r->ife);
   /* From the first header byte: a request that trickles its headers is
    * timed out too. */
   if (x->cfg.stream_timeout_ms) {
@@ -269,25 +352,21 @@ static void simple_response(h2t_server_req *r, int status) {
   h2t_server_req_respond(r, status, &ct, 1, body, (size_t)n, 0);
 }
 
-static void req_headers_done(h2t_server_req *r) {
+static void req_headers_done(h2t_server_req *r, int end_stream) {
   srv_ctx *x = r->x;
   r->headers_done = 1;
   x->st.requests++;
   H2T_COZ_BEGIN("server_request");
-  r->ife = h2t__inflight_begin_at(INFLIGHT_SERVER, r->id, r->method, r->scheme,
-                             r->authority, r->path, x->req_up.cancel_post,
-                             x->req_up.arg,
-                             r->t_start); /* inflight: no extra clock read */
-  if (r->ife)
-    h2t__trace_chain_set_inflight(&r->tc, r->ife);
   if (TRACE_WANTS(&r->tc, H2T_EV_SRV_REQUEST_HEADERS)) {
     h2t_event ev = {.type = H2T_EV_SRV_REQUEST_HEADERS};
     ev.u.request_headers.method = r->method;
     ev.u.request_headers.path = r->path;
     ev.u.request_headers.authority = r->authority;
     ev.u.request_headers.scheme = r->scheme;
+    ev.u.request_headers.end_stream = end_stream;
     emit_req(r, &ev);
   }
+  stall_start(r);
   if (r->shed503) {
     x->st.shed_503++;
     shed_trace(r->c, r, r->sid, H2T_SHED_INFLIGHT, H2T_SHED_503);
@@ -384,10 +463,10 @@ static int on_header(void *req, const uint8_t *name, size_t namelen,
   return 0;
 }
 
-static void on_headers(void *req, int request) {
+static void on_headers(void *req, int request, int end_stream) {
   h2t_server_req *r = req;
   if (request && !r->headers_done)
-    req_headers_done(r);
+    req_headers_done(r, end_stream);
 }
 
 static void on_body_eof(void *req) {
@@ -411,19 +490,35 @@ static void on_body_eof(void *req) {
 
 static int on_body_chunk(void *req, const uint8_t *data, size_t len) {
   h2t_server_req *r = req;
-  if (r->closed)
+  srv_ctx *x = r->x;
+  if (r->closed) {
+    h2t__srv_sess_consume(r->c, r->sid, len);
     return 0;
+  }
   r->bytes_in += len;
-  if (!r->on_body && r->responded)
-    return 0; /* answered without reading it: nobody wants this body */
+  r->t_progress = ev_now(x->loop);
+  if (!r->on_body && r->responded) {
+    /* answered without reading it: nobody wants this body */
+    h2t__srv_sess_consume(r->c, r->sid, len);
+    return 0;
+  }
   if (r->on_body) {
     int rc;
-    SRV_USER_CALL(r->x, rc = r->on_body(r, data, len, 0, r->cb_user));
+    SRV_USER_CALL(x, rc = r->on_body(r, data, len, 0, r->cb_user));
+    h2t__srv_sess_consume(r->c, r->sid, len); /* read: the peer may go on */
     if (rc != 0)
       h2t__srv_sess_reset(r->c, r->sid, NGHTTP2_CANCEL);
     return 0;
   }
-  if (r->held_len + len > HELD_BODY_MAX) {
+  /* Held for a handler that has not asked for it.  The windows bound what
+   * one stream and one connection hold; the server's budget bounds the
+   * sum over connections. */
+  if (x->st.body_buffered + len > x->cfg.body_server_budget) {
+    x->st.body_budget_resets++;
+    shed_trace(r->c, r, r->sid, H2T_SHED_BODY_BUDGET, H2T_SHED_RESET);
+    h2t__srv_sess_consume(r->c, r->sid, len);
+    held_release(r);
+    r->canceled = 1;
     h2t__srv_sess_reset(r->c, r->sid, NGHTTP2_ENHANCE_YOUR_CALM);
     return 0;
   }
@@ -439,6 +534,18 @@ static int on_body_chunk(void *req, const uint8_t *data, size_t len) {
   }
   memcpy(r->held + r->held_len, data, len);
   r->held_len += len;
+  r->c->body_held += len;
+  x->st.body_buffered += len;
+  if (x->st.body_buffered > x->st.body_buffered_max)
+    x->st.body_buffered_max = x->st.body_buffered;
+  /* The peer has filled what we let it send (the stream's window, or the
+   * connection's): from now on it waits for the handler.  Said once. */
+  if (!r->flow_held && (r->held_len >= x->cfg.initial_window_size ||
+                        r->c->body_held >= x->cfg.body_conn_budget)) {
+    r->flow_held = 1;
+    x->st.body_flow_held++;
+    shed_trace(r->c, r, r->sid, H2T_SHED_BODY_BUDGET, H2T_SHED_FLOW_CONTROL);
+  }
   return 0;
 }
 
@@ -458,7 +565,9 @@ static ssize_t on_body_read(void *req, uint8_t *buf, size_t length,
     size_t want = length;
     if (r->fleft >= 0 && (uint64_t)r->fleft < want)
       want = (size_t)r->fleft;
-    ssize_t k = want ? pread(r->fd, buf, want, r->foff) : 0;
+    ssize_t k = 0;
+    while (want && (k = pread(r->fd, buf, want, r->foff)) < 0 && errno == EINTR)
+      ; /* a file on NFS or FUSE may be interrupted */
     if (k < 0)
       return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     n = (size_t)k;
@@ -510,6 +619,7 @@ static ssize_t on_body_read(void *req, uint8_t *buf, size_t length,
 static void on_frame_sent(void *req, uint8_t type, size_t length,
                           int end_stream) {
   h2t_server_req *r = req;
+  r->t_progress = ev_now(r->x->loop);
   if (type == NGHTTP2_HEADERS) {
     if (!r->sent_first && TRACE_WANTS(&r->tc, H2T_EV_SRV_WROTE_HEADERS)) {
       h2t_event ev = {.type = H2T_EV_SRV_WROTE_HEADERS};
@@ -525,6 +635,8 @@ static void on_frame_sent(void *req, uint8_t type, size_t length,
     }
     r->bytes_out += length;
   }
+  if (end_stream)
+    r->sent_all = 1;
   if (end_stream && TRACE_WANTS(&r->tc, H2T_EV_SRV_WROTE_RESPONSE)) {
     h2t_event ev = {.type = H2T_EV_SRV_WROTE_RESPONSE};
     ev.u.body.bytes = r->bytes_out;
@@ -646,13 +758,9 @@ int h2t_server_req_on(h2t_server_req *r, h2t_server_body_cb on_body,
   r->on_close = on_close;
   r->cb_user = user;
   if (on_body && r->held_len) {
-    uint8_t *held = r->held;
-    size_t n = r->held_len;
-    r->held = NULL;
-    r->held_len = r->held_cap = 0;
     int rc;
-    SRV_USER_CALL(r->x, rc = on_body(r, held, n, 0, user));
-    h2t_xfree(r->x->mem, held);
+    SRV_USER_CALL(r->x, rc = on_body(r, r->held, r->held_len, 0, user));
+    held_release(r); /* read: the peer may send as much again */
     if (rc != 0) {
       h2t_server_req_reset(r, NGHTTP2_CANCEL);
       return 0;
@@ -737,6 +845,8 @@ static int req_submit(h2t_server_req *r, int status, const h2t_header *hdrs,
   r->responded = 1;
   r->status = status;
   r->x->st.responses++;
+  if (!r->on_body)
+    held_release(r); /* answered without reading it: drop it */
   h2t__srv_sess_flush(r->c);
   return 0;
 }

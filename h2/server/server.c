@@ -142,6 +142,19 @@ int h2t_server_new(h2t_server **out, const h2t_server_config *cfg) {
     return H2T_ERR_INVALID_ARG;
   if (!def.write_queue_limit)
     def.write_queue_limit = 512 * 1024;
+  /* Bounds on by default (doc/guide.md, "Limits", says why these). */
+  if (!def.header_timeout_ms)
+    def.header_timeout_ms = 30000;
+  if (!def.body_timeout_ms)
+    def.body_timeout_ms = 60000;
+  if (!def.stream_idle_timeout_ms)
+    def.stream_idle_timeout_ms = 60000;
+  if (!def.body_conn_budget)
+    def.body_conn_budget = 16u << 20;
+  if (!def.body_server_budget)
+    def.body_server_budget = 256u << 20;
+  if (def.body_conn_budget < 65535 || def.body_conn_budget > 0x7fffffff)
+    return H2T_ERR_INVALID_ARG;
 
   h2t_server *s = h2t_xcalloc(def.mem, 1, sizeof *s);
   if (!s)
@@ -161,7 +174,12 @@ int h2t_server_new(h2t_server **out, const h2t_server_config *cfg) {
   }
   h2t__trace_chain_clear(&x->tc, 1);
   h2t__trace_chain_add(&x->tc, def.trace);
-  int rc = h2t__writer_new(&x->writer, def.writer, x->loop, x->mem);
+  /* A closing connection's last bytes get as long as any response would
+   * to a peer that does not read. */
+  uint64_t drain_us = def.stream_idle_timeout_ms == H2T_SERVER_UNLIMITED
+                          ? UINT64_MAX
+                          : def.stream_idle_timeout_ms * 1000ull;
+  int rc = h2t__writer_new(&x->writer, def.writer, x->loop, x->mem, drain_us);
   if (rc != 0) {
     if (s->own_loop)
       ev_loop_destroy(x->loop);
@@ -240,7 +258,8 @@ static void conn_accept(srv_listener *l, int fd) {
     close(fd);
     return;
   }
-  if (x->cfg.max_conns && x->st.conns_open >= x->cfg.max_conns) {
+  if (x->cfg.max_conns && x->st.conns_open >= x->cfg.max_conns &&
+      !h2t__srv_conn_evict(x)) {
     x->st.shed_conns++;
     { /* inflight: /metrics */
       h2t_event m = {.type = H2T_EV_SRV_LOAD_SHED};
@@ -268,12 +287,17 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents) {
       conn_accept(l, fd);
       continue;
     }
+    if (errno == EINTR || errno == ECONNABORTED)
+      continue;
     if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
         errno == ENOMEM) {
       /* The pending connection stays readable: without a pause this
-       * would spin.  Try again in a moment. */
+       * would spin.  Close a connection that holds no request to make
+       * room (its descriptor comes back within a loop iteration or
+       * two), and try again in a moment. */
+      int evicted = h2t__srv_conn_evict(&l->s->x);
       ev_io_stop(loop, io);
-      ev_timer_set(&l->backoff, 0.1, 0.); /* an expired timer keeps ~0 */
+      ev_timer_set(&l->backoff, evicted ? 0.01 : 0.1, 0.);
       ev_timer_start(loop, &l->backoff);
     }
     return;

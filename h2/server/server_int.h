@@ -40,8 +40,10 @@ typedef struct wconn wconn;
  * h2t__writer_conn_want_notify(), or writing failed (h2t__writer_conn_failed()). */
 typedef void (*writer_notify_fn)(void *arg);
 
+/* drain_us bounds how long a socket that takes nothing is waited for when
+ * the connection closes, or by a SPAWN thread (UINT64_MAX: no bound). */
 int h2t__writer_new(srv_writer **out, h2t_writer_mode mode, struct ev_loop *loop,
-               const h2t_mem *mem);
+               const h2t_mem *mem, uint64_t drain_us);
 /* Stop (joins the writer thread); every wconn must have been closed. */
 void h2t__writer_del(srv_writer *w);
 /* Register a connection's socket (non-blocking).  NULL on ENOMEM. */
@@ -162,8 +164,9 @@ typedef struct srv_sess_callbacks {
   /* One request header.  0, or -1 (out of memory: the stream fails). */
   int (*header)(void *req, const uint8_t *name, size_t namelen,
                 const uint8_t *value, size_t valuelen);
-  /* A HEADERS frame is complete: the request's (request 1) or trailers. */
-  void (*headers)(void *req, int request);
+  /* A HEADERS frame is complete: the request's (request 1) or trailers;
+   * end_stream 1 when no DATA follows. */
+  void (*headers)(void *req, int request, int end_stream);
   void (*body_eof)(void *req);
   /* Request body bytes.  0, or -1 (out of memory: the stream fails). */
   int (*body_chunk)(void *req, const uint8_t *data, size_t len);
@@ -194,6 +197,9 @@ struct srv_conn {
   int32_t max_sid;        /* highest client stream id seen */
   int32_t reset_ring[32]; /* streams we reset lately: see on_begin_frame */
   unsigned reset_pos;
+  ev_tstamp hdr_since;    /* a header block began then and is open; 0 none */
+  ev_tstamp t_useful;     /* last complete request headers (or accept) */
+  uint64_t body_held;     /* request.c: body bytes its handlers have not read */
   unsigned ready : 1, goaway : 1;
 };
 
@@ -215,6 +221,18 @@ void h2t__srv_sess_detach(srv_conn *c, int32_t sid);
 void h2t__srv_sess_windows(srv_conn *c, int32_t sid, int32_t *stream_window,
                            int32_t *conn_window);
 void h2t__srv_sess_flush(srv_conn *c);
+/* n body bytes of stream sid were read by its handler, or dropped: the
+ * peer may send that much more (windows are only refilled so). */
+void h2t__srv_sess_consume(srv_conn *c, int32_t sid, size_t n);
+/* 1 if both receive windows let the peer send stream sid more DATA (a
+ * stalled body is then the peer's doing, not ours). */
+int h2t__srv_sess_peer_may_send(srv_conn *c, int32_t sid);
+/* 1 if stream sid's output waits on the peer: its send window or the
+ * connection's is empty, or the socket's queue is full. */
+int h2t__srv_sess_write_blocked(srv_conn *c, int32_t sid);
+/* Close one connection that holds no request past its headers, to make
+ * room (max_conns, out of descriptors).  1 if one was closed. */
+int h2t__srv_conn_evict(srv_ctx *x);
 
 /* --- request.c: requests -------------------------------------------------- */
 

@@ -14,8 +14,6 @@
 #include <h2trace/inflight.h>
 #include "h2/server/server_int.h"
 
-#define CONN_WINDOW (16 << 20)
-
 static void conn_finish(srv_conn *c, int abort);
 
 /* ------------------------------------------------------------------------
@@ -60,6 +58,36 @@ void h2t__srv_sess_windows(srv_conn *c, int32_t sid, int32_t *stream_window,
 
 void h2t__srv_sess_flush(srv_conn *c) { h2t__srv_io_flush(&c->io); }
 
+void h2t__srv_sess_consume(srv_conn *c, int32_t sid, size_t n) {
+  if (!n)
+    return;
+  /* the stream may be gone: nghttp2 still credits the connection */
+  nghttp2_session_consume(c->sess, sid, n);
+  h2t__srv_io_flush(&c->io); /* the WINDOW_UPDATE, if one is due */
+}
+
+int h2t__srv_sess_peer_may_send(srv_conn *c, int32_t sid) {
+  return nghttp2_session_get_stream_local_window_size(c->sess, sid) > 0 &&
+         nghttp2_session_get_local_window_size(c->sess) > 0;
+}
+
+int h2t__srv_sess_write_blocked(srv_conn *c, int32_t sid) {
+  return c->io.blocked ||
+         nghttp2_session_get_stream_remote_window_size(c->sess, sid) <= 0 ||
+         nghttp2_session_get_remote_window_size(c->sess) <= 0;
+}
+
+/* A limit acted on a connection: /metrics, and the trace. */
+static void shed_conn(srv_conn *c, h2t_shed_reason why, h2t_shed_action what) {
+  srv_ctx *x = c->x;
+  h2t_event m = {.type = H2T_EV_SRV_LOAD_SHED};
+  m.u.load_shed.reason = why;
+  m.u.load_shed.action = what;
+  h2t__metrics_event(&m); /* inflight: counted whether traced or not */
+  if (TRACE_WANTS(&x->tc, H2T_EV_SRV_LOAD_SHED))
+    srv_emit_conn(x, c->io.id, &m);
+}
+
 /* ------------------------------------------------------------------------
  * nghttp2 callbacks
  */
@@ -71,6 +99,16 @@ void h2t__srv_sess_flush(srv_conn *c) { h2t__srv_io_flush(&c->io); }
 static int on_begin_frame(nghttp2_session *sess, const nghttp2_frame_hd *hd,
                           void *user) {
   srv_conn *c = user;
+  /* A header block runs from its HEADERS to the end of the frame with
+   * END_HEADERS (on_frame_recv); nothing else may come in between, so one
+   * time per connection is enough for header_timeout_ms.  Any other frame
+   * means no block is open (one nghttp2 refused and skipped, say). */
+  if (hd->type == NGHTTP2_HEADERS) {
+    if (!c->hdr_since)
+      c->hdr_since = ev_now(c->x->loop);
+  } else if (hd->type != NGHTTP2_CONTINUATION) {
+    c->hdr_since = 0;
+  }
   if (hd->type != NGHTTP2_HEADERS || !(hd->stream_id & 1))
     return 0;
   if (hd->stream_id > c->max_sid) {
@@ -120,10 +158,14 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *f,
   void *r = NULL;
   switch (f->hd.type) {
   case NGHTTP2_HEADERS:
+    c->hdr_since = 0;
     r = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
     if (!r)
       break;
-    cb->headers(r, f->headers.cat == NGHTTP2_HCAT_REQUEST);
+    if (f->headers.cat == NGHTTP2_HCAT_REQUEST)
+      c->t_useful = ev_now(c->x->loop);
+    cb->headers(r, f->headers.cat == NGHTTP2_HCAT_REQUEST,
+                (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0);
     /* the handler may have reset the stream: look again */
     r = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
     if (r && (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
@@ -152,7 +194,12 @@ static int on_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t sid,
                          const uint8_t *data, size_t len, void *user) {
   srv_conn *c = user;
   void *r = nghttp2_session_get_stream_user_data(sess, sid);
-  if (r && c->x->sess_cb->body_chunk(r, data, len) != 0)
+  if (!r) { /* nobody will read it: the window is the peer's again */
+    nghttp2_session_consume(sess, sid, len);
+    return 0;
+  }
+  /* the request layer consumes what its handler read (or drops) */
+  if (c->x->sess_cb->body_chunk(r, data, len) != 0)
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   return 0;
 }
@@ -305,6 +352,28 @@ void h2t__srv_conn_goaway_all(srv_ctx *x) {
   }
 }
 
+/* Like nginx's reusable connections when it runs out of them: the one to
+ * close for a newcomer is one that holds no request past its headers (none
+ * at all, or one whose header block never ended) and writes nothing, the
+ * longest without a complete request first. */
+int h2t__srv_conn_evict(srv_ctx *x) {
+  srv_conn *victim = NULL;
+  for (srv_conn *c = x->conns; c; c = c->next) {
+    if (c->io.dying || h2t__writer_conn_queued(c->io.wc))
+      continue;
+    if (!(c->nreqs == 0 || (c->nreqs == 1 && c->hdr_since)))
+      continue;
+    if (!victim || c->t_useful < victim->t_useful)
+      victim = c;
+  }
+  if (!victim)
+    return 0;
+  x->st.conns_evicted++;
+  shed_conn(victim, H2T_SHED_CONNECTIONS, H2T_SHED_EVICT);
+  conn_finish(victim, 1);
+  return 1;
+}
+
 void h2t__srv_conn_abort_all(srv_ctx *x) {
   while (x->conns)
     conn_finish(x->conns, 1);
@@ -324,7 +393,22 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents) {
     next = dl - now;
   } else {
     ev_tstamp dl = c->io.last_activity + x->cfg.idle_timeout_ms / 1000.0;
-    if (c->nreqs) {
+    if (c->hdr_since && x->cfg.header_timeout_ms != H2T_SERVER_UNLIMITED &&
+        now >= c->hdr_since + x->cfg.header_timeout_ms / 1000.0) {
+      /* The peer owes the rest of a header block and nothing else may come
+       * first: the connection is of no use any more. */
+      x->st.header_timeouts++;
+      shed_conn(c, H2T_SHED_HEADER_TIMEOUT, H2T_SHED_CLOSE);
+      c->hdr_since = 0;
+      if (c->goaway) {
+        conn_finish(c, 1);
+        return;
+      }
+      c->goaway = 1;
+      nghttp2_session_terminate_session(c->sess, NGHTTP2_PROTOCOL_ERROR);
+      h2t__srv_io_flush(&c->io);
+      next = x->cfg.shutdown_timeout_ms / 1000.0;
+    } else if (c->nreqs) {
       next = x->cfg.idle_timeout_ms / 1000.0;
     } else if (now >= dl) {
       if (c->goaway) { /* GOAWAY sent and still here: give up */
@@ -336,6 +420,17 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents) {
     } else {
       next = dl - now;
     }
+    /* Never sleep past a header block's deadline: then a block that
+     * starts later never needs the timer moved. */
+    if (x->cfg.header_timeout_ms != H2T_SERVER_UNLIMITED) {
+      ev_tstamp ht = x->cfg.header_timeout_ms / 1000.0;
+      if (c->hdr_since && c->hdr_since + ht - now < next)
+        next = c->hdr_since + ht - now;
+      else if (!c->hdr_since && ht < next)
+        next = ht;
+    }
+    if (next < 0.001)
+      next = 0.001;
   }
   ev_timer_set(t, next, 0.);
   ev_timer_start(loop, t);
@@ -399,6 +494,9 @@ void h2t__srv_conn_accept(srv_ctx *x, SSL_CTX *ssl_ctx, int fd) {
   if (nghttp2_option_new(&opt) != 0)
     goto fail;
   nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
+  /* Windows are refilled as handlers read (h2t__srv_sess_consume): a peer
+   * cannot make us buffer more body than body_conn_budget. */
+  nghttp2_option_set_no_auto_window_update(opt, 1);
   int rv = nghttp2_session_server_new3(&c->sess, callbacks, c, opt, ngm);
   nghttp2_option_del(opt);
   if (rv != 0) {
@@ -412,14 +510,18 @@ void h2t__srv_conn_accept(srv_ctx *x, SSL_CTX *ssl_ctx, int fd) {
       {NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
   if (nghttp2_submit_settings(c->sess, NGHTTP2_FLAG_NONE, iv, 4) != 0 ||
       nghttp2_session_set_local_window_size(c->sess, NGHTTP2_FLAG_NONE, 0,
-                                            CONN_WINDOW) != 0)
+                                            (int32_t)x->cfg.body_conn_budget) != 0)
     goto fail;
   if (h2t__srv_io_init(&c->io, x, fd, id, ssl_ctx, &io_callbacks, c) != 0)
     goto fail;
 
-  c->t_accept = c->io.last_activity;
-  ev_timer_init(&c->timer, conn_timer_cb, x->cfg.handshake_timeout_ms / 1000.0,
-                0.);
+  c->t_accept = c->t_useful = c->io.last_activity;
+  /* the first look no later than a header block's deadline (see
+   * conn_timer_cb) */
+  uint32_t first = x->cfg.handshake_timeout_ms;
+  if (x->cfg.header_timeout_ms < first)
+    first = x->cfg.header_timeout_ms;
+  ev_timer_init(&c->timer, conn_timer_cb, first / 1000.0, 0.);
   c->timer.data = c;
   ev_timer_start(x->loop, &c->timer);
   c->next = x->conns;

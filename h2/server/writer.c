@@ -32,7 +32,10 @@
 #define SPAWN_WRITE (16384 + 9)
 #define SLEEP_FUTEX 1 /* w->sleeping: in futex_wait on it */
 #define SLEEP_POLL 2  /* in poll() on the eventfd and blocked sockets */
-#define CLOSE_DRAIN_US (5 * 1000000ull) /* bound on draining a closing conn */
+/* Bound on a closing connection's drain, and on a SPAWN thread's wait for
+ * a socket that takes nothing: h2t__writer_new's drain_us (the server's
+ * stream_idle_timeout_ms), so a peer that pauses reading is never dropped
+ * sooner by the writer than by the timeouts the application set. */
 
 /* A queue item and its bytes in one allocation.  Items are recycled: the
  * writer thread hands spent ones back to the loop through a lock-free stack
@@ -83,6 +86,7 @@ struct wconn {
 
 struct srv_writer {
   h2t_writer_mode mode;
+  uint64_t drain_us; /* UINT64_MAX: no bound */
   struct ev_loop *loop;
   const h2t_mem *mem;
   pthread_mutex_t mu;
@@ -372,15 +376,20 @@ static void finish_close(srv_writer *w, wconn *wc) {
 }
 
 /* Wake the writer thread from whichever sleep it is in. */
+/* Signal the eventfd; EAGAIN means it already is. */
+static void efd_signal(int efd) {
+  uint64_t one = 1;
+  while (write(efd, &one, sizeof one) < 0 && errno == EINTR)
+    ;
+}
+
 static void writer_wake(srv_writer *w) {
   int how = atomic_exchange(&w->sleeping, 0);
   if (how == SLEEP_FUTEX) {
+    /* FUTEX_WAKE does not fail with EINTR */
     syscall(SYS_futex, &w->sleeping, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
   } else if (how == SLEEP_POLL) {
-    uint64_t one = 1;
-    if (write(w->efd, &one, sizeof one) < 0) {
-      /* already signalled */
-    }
+    efd_signal(w->efd);
   }
 }
 
@@ -415,7 +424,9 @@ static void *writer_thread(void *arg) {
         append_item(wc, it);
       }
       if (it->close)
-        wc->close_deadline = h2t_now_us() + CLOSE_DRAIN_US;
+        wc->close_deadline = w->drain_us == UINT64_MAX
+                                 ? UINT64_MAX
+                                 : h2t_now_us() + w->drain_us;
       if (active_add(w, wc) != 0)
         set_failed(wc); /* out of memory: nothing better to do */
     }
@@ -475,6 +486,8 @@ static void *writer_thread(void *arg) {
         atomic_store(&w->sleeping, 0);
         continue;
       }
+      /* EINTR (a signal, e.g. /debug/threads) or EAGAIN: both only
+       * mean "look again", which the loop does */
       syscall(SYS_futex, &w->sleeping, FUTEX_WAIT_PRIVATE, SLEEP_FUTEX, NULL,
               NULL, 0);
       atomic_store(&w->sleeping, 0);
@@ -503,12 +516,12 @@ static void *writer_thread(void *arg) {
     int timeout = w->nactive ? 1000 : -1;
     int r = pfd ? poll(pfd, (nfds_t)np, timeout) : (usleep(1000), 0);
     atomic_store(&w->sleeping, 0);
+    /* r < 0 (EINTR): nothing is lost, the next pass writes and polls again */
     if (r > 0 && pfd) {
       if (pfd[0].revents) {
         uint64_t v;
-        if (read(w->efd, &v, sizeof v) < 0) {
-          /* nothing to do: it is only a wakeup */
-        }
+        while (read(w->efd, &v, sizeof v) < 0 && errno == EINTR)
+          ; /* EAGAIN: someone else read it; it is only a wakeup */
       }
       for (size_t i = 1; i < np; i++)
         if (pfd[i].revents && i - 1 < w->nactive)
@@ -527,6 +540,27 @@ static void *writer_thread(void *arg) {
  * SPAWN: one thread per item, one at a time per connection
  */
 
+/* Wait until fd takes bytes.  A peer that stopped reading is waited for
+ * as long as drain_us without progress (the server's timeouts decide
+ * sooner, and an abort shuts the socket down, which wakes poll); a signal
+ * is no reason to give up.  0, or -1 to fail the connection. */
+static int spawn_wait_writable(wconn *wc) {
+  uint64_t drain = wc->w->drain_us;
+  uint64_t give_up = drain == UINT64_MAX ? UINT64_MAX : h2t_now_us() + drain;
+  for (;;) {
+    if (atomic_load(&wc->failed))
+      return -1;
+    struct pollfd p = {.fd = wc->fd, .events = POLLOUT};
+    int r = poll(&p, 1, 1000);
+    if (r > 0)
+      return (p.revents & (POLLERR | POLLNVAL)) ? -1 : 0;
+    if (r < 0 && errno != EINTR)
+      return -1;
+    if (h2t_now_us() >= give_up)
+      return -1;
+  }
+}
+
 static void *spawn_thread(void *arg) {
   wconn *wc = arg;
   witem *it = wc->head;
@@ -536,11 +570,9 @@ static void *spawn_thread(void *arg) {
     if (r < 0) {
       if (errno == EINTR)
         continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        struct pollfd p = {.fd = wc->fd, .events = POLLOUT};
-        if (poll(&p, 1, 5000) > 0)
-          continue;
-      }
+      if ((errno == EAGAIN || errno == EWOULDBLOCK) &&
+          spawn_wait_writable(wc) == 0)
+        continue;
       atomic_store(&wc->failed, 1);
       break;
     }
@@ -664,7 +696,7 @@ static void async_cb(struct ev_loop *loop, ev_async *a, int revents) {
 }
 
 int h2t__writer_new(srv_writer **out, h2t_writer_mode mode, struct ev_loop *loop,
-               const h2t_mem *mem) {
+               const h2t_mem *mem, uint64_t drain_us) {
   if (mode != H2T_WRITER_REUSED && mode != H2T_WRITER_SPAWN &&
       mode != H2T_WRITER_INLINE)
     return H2T_ERR_INVALID_ARG;
@@ -672,6 +704,7 @@ int h2t__writer_new(srv_writer **out, h2t_writer_mode mode, struct ev_loop *loop
   if (!w)
     return H2T_ERR_NOMEM;
   w->mode = mode;
+  w->drain_us = drain_us;
   w->loop = loop;
   w->mem = mem;
   w->efd = -1;
@@ -705,10 +738,7 @@ void h2t__writer_del(srv_writer *w) {
   if (w->th_started) {
     atomic_store(&w->stop, 1);
     writer_wake(w);
-    uint64_t one = 1;
-    if (write(w->efd, &one, sizeof one) < 0) {
-      /* the counter cannot overflow here */
-    }
+    efd_signal(w->efd);
     pthread_join(w->th, NULL);
   }
   /* Leftover notifies, and SPAWN threads still writing: they post to the
@@ -750,7 +780,7 @@ wconn *h2t__writer_conn_new(srv_writer *w, int fd, writer_notify_fn fn,
     ev_io_init(&wc->wio, inline_io_cb, fd, EV_WRITE);
     wc->wio.data = wc;
     ev_timer_init(&wc->drain_timer, inline_drain_timeout,
-                  CLOSE_DRAIN_US / 1e6, 0.);
+                  w->drain_us == UINT64_MAX ? 0. : w->drain_us / 1e6, 0.);
     wc->drain_timer.data = wc;
   }
   return wc;
@@ -800,7 +830,8 @@ static int enqueue(wconn *wc, witem *it, size_t len, int close) {
       it->close = 1;
     }
     append_item(wc, it);
-    if (close && !ev_is_active(&wc->drain_timer))
+    if (close && w->drain_us != UINT64_MAX &&
+        !ev_is_active(&wc->drain_timer))
       ev_timer_start(w->loop, &wc->drain_timer);
     if (!ev_is_active(&wc->wio))
       inline_write(wc);

@@ -52,7 +52,9 @@ typedef enum h2t_inflight_kind {
  *     wrote_request: waiting for response; got_first_response_byte and
  *     got_data: receiving; flow_blocked: flow-blocked; retry: retrying;
  *     done: done.
- *   server: headers complete: reading body; handler_started: in handler;
+ *   server: first header byte: reading headers; headers complete: reading
+ *     body; handler_started: in handler (once the body is in: until then
+ *     the request waits on the peer and stays reading body);
  *     wrote_headers: writing; flow_blocked: flow-blocked; stream_closed: done.
  *   h2t_inflight_cancel(): canceling, until the request ends.
  */

@@ -60,7 +60,11 @@ typedef struct h2t_server_config {
   uint32_t max_concurrent_streams; /* advertised; 0: 100 */
   uint32_t max_header_list_size;   /* request headers; 0: 64 KiB.  Larger
                                       requests get a 431 */
-  uint32_t max_conns;          /* 0: no limit.  Beyond it: accept and close */
+  uint32_t max_conns;          /* 0: no limit.  Beyond it (or out of file
+                                  descriptors) the connection that has gone
+                                  longest without a complete request is
+                                  closed to make room; if none, the new one
+                                  is accepted and closed */
   uint32_t shed_inflight;      /* 0: off.  Requests in flight beyond it are
                                   shed (see shed_action) */
   h2t_shed_action shed_action; /* 0 or H2T_SHED_REFUSED_STREAM: RST_STREAM
@@ -81,7 +85,32 @@ typedef struct h2t_server_config {
    * when h2t_server_del() comes first.  NULL: nothing is called. */
   void (*on_shutdown_done)(h2t_server *s, void *user);
   void *shutdown_user;         /* passed to on_shutdown_done */
+  /* Since 0.3: what a peer can make the server hold (doc/guide.md,
+   * "Limits").  0 is the default; H2T_SERVER_UNLIMITED turns a timeout off.
+   * Each limit that acts is a load_shed event and counts in /metrics. */
+  uint32_t header_timeout_ms;  /* 0: 30 000; a header block (HEADERS +
+                                  CONTINUATION) not complete after that long:
+                                  GOAWAY(PROTOCOL_ERROR) and close, since the
+                                  connection can carry nothing else */
+  uint32_t body_timeout_ms;    /* 0: 60 000; a request body that the peer
+                                  could send (window open) but that gets no
+                                  DATA for that long: RST_STREAM(CANCEL) */
+  uint32_t stream_idle_timeout_ms; /* 0: 60 000; a response that makes no
+                                  progress for that long because the peer
+                                  does not read it (window or socket full):
+                                  RST_STREAM(CANCEL).  Also bounds how long
+                                  a closing connection drains to such a peer */
+  uint32_t body_conn_budget;   /* request body bytes a connection may have
+                                  buffered for handlers that have not read
+                                  them; it is the connection's receive
+                                  window.  0: 16 MiB; 65 535 to 2^31-1 */
+  uint64_t body_server_budget; /* the same for the whole server; beyond it
+                                  the stream that would buffer more is reset
+                                  (ENHANCE_YOUR_CALM).  0: 256 MiB */
 } h2t_server_config;
+
+/* A timeout field set to this is off. */
+#define H2T_SERVER_UNLIMITED UINT32_MAX
 
 #define H2T_SERVER_CONFIG_INIT .struct_size = sizeof(h2t_server_config)
 
@@ -158,6 +187,17 @@ typedef struct h2t_server_stats {
   uint32_t conns_open, inflight;
   uint32_t writer_queue_depth; /* items queued to the writer, now */
   uint32_t writer_queue_max;   /* the most ever queued at once */
+  /* Since 0.3: the limits of h2t_server_config (doc/guide.md, "Limits"). */
+  uint64_t body_buffered;      /* request body bytes held for handlers, now */
+  uint64_t body_buffered_max;  /* the most ever held at once */
+  uint64_t body_flow_held;     /* streams whose window was held back because
+                                  their handler had not read */
+  uint64_t body_budget_resets; /* streams reset: body_server_budget */
+  uint64_t header_timeouts;    /* connections closed: header_timeout_ms */
+  uint64_t body_timeouts;      /* streams reset: body_timeout_ms */
+  uint64_t idle_timeouts;      /* streams reset: stream_idle_timeout_ms */
+  uint64_t conns_evicted;      /* connections closed to make room (max_conns
+                                  or out of descriptors) */
 } h2t_server_stats;
 
 /* Counters since creation.  On the loop thread (or after it stopped). */

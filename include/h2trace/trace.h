@@ -152,18 +152,31 @@ H2T_EXTERN const char *h2t_retry_reason_name(h2t_retry_reason r);
 /* Why the server shed load (load_shed.reason) and what it did. */
 typedef enum h2t_shed_reason {
   H2T_SHED_INFLIGHT = 1,   /* too many requests in flight */
-  H2T_SHED_CONNECTIONS = 2 /* too many connections */
+  H2T_SHED_CONNECTIONS = 2, /* too many connections */
+  /* since 0.3: the bounds of h2t_server_config */
+  H2T_SHED_HEADER_TIMEOUT = 3, /* header block not complete in time */
+  H2T_SHED_BODY_TIMEOUT = 4,   /* request body stalled by the peer */
+  H2T_SHED_IDLE_TIMEOUT = 5,   /* response stalled: the peer does not read */
+  H2T_SHED_BODY_BUDGET = 6     /* request body buffered beyond a budget */
 } h2t_shed_reason;
 
 typedef enum h2t_shed_action {
   H2T_SHED_REFUSED_STREAM = 1, /* RST_STREAM(REFUSED_STREAM): safe to retry */
   H2T_SHED_503 = 2,            /* a 503 response */
-  H2T_SHED_CLOSE = 3           /* accept and close the connection */
+  H2T_SHED_CLOSE = 3,          /* accept and close the connection */
+  /* since 0.3 */
+  H2T_SHED_RESET = 4,          /* RST_STREAM (CANCEL or ENHANCE_YOUR_CALM) */
+  H2T_SHED_FLOW_CONTROL = 5,   /* the stream's window is not refilled until
+                                  its handler reads: the peer waits */
+  H2T_SHED_EVICT = 6           /* an older connection without a complete
+                                  request is closed to make room */
 } h2t_shed_action;
 
-/* "inflight", "connections"; NULL if unknown.  Thread-safe. */
+/* "inflight", "connections", "header_timeout", "body_timeout",
+ * "idle_timeout", "body_budget"; NULL if unknown.  Thread-safe. */
 H2T_EXTERN const char *h2t_shed_reason_name(h2t_shed_reason r);
-/* "refused_stream", "503", "close"; NULL if unknown.  Thread-safe. */
+/* "refused_stream", "503", "close", "reset", "flow_control", "evict"; NULL
+ * if unknown.  Thread-safe. */
 H2T_EXTERN const char *h2t_shed_action_name(h2t_shed_action a);
 
 typedef struct h2t_event {
@@ -249,6 +262,7 @@ typedef struct h2t_event {
     struct { const char *peer; const char *local; } conn_accepted;
     struct {
       const char *method, *path, *authority, *scheme;
+      int end_stream; /* since 0.3: 1 when no body follows */
     } request_headers;
     struct { uint64_t bytes; } body; /* request_body_done, wrote_response */
     struct { const char *route; } handler_started;
