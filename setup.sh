@@ -5,13 +5,17 @@
 #   ./setup.sh demo       install + build + run the demo (h2serve traced by h2stat)
 #   ./setup.sh test       install + build + run every test through ctest
 #   ./setup.sh asan       the same tests built with ASan+UBSan (build-asan/)
+#   ./setup.sh fuzz       libFuzzer targets with clang, ASan and UBSan
+#                         (build-fuzz/), each fuzzed 60 s (ctest -L '^fuzz$');
+#                         then the default suite's short fuzz runs use them
 set -euo pipefail
 cd "$(dirname "$0")"
 
 # Library build deps, then the real peers the tests talk to (python3-h2:
 # the scripted misbehaving servers of tests/peers/; prometheus: promtool
-# and the server that tests/test_prometheus.sh starts on loopback itself).
-PKGS=(build-essential cmake pkg-config clang
+# and the server that tests/test_prometheus.sh starts on loopback itself;
+# libclang-rt-14-dev: libFuzzer for ./setup.sh fuzz).
+PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
       libnghttp2-dev libssl-dev libev-dev libc-ares-dev libmicrohttpd-dev
       libjansson-dev libncurses-dev libcmocka-dev libunwind-dev
       nghttp2-server nghttp2-client curl openssl valgrind python3-h2
@@ -52,7 +56,7 @@ node_deps() { # dir
 build() { # dir, extra cmake args...
   local dir=$1; shift
   cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
-  cmake --build "$dir" -j"$(nproc)"
+  cmake --build "$dir" -j"$(nproc)" ${H2T_BUILD_TARGET:+--target "$H2T_BUILD_TARGET"}
   node_deps "$dir"
 }
 
@@ -62,5 +66,10 @@ case "${1:-build}" in
   test)  build build; cd build && exec ctest --output-on-failure -j2 --timeout 300 ;;
   asan)  build build-asan -DH2T_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
          cd build-asan && exec ctest --output-on-failure -j2 --timeout 600 ;;
-  *) echo "usage: $0 [build|demo|test|asan]" >&2; exit 2 ;;
+  # libFuzzer's runtime is clang's (libclang-rt-14-dev); only the fuzz
+  # binaries are built here, one target fuzzed at a time, one worker each.
+  fuzz)  H2T_BUILD_TARGET=h2t_fuzz build build-fuzz -DH2T_FUZZ=ON \
+           -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo
+         cd build-fuzz && exec ctest --output-on-failure -L '^fuzz$' ;;
+  *) echo "usage: $0 [build|demo|test|asan|fuzz]" >&2; exit 2 ;;
 esac

@@ -578,7 +578,9 @@ int h2t_diag_start(h2t_diag **out, const h2t_diag_config *cfgp) {
   }
   unsigned maxconn = cfg->max_connections ? cfg->max_connections : 16;
   unsigned timeout = cfg->timeout_s ? cfg->timeout_s : 10;
-  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD;
+  /* ITC: the daemon's thread wakes for a connection handed to it with
+   * MHD_add_connection() (h2t__diag_adopt), not only for its listener */
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC;
   if (ss.ss_family == AF_INET6)
     flags |= MHD_USE_IPv6;
   d->mhd = MHD_start_daemon(
@@ -604,6 +606,16 @@ fail:
   free(d);
   atomic_store(&diag_running, 0);
   return rc;
+}
+
+int h2t__diag_adopt(h2t_diag *d, int fd) {
+  struct sockaddr_in lo = {.sin_family = AF_INET,
+                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  /* MHD closes fd when this fails, too */
+  return MHD_add_connection(d->mhd, fd, (struct sockaddr *)&lo, sizeof lo) ==
+                 MHD_YES
+             ? 0
+             : -1;
 }
 
 uint16_t h2t_diag_port(const h2t_diag *d) { return d ? d->port : 0; }

@@ -32,4 +32,10 @@ int h2t__ui_match(const char *url);
 enum MHD_Result h2t__ui_serve(struct MHD_Connection *c, const char *url,
                               int get);
 
+/* diag.c: serve a connection on a socket the caller made (a socketpair),
+ * as if accepted from 127.0.0.1: the fuzz target's peer without a network.
+ * fd is taken in every case.  0 or -1. */
+struct h2t_diag;
+int h2t__diag_adopt(struct h2t_diag *d, int fd);
+
 #endif

@@ -312,7 +312,8 @@ static void try_connect(h2t__conn *cn) {
     emit_connect(cn, H2T_EV_CONNECT_START, 0);
     if (cn->close_pending)
       return;
-    int fd = h2t__tcp_connect(sa);
+    int fd = cn->ctx->connect_fn ? cn->ctx->connect_fn(sa, cn->ctx->connect_arg)
+                                 : h2t__tcp_connect(sa);
     if (fd < 0) {
       cn->error = map_connect_errno(-fd);
       emit_connect(cn, H2T_EV_CONNECT_DONE, cn->error);

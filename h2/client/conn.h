@@ -108,6 +108,11 @@ typedef struct h2t__conn_ctx {
    * the read causes.  0 otherwise. */
   uint64_t ts;
   void *user; /* the client */
+  /* NULL: h2t__tcp_connect().  The fuzz targets put a socketpair here, so
+   * a peer needs no network.  Returns a connected or connecting
+   * non-blocking fd, or -errno. */
+  int (*connect_fn)(const struct sockaddr_storage *sa, void *arg);
+  void *connect_arg;
 } h2t__conn_ctx;
 
 typedef enum h2t__conn_state {

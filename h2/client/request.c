@@ -24,20 +24,25 @@ static int hop_by_hop(const char *name) {
   return 0;
 }
 
+/* RFC 9110 §5.1, §9.1: field names and methods are tokens.  Anything else
+ * (a separator such as '(' or '"', a space, a control byte) is refused here:
+ * sent, it would make the peer reset the stream as malformed. */
 static int valid_token(const char *s) {
   if (!*s)
     return 0;
-  for (; *s; s++)
-    if ((unsigned char)*s <= 0x20 || *s == ':' || (unsigned char)*s >= 0x7f)
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+          (c >= 'A' && c <= 'Z') || strchr("!#$%&'*+-.^_`|~", c)))
       return 0;
+  }
   return 1;
 }
 
+/* RFC 9113 §8.2.1: no NUL, CR or LF, and no leading or trailing space or
+ * tab; nghttp2's check, the one an nghttp2 server applies on receipt. */
 static int valid_value(const char *s) {
-  for (; *s; s++)
-    if (*s == '\r' || *s == '\n' || *s == '\0')
-      return 0;
-  return 1;
+  return nghttp2_check_header_value_rfc9113((const uint8_t *)s, strlen(s));
 }
 
 static void nv_set(nghttp2_nv *nv, char **pp, const char *name, size_t nlen,

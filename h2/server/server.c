@@ -279,6 +279,11 @@ static void conn_accept(srv_listener *l, int fd) {
   h2t__srv_conn_accept(x, l->ssl_ctx, fd);
 }
 
+void h2t__srv_adopt(h2t_server *s, int fd) {
+  srv_listener l = {.s = s, .fd = -1};
+  conn_accept(&l, fd); /* l is not kept: only l->s and l->ssl_ctx are read */
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *io, int revents) {
   srv_listener *l = io->data;
   for (int i = 0; i < 32; i++) {

@@ -303,5 +303,9 @@ static inline void srv_emit_conn(srv_ctx *x, uint64_t conn_id, h2t_event *ev) {
 /* The in-flight table's cancel for a server's requests (any thread): posts
  * the id to the server's loop.  arg is the h2t_server. */
 void h2t__srv_cancel_post(void *arg, uint64_t req_id, const char *why);
+/* A connection on a socket the caller made (a socketpair), as if an h2c
+ * listener had accepted it: the fuzz targets' peer without a network.  fd
+ * is taken in every case. */
+void h2t__srv_adopt(h2t_server *s, int fd);
 
 #endif

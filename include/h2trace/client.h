@@ -151,7 +151,9 @@ typedef struct h2t_request_opts {
 
 /* Start a request.  Header names are sent lowercased; hop-by-hop headers
  * (connection, keep-alive, proxy-connection, transfer-encoding, upgrade,
- * host) are dropped; content-length is added for a known body length.
+ * host) are dropped; content-length is added for a known body length.  A
+ * name that is not an RFC 9110 token, or a value with CR, LF or leading or
+ * trailing blanks (malformed in HTTP/2), is H2T_ERR_INVALID_ARG.
  * "expect: 100-continue" with a body holds the body until a 100 arrives or
  * expect_continue_timeout_ms passes.  Hooks for the request may run before
  * this returns (get_conn, got_conn).  Returns 0 and sets *out (may be NULL;
