@@ -82,6 +82,56 @@ static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status,
 
 /* --- JSON of the table ------------------------------------------------- */
 
+/* A request's W3C ids as hex (trace 33, spans 17 bytes with the NUL), from
+ * the public formatter; 0, or -1 when it has none. */
+static int trace_hex(const h2t_trace_context *t, char *tid, char *sid,
+                     char *pid) {
+  char tp[H2T_TRACEPARENT_LEN + 1];
+  if (h2t_trace_context_format(t, tp, sizeof tp) < 0)
+    return -1;
+  memcpy(tid, tp + 3, 32);
+  tid[32] = '\0';
+  memcpy(sid, tp + 36, 16);
+  sid[16] = '\0';
+  h2t_trace_context p = *t;
+  memcpy(p.span_id, t->parent_span_id, sizeof p.span_id);
+  pid[0] = '\0';
+  if (h2t_trace_context_format(&p, tp, sizeof tp) >= 0) {
+    memcpy(pid, tp + 36, 16);
+    pid[16] = '\0';
+  }
+  return 0;
+}
+
+static void trace_json(json_t *o, const h2t_inflight_info *r) {
+  char tid[33], sid[17], pid[17];
+  if (trace_hex(&r->trace, tid, sid, pid) != 0)
+    return;
+  json_object_set_new(o, "trace_id", json_string(tid));
+  json_object_set_new(o, "span_id", json_string(sid));
+  if (pid[0])
+    json_object_set_new(o, "parent_span_id", json_string(pid));
+}
+
+/* ?trace_id=: NULL when absent, "" when malformed, else the id. */
+static const char *trace_filter(struct MHD_Connection *c) {
+  const char *t = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
+                                              "trace_id");
+  if (!t)
+    return NULL;
+  size_t n = 0;
+  for (; t[n]; n++)
+    if (!isdigit((unsigned char)t[n]) && !(t[n] >= 'a' && t[n] <= 'f'))
+      return "";
+  return n == 32 ? t : "";
+}
+
+static int trace_match(const h2t_inflight_info *r, const char *want) {
+  char tid[33], sid[17], pid[17];
+  return !want || (trace_hex(&r->trace, tid, sid, pid) == 0 &&
+                   !strcmp(tid, want));
+}
+
 static json_t *request_json(const h2t_inflight_info *r, uint64_t now,
                             int detail) {
   json_t *o = json_object();
@@ -105,6 +155,7 @@ static json_t *request_json(const h2t_inflight_info *r, uint64_t now,
   json_object_set_new(o, "bytes_in", json_integer((json_int_t)r->bytes_in));
   json_object_set_new(o, "bytes_out", json_integer((json_int_t)r->bytes_out));
   json_object_set_new(o, "start_us", json_integer((json_int_t)r->start_us));
+  trace_json(o, r);
   if (r->canceled) {
     json_object_set_new(o, "canceled", json_true());
     json_object_set_new(o, "cancel_reason", json_string(r->cancel_reason));
@@ -137,19 +188,29 @@ static json_t *request_json(const h2t_inflight_info *r, uint64_t now,
   return o;
 }
 
+#define BAD_TRACE_ID "trace_id must be 32 lowercase hex digits"
+
 static enum MHD_Result get_requests(struct MHD_Connection *c) {
+  const char *want = trace_filter(c);
+  if (want && !*want)
+    return send_error(c, MHD_HTTP_BAD_REQUEST, BAD_TRACE_ID);
   h2t_inflight_info *arr;
   size_t n;
   if (h2t_inflight_snapshot(&arr, &n) != 0)
     return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
   uint64_t now = h2t_now_us();
   json_t *list = json_array(); /* the snapshot is oldest first */
+  size_t shown = 0;
   for (size_t i = 0; i < n; i++)
-    json_array_append_new(list, request_json(&arr[i], now, 0));
+    if (trace_match(&arr[i], want)) {
+      json_array_append_new(list, request_json(&arr[i], now, 0));
+      shown++;
+    }
   h2t_inflight_info_free(arr);
   return send_json(c, MHD_HTTP_OK,
                    json_pack("{s:o,s:I,s:I}", "requests", list, "count",
-                             (json_int_t)n, "server_time_us", (json_int_t)now),
+                             (json_int_t)shown, "server_time_us",
+                             (json_int_t)now),
                    1);
 }
 
@@ -198,6 +259,9 @@ static enum MHD_Result get_recent(struct MHD_Connection *c) {
   if (format && strcmp(format, "json"))
     return send_error(c, MHD_HTTP_BAD_REQUEST,
                       "format must be json, har or chrome");
+  const char *want = trace_filter(c);
+  if (want && !*want)
+    return send_error(c, MHD_HTTP_BAD_REQUEST, BAD_TRACE_ID);
   h2t_inflight_info *arr;
   size_t n;
   if (h2t_inflight_recent(&arr, &n) != 0)
@@ -205,7 +269,8 @@ static enum MHD_Result get_recent(struct MHD_Connection *c) {
   uint64_t now = h2t_now_us();
   json_t *list = json_array();
   for (size_t i = 0; i < n; i++)
-    json_array_append_new(list, request_json(&arr[i], now, 1));
+    if (trace_match(&arr[i], want))
+      json_array_append_new(list, request_json(&arr[i], now, 1));
   h2t_inflight_info_free(arr);
   return send_json(c, MHD_HTTP_OK,
                    json_pack("{s:o,s:I}", "recent", list, "server_time_us",
@@ -324,7 +389,7 @@ static enum MHD_Result get_index(struct MHD_Connection *c) {
   return send_json(
       c, MHD_HTTP_OK,
       json_pack("{s:[s,s,s,s,s,s,s,s,s,s,s]}", "endpoints", "GET /debug/ui",
-                "GET /debug/requests",
+                "GET /debug/requests", "GET /debug/requests?trace_id=HEX",
                 "GET /debug/requests/{id}", "POST /debug/requests/{id}/cancel",
                 "GET /debug/recent", "GET /debug/recent?format=har",
                 "GET /debug/recent?format=chrome", "GET /debug/connections",

@@ -12,7 +12,10 @@
  * Serves static files from DIR (small files cached in memory, revalidated
  * at most once a second), /echo (streams the request body back),
  * /delay?ms=N (answers after N ms from a timer, without holding up other
- * streams) and /bytes?n=N (N bytes from a generator, with back-pressure).
+ * streams), /bytes?n=N (N bytes from a generator, with back-pressure) and
+ * /proxy?to=URL (asks URL with an h2t_client on the same loop, in the
+ * incoming request's W3C trace, and answers with its status and body: two
+ * h2serve make a chain whose trace id both show).
  * SIGINT/SIGTERM shut down gracefully.
  */
 #include <errno.h>
@@ -26,6 +29,7 @@
 #include <unistd.h>
 
 #include <ev.h>
+#include <h2trace/client.h>
 #include <h2trace/diag.h>
 #include <h2trace/inflight.h>
 #include <h2trace/server.h>
@@ -63,7 +67,8 @@ static void usage(FILE *f) {
           "                     in-flight report on stderr\n"
           "  --diag-token T     bearer token that allows POST .../cancel\n"
           "  --help, --version\n"
-          "routes: /echo, /delay?ms=N, /bytes?n=N, anything else: a file\n");
+          "routes: /echo, /delay?ms=N, /bytes?n=N, /proxy?to=URL (last\n"
+          "        parameter; URL may be %%-encoded), anything else: a file\n");
 }
 
 static int bad(const char *fmt, const char *arg) {
@@ -127,6 +132,7 @@ typedef struct app {
   struct ev_loop *loop;
   const char *root;
   centry *cache[CACHE_BUCKETS];
+  h2t_client *client; /* /proxy's, made at its first request */
 } app;
 
 static void blob_unref(blob *b) {
@@ -422,6 +428,139 @@ static void handle_delay(h2t_server_req *r, void *user) {
   ev_timer_start(a->loop, &d->t);
 }
 
+/* ---- /proxy?to=URL ---------------------------------------------------- */
+
+/* One proxied request: freed when both its sides are over (the downstream
+ * request's on_done and the served stream's on_close). */
+typedef struct proxy {
+  h2t_server_req *r; /* NULL once its stream closed */
+  h2t_request *down; /* NULL once done */
+  int status;
+  char *body;
+  size_t len, cap;
+} proxy;
+
+static int proxy_data(h2t_request *q, const uint8_t *data, size_t len,
+                      void *user) {
+  proxy *p = user;
+  if (p->len + len > ECHO_MAX)
+    return 1; /* cancel: too big to hold */
+  if (p->len + len > p->cap) {
+    size_t cap = (p->len + len) * 2;
+    char *b = realloc(p->body, cap);
+    if (!b)
+      return 1;
+    p->body = b;
+    p->cap = cap;
+  }
+  memcpy(p->body + p->len, data, len);
+  p->len += len;
+  return 0;
+}
+
+static int proxy_headers(h2t_request *q, int status, const h2t_header *h,
+                         size_t n, void *user) {
+  ((proxy *)user)->status = status;
+  return 0;
+}
+
+static void proxy_free(proxy *p) {
+  free(p->body);
+  free(p);
+}
+
+static void proxy_done(h2t_request *q, int error, void *user) {
+  proxy *p = user;
+  p->down = NULL;
+  if (!p->r) { /* the client went away first */
+    proxy_free(p);
+    return;
+  }
+  h2t_header h = {"content-type", "text/plain"};
+  if (error) {
+    char msg[160];
+    int n = snprintf(msg, sizeof msg, "proxy: %s\n", h2t_strerror(error));
+    h2t_server_req_respond(p->r, 502, &h, 1, msg, (size_t)n, 0);
+  } else
+    h2t_server_req_respond(p->r, p->status, &h, 1, p->body, p->len, 0);
+}
+
+static void proxy_close(h2t_server_req *r, uint32_t code, void *user) {
+  proxy *p = user;
+  p->r = NULL;
+  if (p->down)
+    h2t_request_cancel(p->down); /* its on_done frees p */
+  else
+    proxy_free(p);
+}
+
+/* The value of the last query parameter `to`, %-decoded, in a new string. */
+static char *query_to(const char *path) {
+  const char *q = strchr(path, '?');
+  const char *v = q ? strstr(q, "to=") : NULL;
+  while (v && v[-1] != '?' && v[-1] != '&')
+    v = strstr(v + 1, "to=");
+  if (!v || !v[3])
+    return NULL;
+  v += 3;
+  char *out = malloc(strlen(v) + 1), *o = out;
+  if (!out)
+    return NULL;
+  for (; *v; v++) {
+    unsigned x;
+    if (*v == '%' && sscanf(v + 1, "%2x", &x) == 1 && v[1] && v[2]) {
+      *o++ = (char)x;
+      v += 2;
+    } else
+      *o++ = *v;
+  }
+  *o = '\0';
+  return out;
+}
+
+static void handle_proxy(h2t_server_req *r, void *user) {
+  app *a = user;
+  h2t_header h = {"content-type", "text/plain"};
+  char *url = query_to(h2t_server_req_path(r));
+  if (!url) {
+    h2t_server_req_respond(r, 400, &h, 1, "want /proxy?to=URL\n", 19, 0);
+    return;
+  }
+  if (!a->client) {
+    h2t_client_config cc = {H2T_CLIENT_CONFIG_INIT, .loop = a->loop};
+    if (h2t_client_new(&a->client, &cc) != 0) {
+      free(url);
+      h2t_server_req_reset(r, 2);
+      return;
+    }
+  }
+  proxy *p = calloc(1, sizeof *p);
+  if (!p) {
+    free(url);
+    h2t_server_req_reset(r, 2);
+    return;
+  }
+  p->r = r;
+  /* the downstream request continues this request's trace */
+  h2t_trace_context tc;
+  h2t_server_req_trace_context(r, &tc);
+  h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = url, .parent = &tc,
+                        .on_headers = proxy_headers, .on_data = proxy_data,
+                        .on_done = proxy_done, .user = p};
+  int rc = h2t_request_submit(a->client, &o, &p->down);
+  free(url);
+  if (rc != 0) {
+    char msg[160];
+    int n = snprintf(msg, sizeof msg, "proxy: %s\n", h2t_strerror(rc));
+    proxy_free(p);
+    h2t_server_req_respond(r, rc == H2T_ERR_BAD_URL ? 400 : 502, &h, 1, msg,
+                           (size_t)n, 0);
+    return;
+  }
+  h2t_server_req_on(r, NULL, proxy_close, p);
+  h2t_server_req_set_status(r, "waiting for downstream");
+}
+
 /* ---- /bytes?n=N ------------------------------------------------------ */
 
 typedef struct bytes_gen {
@@ -616,6 +755,7 @@ int main(int argc, char **argv) {
   h2t_server_handle(a.srv, "/echo", handle_echo, &a);
   h2t_server_handle(a.srv, "/delay", handle_delay, &a);
   h2t_server_handle(a.srv, "/bytes", handle_bytes, &a);
+  h2t_server_handle(a.srv, "/proxy", handle_proxy, &a);
 
   /* --- diagnostics endpoint and SIGUSR1 report (--diag) --- */
   h2t_diag *diag = NULL;
@@ -679,6 +819,7 @@ int main(int argc, char **argv) {
                                  st2.shed_conns),
             g_events);
   h2t_server_del(a.srv);
+  h2t_client_del(a.client);
   if (diag) { /* --diag */
     h2t_inflight_uninstall_signal();
     h2t_diag_stop(diag);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "trace/inflight_int.h"
+#include "trace/tracectx_int.h"
 
 void h2t__fmt_duration(char *buf, size_t len, uint64_t us) {
   uint64_t cs = us / 10000; /* centiseconds */
@@ -140,7 +141,18 @@ int h2t_inflight_dump_string(char **out) {
         out_printf(&o, ", conn #%llu", (unsigned long long)r->conn_id);
       if (r->stream_id)
         out_printf(&o, " stream %d", (int)r->stream_id);
-      out_printf(&o, "]\n");
+      out_printf(&o, "]");
+      if (!h2t__zero_id(r->trace.trace_id, 16)) {
+        char t[33], sp[17], pa[17];
+        h2t__hex(r->trace.trace_id, 16, t);
+        h2t__hex(r->trace.span_id, 8, sp);
+        h2t__hex(r->trace.parent_span_id, 8, pa);
+        t[32] = sp[16] = pa[16] = '\0';
+        out_printf(&o, " trace %s span %s", t, sp);
+        if (!h2t__zero_id(r->trace.parent_span_id, 8))
+          out_printf(&o, " parent %s", pa);
+      }
+      out_printf(&o, "\n");
     }
   }
   free(order);

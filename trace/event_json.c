@@ -6,6 +6,7 @@
 
 #include "trace/json_int.h"
 #include "trace/trace_int.h"
+#include "trace/tracectx_int.h"
 
 typedef h2t__jbuf jobj;
 #define raw h2t__json_raw
@@ -247,6 +248,24 @@ static void put_payload(jobj *j, const h2t_event *ev) {
   }
 }
 
+static void put_hex(jobj *j, const char *k, const uint8_t *id, size_t n) {
+  char hex[34];
+  h2t__hex(id, n, hex + 1);
+  hex[0] = hex[2 * n + 1] = '"';
+  key(j, k);
+  raw(j, hex, 2 * n + 2);
+}
+
+/* The ids that link this request to the ones it caused or came from. */
+static void put_trace(jobj *j, const h2t_trace_context *t) {
+  if (!t || h2t__zero_id(t->trace_id, 16))
+    return;
+  put_hex(j, "trace_id", t->trace_id, 16);
+  put_hex(j, "span_id", t->span_id, 8);
+  if (!h2t__zero_id(t->parent_span_id, 8))
+    put_hex(j, "parent_span_id", t->parent_span_id, 8);
+}
+
 int h2t_event_json(const h2t_event *ev, char *buf, size_t len) {
   if (!ev || (!buf && len) || !h2t_event_name(ev->type))
     return H2T_ERR_INVALID_ARG;
@@ -258,6 +277,7 @@ int h2t_event_json(const h2t_event *ev, char *buf, size_t len) {
   put_u64(&j, "conn", ev->conn_id);
   put_int(&j, "stream", ev->stream_id);
   put_payload(&j, ev);
+  put_trace(&j, ev->trace);
   rawc(&j, '}');
   if (len)
     buf[j.n < len ? j.n : len - 1] = '\0';

@@ -20,6 +20,7 @@
 #include "trace/json_int.h"
 #include "trace/abi_int.h"
 #include "trace/trace_int.h"
+#include "trace/tracectx_int.h"
 
 /* --- what the writers see of one request, from either source ------------- */
 
@@ -43,6 +44,7 @@ typedef struct xview {
   int reset, reset_by_peer;
   uint64_t reset_t;
   uint32_t reset_code;
+  h2t_trace_context trace; /* trace_id all zero: none */
 } xview;
 
 /* --- the recorder ---------------------------------------------------------- */
@@ -61,6 +63,7 @@ typedef struct xrec {
   uint32_t dt[XSTEPS]; /* µs after start_us, saturating */
   uint8_t st[XSTEPS], nsteps, state, finished;
   uint8_t goaway, goaway_by_peer, reset, reset_by_peer;
+  h2t_trace_context trace; /* from its first event that has one */
 } xrec;
 
 struct h2t_export {
@@ -274,6 +277,8 @@ static void on_any(const h2t_event *ev, void *user) {
     r->conn_id = ev->conn_id;
   if (ev->stream_id)
     r->stream_id = ev->stream_id;
+  if (ev->trace && h2t__zero_id(r->trace.trace_id, 16))
+    r->trace = *ev->trace;
   switch (ev->type) {
   case H2T_EV_GET_CONN:
     r->authority = dup_or_keep(x, r->authority, ev->u.get_conn.authority);
@@ -460,6 +465,7 @@ static void view_of_rec(const xrec *r, xview *v) {
   v->reset_t = r->reset_us;
   v->reset_code = r->reset_code;
   v->reset_by_peer = r->reset_by_peer;
+  v->trace = r->trace;
 }
 
 /* A ring entry; info is scratch space the view points into. */
@@ -481,6 +487,7 @@ static void view_of_entry(const struct inflight_entry *e, h2t_inflight_info *inf
   v->scheme = info->scheme[0] ? info->scheme : "http";
   v->authority = info->authority;
   v->path = info->path[0] ? info->path : "/";
+  v->trace = info->trace;
   /* steps the ring forgot (history_dropped) count as queued from start */
   if (info->history_dropped && info->nhistory) {
     v->st[v->nsteps] = H2T_IFS_QUEUED;
@@ -554,6 +561,26 @@ static void kms(jbuf *j, const char *k, int64_t us) {
 }
 
 /* Open and close objects and arrays; fields restart inside. */
+static void khex(jbuf *j, const char *k, const uint8_t *id, size_t n) {
+  char hex[33];
+  h2t__hex(id, n, hex);
+  key(j, k);
+  h2t__json_rawc(j, '"');
+  h2t__json_raw(j, hex, 2 * n);
+  h2t__json_rawc(j, '"');
+}
+
+/* The W3C ids, under the names the format wants; nothing without them. */
+static void ktrace(jbuf *j, const h2t_trace_context *t, const char *kt,
+                   const char *ks, const char *kp) {
+  if (h2t__zero_id(t->trace_id, 16))
+    return;
+  khex(j, kt, t->trace_id, 16);
+  khex(j, ks, t->span_id, 8);
+  if (!h2t__zero_id(t->parent_span_id, 8))
+    khex(j, kp, t->parent_span_id, 8);
+}
+
 static int open_obj(jbuf *j, const char *k, char c) {
   if (k)
     key(j, k);
@@ -708,6 +735,7 @@ static void har_entry(jbuf *j, const xview *v, int64_t wall_off) {
   kint(j, "_stream", v->stream_id);
   if (v->reset)
     kstr(j, "_reset", h2t_http2_strerror(v->reset_code));
+  ktrace(j, &v->trace, "_trace_id", "_span_id", "_parent_span_id");
   close_obj(j, e, '}');
 }
 
@@ -804,6 +832,7 @@ static void chrome_entry(jbuf *j, const xview *v, int name_conn, int with_goaway
   kstr(j, "error", h2t_errname(v->error));
   ku64(j, "bytes_in", v->bytes_in);
   ku64(j, "bytes_out", v->bytes_out);
+  ktrace(j, &v->trace, "trace_id", "span_id", "parent_span_id");
   close_obj(j, a, '}');
   h2t__json_rawc(j, '}');
   for (unsigned i = 0; i < v->nsteps; i++) {

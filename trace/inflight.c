@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "trace/inflight_int.h"
+#include "trace/tracectx_int.h"
 
 struct ifl_table h2t__ifl = {.mu = PTHREAD_MUTEX_INITIALIZER};
 atomic_int h2t__ifl_on;
@@ -586,6 +587,7 @@ struct inflight_entry *h2t__inflight_begin_at(inflight_kind kind, uint64_t req_i
   set_target(e, authority, path);
   e->status[0] = '\0';
   e->cancel_reason[0] = '\0';
+  memset(e->trace_id, 0, sizeof e->trace_id); /* h2t__inflight_set_trace */
   push_step(e,
             kind == INFLIGHT_SERVER
                 ? (method ? H2T_IFS_READ_BODY : H2T_IFS_READ_HEADERS)
@@ -771,6 +773,22 @@ void h2t__inflight_set_status(struct inflight_entry *e, const char *text) {
   ow_begin(e);
   FOLD(e);
   copy_trunc(e->status, sizeof e->status, text);
+  ow_end(e);
+}
+
+void h2t__inflight_set_trace(struct inflight_entry *e,
+                             const h2t_trace_context *ctx) {
+  if (!e)
+    return;
+  ow_begin(e);
+  if (ctx) {
+    memcpy(e->trace_id, ctx->trace_id, sizeof e->trace_id);
+    memcpy(e->span_id, ctx->span_id, sizeof e->span_id);
+    memcpy(e->parent_span_id, ctx->parent_span_id, sizeof e->parent_span_id);
+    if (ctx->flags & H2T_TRACE_SAMPLED)
+      e->flags |= IFE_SAMPLED;
+  } else
+    memset(e->trace_id, 0, sizeof e->trace_id);
   ow_end(e);
 }
 
@@ -973,6 +991,15 @@ void h2t__ife_to_info(const struct inflight_entry *e, uint64_t now_us,
   }
   if (n < IFE_HIST)
     memset(&o->history[n], 0, (IFE_HIST - n) * sizeof o->history[0]);
+  h2t_trace_context *t = &o->trace;
+  memcpy(t->trace_id, e->trace_id, sizeof t->trace_id);
+  if (h2t__zero_id(e->trace_id, sizeof e->trace_id)) {
+    memset(t, 0, sizeof *t);
+    return;
+  }
+  memcpy(t->span_id, e->span_id, sizeof t->span_id);
+  memcpy(t->parent_span_id, e->parent_span_id, sizeof t->parent_span_id);
+  t->flags = (e->flags & IFE_SAMPLED) ? H2T_TRACE_SAMPLED : 0;
 }
 
 struct snap {

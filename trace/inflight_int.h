@@ -21,6 +21,7 @@
 #define IFE_RESET_BY_PEER 4u  /* the RST_STREAM of reset_code did */
 #define IFE_BODY_OPEN 8u      /* server: headers done, body still coming */
 #define IFE_HANDLER_WAIT 16u  /* server: handler started while body open */
+#define IFE_SAMPLED 32u       /* the trace context's sampled flag */
 #define IFE_PEND_SIDE 1u /* a cancel or status from another thread waits */
 #define IFE_PEND_BUSY 2u /* a cancel is calling the owner's cancel_fn */
 
@@ -67,11 +68,15 @@ struct inflight_entry {
   char target[IFE_TARGET];
   char status[IFE_STATUS];
   char cancel_reason[IFE_REASON];
+  /* W3C trace context, binary (hex only when read); trace_id all zero:
+   * none.  Its sampled flag is IFE_SAMPLED. */
+  uint8_t trace_id[16], span_id[8], parent_span_id[8];
 };
 
 _Static_assert(H2T_IFS_DONE == H2T_IFS_COUNT_ - 1, "done is the last state");
-_Static_assert(sizeof(struct inflight_entry) <= 512,
-               "an in-flight entry must fit in 512 bytes");
+/* 512 bytes of request, then 32 of trace ids (doc/design.md) */
+_Static_assert(sizeof(struct inflight_entry) <= 544,
+               "an in-flight entry must fit in 544 bytes");
 
 #define IFL_CHUNK 1024
 

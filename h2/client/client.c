@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "h2/client/client_int.h"
+#include "trace/tracectx_int.h"
 
 static void finish(h2t_request *r, int error);
 static int place(h2t_client *c, h2t_request *r, int may_queue);
@@ -31,6 +32,7 @@ static inline void event_init(h2t_event *ev, h2t_request *r, h2t_event_type t) {
   ev->conn_id = r->conn_id;
   ev->req = r;
   ev->sreq = NULL;
+  ev->trace = r->tctxp;
 }
 
 /* Every event of r goes through here.  The walk may run several hooks and
@@ -63,6 +65,7 @@ static void emit_list(struct h2t__req_list *l, h2t_event *tmpl) {
     ev.stream_id = r->stream_id;
     ev.req_id = r->id;
     ev.req = r;
+    ev.trace = r->tctxp;
     if (next)
       hold(next);
     emit(r, &ev);
@@ -1029,6 +1032,7 @@ int h2t_client_new(h2t_client **out, const h2t_client_config *cfgp) {
   c->max_unprocessed_retries = CFG(cfg, max_unprocessed_retries, 10);
   c->max_header_bytes = CFG(cfg, max_response_header_bytes, 256 * 1024);
   c->expect_continue_timeout_ms = CFG(cfg, expect_continue_timeout_ms, 1000);
+  c->no_traceparent = cfg.no_traceparent != 0;
   TAILQ_INIT(&c->reqs);
   h2t__conn_ctx *ctx = &c->ctx;
   ctx->mem = mem;
@@ -1183,6 +1187,8 @@ int h2t__client_submit(h2t_client *c, const h2t_request_opts *opts,
                                   r->url.scheme, r->url.authority, r->url.path,
                                   post_cancel, c, r->t_submit);
   h2t__trace_chain_set_inflight(&r->tc, r->ife);
+  if (r->tctxp)
+    h2t__inflight_set_trace(r->ife, r->tctxp);
   ev_timer_init(&r->expect_w, NULL, 0., 0.);
   r->timeout_ms = o.timeout_ms ? o.timeout_ms : c->request_timeout_ms;
   ev_timer_init(&r->timeout_w, timeout_cb, r->timeout_ms / 1000., 0.);
@@ -1241,4 +1247,14 @@ void *h2t_request_user(const h2t_request *r) { return r ? r->user : NULL; }
 int h2t_request_status(const h2t_request *r) { return r ? r->status : 0; }
 h2t_client *h2t_request_client(const h2t_request *r) {
   return r ? r->client : NULL;
+}
+int h2t_request_trace_context(const h2t_request *r, h2t_trace_context *out) {
+  if (out)
+    memset(out, 0, sizeof *out);
+  if (!r || !out)
+    return H2T_ERR_INVALID_ARG;
+  if (!r->tctxp)
+    return H2T_ERR_NOT_FOUND;
+  *out = r->tctx;
+  return 0;
 }

@@ -97,6 +97,9 @@ struct h2t_request {
   nghttp2_rcbuf **rcs;
   size_t nhdrs, hdrs_cap;
   /* From here on, nothing needs zeroing when a request is recycled. */
+  /* W3C trace context (h2t__req_headers sets both for every request) */
+  const h2t_trace_context *tctxp; /* &tctx, or NULL: none */
+  h2t_trace_context tctx;
   h2t_client_trace trace_copy;
   h2t_header hdrs_inline[H2T__REQ_INLINE_HDRS];
   nghttp2_rcbuf *rc_inline[2 * H2T__REQ_INLINE_HDRS];
@@ -119,6 +122,7 @@ struct h2t_client {
   size_t pending;
   uint32_t nqueued_total;
   int running, closing;
+  int no_traceparent; /* h2t_client_config.no_traceparent */
   h2t_client_stats stats;
   /* per-request chains cost a mask computation: cache the default's and the
    * last request trace's (when it has no `next` that could change) */
@@ -142,7 +146,8 @@ int h2t__req_opts_copy(h2t_request_opts *dst, const h2t_request_opts *src);
 /* r->url from s, into r->urlbuf (the client's last parse is reused). */
 int h2t__req_url(h2t_client *c, h2t_request *r, const char *s);
 /* The header block: pseudo-headers, the user's (lowercased, hop-by-hop
- * dropped), content-length.  Sets expect_100.  0 or an H2T_ERR_ code. */
+ * dropped), content-length, traceparent.  Sets expect_100 and the trace
+ * context (tctx, tctxp).  0 or an H2T_ERR_ code. */
 int h2t__req_headers(h2t_request *r, const h2t_request_opts *o);
 /* The request's trace chain: its own trace (copied), then the client's. */
 void h2t__req_chain(h2t_client *c, h2t_request *r, const h2t_client_trace *t);

@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "h2/client/client_int.h"
+#include "trace/tracectx_int.h"
 
 int h2t__req_opts_copy(h2t_request_opts *dst, const h2t_request_opts *src) {
   if (h2t__struct_in(dst, sizeof *dst, src, H2T__REQUEST_OPTS_V1) != 0 ||
@@ -84,6 +85,7 @@ int h2t__req_headers(h2t_request *r, const h2t_request_opts *o) {
   char clbuf[24] = "";
   size_t strlen_total = 0, n = 4;
   int has_cl = 0;
+  const char *app_tp = NULL; /* the application's traceparent */
   for (size_t i = 0; i < o->nheaders; i++) {
     const h2t_header *h = &o->headers[i];
     if (!h->name || !h->value || !valid_token(h->name) || !valid_value(h->value))
@@ -92,6 +94,9 @@ int h2t__req_headers(h2t_request *r, const h2t_request_opts *o) {
       continue;
     if (!strcasecmp(h->name, "content-length"))
       has_cl = 1;
+    if ((h->name[0] | 0x20) == 't' && !app_tp &&
+        !strcasecmp(h->name, "traceparent"))
+      app_tp = h->value;
     if (!strcasecmp(h->name, "expect") &&
         !strcasecmp(h->value, "100-continue") && (o->body || o->body_read))
       r->expect_100 = r->waiting_100 = 1;
@@ -101,6 +106,23 @@ int h2t__req_headers(h2t_request *r, const h2t_request_opts *o) {
   if (clen >= 0 && !has_cl) {
     int k = snprintf(clbuf, sizeof clbuf, "%lld", (long long)clen);
     strlen_total += 14 + 1 + (size_t)k + 1;
+    n++;
+  }
+  /* The trace context: the application's own header wins (its ids are
+   * the request's when it parses); else one is made, under o->parent if
+   * given, and sent unless the client says not to. */
+  int send_tp = 0;
+  r->tctxp = &r->tctx;
+  if (app_tp) {
+    if (h2t_trace_context_parse(app_tp, &r->tctx) != 0)
+      r->tctxp = NULL;
+  } else if (!r->client->no_traceparent || o->parent) {
+    h2t__trace_ctx_new(&r->tctx, o->parent);
+    send_tp = !r->client->no_traceparent;
+  } else
+    r->tctxp = NULL;
+  if (send_tp) {
+    strlen_total += sizeof "traceparent" + H2T_TRACEPARENT_LEN + 1;
     n++;
   }
   size_t mlen = strlen(method);
@@ -134,6 +156,22 @@ int h2t__req_headers(h2t_request *r, const h2t_request_opts *o) {
   }
   if (clbuf[0])
     nv_set(&r->nv[k++], &p, "content-length", 14, clbuf, strlen(clbuf), 0);
+  if (send_tp) {
+    /* formatted in place; NO_INDEX: a value that never repeats must not
+     * churn the connection's HPACK table out of useful entries */
+    nghttp2_nv *nv = &r->nv[k++];
+    memcpy(p, "traceparent", sizeof "traceparent");
+    nv->name = (uint8_t *)p;
+    nv->namelen = sizeof "traceparent" - 1;
+    p += sizeof "traceparent";
+    h2t__trace_ctx_write(&r->tctx, p);
+    p[H2T_TRACEPARENT_LEN] = '\0';
+    nv->value = (uint8_t *)p;
+    nv->valuelen = H2T_TRACEPARENT_LEN;
+    nv->flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE |
+                NGHTTP2_NV_FLAG_NO_INDEX;
+    p += H2T_TRACEPARENT_LEN + 1;
+  }
   r->nnv = k;
   return 0;
 }

@@ -12,6 +12,7 @@
 
 #include <h2trace/inflight.h>
 #include "h2/server/server_int.h"
+#include "trace/tracectx_int.h"
 
 /* Request body/response state kinds. */
 enum { SRV_BODY_NONE, SRV_BODY_BUF, SRV_BODY_FILE, SRV_BODY_GEN };
@@ -37,6 +38,7 @@ struct h2t_server_req {
   h2t_server_req *prev, *next; /* x->reqs */
   trace_chain tc;              /* the server's, plus the in-flight entry */
   struct inflight_entry *ife;
+  h2t_trace_context tctx;      /* W3C: the incoming trace, our own span */
 
   const char *method, *path, *scheme, *authority;
   h2t_header *hdrs; /* hdrs0 until it outgrows it */
@@ -93,6 +95,7 @@ static void emit_req(h2t_server_req *r, h2t_event *ev) {
   ev->req_id = r->id;
   ev->conn_id = r->c->io.id;
   ev->stream_id = r->sid;
+  ev->trace = r->headers_done ? &r->tctx : NULL; /* made then */
   trace_emit(&r->tc, ev);
 }
 
@@ -352,11 +355,31 @@ static void simple_response(h2t_server_req *r, int status) {
   h2t_server_req_respond(r, status, &ct, 1, body, (size_t)n, 0);
 }
 
+/* W3C trace context: continue the incoming trace with a span of our own,
+ * or start one.  A traceparent that does not parse is ignored, as the spec
+ * says; so are two of them (they would combine into one invalid value). */
+static void req_trace_context(h2t_server_req *r) {
+  const char *tp = NULL;
+  int count = 0;
+  for (size_t i = 0; i < r->nhdrs; i++)
+    if (r->hdrs[i].name[0] == 't' && !strcmp(r->hdrs[i].name, "traceparent")) {
+      tp = r->hdrs[i].value;
+      count++;
+    }
+  h2t_trace_context in;
+  h2t__trace_ctx_new(&r->tctx, count == 1 && h2t_trace_context_parse(tp, &in) == 0
+                                   ? &in
+                                   : NULL);
+}
+
 static void req_headers_done(h2t_server_req *r, int end_stream) {
   srv_ctx *x = r->x;
   r->headers_done = 1;
   x->st.requests++;
   H2T_COZ_BEGIN("server_request");
+  req_trace_context(r);
+  if (r->ife)
+    h2t__inflight_set_trace(r->ife, &r->tctx);
   if (TRACE_WANTS(&r->tc, H2T_EV_SRV_REQUEST_HEADERS)) {
     h2t_event ev = {.type = H2T_EV_SRV_REQUEST_HEADERS};
     ev.u.request_headers.method = r->method;
@@ -736,6 +759,17 @@ uint64_t h2t_server_req_conn_id(const h2t_server_req *r) {
 h2t_server *h2t_server_req_server(const h2t_server_req *r) {
   return r ? r->x->server : NULL;
 }
+int h2t_server_req_trace_context(const h2t_server_req *r,
+                                 h2t_trace_context *out) {
+  if (!r || !out) {
+    if (out)
+      memset(out, 0, sizeof *out);
+    return H2T_ERR_INVALID_ARG;
+  }
+  *out = r->tctx;
+  return 0;
+}
+
 int h2t_server_req_canceled(const h2t_server_req *r) {
   return r ? r->canceled : 1;
 }

@@ -78,6 +78,10 @@ typedef struct h2t_client_config {
    * as SETTINGS_MAX_HEADER_LIST_SIZE counts); beyond it the stream is reset
    * and the request fails with H2T_ERR_HEADERS_TOO_LARGE.  0: 256 KiB. */
   uint32_t max_response_header_bytes;
+  /* Added after 0.2.0.  1: send no `traceparent` header, and make no trace
+   * context for a request that is given no parent (h2t_request_opts.parent).
+   * 0 (default): every request carries one, a new trace or its parent's. */
+  int no_traceparent;
 } h2t_client_config;
 
 #define H2T_CLIENT_CONFIG_INIT .struct_size = sizeof(h2t_client_config)
@@ -145,15 +149,25 @@ typedef struct h2t_request_opts {
    * until on_done. */
   const h2t_client_trace *trace;
   uint32_t timeout_ms;         /* 0: the client's request_timeout_ms */
+  /* Added after 0.2.0.  The trace this request belongs to: its trace_id
+   * and flags are kept, its span_id becomes the request's parent_span_id,
+   * and the request gets a span_id of its own (copied at submit; its
+   * parent_span_id is not read).  Pass what h2t_server_req_trace_context()
+   * gave a handler to continue the incoming trace.  NULL, or an all-zero
+   * trace_id or span_id: a new trace. */
+  const h2t_trace_context *parent;
 } h2t_request_opts;
 
 #define H2T_REQUEST_OPTS_INIT .struct_size = sizeof(h2t_request_opts)
 
 /* Start a request.  Header names are sent lowercased; hop-by-hop headers
  * (connection, keep-alive, proxy-connection, transfer-encoding, upgrade,
- * host) are dropped; content-length is added for a known body length.  A
- * name that is not an RFC 9110 token, or a value with CR, LF or leading or
- * trailing blanks (malformed in HTTP/2), is H2T_ERR_INVALID_ARG.
+ * host) are dropped; content-length is added for a known body length;
+ * `traceparent` is added (see h2t_request_opts.parent) unless the client
+ * has no_traceparent or o->headers has one: the application's wins, and
+ * the request takes its ids when it parses.  A name that is not an RFC 9110
+ * token, or a value with CR, LF or leading or trailing blanks (malformed in
+ * HTTP/2), is H2T_ERR_INVALID_ARG.
  * "expect: 100-continue" with a body holds the body until a 100 arrives or
  * expect_continue_timeout_ms passes.  Hooks for the request may run before
  * this returns (get_conn, got_conn).  Returns 0 and sets *out (may be NULL;
@@ -184,6 +198,12 @@ H2T_EXTERN void *h2t_request_user(const h2t_request *req);
 /* Final status so far (0 before headers). */
 H2T_EXTERN int h2t_request_status(const h2t_request *req);
 H2T_EXTERN h2t_client *h2t_request_client(const h2t_request *req);
+/* The request's trace context (the traceparent it sends: trace_id, its own
+ * span_id, flags; and parent_span_id).  Returns 0, H2T_ERR_INVALID_ARG
+ * (NULL) or H2T_ERR_NOT_FOUND (it has none: no_traceparent, or an
+ * application traceparent that does not parse); *out is zeroed then. */
+H2T_EXTERN int h2t_request_trace_context(const h2t_request *req,
+                                         h2t_trace_context *out);
 
 /* What the blocking call collects.  Free it with h2t_response_free(), which
  * does not need the client: the response carries its allocator. */

@@ -27,6 +27,7 @@
 #define H2TRACE_INFLIGHT_H
 
 #include <h2trace/common.h>
+#include <h2trace/trace.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -151,7 +152,7 @@ H2T_EXTERN int h2t_inflight_hold(void);
 H2T_EXTERN int h2t_inflight_release(void);
 
 /* Sizes of the arrays of h2t_inflight_info.  They are not what the table
- * keeps: an entry is 512 bytes, so it keeps at most 7 bytes of method, 63
+ * keeps: an entry is 544 bytes, so it keeps at most 7 bytes of method, 63
  * of authority and 126 of authority and path together, 39 of status and
  * 31 of cancel reason; longer text is cut when it is stored and ends in
  * "...".  The arrays are larger so that the table may keep more one day
@@ -195,6 +196,9 @@ typedef struct h2t_inflight_info {
   int finished;
   uint64_t end_us;
   int error;                                 /* 0 or an H2T_ERR_ code */
+  /* Added after 0.2.0.  Its W3C trace context (h2t_event.trace); an
+   * all-zero trace_id: none. */
+  h2t_trace_context trace;
 } h2t_inflight_info;
 
 /* Copy every request in flight, oldest first, into a new array (*out, *n).

@@ -227,6 +227,14 @@ H2T_EXTERN uint64_t h2t_server_req_id(const h2t_server_req *r);
 H2T_EXTERN int32_t h2t_server_req_stream_id(const h2t_server_req *r);
 H2T_EXTERN uint64_t h2t_server_req_conn_id(const h2t_server_req *r);
 H2T_EXTERN h2t_server *h2t_server_req_server(const h2t_server_req *r);
+/* The request's trace context: the incoming traceparent's trace_id and
+ * flags, a span_id of its own, and the sender's span as parent_span_id; or,
+ * when no valid traceparent came (invalid ones are ignored, as the spec
+ * says), a new trace with no parent.  A handler that makes client requests
+ * passes it as h2t_request_opts.parent so they join the trace.  Returns 0
+ * or H2T_ERR_INVALID_ARG (NULL; *out zeroed when out is not NULL). */
+H2T_EXTERN int h2t_server_req_trace_context(const h2t_server_req *r,
+                                            h2t_trace_context *out);
 /* Has the request been canceled (reset by the peer, by the diagnostics,
  * by a timeout or by h2t_server_del)? */
 H2T_EXTERN int h2t_server_req_canceled(const h2t_server_req *r);

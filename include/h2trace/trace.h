@@ -179,6 +179,47 @@ H2T_EXTERN const char *h2t_shed_reason_name(h2t_shed_reason r);
  * if unknown.  Thread-safe. */
 H2T_EXTERN const char *h2t_shed_action_name(h2t_shed_action a);
 
+/*
+ * W3C Trace Context (https://www.w3.org/TR/trace-context/): the ids that
+ * tie a request in one service to the requests it causes in others.  The
+ * client sends them in a `traceparent` header; the server reads the
+ * incoming one; the in-flight table, dumps, exports and endpoints show
+ * them.  Binary here, lowercase hex on the wire and in every output.
+ * A fixed struct (version 00 of the header has fixed sizes): no
+ * struct_size, plain data you may copy and fill.
+ */
+#define H2T_TRACE_SAMPLED 0x01u /* trace-flags bit 0 */
+#define H2T_TRACEPARENT_LEN 55   /* "00-" 32 hex "-" 16 hex "-" 2 hex */
+
+typedef struct h2t_trace_context {
+  uint8_t trace_id[16];      /* all zero: no context */
+  uint8_t span_id[8];        /* this request's span: the parent-id its
+                                traceparent carries */
+  uint8_t parent_span_id[8]; /* the span that caused it; all zero: none
+                                (a trace's first request, or parsed) */
+  uint8_t flags;             /* trace-flags: H2T_TRACE_SAMPLED */
+} h2t_trace_context;
+
+/* Write ctx as a traceparent value, "00-<trace_id>-<span_id>-<flags>",
+ * into buf (NUL-terminated; len >= H2T_TRACEPARENT_LEN + 1).  Only the
+ * sampled flag is written (the spec's other bits are reserved).  Returns
+ * H2T_TRACEPARENT_LEN, or H2T_ERR_INVALID_ARG (NULL, len too small, an
+ * all-zero trace_id or span_id).  Thread-safe; does not allocate. */
+H2T_EXTERN int h2t_trace_context_format(const h2t_trace_context *ctx,
+                                        char *buf, size_t len);
+
+/* Parse a traceparent value as the spec says a receiver must: version
+ * 2 hex digits, not "ff"; for version 00 exactly 55 characters, for a later
+ * version at least 55 and, if longer, '-' after them (the rest ignored);
+ * trace-id 32 and parent-id 16 lowercase hex digits, neither all zero;
+ * flags 2 hex digits.  Spaces and tabs around the value are allowed.  On
+ * success *out gets trace_id, span_id (the sender's span: the header's
+ * parent-id), flags (sampled bit only) and a zero parent_span_id.  Returns
+ * 0, or H2T_ERR_INVALID_ARG (the header must then be ignored; *out is
+ * zeroed).  Thread-safe. */
+H2T_EXTERN int h2t_trace_context_parse(const char *value,
+                                       h2t_trace_context *out);
+
 typedef struct h2t_event {
   h2t_event_type type;
   int32_t stream_id;   /* 0 when no stream is involved yet */
@@ -273,6 +314,10 @@ typedef struct h2t_event {
     struct { int32_t last_stream_id; uint32_t error_code; } goaway_sent;
     struct { h2t_shed_reason reason; h2t_shed_action action; } load_shed;
   } u;
+  /* Added after 0.2.0.  The request's trace context (client: what it sends; server:
+   * what it received, with its own span), or NULL: connection events, a
+   * client request without one (h2t_client_config.no_traceparent). */
+  const h2t_trace_context *trace;
 } h2t_event;
 
 typedef void (*h2t_hook)(const h2t_event *ev, void *user);
@@ -320,7 +365,9 @@ H2T_EXTERN int h2t_server_trace_set_all(h2t_server_trace *tr, h2t_hook hook,
 /*
  * Write one event as a single-line JSON object into buf (NUL-terminated),
  * with "event", "t_us", "req_id", "conn", "stream" and the event's own fields
- * (got_conn: "reused", "was_idle", "idle_us", "new_reason", ...).  Values of
+ * (got_conn: "reused", "was_idle", "idle_us", "new_reason", ...), then for
+ * an event with a trace context "trace_id", "span_id" and, when it has one,
+ * "parent_span_id" (lowercase hex).  Values of
  * sensitive headers (authorization, cookie, set-cookie, proxy-authorization)
  * are written as "[redacted]".  Returns the length it needed, like snprintf
  * (so a return >= len means it was truncated), or H2T_ERR_INVALID_ARG /

@@ -25,6 +25,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   take(&data, &size, &ev, sizeof ev); /* the numbers, and junk pointers */
   ev.req = NULL;
   ev.sreq = NULL;
+  /* the trace ids: none, or ids taken from the input (any bytes) */
+  static h2t_trace_context tctx;
+  int with_trace = (ev.stream_id & 1) != 0;
+  take(&data, &size, &tctx, sizeof tctx);
+  ev.trace = with_trace ? &tctx : NULL;
   ev.type = (h2t_event_type)((unsigned)ev.type % (H2T_EV_COUNT_ + 1));
   /* The rest: NUL-separated strings for the payload's pointer fields.  One
    * copy with a NUL at the end, so the last one ends too. */
