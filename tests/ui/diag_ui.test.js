@@ -311,6 +311,8 @@ async function main() {
   check(bDone.canceled && bDone.error_name === 'H2T_ERR_CANCELED' && bDone.cancel_reason === 'web page',
     'B\'s request ended ' + JSON.stringify(bDone));
   check((await slow(B.diag, 1)) !== false && (await slow(B.diag, 2)) === false, 'B kept other requests');
+  // B's row gone from the page before the next click (a render drops an armed button)
+  await page.waitForFunction(() => window.h2tui.rows === 7, null, { timeout: 10000 });
   console.log('ok: cross-endpoint cancel of #' + bId + ' on B (ended ' + bDone.error_name + ')');
   // an origin B does not list gets no CORS answer
   const foreign = await fetch('http://127.0.0.1:' + B.diag + '/debug/requests', { headers: { Origin: 'http://evil.example' } });
