@@ -5,11 +5,13 @@
 #include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <jansson.h>
 #include <microhttpd.h>
@@ -20,21 +22,85 @@
 
 #define DIAG_MAX_BODY 4096         /* a cancel needs none */
 #define DIAG_CONN_MEMORY (32 * 1024) /* per connection: headers + URL */
+#define DIAG_MAX_LIST 64           /* cors_origins, hosts */
+
+/* One client connection, from MHD's "started" to its "closed"
+ * notification, in the list that the connection budget and the deadline
+ * watch read (under h2t_diag.lock). */
+struct conn {
+  struct h2t_diag *d;
+  struct conn *prev, *next;
+  int fd;
+  uint64_t since_us;  /* accepted, or its previous answer sent */
+  int busy;           /* a request is being answered */
+  int cut;            /* shut down by us: MHD closes it at its next read */
+  unsigned char ip[16];
+  size_t iplen;
+};
 
 struct h2t_diag {
   struct MHD_Daemon *mhd;
   char *token;
   size_t token_len;
   uint16_t port;
+  char **origins, **hosts;
+  size_t norigins, nhosts;
+  char listen_host[64]; /* as it appears in a Host header */
+  int wildcard;         /* listening on 0.0.0.0 or :: */
+  int show_query;
+  unsigned max_conns, max_per_ip;
+  uint64_t deadline_us;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  pthread_t watch;
+  int watching, stopping;
+  struct conn *head, *tail;
+  unsigned nlive;        /* in the list and not cut */
 };
 
 static atomic_int diag_running;
 
 struct req_state {
   int too_big;
+  size_t body; /* bytes of request body seen so far */
 };
 
+/* The connection's own record (NULL only when its allocation failed). */
+static struct conn *conn_of(struct MHD_Connection *c) {
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+  return ci ? ci->socket_context : NULL;
+}
+
 /* --- responses ------------------------------------------------------------ */
+
+static int listed(char *const *list, size_t n, const char *s, size_t len) {
+  for (size_t i = 0; i < n; i++)
+    if (strlen(list[i]) == len && !strncasecmp(list[i], s, len))
+      return 1;
+  return 0;
+}
+
+/* The request's Origin if the application listed it, else NULL. */
+static const char *listed_origin(struct MHD_Connection *c) {
+  struct conn *k = conn_of(c);
+  const char *o = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+  if (!k || !o || !listed(k->d->origins, k->d->norigins, o, strlen(o)))
+    return NULL;
+  return o;
+}
+
+/* Only a listed origin may read an answer: "*" let any page on the machine
+ * (or a DNS-rebinding one) read paths, peers and stacks. */
+static void add_cors(struct MHD_Connection *c, struct MHD_Response *r) {
+  struct conn *k = conn_of(c);
+  if (!k || !k->d->norigins)
+    return;
+  MHD_add_response_header(r, "Vary", "Origin");
+  const char *o = listed_origin(c);
+  if (o)
+    MHD_add_response_header(r, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, o);
+}
 
 static enum MHD_Result send_text(struct MHD_Connection *c, unsigned status,
                                  const char *ctype, char *body, size_t len,
@@ -48,8 +114,7 @@ static enum MHD_Result send_text(struct MHD_Connection *c, unsigned status,
   MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
   MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
   if (cors)
-    MHD_add_response_header(r, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN,
-                            "*");
+    add_cors(c, r);
   if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
     MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD, POST");
   if (status == MHD_HTTP_UNAUTHORIZED)
@@ -132,16 +197,102 @@ static int trace_match(const h2t_inflight_info *r, const char *want) {
                    !strcmp(tid, want));
 }
 
+/* Length of the well-formed UTF-8 character at s (of n bytes), 0 if none
+ * (no overlong form, surrogate or code point past U+10FFFF). */
+static size_t utf8_char(const unsigned char *s, size_t n) {
+  unsigned char b = s[0];
+  size_t len;
+  uint32_t cp;
+  if (b < 0x80)
+    return 1;
+  if (b >= 0xc2 && b <= 0xdf)
+    len = 2, cp = b & 0x1f;
+  else if (b >= 0xe0 && b <= 0xef)
+    len = 3, cp = b & 0x0f;
+  else if (b >= 0xf0 && b <= 0xf4)
+    len = 4, cp = b & 0x07;
+  else
+    return 0;
+  if (n < len)
+    return 0;
+  for (size_t i = 1; i < len; i++) {
+    if ((s[i] & 0xc0) != 0x80)
+      return 0;
+    cp = cp << 6 | (s[i] & 0x3f);
+  }
+  if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+      (cp >= 0xd800 && cp <= 0xdfff))
+    return 0;
+  return len;
+}
+
+static int utf8_ok(const char *s, size_t n) {
+  for (size_t i = 0, k; i < n; i += k)
+    if (!(k = utf8_char((const unsigned char *)s + i, n - i)))
+      return 0;
+  return 1;
+}
+
+/* A JSON string of what the table holds, which came from the network: a
+ * byte that is not UTF-8 becomes U+FFFD, so that the document stays valid
+ * (jansson refuses such a string, and the key would go missing). */
+static json_t *jstrn(const char *s, size_t n) {
+  if (utf8_ok(s, n))
+    return json_stringn(s, n);
+  char *t = malloc(n * 3 + 1);
+  if (!t)
+    return NULL;
+  size_t o = 0;
+  for (size_t i = 0, k; i < n; i += k) {
+    k = utf8_char((const unsigned char *)s + i, n - i);
+    if (k) {
+      memcpy(t + o, s + i, k);
+      o += k;
+    } else {
+      memcpy(t + o, "\xef\xbf\xbd", 3);
+      o += 3;
+      k = 1;
+    }
+  }
+  json_t *j = json_stringn(t, o);
+  free(t);
+  return j;
+}
+
+static json_t *jstr(const char *s) { return jstrn(s, strlen(s)); }
+
+/* The path, its query replaced by "redacted" unless the application asked
+ * to see queries: they often carry tokens or a user's data. */
+static json_t *jpath(const char *path, int show_query) {
+  const char *q = show_query ? NULL : strchr(path, '?');
+  if (!q)
+    return jstr(path);
+  size_t n = (size_t)(q - path) + 1;
+  char *t = malloc(n + sizeof "redacted");
+  if (!t)
+    return NULL;
+  memcpy(t, path, n);
+  memcpy(t + n, "redacted", sizeof "redacted");
+  json_t *j = jstr(t);
+  free(t);
+  return j;
+}
+
+static int shows_query(struct MHD_Connection *c) {
+  struct conn *k = conn_of(c);
+  return k && k->d->show_query;
+}
+
 static json_t *request_json(const h2t_inflight_info *r, uint64_t now,
-                            int detail) {
+                            int detail, int show_query) {
   json_t *o = json_object();
   uint64_t end = r->finished ? r->end_us : now;
   json_object_set_new(o, "id", json_integer((json_int_t)r->id));
   json_object_set_new(o, "kind", json_string(h2t_inflight_kind_name(r->kind)));
-  json_object_set_new(o, "method", json_string(r->method));
-  json_object_set_new(o, "scheme", json_string(r->scheme));
-  json_object_set_new(o, "authority", json_string(r->authority));
-  json_object_set_new(o, "path", json_string(r->path));
+  json_object_set_new(o, "method", jstr(r->method));
+  json_object_set_new(o, "scheme", jstr(r->scheme));
+  json_object_set_new(o, "authority", jstr(r->authority));
+  json_object_set_new(o, "path", jpath(r->path, show_query));
   json_object_set_new(o, "state", json_string(h2t_inflight_state_name(r->state)));
   json_object_set_new(o, "state_text",
                       json_string(h2t_inflight_state_text(r->state)));
@@ -150,7 +301,7 @@ static json_t *request_json(const h2t_inflight_info *r, uint64_t now,
                       json_integer((json_int_t)(end - r->state_since_us)));
   json_object_set_new(o, "conn", json_integer((json_int_t)r->conn_id));
   json_object_set_new(o, "stream", json_integer(r->stream_id));
-  json_object_set_new(o, "status", json_string(r->status));
+  json_object_set_new(o, "status", jstr(r->status));
   json_object_set_new(o, "http_status", json_integer(r->http_status));
   json_object_set_new(o, "bytes_in", json_integer((json_int_t)r->bytes_in));
   json_object_set_new(o, "bytes_out", json_integer((json_int_t)r->bytes_out));
@@ -158,7 +309,7 @@ static json_t *request_json(const h2t_inflight_info *r, uint64_t now,
   trace_json(o, r);
   if (r->canceled) {
     json_object_set_new(o, "canceled", json_true());
-    json_object_set_new(o, "cancel_reason", json_string(r->cancel_reason));
+    json_object_set_new(o, "cancel_reason", jstr(r->cancel_reason));
   }
   if (r->finished) {
     json_object_set_new(o, "outcome",
@@ -179,7 +330,7 @@ static json_t *request_json(const h2t_inflight_info *r, uint64_t now,
           (json_int_t)s->entered_us, "duration_us",
           (json_int_t)s->duration_us);
       if (s->state == H2T_IFS_CANCELING && r->canceled)
-        json_object_set_new(step, "reason", json_string(r->cancel_reason));
+        json_object_set_new(step, "reason", jstr(r->cancel_reason));
       json_array_append_new(h, step);
     }
     json_object_set_new(o, "history", h);
@@ -203,7 +354,8 @@ static enum MHD_Result get_requests(struct MHD_Connection *c) {
   size_t shown = 0;
   for (size_t i = 0; i < n; i++)
     if (trace_match(&arr[i], want)) {
-      json_array_append_new(list, request_json(&arr[i], now, 0));
+      json_array_append_new(list,
+                            request_json(&arr[i], now, 0, shows_query(c)));
       shown++;
     }
   h2t_inflight_info_free(arr);
@@ -231,6 +383,7 @@ static enum MHD_Result get_recent_export(struct MHD_Connection *c,
   h2t_export_reader *rd;
   if (h2t_export_reader_new(&rd, NULL, fmt) != 0)
     return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
+  h2t_export_reader_redact_query(rd, !shows_query(c));
   struct MHD_Response *r = MHD_create_response_from_callback(
       MHD_SIZE_UNKNOWN, 16 * 1024, export_read, rd, export_free);
   if (!r) {
@@ -239,7 +392,7 @@ static enum MHD_Result get_recent_export(struct MHD_Connection *c,
   }
   MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
   MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-  MHD_add_response_header(r, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, "*");
+  add_cors(c, r);
   MHD_add_response_header(r, "Content-Disposition",
                           fmt == H2T_EXPORT_HAR
                               ? "attachment; filename=\"recent.har\""
@@ -270,7 +423,8 @@ static enum MHD_Result get_recent(struct MHD_Connection *c) {
   json_t *list = json_array();
   for (size_t i = 0; i < n; i++)
     if (trace_match(&arr[i], want))
-      json_array_append_new(list, request_json(&arr[i], now, 1));
+      json_array_append_new(list,
+                            request_json(&arr[i], now, 1, shows_query(c)));
   h2t_inflight_info_free(arr);
   return send_json(c, MHD_HTTP_OK,
                    json_pack("{s:o,s:I}", "recent", list, "server_time_us",
@@ -283,7 +437,7 @@ static enum MHD_Result get_one(struct MHD_Connection *c, uint64_t id) {
   if (h2t_inflight_get(id, &r) != 0)
     return send_error(c, MHD_HTTP_NOT_FOUND, "no such request");
   uint64_t now = h2t_now_us();
-  json_t *o = request_json(&r, now, 1);
+  json_t *o = request_json(&r, now, 1, shows_query(c));
   json_object_set_new(o, "server_time_us", json_integer((json_int_t)now));
   return send_json(c, MHD_HTTP_OK, o, 1);
 }
@@ -300,8 +454,8 @@ static enum MHD_Result get_connections(struct MHD_Connection *c) {
     json_t *o = json_object();
     json_object_set_new(o, "id", json_integer((json_int_t)k->id));
     json_object_set_new(o, "kind", json_string(h2t_inflight_kind_name(k->kind)));
-    json_object_set_new(o, "peer", json_string(k->peer));
-    json_object_set_new(o, "authority", json_string(k->authority));
+    json_object_set_new(o, "peer", jstr(k->peer));
+    json_object_set_new(o, "authority", jstr(k->authority));
     json_object_set_new(o, "age_us",
                         json_integer((json_int_t)(now - k->opened_us)));
     json_object_set_new(o, "streams_active", json_integer(k->streams_active));
@@ -344,8 +498,9 @@ static json_t *profile_row_json(const h2t_inflight_profile_row *r) {
                   r->total_us ? (double)st->total_us / (double)r->total_us
                               : 0.0));
   }
-  return json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:o}", "kind",
-                   h2t_inflight_kind_name(r->kind), "authority", r->authority,
+  return json_pack("{s:s,s:o,s:I,s:I,s:I,s:I,s:o}", "kind",
+                   h2t_inflight_kind_name(r->kind), "authority",
+                   jstr(r->authority),
                    "requests", (json_int_t)r->requests, "errors",
                    (json_int_t)r->errors, "total_us", (json_int_t)r->total_us,
                    "mean_us",
@@ -399,14 +554,34 @@ static enum MHD_Result get_index(struct MHD_Connection *c) {
 
 /* --- cancel ------------------------------------------------------------- */
 
-/* Constant time in the length of what the client sent, whatever the token. */
-static int token_ok(const struct h2t_diag *d, const char *given) {
-  size_t glen = strlen(given);
-  unsigned char diff = (unsigned char)(glen != d->token_len);
-  for (size_t i = 0; i < glen; i++)
-    diff |= (unsigned char)given[i] ^
-            (unsigned char)d->token[i < d->token_len ? i : 0];
+/* The whole Authorization value against "Bearer <token>" (the scheme's
+ * case aside, RFC 7235), in time that depends on the length of what the
+ * client sent only: no prefix, no suffix, no extra space, nothing after a
+ * NUL byte passes. */
+static int token_ok(const struct h2t_diag *d, const char *given, size_t glen) {
+  static const char scheme[] = "bearer ";
+  size_t want = sizeof scheme - 1 + d->token_len;
+  unsigned char diff = (unsigned char)(glen != want);
+  for (size_t i = 0; i < glen; i++) {
+    unsigned char g = (unsigned char)given[i], w;
+    if (i < sizeof scheme - 1) {
+      g = (unsigned char)tolower(g);
+      w = (unsigned char)scheme[i];
+    } else {
+      size_t t = i - (sizeof scheme - 1);
+      w = (unsigned char)d->token[t < d->token_len ? t : 0];
+    }
+    diff |= g ^ w;
+  }
   return diff == 0;
+}
+
+static enum MHD_Result count_auth(void *cls, enum MHD_ValueKind kind,
+                                  const char *key, size_t key_size,
+                                  const char *value, size_t value_size) {
+  if (!strcasecmp(key, MHD_HTTP_HEADER_AUTHORIZATION))
+    ++*(int *)cls;
+  return MHD_YES;
 }
 
 static enum MHD_Result post_cancel(struct h2t_diag *d, struct MHD_Connection *c,
@@ -414,16 +589,19 @@ static enum MHD_Result post_cancel(struct h2t_diag *d, struct MHD_Connection *c,
   if (!d->token)
     return send_error(c, MHD_HTTP_FORBIDDEN,
                       "cancel disabled: no token configured");
-  const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_AUTHORIZATION);
-  if (!auth)
+  const char *auth;
+  size_t alen;
+  int nauth = 0;
+  MHD_get_connection_values_n(c, MHD_HEADER_KIND, count_auth, &nauth);
+  if (nauth > 1)
+    return send_error(c, MHD_HTTP_BAD_REQUEST, "more than one Authorization");
+  if (MHD_lookup_connection_value_n(c, MHD_HEADER_KIND,
+                                    MHD_HTTP_HEADER_AUTHORIZATION,
+                                    sizeof MHD_HTTP_HEADER_AUTHORIZATION - 1,
+                                    &auth, &alen) != MHD_YES ||
+      alen < 7 || strncasecmp(auth, "Bearer ", 7) != 0)
     return send_error(c, MHD_HTTP_UNAUTHORIZED, "bearer token required");
-  if (strncasecmp(auth, "Bearer ", 7) != 0)
-    return send_error(c, MHD_HTTP_UNAUTHORIZED, "bearer token required");
-  const char *tok = auth + 7;
-  while (*tok == ' ')
-    tok++;
-  if (!token_ok(d, tok))
+  if (!token_ok(d, auth, alen))
     return send_error(c, MHD_HTTP_FORBIDDEN, "wrong token");
   const char *reason =
       MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "reason");
@@ -439,7 +617,7 @@ static enum MHD_Result post_cancel(struct h2t_diag *d, struct MHD_Connection *c,
   return send_json(c, MHD_HTTP_OK,
                    json_pack("{s:I,s:b,s:s}", "id", (json_int_t)id, "canceled",
                              1, "reason", reason),
-                   0);
+                   1);
 }
 
 /* --- routing ------------------------------------------------------------ */
@@ -506,6 +684,123 @@ static enum MHD_Result route(struct h2t_diag *d, struct MHD_Connection *c,
   return send_error(c, MHD_HTTP_NOT_FOUND, "not found");
 }
 
+static int parse_port(const char *s, uint16_t *port);
+
+/* A Host this endpoint answers: a loopback literal or localhost, the listen
+ * address, a name the application listed, or (listening on every address)
+ * any IP literal.  A DNS-rebinding page reaches 127.0.0.1 through a name of
+ * its own, and the browser sends that name. */
+static int host_ok(const struct h2t_diag *d, const char *host) {
+  char name[256];
+  const char *end, *port;
+  uint16_t p;
+  if (host[0] == '[') {
+    if (!(end = strchr(host, ']')))
+      return 0;
+    host++;
+    port = end[1] ? end + 1 : NULL;
+  } else {
+    end = strchr(host, ':');
+    port = end;
+    if (!end)
+      end = host + strlen(host);
+  }
+  size_t n = (size_t)(end - host);
+  if (!n || n >= sizeof name || (port && (*port != ':' || parse_port(port + 1, &p))))
+    return 0;
+  memcpy(name, host, n);
+  name[n] = '\0';
+  if (!strcasecmp(name, "localhost") || !strcasecmp(name, d->listen_host) ||
+      listed(d->hosts, d->nhosts, name, n))
+    return 1;
+  struct in_addr a4;
+  struct in6_addr a6;
+  if (inet_pton(AF_INET, name, &a4) == 1)
+    return d->wildcard || (ntohl(a4.s_addr) >> 24) == 127;
+  if (inet_pton(AF_INET6, name, &a6) == 1)
+    return d->wildcard || IN6_IS_ADDR_LOOPBACK(&a6);
+  return 0;
+}
+
+/* The request's Origin is this endpoint's own ("http://" + Host). */
+static int same_origin(const char *origin, const char *host) {
+  return host && !strncasecmp(origin, "http://", 7) &&
+         !strcasecmp(origin + 7, host);
+}
+
+static enum MHD_Result check_utf8(void *cls, enum MHD_ValueKind kind,
+                                  const char *key, size_t key_size,
+                                  const char *value, size_t value_size) {
+  if (!utf8_ok(key, key_size) || (value && !utf8_ok(value, value_size))) {
+    *(int *)cls = 1;
+    return MHD_NO;
+  }
+  return MHD_YES;
+}
+
+/* OPTIONS with Access-Control-Request-Method: a listed origin may GET and
+ * POST with an Authorization header (the web page's cancel). */
+static enum MHD_Result preflight(struct MHD_Connection *c) {
+  const char *o = listed_origin(c);
+  if (!o)
+    return send_error(c, MHD_HTTP_FORBIDDEN, "origin not allowed");
+  struct MHD_Response *r =
+      MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+  if (!r)
+    return MHD_NO;
+  MHD_add_response_header(r, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, o);
+  MHD_add_response_header(r, "Vary", "Origin");
+  MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, HEAD, POST");
+  MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization");
+  MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+  MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+  enum MHD_Result rc = MHD_queue_response(c, MHD_HTTP_NO_CONTENT, r);
+  MHD_destroy_response(r);
+  return rc;
+}
+
+/* First call, headers in: every check that needs no body.  MHD_YES to go
+ * on; else *rc is the answer (already queued). */
+static int admit(struct h2t_diag *d, struct MHD_Connection *c, const char *url,
+                 const char *method, enum MHD_Result *rc) {
+  const char *host =
+      MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+  if (host && !host_ok(d, host)) {
+    *rc = send_error(c, MHD_HTTP_MISDIRECTED_REQUEST,
+                     "Host not allowed: use 127.0.0.1, [::1], localhost or "
+                     "the listen address (see h2t_diag_config.hosts)");
+    return 0;
+  }
+  int bad = !utf8_ok(url, strlen(url));
+  if (!bad)
+    MHD_get_connection_values_n(c, MHD_GET_ARGUMENT_KIND, check_utf8, &bad);
+  if (bad) {
+    *rc = send_error(c, MHD_HTTP_BAD_REQUEST, "path or query is not UTF-8");
+    return 0;
+  }
+  const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+  if (!strcmp(method, MHD_HTTP_METHOD_OPTIONS) &&
+      MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                  "Access-Control-Request-Method")) {
+    *rc = preflight(c);
+    return 0;
+  }
+  /* a page of another origin changes nothing (reads it cannot see anyway) */
+  if (origin && strcmp(method, MHD_HTTP_METHOD_GET) &&
+      strcmp(method, MHD_HTTP_METHOD_HEAD) && !listed_origin(c) &&
+      !same_origin(origin, host)) {
+    *rc = send_error(c, MHD_HTTP_FORBIDDEN, "origin not allowed");
+    return 0;
+  }
+  const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                               MHD_HTTP_HEADER_CONTENT_LENGTH);
+  if (cl && strtoull(cl, NULL, 10) > DIAG_MAX_BODY) {
+    *rc = send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request too large");
+    return 0;
+  }
+  return 1;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
                                   const char *url, const char *method,
                                   const char *version, const char *upload,
@@ -517,17 +812,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
     if (!st)
       return MHD_NO;
     *con_cls = st;
-    const char *cl = MHD_lookup_connection_value(
-        c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl && strtoull(cl, NULL, 10) > DIAG_MAX_BODY) {
-      st->too_big = 1;
-      return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request too large");
+    struct conn *k = conn_of(c);
+    if (k)
+      k->busy = 1; /* read by the budget, on this thread */
+    enum MHD_Result rc;
+    if (!admit(d, c, url, method, &rc)) {
+      st->too_big = 1; /* answered: a body that follows is not read */
+      return rc;
     }
     return MHD_YES;
   }
   if (*upload_size) {
-    /* bodies are ignored; a chunked one that grows too big is cut off */
-    st->too_big |= *upload_size > DIAG_MAX_BODY;
+    /* bodies are ignored, but counted: a chunked one is cut off when the
+     * total grows too big, however small its chunks */
+    st->body += *upload_size;
+    st->too_big |= st->body > DIAG_MAX_BODY;
     *upload_size = 0;
     return st->too_big ? MHD_NO : MHD_YES;
   }
@@ -538,8 +837,147 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
+  struct h2t_diag *d = cls;
+  struct conn *k = conn_of(c);
+  if (k) { /* the next request's deadline counts from here */
+    pthread_mutex_lock(&d->lock);
+    k->busy = 0;
+    k->since_us = h2t_now_us();
+    pthread_mutex_unlock(&d->lock);
+  }
   free(*con_cls);
   *con_cls = NULL;
+}
+
+/* --- connection budget and deadline ------------------------------------- */
+
+/* MHD closes it when it next reads (EOF).  The fd stays open until MHD's
+ * "closed" notification has taken k out of the list, under the same lock,
+ * so it is never someone else's fd. */
+static void cut(struct h2t_diag *d, struct conn *k) {
+  shutdown(k->fd, SHUT_RDWR);
+  k->cut = 1;
+  d->nlive--;
+}
+
+static int same_ip(const struct conn *a, const struct conn *b) {
+  return a->iplen == b->iplen && !memcmp(a->ip, b->ip, a->iplen);
+}
+
+/* Over a budget: make room by cutting the connection that has waited
+ * longest without a request being answered (idle keep-alive or trickling
+ * headers), from the same address when `ip`; the newcomer itself when
+ * every other one is being answered. */
+static void make_room(struct h2t_diag *d, struct conn *nk, int ip) {
+  struct conn *v = NULL;
+  for (struct conn *k = d->head; k; k = k->next)
+    if (k != nk && !k->cut && !k->busy && (!ip || same_ip(k, nk)) &&
+        (!v || k->since_us < v->since_us))
+      v = k;
+  cut(d, v ? v : nk);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c,
+                          void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+  struct h2t_diag *d = cls;
+  struct conn *k = *socket_context;
+  if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+    if (!k)
+      return;
+    pthread_mutex_lock(&d->lock);
+    if (!k->cut)
+      d->nlive--;
+    if (k->prev)
+      k->prev->next = k->next;
+    else
+      d->head = k->next;
+    if (k->next)
+      k->next->prev = k->prev;
+    else
+      d->tail = k->prev;
+    pthread_mutex_unlock(&d->lock);
+    free(k);
+    *socket_context = NULL;
+    return;
+  }
+  const union MHD_ConnectionInfo *fi =
+      MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+  const union MHD_ConnectionInfo *ai =
+      MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+  if (!fi)
+    return;
+  if (!(k = calloc(1, sizeof *k))) { /* untracked is unbounded: refuse it */
+    shutdown(fi->connect_fd, SHUT_RDWR);
+    return;
+  }
+  k->d = d;
+  k->fd = fi->connect_fd;
+  k->since_us = h2t_now_us();
+  if (ai && ai->client_addr && ai->client_addr->sa_family == AF_INET) {
+    memcpy(k->ip, &((const struct sockaddr_in *)(const void *)ai->client_addr)->sin_addr, 4);
+    k->iplen = 4;
+  } else if (ai && ai->client_addr && ai->client_addr->sa_family == AF_INET6) {
+    memcpy(k->ip, &((const struct sockaddr_in6 *)(const void *)ai->client_addr)->sin6_addr, 16);
+    k->iplen = 16;
+  }
+  *socket_context = k;
+  pthread_mutex_lock(&d->lock);
+  k->prev = d->tail;
+  if (d->tail)
+    d->tail->next = k;
+  else
+    d->head = k;
+  d->tail = k;
+  d->nlive++;
+  unsigned same = 0;
+  for (struct conn *o = d->head; o; o = o->next)
+    same += !o->cut && same_ip(o, k);
+  if (same > d->max_per_ip)
+    make_room(d, k, 1);
+  else if (d->nlive > d->max_conns)
+    make_room(d, k, 0);
+  pthread_cond_signal(&d->cond);
+  pthread_mutex_unlock(&d->lock);
+}
+
+/* MHD's timeout is an idle one: a client that sends a byte every few
+ * seconds would keep its connection forever.  This thread cuts every
+ * connection whose request has not been answered within the deadline. */
+static void *watch_main(void *arg) {
+  struct h2t_diag *d = arg;
+  pthread_mutex_lock(&d->lock);
+  while (!d->stopping) {
+    uint64_t now = h2t_now_us(), next = UINT64_MAX;
+    for (struct conn *k = d->head; k; k = k->next) {
+      if (k->cut)
+        continue;
+      if (now - k->since_us >= d->deadline_us)
+        cut(d, k);
+      else if (k->since_us + d->deadline_us < next)
+        next = k->since_us + d->deadline_us;
+    }
+    if (next == UINT64_MAX) {
+      pthread_cond_wait(&d->cond, &d->lock);
+    } else {
+      struct timespec ts = {.tv_sec = (time_t)(next / 1000000),
+                            .tv_nsec = (long)(next % 1000000) * 1000};
+      pthread_cond_timedwait(&d->cond, &d->lock, &ts);
+    }
+  }
+  pthread_mutex_unlock(&d->lock);
+  return NULL;
+}
+
+static void stop_watch(struct h2t_diag *d) {
+  if (!d->watching)
+    return;
+  pthread_mutex_lock(&d->lock);
+  d->stopping = 1;
+  pthread_cond_signal(&d->cond);
+  pthread_mutex_unlock(&d->lock);
+  pthread_join(d->watch, NULL);
+  d->watching = 0;
 }
 
 /* --- start / stop ------------------------------------------------------- */
@@ -605,6 +1043,46 @@ static int parse_listen(const char *s, struct sockaddr_storage *ss) {
   return 0;
 }
 
+static void free_list(char **l, size_t n) {
+  for (size_t i = 0; i < n && l; i++)
+    free(l[i]);
+  free(l);
+}
+
+/* Copy a caller's list of non-empty strings.  0, H2T_ERR_INVALID_ARG,
+ * H2T_ERR_NOMEM. */
+static int copy_list(char ***out, size_t *nout, const char *const *l, size_t n) {
+  *out = NULL;
+  *nout = 0;
+  if (!n)
+    return 0;
+  if (!l || n > DIAG_MAX_LIST)
+    return H2T_ERR_INVALID_ARG;
+  for (size_t i = 0; i < n; i++)
+    if (!l[i] || !l[i][0] || strlen(l[i]) > 255)
+      return H2T_ERR_INVALID_ARG;
+  char **c = calloc(n, sizeof *c);
+  if (!c)
+    return H2T_ERR_NOMEM;
+  for (size_t i = 0; i < n; i++)
+    if (!(c[i] = strdup(l[i]))) {
+      free_list(c, n);
+      return H2T_ERR_NOMEM;
+    }
+  *out = c;
+  *nout = n;
+  return 0;
+}
+
+static void diag_free(struct h2t_diag *d) {
+  if (!d)
+    return;
+  free(d->token);
+  free_list(d->origins, d->norigins);
+  free_list(d->hosts, d->nhosts);
+  free(d);
+}
+
 int h2t_diag_start(h2t_diag **out, const h2t_diag_config *cfgp) {
   h2t_diag_config cfg_ = {H2T_DIAG_CONFIG_INIT}, *cfg = &cfg_;
   if (!out)
@@ -635,40 +1113,79 @@ int h2t_diag_start(h2t_diag **out, const h2t_diag_config *cfgp) {
     }
     d->token_len = strlen(d->token);
   }
-  if ((rc = h2t_inflight_hold()) != 0)
+  if ((rc = copy_list(&d->origins, &d->norigins, cfg->cors_origins,
+                      cfg->ncors_origins)) != 0 ||
+      (rc = copy_list(&d->hosts, &d->nhosts, cfg->hosts, cfg->nhosts)) != 0)
     goto fail;
+  if (ss.ss_family == AF_INET) {
+    const struct sockaddr_in *a = (const void *)&ss;
+    inet_ntop(AF_INET, &a->sin_addr, d->listen_host, sizeof d->listen_host);
+    d->wildcard = a->sin_addr.s_addr == htonl(INADDR_ANY);
+  } else {
+    const struct sockaddr_in6 *a = (const void *)&ss;
+    inet_ntop(AF_INET6, &a->sin6_addr, d->listen_host, sizeof d->listen_host);
+    d->wildcard = IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr);
+  }
+  d->show_query = cfg->show_query != 0;
+  d->max_conns = cfg->max_connections ? cfg->max_connections : 16;
+  d->max_per_ip = cfg->max_connections_per_ip ? cfg->max_connections_per_ip
+                                              : d->max_conns / 2;
+  if (!d->max_per_ip)
+    d->max_per_ip = 1;
+  d->deadline_us =
+      (uint64_t)(cfg->request_deadline_ms ? cfg->request_deadline_ms : 10000) *
+      1000;
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* h2t_now_us()'s clock */
+  pthread_mutex_init(&d->lock, NULL);
+  pthread_cond_init(&d->cond, &ca);
+  pthread_condattr_destroy(&ca);
+  if (pthread_create(&d->watch, NULL, watch_main, d) != 0) {
+    rc = H2T_ERR_SYSTEM;
+    goto fail_sync;
+  }
+  d->watching = 1;
+  if ((rc = h2t_inflight_hold()) != 0)
+    goto fail_sync;
   if ((rc = h2t__stacks_init()) != 0) {
     h2t_inflight_release();
-    goto fail;
+    goto fail_sync;
   }
-  unsigned maxconn = cfg->max_connections ? cfg->max_connections : 16;
   unsigned timeout = cfg->timeout_s ? cfg->timeout_s : 10;
-  /* ITC: the daemon's thread wakes for a connection handed to it with
-   * MHD_add_connection() (h2t__diag_adopt), not only for its listener */
-  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC;
+  /* epoll (else poll): select() refuses descriptors past 1023, which a busy
+   * process has; the limits given to MHD leave room above the budget so that
+   * a newcomer reaches on_connection(), which makes room.  ITC: the daemon's
+   * thread wakes for a connection handed to it with MHD_add_connection()
+   * (h2t__diag_adopt), not only for its listener. */
+  unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ITC;
   if (ss.ss_family == AF_INET6)
     flags |= MHD_USE_IPv6;
   d->mhd = MHD_start_daemon(
       flags, 0, NULL, NULL, on_request, d, MHD_OPTION_SOCK_ADDR,
       (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-      (size_t)DIAG_CONN_MEMORY, MHD_OPTION_CONNECTION_LIMIT, maxconn,
-      MHD_OPTION_CONNECTION_TIMEOUT, timeout, MHD_OPTION_NOTIFY_COMPLETED,
-      on_completed, NULL, MHD_OPTION_END);
+      (size_t)DIAG_CONN_MEMORY, MHD_OPTION_CONNECTION_LIMIT,
+      d->max_conns * 2 + 2, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+      d->max_per_ip * 2 + 2, MHD_OPTION_CONNECTION_TIMEOUT, timeout,
+      MHD_OPTION_NOTIFY_COMPLETED, on_completed, d,
+      MHD_OPTION_NOTIFY_CONNECTION, on_connection, d, MHD_OPTION_END);
   if (!d->mhd) {
     h2t__stacks_fini();
     h2t_inflight_release();
     rc = H2T_ERR_BIND;
-    goto fail;
+    goto fail_sync;
   }
   const union MHD_DaemonInfo *info =
       MHD_get_daemon_info(d->mhd, MHD_DAEMON_INFO_BIND_PORT);
   d->port = info ? info->port : 0;
   *out = d;
   return 0;
+fail_sync:
+  stop_watch(d);
+  pthread_cond_destroy(&d->cond);
+  pthread_mutex_destroy(&d->lock);
 fail:
-  if (d)
-    free(d->token);
-  free(d);
+  diag_free(d);
   atomic_store(&diag_running, 0);
   return rc;
 }
@@ -688,10 +1205,12 @@ uint16_t h2t_diag_port(const h2t_diag *d) { return d ? d->port : 0; }
 void h2t_diag_stop(h2t_diag *d) {
   if (!d)
     return;
-  MHD_stop_daemon(d->mhd);
+  MHD_stop_daemon(d->mhd); /* every connection's "closed" empties the list */
+  stop_watch(d);
+  pthread_cond_destroy(&d->cond);
+  pthread_mutex_destroy(&d->lock);
   h2t__stacks_fini();
   h2t_inflight_release();
-  free(d->token);
-  free(d);
+  diag_free(d);
   atomic_store(&diag_running, 0);
 }

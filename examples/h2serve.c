@@ -66,6 +66,9 @@ static void usage(FILE *f) {
           "                     /metrics...; loopback only) and SIGUSR1\n"
           "                     in-flight report on stderr\n"
           "  --diag-token T     bearer token that allows POST .../cancel\n"
+          "  --diag-cors ORIGIN a web page of ORIGIN (http://127.0.0.1:9901)\n"
+          "                     may read the endpoint and cancel (repeat)\n"
+          "  --diag-show-query  show query strings (redacted by default)\n"
           "  --help, --version\n"
           "routes: /echo, /delay?ms=N, /bytes?n=N, /proxy?to=URL (last\n"
           "        parameter; URL may be %%-encoded), anything else: a file\n");
@@ -622,6 +625,9 @@ int main(int argc, char **argv) {
   const char *cert = NULL, *key = NULL, *address = "127.0.0.1", *root = ".";
   uint32_t port = 0;
   const char *diag_listen = NULL, *diag_token = NULL; /* --diag */
+  const char *diag_cors[16];
+  size_t ndiag_cors = 0;
+  int diag_show_query = 0;
   h2t_server_config cfg = {H2T_SERVER_CONFIG_INIT};
   for (int i = 1; i < argc; i++) {
     const char *o = argv[i];
@@ -644,6 +650,8 @@ int main(int argc, char **argv) {
       g_quiet = 1;
     } else if (!strcmp(o, "--shed-503")) {
       cfg.shed_action = H2T_SHED_503;
+    } else if (!strcmp(o, "--diag-show-query")) {
+      diag_show_query = 1;
     } else if (!v) {
       return bad("unknown option or missing value: %s", o);
     } else if (!strcmp(o, "--port")) {
@@ -704,6 +712,10 @@ int main(int argc, char **argv) {
       if (errno || *end || !*v || *v == '-' || !b)
         return bad("bad --body-server-budget: %s", v);
       cfg.body_server_budget = b;
+    } else if (!strcmp(o, "--diag-cors")) {
+      if (!v || !*v || ndiag_cors == sizeof diag_cors / sizeof diag_cors[0])
+        return bad("bad --diag-cors (at most 16): %s", v ? v : "");
+      diag_cors[ndiag_cors++] = v;
       i++;
     } else if (!strcmp(o, "--max-conns")) {
       if (parse_u32(v, UINT32_MAX, &cfg.max_conns) != 0 || !cfg.max_conns)
@@ -715,8 +727,8 @@ int main(int argc, char **argv) {
   }
   if (h2c == tls)
     return bad("%s", "give exactly one of --h2c or --tls CERT KEY");
-  if (diag_token && !diag_listen)
-    return bad("%s", "--diag-token needs --diag");
+  if ((diag_token || ndiag_cors || diag_show_query) && !diag_listen)
+    return bad("%s", "--diag-token, --diag-cors, --diag-show-query need --diag");
   if (!have_port)
     return bad("%s", "--port is required (0: any free port)");
   struct stat st;
@@ -763,6 +775,9 @@ int main(int argc, char **argv) {
     h2t_diag_config dc = {H2T_DIAG_CONFIG_INIT};
     dc.listen = diag_listen;
     dc.token = diag_token;
+    dc.cors_origins = diag_cors;
+    dc.ncors_origins = ndiag_cors;
+    dc.show_query = diag_show_query;
     rc = h2t_diag_start(&diag, &dc);
     if (rc != 0) {
       fprintf(stderr, "h2serve: --diag %s: %s%s\n", diag_listen,

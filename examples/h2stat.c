@@ -27,6 +27,9 @@ typedef struct opts {
   int has_body, insecure, json;
   cli_headers headers;
   const char *diag, *diag_token; /* --diag ADDR:PORT, --diag-token */
+  const char *diag_cors[16];      /* --diag-cors, repeated */
+  size_t ndiag_cors;
+  int diag_show_query;            /* --diag-show-query */
   const char *har, *trace_json;   /* --har FILE, --trace-json FILE */
 } opts;
 
@@ -89,6 +92,9 @@ static void usage(FILE *f) {
       "      --diag ADDR:PORT  serve the diagnostics endpoint meanwhile\n"
       "                     (GET /debug/requests, /metrics...; loopback only)\n"
       "      --diag-token T bearer token that allows POST .../cancel\n"
+      "      --diag-cors ORIGIN  a web page of ORIGIN may read the endpoint\n"
+      "                     and cancel (repeat)\n"
+      "      --diag-show-query  show query strings (redacted by default)\n"
       "      --har FILE     write every request as HAR 1.2 to FILE ('-': stdout)\n"
       "      --trace-json FILE  write a Chrome trace (Perfetto, chrome://tracing)\n"
       "                     to FILE: a lane per connection, a span per phase\n"
@@ -108,7 +114,7 @@ static int usage_error(const char *fmt, const char *arg) {
 
 /* Long-only options get ids past the ASCII range. */
 enum { OPT_CACERT = 256, OPT_TIMEOUT, OPT_JSON, OPT_DIAG, OPT_DIAG_TOKEN,
-       OPT_HAR, OPT_TRACE_JSON };
+       OPT_HAR, OPT_TRACE_JSON, OPT_DIAG_CORS, OPT_DIAG_SHOW_QUERY };
 
 /* Returns -1 to go on, else the exit code. */
 static int parse_args(opts *o, int argc, char **argv, int *first_url) {
@@ -119,6 +125,8 @@ static int parse_args(opts *o, int argc, char **argv, int *first_url) {
       {"json", no_argument, NULL, OPT_JSON},
       {"diag", required_argument, NULL, OPT_DIAG},
       {"diag-token", required_argument, NULL, OPT_DIAG_TOKEN},
+      {"diag-cors", required_argument, NULL, OPT_DIAG_CORS},
+      {"diag-show-query", no_argument, NULL, OPT_DIAG_SHOW_QUERY},
       {"har", required_argument, NULL, OPT_HAR},
       {"trace-json", required_argument, NULL, OPT_TRACE_JSON},
       {"output", required_argument, NULL, 'o'},
@@ -187,6 +195,14 @@ static int parse_args(opts *o, int argc, char **argv, int *first_url) {
       break;
     case OPT_DIAG_TOKEN:
       o->diag_token = optarg;
+      break;
+    case OPT_DIAG_CORS:
+      if (!*optarg || o->ndiag_cors == sizeof o->diag_cors / sizeof o->diag_cors[0])
+        return usage_error("bad --diag-cors (at most 16): '%s'", optarg);
+      o->diag_cors[o->ndiag_cors++] = optarg;
+      break;
+    case OPT_DIAG_SHOW_QUERY:
+      o->diag_show_query = 1;
       break;
     case OPT_HAR:
       o->har = optarg;
@@ -629,6 +645,9 @@ int main(int argc, char **argv) {
     h2t_diag_config dc = {H2T_DIAG_CONFIG_INIT};
     dc.listen = a.o.diag;
     dc.token = a.o.diag_token;
+    dc.cors_origins = a.o.diag_cors;
+    dc.ncors_origins = a.o.ndiag_cors;
+    dc.show_query = a.o.diag_show_query;
     err = h2t_diag_start(&diag, &dc);
     if (err) {
       fprintf(stderr, PROG ": --diag %s: %s (%s)\n", a.o.diag, h2t_strerror(err),

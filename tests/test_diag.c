@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -125,10 +126,8 @@ static void on_cancel(void *arg, uint64_t id, const char *why) {
 
 static struct inflight_entry *cli, *srv;
 
-static int start(const char *token) {
-  h2t_diag_config cfg = {H2T_DIAG_CONFIG_INIT};
-  cfg.token = token;
-  int rc = h2t_diag_start(&diag, &cfg);
+static int start_entries(const h2t_diag_config *cfg) {
+  int rc = h2t_diag_start(&diag, cfg);
   if (rc)
     return rc;
   port = h2t_diag_port(diag);
@@ -145,8 +144,22 @@ static int start(const char *token) {
   return 0;
 }
 
+static int start(const char *token) {
+  h2t_diag_config cfg = {H2T_DIAG_CONFIG_INIT};
+  cfg.token = token;
+  return start_entries(&cfg);
+}
+
 static int setup_token(void **state) { return start(TOKEN); }
 static int setup_notoken(void **state) { return start(NULL); }
+
+static const char *const cors_origins[] = {"http://127.0.0.1:8000",
+                                           "http://localhost:9000"};
+static int setup_cors(void **state) {
+  h2t_diag_config cfg = {H2T_DIAG_CONFIG_INIT, .token = TOKEN,
+                         .cors_origins = cors_origins, .ncors_origins = 2};
+  return start_entries(&cfg);
+}
 
 static int teardown(void **state) {
   h2t__inflight_end(cli, 0);
@@ -178,6 +191,17 @@ static void test_config_checks(void **state) {
     h2t_diag_stop(d);
   }
   assert_null(h2t_diag_port(NULL) ? (void *)1 : NULL);
+  /* a list entry must be a non-empty string */
+  static const char *const bad[] = {""};
+  h2t_diag_config c2 = {H2T_DIAG_CONFIG_INIT, .cors_origins = bad,
+                        .ncors_origins = 1};
+  assert_int_equal(h2t_diag_start(&d, &c2), H2T_ERR_INVALID_ARG);
+  c2.cors_origins = NULL;
+  assert_int_equal(h2t_diag_start(&d, &c2), H2T_ERR_INVALID_ARG);
+  c2.ncors_origins = 0;
+  c2.hosts = bad;
+  c2.nhosts = 1;
+  assert_int_equal(h2t_diag_start(&d, &c2), H2T_ERR_INVALID_ARG);
   /* the port is taken: a clear error, nothing changes */
   int busy = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a = {.sin_family = AF_INET};
@@ -197,7 +221,7 @@ static void test_config_checks(void **state) {
 static void test_requests_list(void **state) {
   struct resp r = http("GET", "/debug/requests", NULL);
   assert_int_equal(r.status, 200);
-  assert_true(has_header(&r, "Access-Control-Allow-Origin: *"));
+  assert_false(has_header(&r, "Access-Control-Allow-Origin")); /* none listed */
   assert_true(has_header(&r, "Content-Type: application/json"));
   json_t *j = body_json(&r);
   json_t *reqs = json_object_get(j, "requests");
@@ -287,7 +311,7 @@ static void test_bad_inputs(void **state) {
     resp_free(&r);
   }
   /* a declared huge body: 413 before it is sent */
-  const char big[] = "POST /debug/requests/501/cancel HTTP/1.1\r\nHost: x\r\n"
+  const char big[] = "POST /debug/requests/501/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                      "Connection: close\r\nContent-Length: 10000000\r\n\r\n";
   struct resp r = http_raw(big, sizeof big - 1);
   assert_int_equal(r.status, 413);
@@ -775,6 +799,419 @@ static void test_slow_client_dropped(void **state) {
   assert_int_equal(h2t_inflight_disable(), 0);
 }
 
+/* --- an endpoint safe to leave on (issue 11) ------------------------------ */
+
+static int start_cfg(h2t_diag_config *cfg) {
+  int rc = h2t_diag_start(&diag, cfg);
+  if (rc)
+    return rc;
+  port = h2t_diag_port(diag);
+  return 0;
+}
+
+static void stop_cfg(void) {
+  h2t_diag_stop(diag);
+  diag = NULL;
+  assert_int_equal(h2t_inflight_disable(), 0);
+}
+
+static struct resp get_with(const char *path, const char *host,
+                            const char *headers) {
+  char req[2048];
+  int n = snprintf(req, sizeof req,
+                   "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n%s\r\n",
+                   path, host, headers ? headers : "");
+  return http_raw(req, (size_t)n);
+}
+
+/* Only listed origins may read, and only they get a preflight. */
+static void test_cors_listed_origins_only(void **state) {
+  struct resp r = http("GET", "/debug/requests", "Origin: http://evil.example\r\n");
+  assert_int_equal(r.status, 200);
+  assert_false(has_header(&r, "Access-Control-Allow-Origin"));
+  resp_free(&r);
+  r = http("GET", "/debug/threads", "Origin: http://127.0.0.1:8001\r\n");
+  assert_false(has_header(&r, "Access-Control-Allow-Origin"));
+  resp_free(&r);
+  r = http("GET", "/debug/requests", "Origin: http://127.0.0.1:8000\r\n");
+  assert_int_equal(r.status, 200);
+  assert_true(has_header(&r, "Access-Control-Allow-Origin: http://127.0.0.1:8000\r"));
+  assert_true(has_header(&r, "Vary: Origin"));
+  resp_free(&r);
+  r = http("GET", "/debug/recent?format=har", "Origin: http://localhost:9000\r\n");
+  assert_true(has_header(&r, "Access-Control-Allow-Origin: http://localhost:9000\r"));
+  resp_free(&r);
+  /* preflight of the web page's cancel */
+  const char *pre = "Origin: http://127.0.0.1:8000\r\n"
+                    "Access-Control-Request-Method: POST\r\n"
+                    "Access-Control-Request-Headers: authorization\r\n";
+  r = http("OPTIONS", "/debug/requests/501/cancel", pre);
+  assert_int_equal(r.status, 204);
+  assert_true(has_header(&r, "Access-Control-Allow-Origin: http://127.0.0.1:8000\r"));
+  assert_true(has_header(&r, "Access-Control-Allow-Headers: Authorization"));
+  assert_true(has_header(&r, "Access-Control-Allow-Methods: GET, HEAD, POST"));
+  resp_free(&r);
+  r = http("OPTIONS", "/debug/requests/501/cancel",
+           "Origin: http://evil.example\r\nAccess-Control-Request-Method: POST\r\n");
+  assert_int_equal(r.status, 403);
+  assert_false(has_header(&r, "Access-Control-Allow-Origin"));
+  resp_free(&r);
+  /* a foreign page changes nothing, token or not; a listed one may */
+  atomic_store(&cancel_called_id, 0);
+  r = http("POST", "/debug/requests/501/cancel",
+           "Origin: http://evil.example\r\nAuthorization: Bearer " TOKEN "\r\n");
+  assert_int_equal(r.status, 403);
+  resp_free(&r);
+  assert_int_equal(atomic_load(&cancel_called_id), 0);
+  r = http("POST", "/debug/requests/501/cancel",
+           "Origin: http://127.0.0.1:8000\r\nAuthorization: Bearer " TOKEN "\r\n");
+  assert_int_equal(r.status, 200);
+  assert_true(has_header(&r, "Access-Control-Allow-Origin: http://127.0.0.1:8000\r"));
+  resp_free(&r);
+  assert_int_equal(atomic_load(&cancel_called_id), 501);
+  /* the page's own origin (http:// + Host) posts without being listed */
+  char same[128];
+  snprintf(same, sizeof same, "Origin: http://127.0.0.1\r\n"
+                              "Authorization: Bearer " TOKEN "\r\n");
+  r = http("POST", "/debug/requests/502/cancel", same);
+  assert_int_equal(r.status, 200);
+  resp_free(&r);
+}
+
+/* DNS rebinding: a page of evil.example resolved to 127.0.0.1 sends its own
+ * name as Host. */
+static void test_host_must_be_loopback_or_listed(void **state) {
+  static const char *const hosts[] = {"diag.internal"};
+  h2t_diag_config cfg = {H2T_DIAG_CONFIG_INIT, .hosts = hosts, .nhosts = 1};
+  assert_int_equal(start_cfg(&cfg), 0);
+  char with_port[64];
+  snprintf(with_port, sizeof with_port, "evil.example:%u", port);
+  const char *refused[] = {"evil.example", with_port, "127.0.0.1.evil.example",
+                           "localhost.evil.example", "10.0.0.1", "[::2]",
+                           "127.0.0.1:x", "", "localhost:99999"};
+  for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+    struct resp r = get_with("/debug/requests", refused[i], NULL);
+    if (r.status != 421)
+      fprintf(stderr, "Host: %s -> %d\n", refused[i], r.status);
+    assert_true(r.status == 421 || (r.status == 400 && !refused[i][0]));
+    if (r.status == 421) {
+      json_t *j = body_json(&r);
+      assert_non_null(strstr(json_string_value(json_object_get(j, "error")),
+                             "Host not allowed"));
+      json_decref(j);
+    }
+    resp_free(&r);
+  }
+  snprintf(with_port, sizeof with_port, "localhost:%u", port);
+  const char *accepted[] = {"127.0.0.1", with_port, "LOCALHOST", "[::1]",
+                            "[::1]:80", "127.0.0.2:1", "diag.internal",
+                            "Diag.Internal:443"};
+  for (size_t i = 0; i < sizeof accepted / sizeof accepted[0]; i++) {
+    struct resp r = get_with("/debug/requests", accepted[i], NULL);
+    if (r.status != 200)
+      fprintf(stderr, "Host: %s -> %d\n", accepted[i], r.status);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+  }
+  stop_cfg();
+}
+
+static int open_fds(int *fds, int n) {
+  for (int i = 0; i < n; i += 2)
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds + i) != 0)
+      return -1;
+  return 0;
+}
+
+/* select() refuses descriptors past 1023: with 1,100 idle descriptors open
+ * (an HTTP/2 server's connections) every request to the endpoint failed. */
+static void test_answers_with_fds_past_1024(void **state) {
+  struct rlimit rl;
+  getrlimit(RLIMIT_NOFILE, &rl);
+  if (rl.rlim_max < 2048) {
+    fprintf(stderr, "skip: RLIMIT_NOFILE hard limit %lu\n",
+            (unsigned long)rl.rlim_max);
+    return;
+  }
+  struct rlimit want = {.rlim_cur = 2048, .rlim_max = rl.rlim_max};
+  assert_int_equal(setrlimit(RLIMIT_NOFILE, &want), 0);
+  assert_int_equal(start_cfg(&(h2t_diag_config){H2T_DIAG_CONFIG_INIT}), 0);
+  enum { N = 1100 };
+  static int fds[N];
+  assert_int_equal(open_fds(fds, N), 0);
+  assert_true(fds[N - 1] >= 1024);
+  uint64_t t0 = h2t_now_us();
+  for (int i = 0; i < 5; i++) { /* each accepted past fd 1024 */
+    struct resp r = http("GET", "/debug/requests", NULL);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+  }
+  uint64_t t1 = h2t_now_us();
+  fprintf(stderr, "5 answers with %d fds open: %.1f ms\n", N,
+          (double)(t1 - t0) / 1000);
+  stop_cfg();
+  /* started with them open: its own socket is past 1024 too */
+  assert_int_equal(start_cfg(&(h2t_diag_config){H2T_DIAG_CONFIG_INIT}), 0);
+  struct resp r = http("GET", "/metrics", NULL);
+  assert_int_equal(r.status, 200);
+  resp_free(&r);
+  stop_cfg();
+  for (int i = 0; i < N; i++)
+    close(fds[i]);
+  setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+static int connect_from(const char *src) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  if (src) {
+    inet_pton(AF_INET, src, &a.sin_addr);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+  }
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+  return fd;
+}
+
+/* Closed by the server: EOF or reset, within ms. */
+static int closed_within(int fd, int ms) {
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  for (;;) {
+    int pr = poll(&p, 1, ms);
+    if (pr < 0 && errno == EINTR)
+      continue;
+    if (pr <= 0)
+      return 0;
+    char b[64];
+    ssize_t n = recv(fd, b, sizeof b, MSG_DONTWAIT);
+    return n <= 0;
+  }
+}
+
+/* Slow-loris: 20 clients trickle a header byte every second (each byte
+ * resets MHD's idle timeout).  A normal client still gets its answer at
+ * once, and the tricklers are cut at the request deadline. */
+static void test_tricklers_cannot_lock_out(void **state) {
+  h2t_diag_config cfg = {H2T_DIAG_CONFIG_INIT, .request_deadline_ms = 1500};
+  assert_int_equal(start_cfg(&cfg), 0);
+  enum { NT = 20 };
+  int t[NT];
+  static const char req[] = "GET /debug/requests HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+  uint64_t t0 = h2t_now_us();
+  for (int i = 0; i < NT; i++) {
+    t[i] = connect_from(NULL);
+    send(t[i], req, 1, MSG_NOSIGNAL);
+  }
+  usleep(200000);
+  uint64_t a0 = h2t_now_us();
+  struct resp r = http("GET", "/debug/requests", NULL);
+  uint64_t answered = h2t_now_us() - a0;
+  fprintf(stderr, "answer with %d tricklers: %.1f ms\n", NT,
+          (double)answered / 1000);
+  assert_int_equal(r.status, 200);
+  assert_true(answered < 1000000);
+  resp_free(&r);
+  usleep(800000); /* t = 1 s: a byte each, before the deadline */
+  int alive = 0;
+  for (int i = 0; i < NT; i++)
+    alive += send(t[i], req + 1, 1, MSG_NOSIGNAL) == 1 && !closed_within(t[i], 0);
+  assert_true(alive >= 1); /* some were kept until the deadline */
+  uint64_t last = 0;
+  for (int i = 0; i < NT; i++) {
+    assert_true(closed_within(t[i], 3000));
+    uint64_t at = h2t_now_us() - t0;
+    if (at > last)
+      last = at;
+    close(t[i]);
+  }
+  fprintf(stderr, "tricklers all cut %.2f s after they connected\n",
+          (double)last / 1e6);
+  assert_true(last < 2600000); /* deadline 1.5 s, not the 10 s idle timeout */
+  stop_cfg();
+}
+
+/* One address holds at most max_connections_per_ip; others get in. */
+static void test_per_ip_budget(void **state) {
+  h2t_diag_config cfg = {H2T_DIAG_CONFIG_INIT, .max_connections = 16,
+                         .max_connections_per_ip = 4};
+  assert_int_equal(start_cfg(&cfg), 0);
+  int t[10], cut = 0;
+  for (int i = 0; i < 10; i++)
+    t[i] = connect_from("127.0.0.2");
+  usleep(300000);
+  for (int i = 0; i < 10; i++) {
+    cut += closed_within(t[i], 0);
+    close(t[i]);
+  }
+  assert_int_equal(cut, 6);
+  struct resp r = http("GET", "/metrics", NULL);
+  assert_int_equal(r.status, 200);
+  resp_free(&r);
+  stop_cfg();
+}
+
+/* The body limit is on the total: small chunks do not get around it. */
+static void test_chunked_body_limit(void **state) {
+  atomic_store(&cancel_called_id, 0);
+  size_t cap = 200 * 1024, off = 0;
+  char *req = malloc(cap);
+  off += (size_t)sprintf(req, "POST /debug/requests/501/cancel HTTP/1.1\r\n"
+                              "Host: 127.0.0.1\r\nConnection: close\r\n"
+                              "Authorization: Bearer " TOKEN "\r\n"
+                              "Transfer-Encoding: chunked\r\n\r\n");
+  for (int i = 0; i < 100; i++) {
+    off += (size_t)sprintf(req + off, "3e8\r\n");
+    memset(req + off, 'x', 1000);
+    off += 1000;
+    off += (size_t)sprintf(req + off, "\r\n");
+  }
+  off += (size_t)sprintf(req + off, "0\r\n\r\n");
+  struct resp r = http_raw(req, off);
+  assert_true(r.status != 200);
+  resp_free(&r);
+  free(req);
+  assert_int_equal(atomic_load(&cancel_called_id), 0);
+  r = http("GET", "/debug/requests", NULL); /* and it still answers */
+  assert_int_equal(r.status, 200);
+  resp_free(&r);
+}
+
+/* Input that is not UTF-8: a clear 400 from the endpoint; what the table
+ * holds from the network comes out as valid JSON all the same. */
+static void test_non_utf8(void **state) {
+  atomic_store(&cancel_called_id, 0);
+  const char *paths[] = {"/debug/requests?x=%FF", "/debug/%C3%28",
+                         "/debug/requests/501?%ED%A0%80=1", "/debug/%C0%AF"};
+  for (size_t i = 0; i < 4; i++) {
+    struct resp r = http("GET", paths[i], NULL);
+    assert_int_equal(r.status, 400);
+    json_t *j = body_json(&r);
+    assert_string_equal(json_string_value(json_object_get(j, "error")),
+                        "path or query is not UTF-8");
+    json_decref(j);
+    resp_free(&r);
+  }
+  struct resp r = http("POST", "/debug/requests/501/cancel?reason=%FFx",
+                       "Authorization: Bearer " TOKEN "\r\n");
+  assert_int_equal(r.status, 400);
+  resp_free(&r);
+  assert_int_equal(atomic_load(&cancel_called_id), 0);
+
+  struct inflight_entry *e = h2t__inflight_begin(
+      INFLIGHT_SERVER, 600, "G\xffT", "http", "h\xc3:1", "/a\xff\xfe?b", NULL, NULL);
+  h2t__inflight_set_status(e, "st\xe2\x82");
+  r = http("GET", "/debug/requests/600", NULL);
+  assert_int_equal(r.status, 200);
+  json_t *j = body_json(&r); /* jansson checks UTF-8 when it parses */
+  assert_string_equal(json_string_value(json_object_get(j, "path")),
+                      "/a\xef\xbf\xbd\xef\xbf\xbd?redacted");
+  assert_string_equal(json_string_value(json_object_get(j, "method")),
+                      "G\xef\xbf\xbdT");
+  assert_non_null(json_object_get(j, "status"));
+  assert_non_null(json_object_get(j, "authority"));
+  json_decref(j);
+  resp_free(&r);
+  r = http("GET", "/debug/requests", NULL);
+  j = body_json(&r);
+  assert_int_equal(json_array_size(json_object_get(j, "requests")), 3);
+  json_decref(j);
+  resp_free(&r);
+  h2t__inflight_end(e, 0);
+}
+
+/* Long strings are cut on a character boundary, never inside one. */
+static void test_truncation_on_char_boundary(void **state) {
+  char path[400] = "/", status[200] = "";
+  for (int i = 0; i < 120; i++)
+    strcat(path, "\xe2\x82\xac"); /* € */
+  for (int i = 0; i < 60; i++)
+    strcat(status, "\xc3\xa9"); /* é */
+  for (int shift = 0; shift < 3; shift++) {
+    char auth[8];
+    snprintf(auth, sizeof auth, "h%.*s", shift, "xx");
+    struct inflight_entry *e = h2t__inflight_begin(
+        INFLIGHT_CLIENT, 610 + (uint64_t)shift, "GET", "http", auth, path, NULL, NULL);
+    h2t__inflight_set_status(e, status + 2 * shift); /* whole characters */
+    h2t_inflight_info info;
+    assert_int_equal(h2t_inflight_get(610 + (uint64_t)shift, &info), 0);
+    size_t pl = strlen(info.path), sl = strlen(info.status);
+    assert_true(pl > 60 && pl < strlen(path));
+    assert_string_equal(info.path + pl - 3, "...");
+    assert_string_equal(info.status + sl - 3, "...");
+    json_t *p = json_stringn(info.path, pl), *s = json_stringn(info.status, sl);
+    assert_non_null(p); /* NULL: not UTF-8, cut inside a character */
+    assert_non_null(s);
+    json_decref(p);
+    json_decref(s);
+    h2t__inflight_end(e, 0);
+  }
+}
+
+/* The whole Authorization value is compared: no prefix, suffix or other
+ * spacing of the token passes. */
+static void test_token_whole_value(void **state) {
+  atomic_store(&cancel_called_id, 0);
+  const char *wrong[] = {"Authorization: Bearer s3cret\r\n",
+                         "Authorization: Bearer s3cret-token-and-more\r\n",
+                         "Authorization: Bearer  s3cret-token\r\n",
+                         "Authorization: Bearer\ts3cret-token\r\n",
+                         "Authorization: Bearer x s3cret-token\r\n",
+                         "Authorization: Bearer s3cret-tokeN\r\n",
+                         "Authorization: BearerXs3cret-token\r\n",
+                         "Authorization: Bearer s3cret-token\r\n"
+                         "Authorization: Bearer nope\r\n"};
+  for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
+    struct resp r = http("POST", "/debug/requests/501/cancel", wrong[i]);
+    if (!(r.status == 400 || r.status == 401 || r.status == 403))
+      fprintf(stderr, "%s -> %d\n", wrong[i], r.status);
+    assert_true(r.status == 400 || r.status == 401 || r.status == 403);
+    resp_free(&r);
+  }
+  assert_int_equal(atomic_load(&cancel_called_id), 0);
+  struct resp r = http("POST", "/debug/requests/501/cancel",
+           "Authorization: BEARER " TOKEN "\r\n"); /* the scheme's case aside */
+  assert_int_equal(r.status, 200);
+  resp_free(&r);
+}
+
+/* Query strings are "redacted" in every answer unless show_query. */
+static void check_query_shown(int show) {
+  struct inflight_entry *e = h2t__inflight_begin(
+      INFLIGHT_SERVER, 620, "GET", "http", "q:1", "/search?user=alice&t=SECRET",
+      NULL, NULL);
+  struct resp r = http("GET", "/debug/requests/620", NULL);
+  json_t *j = body_json(&r);
+  assert_string_equal(json_string_value(json_object_get(j, "path")),
+                      show ? "/search?user=alice&t=SECRET" : "/search?redacted");
+  json_decref(j);
+  resp_free(&r);
+  r = http("GET", "/debug/requests", NULL);
+  assert_true((strstr(r.body, "SECRET") != NULL) == show);
+  resp_free(&r);
+  h2t__inflight_end(e, 0);
+  const char *routes[] = {"/debug/recent", "/debug/recent?format=har",
+                          "/debug/recent?format=chrome"};
+  for (int i = 0; i < 3; i++) {
+    r = http("GET", routes[i], NULL);
+    assert_int_equal(r.status, 200);
+    assert_true((strstr(r.body, "SECRET") != NULL) == show);
+    assert_non_null(strstr(r.body, show ? "/search?user=alice" : "/search?redacted"));
+    resp_free(&r);
+  }
+}
+
+static void test_query_redacted_by_default(void **state) {
+  check_query_shown(0);
+}
+
+static void test_query_shown_when_asked(void **state) {
+  h2t_diag_config cfg = {H2T_DIAG_CONFIG_INIT, .show_query = 1};
+  assert_int_equal(start_cfg(&cfg), 0);
+  check_query_shown(1);
+  stop_cfg();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_config_checks),
@@ -796,6 +1233,22 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_answers_while_loop_stuck_and_threads,
                                       setup_token, teardown),
+      cmocka_unit_test_setup_teardown(test_cors_listed_origins_only, setup_cors,
+                                      teardown),
+      cmocka_unit_test(test_host_must_be_loopback_or_listed),
+      cmocka_unit_test(test_answers_with_fds_past_1024),
+      cmocka_unit_test(test_tricklers_cannot_lock_out),
+      cmocka_unit_test(test_per_ip_budget),
+      cmocka_unit_test_setup_teardown(test_chunked_body_limit, setup_token,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_non_utf8, setup_token, teardown),
+      cmocka_unit_test_setup_teardown(test_truncation_on_char_boundary,
+                                      setup_token, teardown),
+      cmocka_unit_test_setup_teardown(test_token_whole_value, setup_token,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_query_redacted_by_default,
+                                      setup_token, teardown),
+      cmocka_unit_test(test_query_shown_when_asked),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -892,6 +892,9 @@ struct h2t_export_reader {
   struct inflight_entry ecopy;
   h2t_inflight_info info;
   xview view;
+  int redact_query;
+  char *rpath; /* the view's path with its query redacted */
+  size_t rcap;
 };
 
 static int seen_before(uint64_t *ring, unsigned *n, uint64_t id) {
@@ -933,7 +936,33 @@ void h2t_export_reader_del(h2t_export_reader *r) {
   if (!r)
     return;
   free(r->buf);
+  free(r->rpath);
   free(r);
+}
+
+int h2t_export_reader_redact_query(h2t_export_reader *r, int on) {
+  if (!r)
+    return H2T_ERR_INVALID_ARG;
+  r->redact_query = on != 0;
+  return 0;
+}
+
+/* "/p?q" -> "/p?redacted" in the reader's buffer (as is if that fails). */
+static void redact_view(h2t_export_reader *r, xview *v) {
+  const char *q = strchr(v->path, '?');
+  if (!q)
+    return;
+  size_t n = (size_t)(q - v->path) + 1, need = n + sizeof "redacted";
+  if (need > r->rcap) {
+    char *p = realloc(r->rpath, need);
+    if (!p)
+      return;
+    r->rpath = p;
+    r->rcap = need;
+  }
+  memcpy(r->rpath, v->path, n);
+  memcpy(r->rpath + n, "redacted", sizeof "redacted");
+  v->path = r->rpath;
 }
 
 /* The next request's view, or NULL at the end. */
@@ -945,11 +974,13 @@ static const xview *next_view(h2t_export_reader *r) {
       if (!x)
         continue;
       view_of_rec(x, &r->view);
-      return &r->view;
+    } else {
+      if (h2t__ifl_recent_at(r->gen, seq, &r->ecopy) != 0)
+        continue; /* overwritten meanwhile */
+      view_of_entry(&r->ecopy, &r->info, &r->view);
     }
-    if (h2t__ifl_recent_at(r->gen, seq, &r->ecopy) != 0)
-      continue; /* overwritten meanwhile */
-    view_of_entry(&r->ecopy, &r->info, &r->view);
+    if (r->redact_query)
+      redact_view(r, &r->view);
     return &r->view;
   }
   return NULL;

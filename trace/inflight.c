@@ -429,8 +429,13 @@ static void copy_trunc(char *dst, size_t cap, const char *src) {
     memcpy(dst, src ? src : "", n + 1);
     return;
   }
-  memcpy(dst, src, cap - 4);
-  memcpy(dst + cap - 4, "...", 4);
+  /* on a character boundary: half a UTF-8 sequence breaks every JSON
+   * reader of the table */
+  size_t n0 = cap - 4;
+  while (n0 > 0 && ((unsigned char)src[n0] & 0xc0) == 0x80)
+    n0--;
+  memcpy(dst, src, n0);
+  memcpy(dst + n0, "...", 4);
 }
 
 /* authority\0path\0 into target; the authority gets at most half. */

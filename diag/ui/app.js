@@ -84,8 +84,8 @@
     if (e.name === 'TimeoutError' || e.name === 'AbortError') return 'no answer within ' + FETCH_TIMEOUT / 1000 + ' s';
     if (e.http) return e.message;
     if (ep.self) return 'no answer (is the process still running?)';
-    return 'no answer, or it refused this page: an endpoint on another origin must answer ' +
-      'Access-Control-Allow-Origin for ' + location.origin + ' (is the process running? does it allow cross-origin reads?)';
+    return 'no answer, or it refused this page: an endpoint on another origin must list ' + location.origin +
+      ' in its CORS origins (h2t_diag_config.cors_origins, --diag-cors; is the process running?)';
   }
 
   async function getJson(ep, path) {
@@ -424,8 +424,9 @@
       } catch (e) {
         toast(ep.self
           ? 'Cancel of #' + r.id + ': no answer from ' + ep.label
-          : ep.label + ' refused a cancel from this page: it does not accept a token from another origin ' +
-            '(CORS). Open ' + ep.base + '/debug/ui to cancel its requests.', true);
+          : ep.label + ' refused a cancel from this page: it does not list ' + location.origin +
+            ' in its CORS origins (h2t_diag_config.cors_origins, --diag-cors). Open ' + ep.base +
+            '/debug/ui to cancel its requests.', true);
         return;
       }
       let body = {};

@@ -55,8 +55,37 @@ typedef struct h2t_diag_config {
    * NULL or "": cancel is disabled (403). */
   const char *token;
   int allow_remote;    /* 1: allow a non-loopback listen address */
-  unsigned max_connections; /* 0: 16 */
+  /* At most this many clients at once (0: 16).  A client beyond it takes
+   * the place of the one that has waited longest without a complete request
+   * (idle keep-alive, or trickling its headers); if every one is being
+   * answered, the newcomer is closed. */
+  unsigned max_connections;
   unsigned timeout_s;       /* idle connection timeout; 0: 10 */
+
+  /* Fields below were added in 0.3; a caller built before gets defaults. */
+
+  /* Origins ("http://127.0.0.1:9901", compared exactly, case aside) whose
+   * web pages may read the endpoint and cancel through it: they get
+   * Access-Control-Allow-Origin and a preflight allowing Authorization.
+   * Copied.  None by default: no other page reads anything (a non-browser
+   * client such as h2top needs none). */
+  const char *const *cors_origins;
+  size_t ncors_origins;
+  /* Host header names accepted on top of 127.0.0.1, [::1], localhost and the
+   * listen address (for a name that reaches a non-loopback listen address).
+   * Copied.  Any other Host is refused (421), so that a DNS-rebinding page
+   * cannot reach the endpoint through a name of its own. */
+  const char *const *hosts;
+  size_t nhosts;
+  unsigned max_connections_per_ip; /* 0: max_connections / 2, at least 1 */
+  /* Each request must arrive and be answered within this (from the
+   * connection, or from the previous answer on it); the connection is then
+   * closed.  0: 10000 ms. */
+  unsigned request_deadline_ms;
+  /* 1: show query strings in paths (/debug/requests, /debug/recent, its
+   * exports).  0 (default): "/search?redacted" — a query often carries a
+   * token or a user's data. */
+  int show_query;
 } h2t_diag_config;
 
 #define H2T_DIAG_CONFIG_INIT .struct_size = sizeof(h2t_diag_config)

@@ -107,6 +107,11 @@ H2T_EXTERN int h2t_export_reader_new(h2t_export_reader **out,
 H2T_EXTERN ssize_t h2t_export_reader_read(h2t_export_reader *r, char *buf,
                                           size_t len);
 
+/* on=1: each request's URL loses its query ("/search?redacted"), as the
+ * diagnostics endpoint serves it unless told otherwise; call before the
+ * first read.  Returns 0, or H2T_ERR_INVALID_ARG for a NULL reader. */
+H2T_EXTERN int h2t_export_reader_redact_query(h2t_export_reader *r, int on);
+
 /* Free a reader.  NULL is a no-op. */
 H2T_EXTERN void h2t_export_reader_del(h2t_export_reader *r);
 
