@@ -500,7 +500,23 @@ static void *poller_main(void *arg) {
 
 static struct {
   uint64_t kills, goaways, restart_failed;
+  uint64_t killed_inflight; /* client requests to a peer as it was killed */
 } ch;
+
+/* Client requests in flight to 127.0.0.1:port, from the table. */
+static uint64_t inflight_to(int port) {
+  h2t_inflight_info *in;
+  size_t n;
+  uint64_t k = 0;
+  char auth[32];
+  snprintf(auth, sizeof auth, "127.0.0.1:%d", port);
+  if (h2t_inflight_snapshot(&in, &n) != 0)
+    return 0;
+  for (size_t i = 0; i < n; i++)
+    k += in[i].kind == H2T_INFLIGHT_CLIENT && !strcmp(in[i].authority, auth);
+  h2t_inflight_info_free(in);
+  return k;
+}
 
 static void *chaos_main(void *arg) {
   uint64_t next = opt.fault_every;
@@ -517,6 +533,7 @@ static void *chaos_main(void *arg) {
       h2t_test_stop(peers[i].pid); /* SIGTERM: GOAWAY, drain, exit */
       ch.goaways++;
     } else {
+      ch.killed_inflight += inflight_to(peers[i].port);
       kill(peers[i].pid, SIGKILL);
       h2t_test_stop(peers[i].pid); /* reaps it */
       ch.kills++;
@@ -701,9 +718,12 @@ int main(int argc, char **argv) {
                (unsigned long long)cl.count[r][e]);
     printf("\n");
   }
-  printf("soak: faults: %llu killed, %llu GOAWAY, %llu server-side stall "
-         "closes, %llu canceled from the poller\n",
-         (unsigned long long)ch.kills, (unsigned long long)ch.goaways,
+  printf("soak: faults: %llu killed (with %llu requests in flight to them), "
+         "%llu GOAWAY, %llu server-side stall closes, %llu canceled from the "
+         "poller\n",
+         (unsigned long long)ch.kills,
+         (unsigned long long)ch.killed_inflight,
+         (unsigned long long)ch.goaways,
          (unsigned long long)atomic_load(&stall_closed),
          (unsigned long long)pl.canceled);
   printf("soak: endpoint polled %llu times, %llu failed\n",
