@@ -6,6 +6,8 @@
 #   ./setup.sh test       install + build + run the default suite through ctest
 #                         (every test but the 1 M request soak)
 #   ./setup.sh asan       the same tests built with ASan+UBSan (build-asan/)
+#   ./setup.sh tsan       the threaded tests (label threaded) built with
+#                         ThreadSanitizer (build-tsan/)
 #   ./setup.sh soak       the 1 M request soak (label soak), minutes
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -63,6 +65,8 @@ case "${1:-build}" in
   test)  build build; cd build && exec ctest --output-on-failure -j2 --timeout 300 -LE soak ;;
   asan)  build build-asan -DH2T_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
          cd build-asan && exec ctest --output-on-failure -j2 --timeout 600 -LE soak ;;
+  tsan)  build build-tsan -DH2T_TSAN=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
+         cd build-tsan && exec ctest --output-on-failure -j2 --timeout 900 -L threaded ;;
   soak)  build build; cd build && exec ctest --output-on-failure -L soak ;;
-  *) echo "usage: $0 [build|demo|test|asan|soak]" >&2; exit 2 ;;
+  *) echo "usage: $0 [build|demo|test|asan|tsan|soak]" >&2; exit 2 ;;
 esac
