@@ -3,11 +3,15 @@
 # run what was asked.  Usage:
 #   ./setup.sh            install + build
 #   ./setup.sh demo       install + build + run the demo (h2serve traced by h2stat)
-#   ./setup.sh test       install + build + run every test through ctest
+#   ./setup.sh test       install + build + run the default suite through ctest
+#                         (every test but the 1 M request soak)
 #   ./setup.sh asan       the same tests built with ASan+UBSan (build-asan/)
 #   ./setup.sh fuzz       libFuzzer targets with clang, ASan and UBSan
 #                         (build-fuzz/), each fuzzed 60 s (ctest -L '^fuzz$');
 #                         then the default suite's short fuzz runs use them
+#   ./setup.sh tsan       the threaded tests (label threaded) built with
+#                         ThreadSanitizer (build-tsan/)
+#   ./setup.sh soak       the 1 M request soak (label soak), minutes
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -63,13 +67,16 @@ build() { # dir, extra cmake args...
 case "${1:-build}" in
   build) build build ;;
   demo)  build build; exec examples/demo.sh build ;;
-  test)  build build; cd build && exec ctest --output-on-failure -j2 --timeout 300 ;;
+  test)  build build; cd build && exec ctest --output-on-failure -j2 --timeout 300 -LE soak ;;
   asan)  build build-asan -DH2T_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
-         cd build-asan && exec ctest --output-on-failure -j2 --timeout 600 ;;
+         cd build-asan && exec ctest --output-on-failure -j2 --timeout 600 -LE soak ;;
+  tsan)  build build-tsan -DH2T_TSAN=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
+         cd build-tsan && exec ctest --output-on-failure -j2 --timeout 900 -L threaded ;;
+  soak)  build build; cd build && exec ctest --output-on-failure -L soak ;;
   # libFuzzer's runtime is clang's (libclang-rt-14-dev); only the fuzz
   # binaries are built here, one target fuzzed at a time, one worker each.
   fuzz)  H2T_BUILD_TARGET=h2t_fuzz build build-fuzz -DH2T_FUZZ=ON \
            -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo
          cd build-fuzz && exec ctest --output-on-failure -L '^fuzz$' ;;
-  *) echo "usage: $0 [build|demo|test|asan|fuzz]" >&2; exit 2 ;;
+  *) echo "usage: $0 [build|demo|test|asan|tsan|soak|fuzz]" >&2; exit 2 ;;
 esac

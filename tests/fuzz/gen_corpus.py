@@ -215,29 +215,29 @@ def url_seeds():
 def diag_seeds():
     auth = "Authorization: Bearer fuzz-token\r\n"
     s = {
-        "index": "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
-        "requests": "GET /debug/requests HTTP/1.1\r\nHost: x\r\n\r\n",
-        "one": "GET /debug/requests/1 HTTP/1.1\r\nHost: x\r\n\r\n",
-        "bad_id": "GET /debug/requests/01 HTTP/1.1\r\nHost: x\r\n\r\n",
-        "huge_id": "GET /debug/requests/99999999999999999999 HTTP/1.1\r\nHost: x\r\n\r\n",
-        "cancel": "POST /debug/requests/7/cancel?reason=fuzz HTTP/1.1\r\nHost: x\r\n" + auth +
+        "index": "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "requests": "GET /debug/requests HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "one": "GET /debug/requests/1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "bad_id": "GET /debug/requests/01 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "huge_id": "GET /debug/requests/99999999999999999999 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "cancel": "POST /debug/requests/7/cancel?reason=fuzz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + auth +
                   "Content-Length: 0\r\n\r\n",
-        "cancel_wrong_token": "POST /debug/requests/7/cancel HTTP/1.1\r\nHost: x\r\n"
+        "cancel_wrong_token": "POST /debug/requests/7/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                               "Authorization: Bearer fuzz-tokeN\r\nContent-Length: 0\r\n\r\n",
-        "cancel_no_bearer": "POST /debug/requests/7/cancel HTTP/1.1\r\nHost: x\r\n"
+        "cancel_no_bearer": "POST /debug/requests/7/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                             "Authorization: Basic eDp5\r\n\r\n",
-        "cancel_get": "GET /debug/requests/7/cancel HTTP/1.1\r\nHost: x\r\n\r\n",
-        "recent_head": "HEAD /debug/recent HTTP/1.1\r\nHost: x\r\n\r\n",
-        "connections": "GET /debug/connections HTTP/1.1\r\nHost: x\r\n\r\n",
-        "profile": "GET /debug/profile HTTP/1.1\r\nHost: x\r\n\r\n",
-        "metrics": "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
-        "threads": "GET /debug/threads HTTP/1.1\r\nHost: x\r\n\r\n",
-        "post_index": "POST /debug HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
-        "too_big": "POST /debug/requests/1/cancel HTTP/1.1\r\nHost: x\r\nContent-Length: 99999\r\n\r\n",
-        "chunked": "POST /debug/requests/1/cancel HTTP/1.1\r\nHost: x\r\n" + auth +
+        "cancel_get": "GET /debug/requests/7/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "recent_head": "HEAD /debug/recent HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "connections": "GET /debug/connections HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "profile": "GET /debug/profile HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "metrics": "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "threads": "GET /debug/threads HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "post_index": "POST /debug HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\n\r\nabc",
+        "too_big": "POST /debug/requests/1/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 99999\r\n\r\n",
+        "chunked": "POST /debug/requests/1/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\n" + auth +
                    "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-        "pipelined": "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET /debug HTTP/1.1\r\nHost: x\r\n\r\n",
-        "escaped": "GET /debug/requests/%31%32 HTTP/1.1\r\nHost: x\r\n\r\n",
+        "pipelined": "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /debug HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "escaped": "GET /debug/requests/%31%32 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
         "http10": "GET /debug HTTP/1.0\r\n\r\n",
         "garbage": "\x00\x01 / HTTP/9\r\n\r\n",
     }
