@@ -131,8 +131,8 @@ static void fire_event(const h2t_event *ev) {
        u->flow_blocked.stream_window, u->flow_blocked.conn_window)
     EV(SRV_STREAM_RESET, server__stream_reset, u->stream_reset.error_code,
        u->stream_reset.by_peer)
-    EV(SRV_STREAM_CLOSED, server__stream_closed, u->stream_closed.error_code,
-       u->stream_closed.total_us, u->stream_closed.bytes_in,
+    EV(SRV_STREAM_CLOSED, server__stream_closed, u->stream_closed.total_us,
+       u->stream_closed.error_code, u->stream_closed.bytes_in,
        u->stream_closed.bytes_out)
     EV(SRV_GOAWAY_SENT, server__goaway_sent, u->goaway_sent.error_code,
        u->goaway_sent.last_stream_id)
