@@ -23,7 +23,8 @@ PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
       libnghttp2-dev libssl-dev libev-dev libc-ares-dev libmicrohttpd-dev
       libjansson-dev libncurses-dev libcmocka-dev libunwind-dev
       nghttp2-server nghttp2-client curl openssl valgrind python3-h2
-      nginx-light h2o nodejs chromium prometheus)
+      nginx-light h2o nodejs chromium prometheus
+      systemtap-sdt-dev bpftrace)  # USDT probes; h2tlog and its test
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -34,13 +34,17 @@ librel=${libdir#"$pfx"/}
 
 # --- what is installed --------------------------------------------------
 want="h2bench h2serve h2stat"
-[ -x "$bin/bin/h2top" ] && want="h2bench h2serve h2stat h2top"
+[ -x "$bin/bin/h2tlog" ] && want+=" h2tlog"
+[ -x "$bin/bin/h2top" ] && want+=" h2top"
 have=$(ls "$pfx/bin" | sort | tr '\n' ' ' | sed 's/ $//')
 [ "$have" = "$want" ] || fail "bin/ holds '$have', expected '$want'"
 for t in $want; do
   [ -f "$pfx/share/man/man1/$t.1" ] || fail "no man page for $t"
 done
 ok "installed tools: $have, each with its man page"
+if [ -x "$pfx/bin/h2tlog" ]; then  # finds its bpftrace program from any prefix
+  "$pfx/bin/h2tlog" --list | grep -q "^request_headers (server)" || fail "h2tlog --list"
+fi
 
 needed() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; }
 core=$(needed "$libdir/libh2trace.so")
@@ -159,6 +163,9 @@ ok "pkg-config and find_package consumers, installed h2serve, h2stat and h2bench
 moved=$work/elsewhere/deeper
 mkdir -p "$(dirname "$moved")"
 mv "$pfx" "$moved"
+if [ -x "$moved/bin/h2tlog" ]; then
+  "$moved/bin/h2tlog" --list | grep -q "^got_conn (client)" || fail "moved: h2tlog lost its program"
+fi
 mpc=$moved/${pcdir#"$pfx"/}
 [ "$(PKG_CONFIG_PATH=$mpc pkg-config --variable=libdir h2trace | xargs realpath)" = "$(realpath "$moved/$librel")" ] ||
   fail "moved: h2trace.pc's libdir does not follow the prefix"

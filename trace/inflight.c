@@ -454,6 +454,8 @@ static void push_step(struct inflight_entry *e, unsigned st, uint64_t t) {
   e->visited |= 1u << st;
   e->state = (uint8_t)st;
   e->state_us = t;
+  if (__builtin_expect(H2T_PROBE_SEMA(H2T_PROBE_STATE_), 0))
+    h2t__probe_state(e->id, e->conn_id, e->stream_id, t, st, e->kind);
 }
 
 static void step_to(struct inflight_entry *e, unsigned st, uint64_t t) {

@@ -7,6 +7,7 @@
 #include <h2trace/common.h>
 #include <h2trace/trace.h>
 #include "trace/abi_int.h"
+#include "trace/probes_int.h"
 
 /* --- allocation through the optional h2t_mem --------------------------- */
 void *h2t_xmalloc(const h2t_mem *m, size_t n);
@@ -59,7 +60,11 @@ int h2t__trace_chain_add(trace_chain *tc, const void *trace);
  * (A trace that shrinks afterwards is skipped when events are dispatched.) */
 int h2t__trace_ok(const void *trace, int server);
 
-#define TRACE_WANTS(tc, type) __builtin_expect((int)(((tc)->mask >> (type)) & 1u), 0)
+/* A hook, the in-flight table or an attached probe wants the event.  The
+ * probe's semaphore is ORed in, not tested apart: still one branch. */
+#define TRACE_MASKED(tc, type) ((int)(((tc)->mask >> (type)) & 1u))
+#define TRACE_WANTS(tc, type)                                                  \
+  __builtin_expect(TRACE_MASKED(tc, type) | H2T_PROBE_ON(type), 0)
 
 /* Append a trace whose mask is already known (cached by the caller). */
 int h2t__trace_chain_push(trace_chain *tc, const void *trace, uint64_t mask);
@@ -76,8 +81,9 @@ extern const uint16_t h2t__trace_hook_off[H2T_EV_COUNT_];
 void h2t__trace_emit_slow(const trace_chain *tc, h2t_event *ev);
 
 /* Run every hook for ev->type along the chain; reads the clock if ev->t_us
- * is 0.  Call only after TRACE_WANTS().  Inline so that the common chain
- * costs a few loads and the hook's call, not a call into the walk. */
+ * is 0; fires the event's attached probes first.  Call only after
+ * TRACE_WANTS().  Inline so that the common chain costs a few loads and
+ * the hook's call, not a call into the walk. */
 /* Call one trace struct's hook for ev (reads nothing of it afterwards). */
 static inline void trace_call_one(const void *trace, h2t_event *ev) {
   const char *t = (const char *)trace;
@@ -90,6 +96,13 @@ static inline void trace_call_one(const void *trace, h2t_event *ev) {
 }
 
 static inline void trace_emit(const trace_chain *tc, h2t_event *ev) {
+  if (__builtin_expect(H2T_PROBE_ON(ev->type), 0)) {
+    if (!ev->t_us)
+      ev->t_us = h2t_now_us();
+    h2t__probe_event(ev);
+    if (!TRACE_MASKED(tc, ev->type))
+      return; /* only the probe wanted it */
+  }
   if (__builtin_expect(tc->direct != NULL, 1)) {
     if (!ev->t_us)
       ev->t_us = h2t_now_us();

@@ -671,7 +671,11 @@ static void wrote_request(h2t_request *r) {
 static void on_sent_headers(void *su, int eos) {
   h2t_request *r = su;
   r->headers_sent = 1;
-  if (!(r->tc.mask & HEADERS_EVENTS) && !r->expect_100)
+  if (!(r->tc.mask & HEADERS_EVENTS) && !r->expect_100 &&
+      !(H2T_PROBE_ON(H2T_EV_STREAM_OPENED) |
+        H2T_PROBE_ON(H2T_EV_WROTE_HEADER_FIELD) |
+        H2T_PROBE_ON(H2T_EV_WROTE_HEADERS) |
+        H2T_PROBE_ON(H2T_EV_WROTE_REQUEST)))
     return; /* nothing traced: the common fast path */
   h2t_event ev;
   event_init(&ev, r, H2T_EV_STREAM_OPENED);
