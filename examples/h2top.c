@@ -145,6 +145,7 @@ struct row {
   uint64_t id;
   int64_t age_us, state_age_us, conn, stream;
   const char *kind, *method, *authority, *path, *state, *status;
+  const char *trace; /* W3C trace id (hex), "" when none */
   int canceled;
 };
 
@@ -726,6 +727,10 @@ static int row_member(jr *r, const char *k, void *ctx) {
     if (!strcmp(k, "path"))
       return jr_str_field(r, &w->path);
     break;
+  case 't':
+    if (!strcmp(k, "trace_id"))
+      return jr_str_field(r, &w->trace);
+    break;
   case 's':
     if (!strcmp(k, "state"))
       return jr_str_field(r, &w->state);
@@ -773,7 +778,8 @@ static int rows_element(jr *r, const char *k, void *ctx) {
   }
   row *w = &c->rows[c->n];
   *w = (row){.ep = c->ep, .index = index, .kind = "", .method = "",
-             .authority = "", .path = "", .state = "", .status = ""};
+             .authority = "", .path = "", .state = "", .status = "",
+             .trace = ""};
   if (jr_container(r, 2, row_member, w) != 0)
     return -1;
   c->n++;
@@ -882,8 +888,10 @@ static int row_matches(const row *r, const char *f) {
   snprintf(ids, sizeof ids, "%llu", (unsigned long long)r->id);
   snprintf(target, sizeof target, "%.*s%.*s", TEXT_MAX - 1, r->authority,
            TEXT_MAX - 1, r->path);
-  const char *fields[] = {r->ep->name, ids,      r->kind,  r->state,
-                          r->method,   target, r->status};
+  /* the trace id too: filtering on it links one request's rows across
+   * every endpoint it went through */
+  const char *fields[] = {r->ep->name, ids,    r->kind,   r->state,
+                          r->method,   target, r->status, r->trace};
   for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
     if (strcasestr(fields[i], f))
       return 1;
@@ -933,13 +941,16 @@ static void print_plain(app *a) {
              (long long)r->stream);
     snprintf(tgt, sizeof tgt, "%s%s", clean(au, sizeof au, r->authority),
              clean(pa, sizeof pa, r->path));
-    printf("%-21s %8llu %-6s %7s %-16s %7s %-7s %-10s %s  %s\n",
+    printf("%-21s %8llu %-6s %7s %-16s %7s %-7s %-10s %s  %s",
            clean(ep, sizeof ep, r->ep->name), (unsigned long long)r->id,
            r->kind, cli_fmt_ms(age, sizeof age, (uint64_t)r->age_us),
            clean(st, sizeof st, r->state),
            cli_fmt_ms(sage, sizeof sage, (uint64_t)r->state_age_us),
            clean(m, sizeof m, r->method), cs, tgt,
            clean(status, sizeof status, r->status));
+    char tr[40];
+    printf("%s%s\n", r->trace[0] ? "  trace=" : "",
+           clean(tr, sizeof tr, r->trace));
   }
   for (size_t i = 0; i < a->neps; i++)
     if (!a->eps[i].ok)
@@ -1042,6 +1053,10 @@ static void hist_show(ui *u, const endpoint *ep, json_t *o) {
            (long long)jint(o, "id"), ep->name);
   hist_add(u, "  %s %s %s%s  [%s]", jstr(o, "kind"), jstr(o, "method"),
            jstr(o, "authority"), jstr(o, "path"), jstr(o, "scheme"));
+  if (*jstr(o, "trace_id"))
+    hist_add(u, "  trace %s span %s parent %s", jstr(o, "trace_id"),
+             jstr(o, "span_id"),
+             *jstr(o, "parent_span_id") ? jstr(o, "parent_span_id") : "-");
   hist_add(u, "  state %s (%s) for %s, age %s, conn #%lld stream %lld",
            jstr(o, "state"), jstr(o, "state_text"),
            cli_fmt_ms(t1, sizeof t1, (uint64_t)jint(o, "state_age_us")),

@@ -80,10 +80,16 @@ poll three || fail "--once does not show 3 requests: $(cat "$T/once" "$T/once.er
 [ "$(cat "$T/once.rc")" = 1 ] || fail "--once with a dead endpoint must exit 1"
 head -1 "$T/once" | grep -q "^ENDPOINT *ID *KIND *AGE *STATE *IN-STATE *METHOD *CONN/STRM *AUTHORITY+PATH *STATUS$" ||
   fail "--once header: $(head -1 "$T/once")"
-[ "$(grep -c "^127.0.0.1:$D1 .* server .* handler .* GET .* 1/[13] .*127.0.0.1:$P1/delay?redacted  sleeping$" "$T/once")" = 2 ] ||
+[ "$(grep -c "^127.0.0.1:$D1 .* server .* handler .* GET .* 1/[13] .*127.0.0.1:$P1/delay?redacted  sleeping  trace=[0-9a-f]\{32\}$" "$T/once")" = 2 ] ||
   fail "--once rows of s1: $(cat "$T/once")"
-grep -q "^127.0.0.1:$D2 .* server .* handler .* GET .* 1/1 .*127.0.0.1:$P2/delay?redacted  sleeping$" "$T/once" ||
+grep -q "^127.0.0.1:$D2 .* server .* handler .* GET .* 1/1 .*127.0.0.1:$P2/delay?redacted  sleeping  trace=[0-9a-f]\{32\}$" "$T/once" ||
   fail "--once row of s2: $(cat "$T/once")"
+# a trace id links one request's rows: filtering on it shows that one only
+tid=$(grep "^127.0.0.1:$D2 " "$T/once" | grep -o 'trace=[0-9a-f]*' | head -1 | cut -d= -f2)
+[ -n "$tid" ] || fail "--once shows no trace id: $(cat "$T/once")"
+timeout 20 "$BIN/h2top" --endpoints "$EPS" --once --filter "$tid" >"$T/once_tid" 2>&1
+[ "$(grep -c "trace=$tid" "$T/once_tid")" = 1 ] && [ "$(grep -c handler "$T/once_tid")" = 1 ] ||
+  fail "--filter TRACE_ID: $(cat "$T/once_tid")"
 grep -q "^# 127.0.0.1:$DEAD UNREACHABLE: connect: Connection refused$" "$T/once" ||
   fail "--once does not mark the dead endpoint: $(cat "$T/once")"
 # oldest first by default, and --filter

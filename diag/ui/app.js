@@ -193,10 +193,13 @@
     method: (r) => r.method, authority: (r) => r.authority, host: (r) => r.authority, path: (r) => r.path,
     state: (r) => r.state + ' ' + r.state_text, conn: (r) => String(r.conn), stream: (r) => String(r.stream),
     status: (r) => r.status, http: (r) => String(r.http_status),
+    // one W3C trace id links a request's rows across every service it went through
+    trace: (r) => r.trace_id || '',
   };
   function rowText(r) {
     return (eps[r.ep].label + ' ' + r.id + ' ' + r.kind + ' ' + r.method + ' ' + r.authority + ' ' + r.path + ' ' +
-      r.state + ' ' + r.state_text + ' #' + r.conn + ' ' + r.status + ' ' + r.http_status).toLowerCase();
+      r.state + ' ' + r.state_text + ' #' + r.conn + ' ' + r.status + ' ' + r.http_status + ' ' +
+      (r.trace_id || '')).toLowerCase();
   }
   function parseFilter(s) {
     return s.toLowerCase().split(/\s+/).filter(Boolean).map((t) => {
@@ -536,6 +539,22 @@
     add('http status', d.http_status ? String(d.http_status) : '');
     add('status', d.status);
     add('bytes', 'in ' + fmtBytes(d.bytes_in) + ', out ' + fmtBytes(d.bytes_out));
+    if (d.trace_id) {
+      add('trace', d.trace_id);
+      add('span', d.span_id + (d.parent_span_id ? ' (parent ' + d.parent_span_id + ')' : ''));
+      // every request of this trace, on every polled endpoint
+      const link = el('a', '', 'show this trace everywhere');
+      link.href = '#';
+      link.addEventListener('click', (e) => {
+        e.preventDefault();
+        $('filter').value = 'trace:' + d.trace_id;
+        $('filter').dispatchEvent(new Event('input'));
+      });
+      dl.appendChild(el('dt', '', ''));
+      const dd = el('dd', '');
+      dd.appendChild(link);
+      dl.appendChild(dd);
+    }
     if (d.gone) add('note', 'no longer kept by the endpoint; last known data');
     box.appendChild(dl);
     if (!d.history) {

@@ -243,6 +243,22 @@ async function main() {
   await page.waitForFunction(() => window.h2tui.visible === 8);
   console.log('ok: filter');
 
+  // a W3C trace id links one request's rows across services: the client's
+  // on C (h2stat) and the server's on A share it
+  const tid = await page.evaluate(async (d) => {
+    const j = await (await fetch('http://127.0.0.1:' + d + '/debug/requests')).json();
+    const r = j.requests.find((x) => x.kind === 'client' && x.trace_id);
+    return r ? r.trace_id : null;
+  }, C.diag);
+  check(!!tid, 'no client request with a trace id on C');
+  await page.fill('#filter', 'trace:' + tid);
+  await page.waitForFunction(() => window.h2tui.visible === 2);
+  check(await rowsOf(C.diag).count() === 1 && await rowsOf(A.diag).count() === 1,
+    'trace: should show the client row on C and the server row on A');
+  await page.fill('#filter', '');
+  await page.waitForFunction(() => window.h2tui.visible === 8);
+  console.log('ok: a trace id links the client and server rows');
+
   // sort: by id ascending then descending within what is shown
   const order = () => page.$$eval('.row:not([hidden])', (rs) =>
     rs.sort((a, b) => a.getBoundingClientRect().top - b.getBoundingClientRect().top)
