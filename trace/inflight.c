@@ -247,11 +247,13 @@ static int table_init(const h2t_inflight_config *cfg) {
   size_t nauth = cfg && cfg->metrics_authorities
                      ? cfg->metrics_authorities
                      : H2T_METRICS_AUTHORITIES_DEFAULT;
-  if (max > (size_t)UINT32_MAX - 1 || ring > ((size_t)1 << 24) ||
+  if (max > (size_t)UINT32_MAX - 1 - ((size_t)1 << 24) ||
+      ring > ((size_t)1 << 24) ||
       nauth > H2T_METRICS_AUTHORITIES_MAX)
     return H2T_ERR_INVALID_ARG;
   h2t__ifl.max_entries = max;
-  h2t__ifl.max_chunks = (max + IFL_CHUNK - 1) / IFL_CHUNK;
+  /* finished entries wait in their slots while the ring holds them */
+  h2t__ifl.max_chunks = (max + ring + IFL_CHUNK - 1) / IFL_CHUNK;
   h2t__ifl.chunks = calloc(h2t__ifl.max_chunks, sizeof *h2t__ifl.chunks);
   h2t__ifl.ring = calloc(ring, sizeof *h2t__ifl.ring);
   h2t__ifl.ring_cap = ring;
@@ -411,7 +413,8 @@ static int grow(void) {
   if (!c)
     return -1;
   h2t__ifl.chunks[n] = c;
-  size_t room = h2t__ifl.max_entries - h2t__ifl.allocated;
+  size_t room =
+      h2t__ifl.max_entries + h2t__ifl.ring_cap - h2t__ifl.allocated;
   size_t use = room < IFL_CHUNK ? room : IFL_CHUNK;
   /* push in reverse so the lowest index is handed out first */
   for (size_t i = use; i-- > 0;) {
@@ -542,10 +545,15 @@ struct inflight_entry *h2t__inflight_begin_at(inflight_kind kind, uint64_t req_i
   if (!atomic_load_explicit(&h2t__ifl_on, memory_order_relaxed))
     return NULL;
   /* counted live before looking again: see h2t_inflight_disable() */
-  atomic_fetch_add(&h2t__ifl.live, 1);
+  size_t nlive = atomic_fetch_add(&h2t__ifl.live, 1);
   struct tcache *tc = &tcache;
   if (!atomic_load(&h2t__ifl_on)) {
     atomic_fetch_sub(&h2t__ifl.live, 1);
+    return NULL;
+  }
+  if (nlive >= h2t__ifl.max_entries) { /* slots may be free: the ring's */
+    atomic_fetch_sub(&h2t__ifl.live, 1);
+    atomic_fetch_add_explicit(&h2t__ifl.dropped, 1, memory_order_relaxed);
     return NULL;
   }
   /* Read after `on`: a table made anew while this thread was between its
@@ -810,44 +818,39 @@ void h2t__inflight_wait_stream(struct inflight_entry *e) {
   ow_end(e);
 }
 
-/* Everything but the slot's lock word and `live`.  The source's `pending`
- * byte may be set by a cancel meanwhile: its value does not matter here,
- * hence the word copy kept out of ThreadSanitizer's view. */
-NO_TSAN static void ring_copy(struct inflight_entry *dst,
-                              const struct inflight_entry *src) {
-  dst->kind = src->kind;
-  dst->state = src->state;
-  dst->flags = src->flags;
-  const volatile uint64_t *s = (const volatile uint64_t *)(const void *)src;
-  uint64_t *d = (uint64_t *)(void *)dst;
-  for (size_t i = 1; i < sizeof *dst / sizeof *d; i++)
-    d[i] = s[i];
-}
-
-_Static_assert(offsetof(struct inflight_entry, visited) == 8,
-               "the ring copies whole words after the first");
-
-/* Claim the next ring slot with one atomic add; the slot's own lock keeps
- * readers from seeing half a copy.  next_free of a ring slot holds the
- * sequence number it was written with, so readers can tell it apart from a
- * newer one that has lapped it. */
-static void ring_push(const struct inflight_entry *c) {
+/* Publish finished entry e (slot idx, in its owner's write section) as
+ * ring entry seq: one atomic add and one exchange, no copy.  next_free of
+ * a finished entry holds its sequence number, so readers can tell it from
+ * a newer one.  Returns the slot the ring let go of (1 + index), 0: none;
+ * the caller frees it. */
+static uint32_t ring_push(struct inflight_entry *e, uint32_t idx) {
   if (!h2t__ifl.ring_cap)
-    return;
+    return idx + 1;
   uint64_t seq = atomic_fetch_add_explicit(&h2t__ifl.ring_seq, 1,
                                            memory_order_relaxed);
-  struct inflight_entry *r = &h2t__ifl.ring[seq % h2t__ifl.ring_cap];
-  h2t__ife_lock(r);
-  ring_copy(r, c);
-  r->next_free = (uint32_t)seq;
-  h2t__ife_unlock(r);
+  e->next_free = (uint32_t)seq;
+  return atomic_exchange_explicit(&h2t__ifl.ring[seq % h2t__ifl.ring_cap],
+                                  idx + 1, memory_order_acq_rel);
+}
+
+/* A slot the ring let go of: no reader may take it for a finished request
+ * any more (its id is what they check), then it is free. */
+static void ring_evict(struct inflight_entry *e) {
+  ow_begin(e);
+  e->id = 0;
+  ow_end(e);
 }
 
 /* Copy ring entry `seq` into out if it still holds it; 0 or -1. */
 static int ring_get(uint64_t seq, struct inflight_entry *out) {
-  if (raw_read(out, &h2t__ifl.ring[seq % h2t__ifl.ring_cap]) != 0)
+  uint32_t v = atomic_load_explicit(&h2t__ifl.ring[seq % h2t__ifl.ring_cap],
+                                    memory_order_acquire);
+  if (!v || raw_read(out, slot(v - 1)) != 0)
     return -1;
-  return out->next_free == (uint32_t)seq && out->id ? 0 : -1;
+  return out->next_free == (uint32_t)seq && out->id &&
+                 !atomic_load_explicit(&out->live, memory_order_relaxed)
+             ? 0
+             : -1;
 }
 
 void h2t__inflight_end(struct inflight_entry *e, int error) {
@@ -866,16 +869,20 @@ void h2t__inflight_end(struct inflight_entry *e, int error) {
   if (e->state != H2T_IFS_DONE)
     step_to(e, H2T_IFS_DONE, h2t_now_us());
   e->error = error;
-  /* profile first: its lock would otherwise wait for the ring's stores */
   h2t__profile_add(e);
-  ring_push(e);
   uint32_t idx = e->next_free;
   int kind = e->kind;
-  e->id = 0;
   e->cancel = NULL;
+  h2t__hist_request(e); /* reads the entry only */
+  /* the entry itself is now the ring's: it stays as it is until lapped */
+  uint32_t out = ring_push(e, idx);
   ow_end(e);
-  h2t__hist_request(e); /* reads the entry only: outside the write section */
   h2t__metrics_request_done(kind, error);
+  if (!out)
+    goto counted;
+  idx = out - 1;
+  e = slot(idx);
+  ring_evict(e);
 
   struct tcache *tc = &tcache;
   if (tc->gen != atomic_load_explicit(&h2t__ifl.gen, memory_order_relaxed) ||
@@ -889,6 +896,7 @@ void h2t__inflight_end(struct inflight_entry *e, int error) {
     pthread_mutex_unlock(&h2t__ifl.mu);
   } else
     tc->idx[tc->n++] = idx;
+counted:
   atomic_fetch_sub(&h2t__ifl.live, 1);
 }
 

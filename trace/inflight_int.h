@@ -91,7 +91,13 @@ struct ifl_table {
   atomic_uint_fast64_t dropped; /* begins refused: table full */
   atomic_uint_fast64_t gen;     /* bumped each time the table is made */
 
-  struct inflight_entry *ring; /* recent: slot seq % ring_cap */
+  /* Recent: ring[seq % ring_cap] is 1 + the table slot of finished request
+   * seq (0: none yet).  A finished entry stays in its slot, untouched,
+   * until the ring laps it; only then is the slot freed.  So a request's
+   * end publishes an index instead of copying 544 bytes, and the table
+   * holds max_entries + ring_cap slots (live entries stay capped at
+   * max_entries). */
+  atomic_uint *ring;
   size_t ring_cap;
   atomic_uint_fast64_t ring_seq; /* next sequence number to write */
 };
@@ -103,8 +109,8 @@ extern pthread_rwlock_t h2t__ifl_life;
 /* Users that keep the table alive (diag endpoint, signal dump). */
 extern atomic_int h2t__ifl_users;
 
-/* Slots with several writers (the recent ring): a spinlock on the same
- * sequence count.  Entries in flight use owner-only write sections. */
+/* A spinlock on the sequence count, for a slot with several writers
+ * (tests).  Entries in flight use owner-only write sections. */
 void h2t__ife_lock(struct inflight_entry *e);
 void h2t__ife_unlock(struct inflight_entry *e);
 /* Readers: a consistent private copy without blocking writers (seqlock);

@@ -4,6 +4,8 @@
 #ifndef H2T_TRACE_INT_H
 #define H2T_TRACE_INT_H
 
+#include <stddef.h>
+
 #include <h2trace/common.h>
 #include <h2trace/trace.h>
 #include "trace/abi_int.h"
@@ -84,12 +86,21 @@ void h2t__trace_emit_slow(const trace_chain *tc, h2t_event *ev);
  * is 0; fires the event's attached probes first.  Call only after
  * TRACE_WANTS().  Inline so that the common chain costs a few loads and
  * the hook's call, not a call into the walk. */
+/* The same offsets, visible here so that a call site whose event type is
+ * a constant finds its hook at a constant offset (no table load). */
+#define TRACE_OFF_C_(up, low) [H2T_EV_##up] = offsetof(h2t_client_trace, low),
+#define TRACE_OFF_S_(up, low) [H2T_EV_##up] = offsetof(h2t_server_trace, low),
+static const uint16_t trace_hook_off_[H2T_EV_COUNT_] = {
+    H2T_CLIENT_EVENT_MAP(TRACE_OFF_C_) H2T_SERVER_EVENT_MAP(TRACE_OFF_S_)};
+#undef TRACE_OFF_C_
+#undef TRACE_OFF_S_
+
 /* Call one trace struct's hook for ev (reads nothing of it afterwards). */
 static inline void trace_call_one(const void *trace, h2t_event *ev) {
   const char *t = (const char *)trace;
   h2t_hook fn;
   void *user;
-  __builtin_memcpy(&fn, t + h2t__trace_hook_off[ev->type], sizeof fn);
+  __builtin_memcpy(&fn, t + trace_hook_off_[ev->type], sizeof fn);
   __builtin_memcpy(&user, t + sizeof(size_t), sizeof user);
   if (fn)
     fn(ev, user);

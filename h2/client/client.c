@@ -39,7 +39,8 @@ static inline void event_init(h2t_event *ev, h2t_request *r, h2t_event_type t) {
  * any may complete r, so r is held across it: later hooks still see a whole
  * request, freed (if done) when the walk returns.  The inline fast path
  * runs exactly one hook; the caller holds r when it touches r afterwards. */
-static void emit(h2t_request *r, h2t_event *ev) {
+static inline __attribute__((always_inline)) void emit(h2t_request *r,
+                                                      h2t_event *ev) {
   hold(r);
   trace_emit(&r->tc, ev);
   release(r);
