@@ -856,12 +856,13 @@ int main(int argc, char **argv) {
 
   if (!g_quiet) {
     int v6 = strchr(address, ':') != NULL;
-    printf("h2serve: serving %s on %s://%s%s%s:%d (%s, writer %s, %u "
-           "loop%s)\n",
+    char loops[32] = ""; /* the banner of one loop stays as it was */
+    if (a.threads > 1)
+      snprintf(loops, sizeof loops, ", %u loops", a.threads);
+    printf("h2serve: serving %s on %s://%s%s%s:%d (%s, writer %s%s)\n",
            rootbuf, tls ? "https" : "http", v6 ? "[" : "", address,
            v6 ? "]" : "", h2t_server_port(a.srv, idx), tls ? "tls" : "h2c",
-           h2t_writer_mode_name(cfg.writer), a.threads,
-           a.threads > 1 ? "s" : "");
+           h2t_writer_mode_name(cfg.writer), loops);
     fflush(stdout);
   }
   h2t_server_run(a.srv);
