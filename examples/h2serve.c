@@ -7,7 +7,7 @@
  *           [--delay-scale K] [--header-timeout MS] [--body-timeout MS]
  *           [--stream-idle-timeout MS] [--body-conn-budget BYTES]
  *           [--body-server-budget BYTES]
- *           [--diag ADDR:PORT [--diag-token TOKEN]]
+ *           [--diag ADDR:PORT [--diag-token TOKEN]] [--threads N]
  *
  * Serves static files from DIR (small files cached in memory, revalidated
  * at most once a second), /echo (streams the request body back),
@@ -16,12 +16,16 @@
  * /proxy?to=URL (asks URL with an h2t_client on the same loop, in the
  * incoming request's W3C trace, and answers with its status and body: two
  * h2serve make a chain whose trace id both show).
- * SIGINT/SIGTERM shut down gracefully.
+ * SIGINT/SIGTERM shut down gracefully.  --threads N serves on N loops
+ * (h2t_server_config.threads): handlers then run on N threads, so the file
+ * cache is behind a lock and timers go on the request's own loop.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +63,8 @@ static void usage(FILE *f) {
           "  --body-conn-budget BYTES  request body buffered per connection\n"
           "                     for handlers that have not read it (16 MiB)\n"
           "  --body-server-budget BYTES  the same for the server (256 MiB)\n"
+          "  --threads N        serve on N loops, one per thread (default 1;\n"
+          "                     /proxy needs 1)\n"
           "  --quiet            print nothing but errors\n"
           "  --delay-scale K    /delay?ms=N sleeps N*K ms: a replica K times\n"
           "                     slower than its peers (h2bench saturate)\n"
@@ -114,7 +120,7 @@ static unsigned long long query_num(const char *path, const char *name,
 /* ---- static files ------------------------------------------------------ */
 
 typedef struct blob {
-  int refs;
+  atomic_int refs; /* taken and dropped on any worker's thread */
   size_t len;
   uint8_t data[];
 } blob;
@@ -134,12 +140,14 @@ typedef struct app {
   h2t_server *srv;
   struct ev_loop *loop;
   const char *root;
+  pthread_mutex_t cache_mu; /* cache: handlers run on every worker */
   centry *cache[CACHE_BUCKETS];
   h2t_client *client; /* /proxy's, made at its first request */
+  uint32_t threads;   /* --threads */
 } app;
 
 static void blob_unref(blob *b) {
-  if (b && --b->refs == 0)
+  if (b && atomic_fetch_sub(&b->refs, 1) == 1)
     free(b);
 }
 
@@ -215,7 +223,7 @@ static void on_static_close(h2t_server_req *r, uint32_t code, void *user) {
 
 static void respond_blob(h2t_server_req *r, centry *e, int head) {
   h2t_header h[2] = {{"content-type", e->ctype}, {"content-length", e->cl}};
-  e->b->refs++;
+  atomic_fetch_add(&e->b->refs, 1);
   h2t_server_req_on(r, NULL, on_static_close, e->b);
   h2t_server_req_respond(r, 200, h, 2, head ? NULL : e->b->data,
                          head ? 0 : e->b->len, H2T_RESPOND_NOCOPY);
@@ -226,6 +234,10 @@ static void not_found(h2t_server_req *r, int status, const char *msg) {
   h2t_server_req_respond(r, status, &h, 1, msg, strlen(msg),
                          H2T_RESPOND_NOCOPY);
 }
+
+/* With the cache locked. */
+static void static_locked(app *a, h2t_server_req *r, const char *rel,
+                          int head);
 
 static void handle_static(h2t_server_req *r, void *user) {
   app *a = user;
@@ -240,11 +252,18 @@ static void handle_static(h2t_server_req *r, void *user) {
     not_found(r, 400, "bad path\n");
     return;
   }
+  pthread_mutex_lock(&a->cache_mu);
+  static_locked(a, r, rel, head);
+  pthread_mutex_unlock(&a->cache_mu);
+}
+
+static void static_locked(app *a, h2t_server_req *r, const char *rel,
+                          int head) {
   unsigned hb = hash_str(rel);
   centry *e = a->cache[hb];
   while (e && strcmp(e->path, rel))
     e = e->next;
-  ev_tstamp now = ev_now(a->loop);
+  ev_tstamp now = ev_now(h2t_server_req_loop(r));
   if (e && now - e->checked < 1.0) {
     respond_blob(r, e, head);
     return;
@@ -274,7 +293,7 @@ static void handle_static(h2t_server_req *r, void *user) {
       not_found(r, 500, "read error\n");
       return;
     }
-    b->refs = 1;
+    atomic_init(&b->refs, 1);
     b->len = (size_t)got;
     if (!e) {
       e = calloc(1, sizeof *e);
@@ -413,7 +432,6 @@ static void delay_close(h2t_server_req *r, uint32_t code, void *user) {
 }
 
 static void handle_delay(h2t_server_req *r, void *user) {
-  app *a = user;
   delay *d = calloc(1, sizeof *d);
   if (!d) {
     h2t_server_req_reset(r, 2);
@@ -423,12 +441,12 @@ static void handle_delay(h2t_server_req *r, void *user) {
   if (d->ms > 600000)
     d->ms = 600000;
   d->r = r;
-  d->loop = a->loop;
+  d->loop = h2t_server_req_loop(r); /* the request's worker, not main's */
   ev_timer_init(&d->t, delay_fire, d->ms / 1000.0, 0.);
   d->t.data = d;
   h2t_server_req_on(r, NULL, delay_close, d);
   h2t_server_req_set_status(r, "sleeping");
-  ev_timer_start(a->loop, &d->t);
+  ev_timer_start(d->loop, &d->t);
 }
 
 /* ---- /proxy?to=URL ---------------------------------------------------- */
@@ -529,6 +547,12 @@ static void handle_proxy(h2t_server_req *r, void *user) {
     h2t_server_req_respond(r, 400, &h, 1, "want /proxy?to=URL\n", 19, 0);
     return;
   }
+  if (a->threads > 1) { /* its client lives on one loop: see usage */
+    free(url);
+    static const char msg[] = "/proxy needs --threads 1\n";
+    h2t_server_req_respond(r, 501, &h, 1, msg, sizeof msg - 1, 0);
+    return;
+  }
   if (!a->client) {
     h2t_client_config cc = {H2T_CLIENT_CONFIG_INIT, .loop = a->loop};
     if (h2t_client_new(&a->client, &cc) != 0) {
@@ -609,10 +633,24 @@ static void handle_bytes(h2t_server_req *r, void *user) {
 
 static h2t_server *g_srv;
 static int g_quiet;
-static unsigned long long g_events;
 
-/* Tracing stays on: every server event is counted for the summary. */
-static void count_event(const h2t_event *ev, void *user) { g_events++; }
+/* Tracing stays on: every server event is counted for the summary, in a
+ * counter per thread (workers call it at once), summed after they stop. */
+#define EVENT_SLOTS 260
+static struct {
+  _Alignas(64) atomic_ullong n;
+} g_events[EVENT_SLOTS];
+static atomic_int g_event_slots;
+static _Thread_local atomic_ullong *t_events;
+
+static void count_event(const h2t_event *ev, void *user) {
+  if (!t_events) {
+    int i = atomic_fetch_add(&g_event_slots, 1);
+    t_events = &g_events[i < EVENT_SLOTS ? i : EVENT_SLOTS - 1].n;
+  }
+  /* relaxed: no other thread writes this slot (but the last, shared) */
+  atomic_fetch_add_explicit(t_events, 1, memory_order_relaxed);
+}
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents) {
   if (!g_quiet)
@@ -717,6 +755,10 @@ int main(int argc, char **argv) {
         return bad("bad --diag-cors (at most 16): %s", v ? v : "");
       diag_cors[ndiag_cors++] = v;
       i++;
+    } else if (!strcmp(o, "--threads")) {
+      if (parse_u32(v, 256, &cfg.threads) != 0 || !cfg.threads)
+        return bad("bad --threads (1 to 256): %s", v);
+      i++;
     } else if (!strcmp(o, "--max-conns")) {
       if (parse_u32(v, UINT32_MAX, &cfg.max_conns) != 0 || !cfg.max_conns)
         return bad("bad --max-conns: %s", v);
@@ -739,7 +781,8 @@ int main(int argc, char **argv) {
     return bad("--root: %s", root);
 
   signal(SIGPIPE, SIG_IGN);
-  app a = {.root = rootbuf};
+  app a = {.root = rootbuf, .threads = cfg.threads ? cfg.threads : 1};
+  pthread_mutex_init(&a.cache_mu, NULL);
   a.loop = ev_default_loop(0);
   cfg.loop = a.loop;
   /* Every named hook rather than `any`: the same events, but a chain of one
@@ -753,6 +796,13 @@ int main(int argc, char **argv) {
     return 1;
   }
   g_srv = a.srv;
+  /* Routes before listening: with --threads, workers take requests at once
+   * and read the routes without a lock. */
+  h2t_server_handle(a.srv, "/", handle_static, &a);
+  h2t_server_handle(a.srv, "/echo", handle_echo, &a);
+  h2t_server_handle(a.srv, "/delay", handle_delay, &a);
+  h2t_server_handle(a.srv, "/bytes", handle_bytes, &a);
+  h2t_server_handle(a.srv, "/proxy", handle_proxy, &a);
   h2t_listen_opts lo = {H2T_LISTEN_OPTS_INIT, .address = address,
                         .port = (uint16_t)port, .cert_file = cert,
                         .key_file = key};
@@ -763,11 +813,6 @@ int main(int argc, char **argv) {
     h2t_server_del(a.srv);
     return idx == H2T_ERR_INVALID_ARG ? 2 : 1;
   }
-  h2t_server_handle(a.srv, "/", handle_static, &a);
-  h2t_server_handle(a.srv, "/echo", handle_echo, &a);
-  h2t_server_handle(a.srv, "/delay", handle_delay, &a);
-  h2t_server_handle(a.srv, "/bytes", handle_bytes, &a);
-  h2t_server_handle(a.srv, "/proxy", handle_proxy, &a);
 
   /* --- diagnostics endpoint and SIGUSR1 report (--diag) --- */
   h2t_diag *diag = NULL;
@@ -811,10 +856,13 @@ int main(int argc, char **argv) {
 
   if (!g_quiet) {
     int v6 = strchr(address, ':') != NULL;
-    printf("h2serve: serving %s on %s://%s%s%s:%d (%s, writer %s)\n", rootbuf,
-           tls ? "https" : "http", v6 ? "[" : "", address, v6 ? "]" : "",
-           h2t_server_port(a.srv, idx), tls ? "tls" : "h2c",
-           h2t_writer_mode_name(cfg.writer));
+    char loops[32] = ""; /* the banner of one loop stays as it was */
+    if (a.threads > 1)
+      snprintf(loops, sizeof loops, ", %u loops", a.threads);
+    printf("h2serve: serving %s on %s://%s%s%s:%d (%s, writer %s%s)\n",
+           rootbuf, tls ? "https" : "http", v6 ? "[" : "", address,
+           v6 ? "]" : "", h2t_server_port(a.srv, idx), tls ? "tls" : "h2c",
+           h2t_writer_mode_name(cfg.writer), loops);
     fflush(stdout);
   }
   h2t_server_run(a.srv);
@@ -824,6 +872,10 @@ int main(int argc, char **argv) {
   ev_signal_stop(a.loop, &sterm);
   h2t_server_stats st2;
   h2t_server_stats_get(a.srv, &st2);
+  h2t_server_del(a.srv); /* joins the workers: their counts are final */
+  unsigned long long events = 0;
+  for (int i = 0; i < EVENT_SLOTS; i++)
+    events += atomic_load(&g_events[i].n);
   if (!g_quiet)
     fprintf(stderr,
             "h2serve: stopped: %llu connections, %llu requests, %llu shed, "
@@ -832,13 +884,13 @@ int main(int argc, char **argv) {
             (unsigned long long)st2.requests,
             (unsigned long long)(st2.shed_refused + st2.shed_503 +
                                  st2.shed_conns),
-            g_events);
-  h2t_server_del(a.srv);
+            events);
   h2t_client_del(a.client);
   if (diag) { /* --diag */
     h2t_inflight_uninstall_signal();
     h2t_diag_stop(diag);
   }
   cache_free(&a);
+  pthread_mutex_destroy(&a.cache_mu);
   return 0;
 }

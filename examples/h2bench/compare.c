@@ -2,13 +2,15 @@
  * h2bench compare: h2serve against nghttpd and h2o under the same load.
  *
  * For each transport (h2c, TLS) the three servers are started on loopback
- * (one worker thread each by default, or --threads N), serving the same
- * files; h2load then runs against each in turn, the order rotated every
+ * (one worker thread each by default, or --threads N; h2serve with
+ * --threads N runs N loops), serving the same files; h2load then runs against each in turn, the order rotated every
  * round, for each body size.  Figures are medians over the rounds; the
  * ratio lines `h2serve/h2o` and `h2serve/nghttpd` compare req/s.  With
  * --instructions (and valgrind installed) each server also runs under
  * callgrind for N and 2N requests: the difference over N is its
  * instructions per request, start-up and shutdown cancelled out.
+ * --sweep runs it all for N = 1 .. the cores online, one block per N, and
+ * ends with a table of req/s per N.
  * Every process it starts is stopped by PID.
  */
 #include <arpa/inet.h>
@@ -34,7 +36,7 @@ static const char *const srv_name[NSRV] = {"h2serve", "nghttpd", "h2o"};
 
 typedef struct opts {
   uint64_t rounds, duration_s, conns, streams, threads, n;
-  int h2c, tls, instructions, verbose;
+  int h2c, tls, instructions, verbose, sweep;
   size_t bodies[4];
   size_t nbodies;
   int use[NSRV];
@@ -48,7 +50,9 @@ static void usage(FILE *f) {
           "  --conns C          h2load connections (default 1)\n"
           "  --streams M        streams per connection (default 10)\n"
           "  --threads N        server worker threads (default 1; h2serve\n"
-          "                     runs one loop whatever N is)\n"
+          "                     --threads N: N loops)\n"
+          "  --sweep            every N from 1 to the cores online; give\n"
+          "                     --conns >= N so each loop gets connections\n"
           "  --transport T      h2c, tls or both (default both)\n"
           "  --bodies LIST      body sizes, bytes (default 6,16384)\n"
           "  --servers LIST     of h2serve,nghttpd,h2o (default all)\n"
@@ -166,6 +170,8 @@ static int server_argv(const env *e, const opts *o, int which, int tls,
     argv[k++] = "--root";
     argv[k++] = (char *)e->dir;
     argv[k++] = "--quiet";
+    argv[k++] = "--threads";
+    argv[k++] = bufs[1];
     break;
   case 1:
     argv[k++] = "nghttpd";
@@ -373,6 +379,60 @@ static int parse_servers(const char *s, opts *o) {
   return 0;
 }
 
+/* The req/s part for o->threads: a line per transport and body size.
+ * table (if not NULL) gets the medians at [(tls * 4 + body) * NSRV + server]. */
+static int run_rps(const env *e, const opts *o, double *table) {
+  printf("h2load -t 1 -c %llu -m %llu, %llus runs, %llu rounds (order "
+         "rotated), medians; servers: %llu worker thread(s)\n",
+         (unsigned long long)o->conns, (unsigned long long)o->streams,
+         (unsigned long long)o->duration_s, (unsigned long long)o->rounds,
+         (unsigned long long)o->threads);
+  int rc = 0;
+  for (int tls = 0; tls < 2 && rc == 0; tls++) {
+    if ((tls && !o->tls) || (!tls && !o->h2c))
+      continue;
+    server s[NSRV];
+    memset(s, 0, sizeof s);
+    for (int i = 0; i < NSRV && rc == 0; i++)
+      if (o->use[i])
+        rc = server_start(e, o, &s[i], i, tls, NULL);
+    for (size_t bi = 0; bi < o->nbodies && rc == 0; bi++) {
+      double rps[NSRV][100];
+      for (uint64_t r = 0; r < o->rounds && rc == 0; r++)
+        for (int j = 0; j < NSRV && rc == 0; j++) {
+          int i = (int)((j + r) % NSRV);
+          if (!o->use[i])
+            continue;
+          rc = h2load(o, &s[i], o->bodies[bi], 0, &rps[i][r]);
+          if (rc == 0 && o->verbose)
+            printf("    %s %zu B round %llu %s: %.0f req/s\n",
+                   tls ? "TLS" : "h2c", o->bodies[bi],
+                   (unsigned long long)r + 1, srv_name[i], rps[i][r]);
+        }
+      if (rc != 0)
+        break;
+      double med[NSRV] = {0};
+      printf("%-4s %6zu B:", tls ? "TLS" : "h2c", o->bodies[bi]);
+      for (int i = 0; i < NSRV; i++)
+        if (o->use[i]) {
+          med[i] = bench_median(rps[i], o->rounds);
+          printf("  %s %9.0f req/s", srv_name[i], med[i]);
+          if (table)
+            table[((size_t)tls * 4 + bi) * NSRV + (size_t)i] = med[i];
+        }
+      printf("\n");
+      for (int i = 1; i < NSRV; i++)
+        if (o->use[0] && o->use[i] && med[i] > 0)
+          printf("%-4s %6zu B: h2serve/%s %.2fx\n", tls ? "TLS" : "h2c",
+                 o->bodies[bi], srv_name[i], med[0] / med[i]);
+    }
+    for (int i = 0; i < NSRV; i++)
+      if (o->use[i])
+        stop(s[i].pid, SIGTERM);
+  }
+  return rc;
+}
+
 int bench_compare_main(int argc, char **argv) {
   opts o = {.rounds = 3, .duration_s = 2, .conns = 1, .streams = 10,
             .threads = 1, .n = 20000, .h2c = 1, .tls = 1,
@@ -387,6 +447,7 @@ int bench_compare_main(int argc, char **argv) {
       {"bodies", required_argument, NULL, 'b'},
       {"servers", required_argument, NULL, 's'},
       {"instructions", no_argument, NULL, 'I'},
+      {"sweep", no_argument, NULL, 'S'},
       {"verbose", no_argument, NULL, 'v'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
@@ -431,6 +492,9 @@ int bench_compare_main(int argc, char **argv) {
     case 'I':
       o.instructions = 1;
       break;
+    case 'S':
+      o.sweep = 1;
+      break;
     case 'n':
       if (cli_parse_u64(optarg, 100, 10000000, &o.n))
         return bad("-n wants 100 to 10000000", optarg);
@@ -467,52 +531,40 @@ int bench_compare_main(int argc, char **argv) {
       o.use[2] = 0;
     }
   }
-  printf("h2load -t 1 -c %llu -m %llu, %llus runs, %llu rounds (order "
-         "rotated), medians; servers: %llu worker thread(s)%s\n",
-         (unsigned long long)o.conns, (unsigned long long)o.streams,
-         (unsigned long long)o.duration_s, (unsigned long long)o.rounds,
-         (unsigned long long)o.threads,
-         o.threads > 1 ? " (h2serve: one loop)" : "");
   int rc = 0;
-  for (int tls = 0; tls < 2 && rc == 0; tls++) {
-    if ((tls && !o.tls) || (!tls && !o.h2c))
-      continue;
-    server s[NSRV];
-    memset(s, 0, sizeof s);
-    for (int i = 0; i < NSRV && rc == 0; i++)
-      if (o.use[i])
-        rc = server_start(&e, &o, &s[i], i, tls, NULL);
-    for (size_t bi = 0; bi < o.nbodies && rc == 0; bi++) {
-      double rps[NSRV][100];
-      for (uint64_t r = 0; r < o.rounds && rc == 0; r++)
-        for (int j = 0; j < NSRV && rc == 0; j++) {
-          int i = (int)((j + r) % NSRV);
-          if (!o.use[i])
-            continue;
-          rc = h2load(&o, &s[i], o.bodies[bi], 0, &rps[i][r]);
-          if (rc == 0 && o.verbose)
-            printf("    %s %zu B round %llu %s: %.0f req/s\n",
-                   tls ? "TLS" : "h2c", o.bodies[bi],
-                   (unsigned long long)r + 1, srv_name[i], rps[i][r]);
-        }
-      if (rc != 0)
-        break;
-      double med[NSRV] = {0};
-      printf("%-4s %6zu B:", tls ? "TLS" : "h2c", o.bodies[bi]);
-      for (int i = 0; i < NSRV; i++)
-        if (o.use[i]) {
-          med[i] = bench_median(rps[i], o.rounds);
-          printf("  %s %9.0f req/s", srv_name[i], med[i]);
-        }
-      printf("\n");
-      for (int i = 1; i < NSRV; i++)
-        if (o.use[0] && o.use[i] && med[i] > 0)
-          printf("%-4s %6zu B: h2serve/%s %.2fx\n", tls ? "TLS" : "h2c",
-                 o.bodies[bi], srv_name[i], med[0] / med[i]);
+  if (!o.sweep) {
+    rc = run_rps(&e, &o, NULL);
+  } else {
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (ncpu < 1)
+      ncpu = 1;
+    if (ncpu > 64)
+      ncpu = 64;
+    static double table[64][2 * 4 * NSRV];
+    for (long n = 1; n <= ncpu && rc == 0; n++) {
+      o.threads = (uint64_t)n;
+      printf("--- N = %ld\n", n);
+      rc = run_rps(&e, &o, table[n - 1]);
     }
-    for (int i = 0; i < NSRV; i++)
-      if (o.use[i])
-        stop(s[i].pid, SIGTERM);
+    if (rc == 0) {
+      printf("req/s by server threads N (h2serve: N loops), %ld core(s) "
+             "online shared with h2load:\n", ncpu);
+      for (int tls = 0; tls < 2; tls++) {
+        if ((tls && !o.tls) || (!tls && !o.h2c))
+          continue;
+        for (size_t bi = 0; bi < o.nbodies; bi++)
+          for (int i = 0; i < NSRV; i++) {
+            if (!o.use[i])
+              continue;
+            printf("%-4s %6zu B %-8s", tls ? "TLS" : "h2c", o.bodies[bi],
+                   srv_name[i]);
+            for (long n = 1; n <= ncpu; n++)
+              printf("  N=%ld %9.0f", n,
+                     table[n - 1][((size_t)tls * 4 + bi) * NSRV + (size_t)i]);
+            printf("\n");
+          }
+      }
+    }
   }
   if (rc == 0 && o.instructions) {
     char *argv2[] = {"valgrind", "--version", NULL};

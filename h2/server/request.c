@@ -759,6 +759,9 @@ uint64_t h2t_server_req_conn_id(const h2t_server_req *r) {
 h2t_server *h2t_server_req_server(const h2t_server_req *r) {
   return r ? r->x->server : NULL;
 }
+struct ev_loop *h2t_server_req_loop(const h2t_server_req *r) {
+  return r ? r->x->loop : NULL;
+}
 int h2t_server_req_trace_context(const h2t_server_req *r,
                                  h2t_trace_context *out) {
   if (!r || !out) {

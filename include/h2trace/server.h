@@ -9,7 +9,14 @@
  *
  * Threads: every function here must be called on the server's loop thread,
  * except h2t_server_shutdown_async() and h2t_server_writer_depth(), which are
- * thread-safe.  Frame output leaves through a writer (h2t_writer_mode); in the
+ * thread-safe.  With h2t_server_config.threads = N > 1 the server runs N
+ * loops: worker 0 on h2t_server_loop() (the caller's loop or its own, run
+ * by h2t_server_run) and N-1 on threads of its own, each with its own
+ * listening sockets (SO_REUSEPORT, same address and port), connections and
+ * writer.  "The server's loop" above then means worker 0's; a request's
+ * handler, callbacks and h2t_server_req_*() calls run on the loop of its
+ * connection, h2t_server_req_loop(), so handlers, their `user` data and the
+ * trace must be safe to call from N threads at once.  Frame output leaves through a writer (h2t_writer_mode); in the
  * default mode a writer thread that lives as long as the server does the
  * send(2) calls, so the loop never blocks on a socket.  With a writer thread,
  * the allocator (h2t_server_config.mem) must be thread-safe.
@@ -107,6 +114,14 @@ typedef struct h2t_server_config {
   uint64_t body_server_budget; /* the same for the whole server; beyond it
                                   the stream that would buffer more is reset
                                   (ENHANCE_YOUR_CALM).  0: 256 MiB */
+  /* Since 0.3: loops the server runs on.  0 or 1: one, as before.  N > 1
+   * (at most 256): worker 0 on `loop` and N-1 worker threads, each with its
+   * own loop, listening sockets and writer; the kernel spreads connections
+   * over them.  The limits max_conns, shed_inflight and body_server_budget
+   * then apply to each worker's own connections and requests (up to N times
+   * them for the server): they are checked where the connection lives, with
+   * no lock shared between loops. */
+  uint32_t threads;
 } h2t_server_config;
 
 /* A timeout field set to this is off. */
@@ -114,17 +129,20 @@ typedef struct h2t_server_config {
 
 #define H2T_SERVER_CONFIG_INIT .struct_size = sizeof(h2t_server_config)
 
-/* Create a server.  cfg may be NULL for all defaults.  Returns 0 and sets
- * *out, or H2T_ERR_INVALID_ARG / H2T_ERR_NOMEM / H2T_ERR_SYSTEM (the writer
- * thread could not start). */
+/* Create a server.  cfg may be NULL for all defaults.  With threads > 1 the
+ * worker threads start here.  Returns 0 and sets *out, or
+ * H2T_ERR_INVALID_ARG / H2T_ERR_NOMEM / H2T_ERR_SYSTEM (a writer or worker
+ * thread, or a loop, could not start). */
 H2T_EXTERN int h2t_server_new(h2t_server **out, const h2t_server_config *cfg);
 
 /* Close every listener and connection at once (no drain), stop the writer
  * thread and free the server.  Open requests get on_close(CANCEL).  NULL is
- * a no-op.  Not from inside one of the server's callbacks. */
+ * a no-op.  Not from inside one of the server's callbacks.  With threads > 1
+ * the worker threads are stopped and joined first; their requests' on_close
+ * then runs on the calling thread, none of the loops running. */
 H2T_EXTERN void h2t_server_del(h2t_server *s);
 
-/* The loop the server runs on. */
+/* The loop the server runs on (worker 0's with threads > 1). */
 H2T_EXTERN struct ev_loop *h2t_server_loop(h2t_server *s);
 
 typedef struct h2t_listen_opts {
@@ -159,7 +177,10 @@ typedef void (*h2t_handler_fn)(h2t_server_req *req, void *user);
 
 /* Route requests whose path (before '?') starts with `prefix` (e.g. "/",
  * "/api/") to fn; the longest matching prefix wins; no match gets a 404.
- * prefix is copied.  Returns 0, H2T_ERR_INVALID_ARG or H2T_ERR_NOMEM. */
+ * prefix is copied.  With threads > 1, routes are set before the first
+ * h2t_server_listen() (the workers read them without a lock).  Returns 0,
+ * H2T_ERR_INVALID_ARG, H2T_ERR_NOMEM or H2T_ERR_STATE (threads > 1 and
+ * already listening). */
 H2T_EXTERN int h2t_server_handle(h2t_server *s, const char *prefix,
                                  h2t_handler_fn fn, void *user);
 
@@ -172,7 +193,8 @@ H2T_EXTERN int h2t_server_run(h2t_server *s);
 /* Graceful shutdown: stop accepting, send GOAWAY on every connection, let
  * in-flight streams finish (up to shutdown_timeout_ms), then close, then
  * call h2t_server_config.on_shutdown_done from the loop (never from inside
- * this call).  On the loop thread; idempotent.  Returns 0, or
+ * this call); with threads > 1, every worker drains on its own loop and
+ * on_shutdown_done is called once, on worker 0's loop, after the last.  On the loop thread; idempotent.  Returns 0, or
  * H2T_ERR_INVALID_ARG for NULL. */
 H2T_EXTERN int h2t_server_shutdown(h2t_server *s);
 /* The same from any thread (or a signal-free context): posts to the loop. */
@@ -200,7 +222,11 @@ typedef struct h2t_server_stats {
                                   or out of descriptors) */
 } h2t_server_stats;
 
-/* Counters since creation.  On the loop thread (or after it stopped). */
+/* Counters since creation.  On the loop thread (or after it stopped).
+ * With threads > 1: the sum over workers, each other worker's as of its
+ * last loop iteration (and final once the shutdown is done);
+ * writer_queue_max and body_buffered_max are then the sums of each
+ * worker's maximum. */
 H2T_EXTERN void h2t_server_stats_get(const h2t_server *s,
                                      h2t_server_stats *out);
 /* Items queued to the writer now.  Thread-safe. */
@@ -227,6 +253,11 @@ H2T_EXTERN uint64_t h2t_server_req_id(const h2t_server_req *r);
 H2T_EXTERN int32_t h2t_server_req_stream_id(const h2t_server_req *r);
 H2T_EXTERN uint64_t h2t_server_req_conn_id(const h2t_server_req *r);
 H2T_EXTERN h2t_server *h2t_server_req_server(const h2t_server_req *r);
+/* The loop the request lives on: its handler and callbacks run there, and
+ * its h2t_server_req_*() calls are made there.  A handler that answers
+ * later starts its timers on this loop (with threads > 1 it is not always
+ * h2t_server_loop()).  NULL for NULL.  Since 0.3. */
+H2T_EXTERN struct ev_loop *h2t_server_req_loop(const h2t_server_req *r);
 /* The request's trace context: the incoming traceparent's trace_id and
  * flags, a span_id of its own, and the sender's span as parent_span_id; or,
  * when no valid traceparent came (invalid ones are ignored, as the spec

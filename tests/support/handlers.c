@@ -29,7 +29,7 @@ void h2t_test_delay_handler(h2t_server_req *r, void *user) {
   }
   const char *ms = strstr(h2t_server_req_path(r), "ms=");
   d->r = r;
-  d->loop = h2t_server_loop(h2t_server_req_server(r));
+  d->loop = h2t_server_req_loop(r); /* its worker's loop, any of N */
   ev_timer_init(&d->t, delay_fire, (ms ? atoi(ms + 3) : 0) / 1000.0, 0.);
   d->t.data = d;
   h2t_server_req_on(r, NULL, delay_close, d);
