@@ -74,8 +74,10 @@ static const unsigned route_permille[RT_COUNT] = {
  * faults: a peer killed mid-stream ends the requests that already had a
  * response byte (never retried) in CONN_CLOSED when a read saw it go, IO
  * when a send did (ECONNRESET, EPIPE); the gap until its successor listens
- * gives CONNECT_REFUSED; a GOAWAY is retried above last_stream_id, and
- * GOAWAY is what a request ends in when it cannot be. */
+ * gives CONNECT_REFUSED, and CONNECT when the peer died with the connection
+ * still in its accept queue (the connect then fails with ECONNRESET); a
+ * GOAWAY is retried above last_stream_id, and GOAWAY is what a request ends
+ * in when it cannot be. */
 static int expected(enum route r, int err) {
   switch (r) {
   case RT_OK:
@@ -88,7 +90,8 @@ static int expected(enum route r, int err) {
     return err == H2T_ERR_CANCELED || err == H2T_ERR_TIMEOUT;
   case RT_PEER:
     return err == 0 || err == H2T_ERR_CONN_CLOSED || err == H2T_ERR_IO ||
-           err == H2T_ERR_CONNECT_REFUSED || err == H2T_ERR_GOAWAY;
+           err == H2T_ERR_CONNECT_REFUSED || err == H2T_ERR_CONNECT ||
+           err == H2T_ERR_GOAWAY;
   default:
     return 0;
   }
