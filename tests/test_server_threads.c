@@ -154,6 +154,28 @@ static char *url(const tsrv *t, const char *path) {
   return u;
 }
 
+/* Counters are written by the server's threads under t->mu: read them so. */
+static int nloops_of(tsrv *t) {
+  pthread_mutex_lock(&t->mu);
+  int n = t->nloops;
+  pthread_mutex_unlock(&t->mu);
+  return n;
+}
+
+static unsigned handled_of(tsrv *t) {
+  pthread_mutex_lock(&t->mu);
+  unsigned n = t->handled;
+  pthread_mutex_unlock(&t->mu);
+  return n;
+}
+
+static struct ev_loop *loop_of(tsrv *t, int i) {
+  pthread_mutex_lock(&t->mu);
+  struct ev_loop *l = t->loops[i];
+  pthread_mutex_unlock(&t->mu);
+  return l;
+}
+
 static int busy_loops(tsrv *t) {
   int n = 0;
   pthread_mutex_lock(&t->mu);
@@ -195,7 +217,7 @@ static void test_spread_and_stats(void **state) {
   assert_true(h2load_ok(out, 600));
   free(out);
   assert_true(busy_loops(t) >= 2);
-  assert_true(t->nloops <= NTHREADS);
+  assert_true(nloops_of(t) <= NTHREADS);
   h2t_server_shutdown_async(t->s);
   pthread_join(t->th, NULL);
   h2t_server_stats st;
@@ -206,7 +228,7 @@ static void test_spread_and_stats(void **state) {
   assert_int_equal(st.conns_open, 0);
   assert_int_equal(st.inflight, 0);
   assert_true(st.bytes_out > 600 * 6);
-  assert_int_equal(t->handled, 600);
+  assert_int_equal(handled_of(t), 600);
   assert_int_equal(t->done_calls, 1);
   h2t_server_del(t->s);
   pthread_mutex_destroy(&t->mu);
@@ -242,7 +264,7 @@ static void test_graceful_shutdown_all_workers(void **state) {
     if (n == 24)
       break;
   }
-  assert_int_equal(t->handled, 24);
+  assert_int_equal(handled_of(t), 24);
   assert_true(busy_loops(t) >= 2); /* in flight on several workers */
   uint64_t t0 = h2t_now_us();
   h2t_server_shutdown_async(t->s);
@@ -355,8 +377,8 @@ static void test_one_thread_same(void **state) {
   assert_int_equal(h2t_test_run(argv, 60000, &out), 0);
   assert_true(h2load_ok(out, 100));
   free(out);
-  assert_int_equal(t->nloops, 1);
-  assert_ptr_equal(t->loops[0], h2t_server_loop(t->s));
+  assert_int_equal(nloops_of(t), 1);
+  assert_ptr_equal(loop_of(t, 0), h2t_server_loop(t->s));
   tsrv_finish(t);
 }
 
