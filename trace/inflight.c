@@ -157,7 +157,7 @@ static struct side *side_find(const struct inflight_entry *slot, uint64_t id) {
   return NULL;
 }
 
-static void copy_trunc(char *dst, size_t cap, const char *src);
+static size_t copy_trunc(char *dst, size_t cap, const char *src);
 static void step_to(struct inflight_entry *e, unsigned st, uint64_t t);
 
 static void side_apply(const struct side *d, struct inflight_entry *e) {
@@ -426,27 +426,33 @@ static int grow(void) {
   return 0;
 }
 
-static void copy_trunc(char *dst, size_t cap, const char *src) {
-  size_t n = src ? strlen(src) : 0;
-  if (n < cap) {
-    memcpy(dst, src ? src : "", n + 1);
-    return;
+/* Copies src (NULL: "") into dst of cap bytes, cut on a character boundary
+ * with "..." when too long; returns the length copied.  Byte by byte: the
+ * strings are a few bytes long (a method, a scheme, an authority, a path),
+ * and two calls into libc per string cost more than the copy. */
+static size_t copy_trunc(char *dst, size_t cap, const char *src) {
+  size_t i = 0;
+  if (src)
+    for (; i < cap && src[i]; i++)
+      dst[i] = src[i];
+  if (i < cap) {
+    dst[i] = '\0';
+    return i;
   }
   /* on a character boundary: half a UTF-8 sequence breaks every JSON
    * reader of the table */
   size_t n0 = cap - 4;
   while (n0 > 0 && ((unsigned char)src[n0] & 0xc0) == 0x80)
     n0--;
-  memcpy(dst, src, n0);
   memcpy(dst + n0, "...", 4);
+  return n0 + 3;
 }
 
 /* authority\0path\0 into target; the authority gets at most half. */
 static void set_target(struct inflight_entry *e, const char *authority,
                        const char *path) {
   char *t = e->target;
-  copy_trunc(t, IFE_TARGET / 2, authority);
-  size_t alen = strlen(t) + 1;
+  size_t alen = copy_trunc(t, IFE_TARGET / 2, authority) + 1;
   copy_trunc(t + alen, IFE_TARGET - alen, path);
 }
 
