@@ -71,6 +71,40 @@ static void test_profile_per_authority(void **state) {
   h2t_inflight_profile_free(p);
 }
 
+/* More steps than the entry's history keeps: the steps it lost still count
+ * in the time per state. */
+static void test_long_history_keeps_all_time(void **state) {
+  struct inflight_entry *e = h2t__inflight_begin(INFLIGHT_CLIENT, 9999, "GET",
+                                            "http", "long:1", "/", NULL, NULL);
+  uint64_t t = e->start_us + 1;
+  h2t_event ev = {.type = H2T_EV_WROTE_REQUEST, .t_us = t};
+  h2t__inflight_event(e, &ev);
+  for (int i = 0; i < 20; i++) { /* 40 steps: receiving 10 µs, blocked 5 */
+    ev.type = H2T_EV_GOT_DATA;
+    ev.t_us = t;
+    h2t__inflight_event(e, &ev);
+    t += 10;
+    ev.type = H2T_EV_FLOW_BLOCKED;
+    ev.t_us = t;
+    h2t__inflight_event(e, &ev);
+    t += 5;
+  }
+  ev.type = H2T_EV_RETRY;
+  ev.t_us = t;
+  h2t__inflight_event(e, &ev);
+  h2t__inflight_end(e, 0);
+  h2t_inflight_profile_data *p;
+  assert_int_equal(h2t_inflight_profile(&p), 0);
+  const h2t_inflight_profile_row *r = row(p, "long:1");
+  assert_non_null(r);
+  assert_int_equal(r->states[H2T_IFS_QUEUED].total_us, 1);
+  assert_int_equal(r->states[H2T_IFS_RECEIVING].total_us, 200);
+  assert_int_equal(r->states[H2T_IFS_FLOW_BLOCKED].total_us, 100);
+  assert_int_equal(r->states[H2T_IFS_FLOW_BLOCKED].requests, 1);
+  assert_int_equal(r->total_us, 301);
+  h2t_inflight_profile_free(p);
+}
+
 static void test_many_authorities_share_other(void **state) {
   char a[32];
   for (int i = 0; i < 200; i++) {
@@ -97,6 +131,8 @@ static void test_profile_off(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_profile_per_authority, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_long_history_keeps_all_time, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_many_authorities_share_other, setup,
                                       teardown),

@@ -168,6 +168,7 @@ static void fix_direct(trace_chain *tc) {
   size_t full = tc->server ? sizeof(h2t_server_trace) : sizeof(h2t_client_trace);
   tc->single = h && !h->next && !h->any && h->struct_size >= full ? h : NULL;
   tc->direct = tc->ife ? NULL : tc->single;
+  tc->ife_fast = tc->single || !tc->nheads ? tc->ife : NULL;
 }
 
 int h2t__trace_chain_push(trace_chain *tc, const void *trace, uint64_t mask) {

@@ -157,7 +157,7 @@ static struct side *side_find(const struct inflight_entry *slot, uint64_t id) {
   return NULL;
 }
 
-static void copy_trunc(char *dst, size_t cap, const char *src);
+static size_t copy_trunc(char *dst, size_t cap, const char *src);
 static void step_to(struct inflight_entry *e, unsigned st, uint64_t t);
 
 static void side_apply(const struct side *d, struct inflight_entry *e) {
@@ -426,34 +426,54 @@ static int grow(void) {
   return 0;
 }
 
-static void copy_trunc(char *dst, size_t cap, const char *src) {
-  size_t n = src ? strlen(src) : 0;
-  if (n < cap) {
-    memcpy(dst, src ? src : "", n + 1);
-    return;
+/* Copies src (NULL: "") into dst of cap bytes, cut on a character boundary
+ * with "..." when too long; returns the length copied.  Byte by byte: the
+ * strings are a few bytes long (a method, a scheme, an authority, a path),
+ * and two calls into libc per string cost more than the copy. */
+static size_t copy_trunc(char *dst, size_t cap, const char *src) {
+  size_t i = 0;
+  if (src)
+    for (; i < cap && src[i]; i++)
+      dst[i] = src[i];
+  if (i < cap) {
+    dst[i] = '\0';
+    return i;
   }
   /* on a character boundary: half a UTF-8 sequence breaks every JSON
    * reader of the table */
   size_t n0 = cap - 4;
   while (n0 > 0 && ((unsigned char)src[n0] & 0xc0) == 0x80)
     n0--;
-  memcpy(dst, src, n0);
   memcpy(dst + n0, "...", 4);
+  return n0 + 3;
 }
 
 /* authority\0path\0 into target; the authority gets at most half. */
 static void set_target(struct inflight_entry *e, const char *authority,
                        const char *path) {
   char *t = e->target;
-  copy_trunc(t, IFE_TARGET / 2, authority);
-  size_t alen = strlen(t) + 1;
+  size_t alen = copy_trunc(t, IFE_TARGET / 2, authority) + 1;
   copy_trunc(t + alen, IFE_TARGET - alen, path);
 }
 
+/* Time per state is not added up at each step: the steps in hist[] hold
+ * it, and h2t__inflight_end() sums them once (ife_totals).  Only a step
+ * that hist[] is about to lose (more than IFE_HIST steps) gives its time to
+ * state_tot first; state_tot is valid only once nhist went past IFE_HIST. */
 static void push_step(struct inflight_entry *e, unsigned st, uint64_t t) {
-  e->hist[e->nhist % IFE_HIST] = ((uint64_t)st << 56) | (t & IFE_T_MASK);
-  if (e->nhist < UINT32_MAX)
-    e->nhist++;
+  uint32_t n = e->nhist;
+  if (__builtin_expect(n >= IFE_HIST, 0)) {
+    if (n == IFE_HIST)
+      memset(e->state_tot, 0, sizeof e->state_tot);
+    uint64_t old = e->hist[n % IFE_HIST];
+    uint64_t next = e->hist[(n + 1) % IFE_HIST] & IFE_T_MASK;
+    unsigned os = (unsigned)(old >> 56);
+    uint64_t tot = e->state_tot[os] + (next - (old & IFE_T_MASK));
+    e->state_tot[os] = tot > UINT32_MAX ? UINT32_MAX : (uint32_t)tot;
+  }
+  e->hist[n % IFE_HIST] = ((uint64_t)st << 56) | (t & IFE_T_MASK);
+  if (n < UINT32_MAX)
+    e->nhist = n + 1;
   e->visited |= 1u << st;
   e->state = (uint8_t)st;
   e->state_us = t;
@@ -466,9 +486,29 @@ static void step_to(struct inflight_entry *e, unsigned st, uint64_t t) {
     return;
   if (t < e->state_us)
     t = e->state_us;
-  uint64_t tot = e->state_tot[e->state] + (t - e->state_us);
-  e->state_tot[e->state] = tot > UINT32_MAX ? UINT32_MAX : (uint32_t)tot;
   push_step(e, st, t);
+}
+
+/* µs per state of a finished entry (saturating), none for done: what
+ * state_tot kept of the steps hist[] lost, plus the steps it still has
+ * (each lasts until the next; the last is done). */
+static void ife_totals(const struct inflight_entry *e,
+                       uint32_t tot[H2T_IFS_DONE]) {
+  uint32_t n = e->nhist, k = n < IFE_HIST ? n : IFE_HIST;
+  if (n > IFE_HIST)
+    memcpy(tot, e->state_tot, sizeof e->state_tot);
+  else
+    memset(tot, 0, sizeof e->state_tot);
+  uint64_t prev = e->hist[(n - k) % IFE_HIST];
+  for (uint32_t i = n - k + 1; i < n; i++) {
+    uint64_t cur = e->hist[i % IFE_HIST];
+    unsigned ps = (unsigned)(prev >> 56);
+    if (ps < H2T_IFS_DONE) {
+      uint64_t v = tot[ps] + ((cur & IFE_T_MASK) - (prev & IFE_T_MASK));
+      tot[ps] = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+    }
+    prev = cur;
+  }
 }
 
 /*
@@ -594,7 +634,6 @@ struct inflight_entry *h2t__inflight_begin_at(inflight_kind kind, uint64_t req_i
   e->nhist = 0;
   e->http_status = 0;
   e->next_free = idx; /* while live: its own index, for h2t__inflight_end */
-  memset(e->state_tot, 0, sizeof e->state_tot);
   e->goaway_us = 0;
   e->reset_code = 0;
   copy_trunc(e->method, sizeof e->method, method);
@@ -869,11 +908,13 @@ void h2t__inflight_end(struct inflight_entry *e, int error) {
   if (e->state != H2T_IFS_DONE)
     step_to(e, H2T_IFS_DONE, h2t_now_us());
   e->error = error;
-  h2t__profile_add(e);
+  uint32_t tot[H2T_IFS_DONE];
+  ife_totals(e, tot);
+  h2t__profile_add(e, tot);
   uint32_t idx = e->next_free;
   int kind = e->kind;
   e->cancel = NULL;
-  h2t__hist_request(e); /* reads the entry only */
+  h2t__hist_request(e, tot); /* reads the entry only */
   /* the entry itself is now the ring's: it stays as it is until lapped */
   uint32_t out = ring_push(e, idx);
   ow_end(e);

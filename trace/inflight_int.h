@@ -57,8 +57,9 @@ struct inflight_entry {
                        (255: 254 or more) */
   uint32_t next_free; /* free: next slot + 1 (0: end); live: own slot */
   uint64_t hist[IFE_HIST];
-  /* µs per state, saturating; none for done, the last state, whose slot
-   * holds goaway_us instead */
+  /* µs per state of the steps hist[] has lost, saturating (valid once
+   * nhist > IFE_HIST; the rest is summed at the end from hist[]); none for
+   * done, the last state */
   uint32_t state_tot[H2T_IFS_DONE];
   /* A GOAWAY on its connection while it ran, for exports: 1 + µs after
    * start_us (saturating), 0: none.  (No room for its code.) */
@@ -138,10 +139,12 @@ int h2t__ifl_recent_at(uint64_t gen, uint64_t seq, struct inflight_entry *out);
 /* Turn on with defaults if off (diag endpoint, signal dump).  0 or error. */
 int h2t__ifl_ensure_on(void);
 
-/* profile.c; h2t__profile_add() is called with the entry locked */
+/* profile.c; h2t__profile_add() is called with the entry locked, tot its
+ * µs per state (none for done) */
 int h2t__profile_init(void);
 void h2t__profile_fini(void);
-void h2t__profile_add(const struct inflight_entry *done);
+void h2t__profile_add(const struct inflight_entry *done,
+                      const uint32_t tot[H2T_IFS_DONE]);
 
 /* metrics.c */
 void h2t__metrics_request_done(int kind, int error);
@@ -153,7 +156,8 @@ void h2t__metrics_request_done(int kind, int error);
 #define H2T_METRICS_AUTHORITIES_DEFAULT 32
 #define H2T_METRICS_AUTHORITIES_MAX 4096
 int h2t__hist_reset(size_t nauth);
-void h2t__hist_request(const struct inflight_entry *e);
+void h2t__hist_request(const struct inflight_entry *e,
+                        const uint32_t tot[H2T_IFS_DONE]);
 void h2t__hist_conn(int kind, uint64_t opened_us, uint64_t requests);
 int h2t__hist_text(char **out, size_t *len);
 void h2t__metrics_got_conn(const h2t_event *ev);

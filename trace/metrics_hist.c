@@ -344,7 +344,8 @@ static inline void observe(counter *series, uint64_t us) {
   BUMP(series[SUM], us);
 }
 
-void h2t__hist_request(const struct inflight_entry *e) {
+void h2t__hist_request(const struct inflight_entry *e,
+                        const uint32_t tot[H2T_IFS_DONE]) {
   struct shard *s = shard_get();
   if (!s)
     return;
@@ -366,7 +367,7 @@ void h2t__hist_request(const struct inflight_entry *e) {
   observe(series, e->state_us > e->start_us ? e->state_us - e->start_us : 0);
   for (uint32_t v = e->visited & ((1u << NSTATE) - 1); v; v &= v - 1) {
     unsigned st = (unsigned)__builtin_ctz(v);
-    observe(s->state[kind][st], e->state_tot[st]);
+    observe(s->state[kind][st], tot[st]);
   }
 }
 

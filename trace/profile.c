@@ -29,12 +29,26 @@ static h2t_inflight_profile_row prof_overall[2];
 static h2t_inflight_profile_row *prof_rows; /* PROF_ROWS + 2 "(other)" */
 static size_t prof_nrows;
 static int16_t prof_slot[PROF_SLOTS]; /* row index + 1 */
+static unsigned prof_gen; /* bumped when the rows are made anew or freed */
+
+/* The row this thread found last: a loop mostly serves one authority, and a
+ * strcmp costs less than the hash and the probe.  A row once given to an
+ * authority stays its own until the rows are made anew. */
+struct prof_last {
+  unsigned gen;
+  int kind;
+  h2t_inflight_profile_row *row;
+  char authority[IFE_TARGET / 2];
+};
+static _Thread_local struct prof_last prof_last
+    __attribute__((tls_model("initial-exec")));
 
 int h2t__profile_init(void) {
   prof_acquire();
   free(prof_rows);
   prof_rows = calloc(PROF_ROWS + 2, sizeof *prof_rows);
   prof_nrows = 0;
+  prof_gen++;
   memset(prof_slot, 0, sizeof prof_slot);
   memset(prof_overall, 0, sizeof prof_overall);
   for (int k = 0; k < 2; k++) {
@@ -51,6 +65,7 @@ void h2t__profile_fini(void) {
   free(prof_rows);
   prof_rows = NULL;
   prof_nrows = 0;
+  prof_gen++;
   prof_release();
 }
 
@@ -91,8 +106,8 @@ static h2t_inflight_profile_row *row_for(int kind, const char *authority) {
   return other;
 }
 
-static void add_to(h2t_inflight_profile_row *r,
-                   const struct inflight_entry *e) {
+static void add_to(h2t_inflight_profile_row *r, const struct inflight_entry *e,
+                   const uint32_t tot[H2T_IFS_DONE]) {
   r->requests++;
   if (e->error)
     r->errors++;
@@ -100,16 +115,34 @@ static void add_to(h2t_inflight_profile_row *r,
   for (uint32_t v = e->visited; v; v &= v - 1) {
     unsigned s = (unsigned)__builtin_ctz(v);
     r->states[s].requests++;
-    r->states[s].total_us += s < H2T_IFS_DONE ? e->state_tot[s] : 0;
+    r->states[s].total_us += s < H2T_IFS_DONE ? tot[s] : 0;
   }
 }
 
-void h2t__profile_add(const struct inflight_entry *e) {
+/* With prof_lock held. */
+static h2t_inflight_profile_row *row_cached(int kind, const char *authority) {
+  struct prof_last *l = &prof_last;
+  if (l->row && l->gen == prof_gen && l->kind == kind &&
+      !strcmp(l->authority, authority))
+    return l->row;
+  h2t_inflight_profile_row *r = row_for(kind, authority);
+  size_t n = strlen(authority);
+  if (n < sizeof l->authority) {
+    memcpy(l->authority, authority, n + 1);
+    l->gen = prof_gen;
+    l->kind = kind;
+    l->row = r;
+  }
+  return r;
+}
+
+void h2t__profile_add(const struct inflight_entry *e,
+                      const uint32_t tot[H2T_IFS_DONE]) {
   int kind = e->kind ? 1 : 0;
   prof_acquire();
   if (prof_rows) {
-    add_to(&prof_overall[kind], e);
-    add_to(row_for(kind, e->target), e);
+    add_to(&prof_overall[kind], e, tot);
+    add_to(row_cached(kind, e->target), e, tot);
   }
   prof_release();
 }

@@ -45,6 +45,10 @@ typedef struct trace_chain {
   const void *direct;
   /* The same shape but with an in-flight entry: the walk's short way. */
   const void *single;
+  /* The in-flight entry when the chain is it and at most `single` (the
+   * common case of a served request, with or without one plain user
+   * trace): trace_emit() hands the event to both itself, with no walk. */
+  struct inflight_entry *ife_fast;
   uint8_t nheads;
   uint8_t server; /* heads are h2t_server_trace, else h2t_client_trace */
   const void *heads[TRACE_MAX_HEADS];
@@ -81,6 +85,8 @@ extern const uint16_t h2t__trace_hook_off[H2T_EV_COUNT_];
 /* The general walk: every head, its `next` chain, `any`, the in-flight
  * entry. */
 void h2t__trace_emit_slow(const trace_chain *tc, h2t_event *ev);
+/* (trace/inflight.c, below) */
+void h2t__inflight_event(struct inflight_entry *e, const h2t_event *ev);
 
 /* Run every hook for ev->type along the chain; reads the clock if ev->t_us
  * is 0; fires the event's attached probes first.  Call only after
@@ -118,6 +124,14 @@ static inline void trace_emit(const trace_chain *tc, h2t_event *ev) {
     if (!ev->t_us)
       ev->t_us = h2t_now_us();
     trace_call_one(tc->direct, ev);
+    return;
+  }
+  if (__builtin_expect(tc->ife_fast != NULL, 1)) {
+    if (!ev->t_us)
+      ev->t_us = h2t_now_us();
+    h2t__inflight_event(tc->ife_fast, ev);
+    if (tc->single)
+      trace_call_one(tc->single, ev);
     return;
   }
   h2t__trace_emit_slow(tc, ev);
