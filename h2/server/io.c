@@ -16,6 +16,10 @@
 #define READ_CHUNK 65536
 #define TLS_RECORD 16384
 #define FLUSH_PIECE 32768
+/* DATA payloads this big go to the writer by reference (h2c); smaller ones
+ * are copied once into the flush's buffer, which costs less than an item
+ * of their own and its release. */
+#define REF_MIN 1024
 
 void h2t__srv_io_flush(srv_io *io) {
   if (io->flush_queued || io->dying)
@@ -88,6 +92,40 @@ static int out_append(srv_io *io, const uint8_t *data, size_t n) {
   return 0;
 }
 
+/* len bytes of file fd at off into the output, read straight into it. */
+static int out_append_file(srv_io *io, int fd, off_t off, size_t len) {
+  while (len) {
+    uint8_t *dst;
+    size_t room;
+    if (!io->ssl) {
+      if (out_reserve(io, len) != 0)
+        return -1;
+      dst = io->out + io->outlen;
+      room = len;
+    } else {
+      if (!io->pt && !(io->pt = h2t_xmalloc(io->x->mem, TLS_RECORD)))
+        return -1;
+      dst = io->pt + io->ptlen;
+      room = TLS_RECORD - io->ptlen < len ? TLS_RECORD - io->ptlen : len;
+    }
+    ssize_t k = pread(fd, dst, room, off);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k <= 0)
+      return -1; /* an error, or a file shorter than promised */
+    off += k;
+    len -= (size_t)k;
+    if (!io->ssl) {
+      io->outlen += (size_t)k;
+    } else {
+      io->ptlen += (size_t)k;
+      if (io->ptlen == TLS_RECORD && tls_encrypt(io) != 0)
+        return -1;
+    }
+  }
+  return 0;
+}
+
 static int push_out(srv_io *io) {
   if (!io->outlen)
     return 0;
@@ -99,6 +137,29 @@ static int push_out(srv_io *io) {
   io->x->st.writer_flushes++;
   h2t__connreg_bytes(io->reg, 0, n); /* inflight */
   return h2t__writer_push(io->wc, buf, n);
+}
+
+int h2t__srv_io_send_body(srv_io *io, const uint8_t *hd, size_t hdlen,
+                          const uint8_t *data, int fd, off_t off, size_t len,
+                          writer_release_fn rel, void *arg) {
+  if (out_append(io, hd, hdlen) != 0)
+    return -1;
+  if (io->ssl || len < REF_MIN) {
+    /* TLS: the one copy is SSL_write's, from the record buffer */
+    if (data)
+      return out_append(io, data, len) != 0 ? -1 : 0;
+    return out_append_file(io, fd, off, len) != 0 ? -1 : 0;
+  }
+  size_t n = io->outlen;
+  uint8_t *buf = io->out;
+  io->out = NULL;
+  io->outlen = io->outcap = 0;
+  io->x->st.bytes_out += n + len;
+  io->x->st.writer_flushes++;
+  h2t__connreg_bytes(io->reg, 0, n + len); /* inflight */
+  return h2t__writer_push_ref(io->wc, buf, n, data, fd, off, len, rel, arg) != 0
+             ? -1
+             : 1;
 }
 
 /* The layer above ends the connection (and frees io). */
