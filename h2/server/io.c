@@ -81,6 +81,16 @@ static int out_append(srv_io *io, const uint8_t *data, size_t n) {
       return -1;
   }
   while (n) {
+    if (!io->ptlen && n >= TLS_RECORD) { /* a whole record: no staging */
+      int r = SSL_write(io->ssl, data, TLS_RECORD);
+      if (r <= 0) {
+        ERR_clear_error();
+        return -1;
+      }
+      data += TLS_RECORD;
+      n -= TLS_RECORD;
+      continue;
+    }
     size_t k = TLS_RECORD - io->ptlen < n ? TLS_RECORD - io->ptlen : n;
     memcpy(io->pt + io->ptlen, data, k);
     io->ptlen += k;
@@ -139,13 +149,23 @@ static int push_out(srv_io *io) {
   return h2t__writer_push(io->wc, buf, n);
 }
 
+static int out_full(srv_io *io);
+
 int h2t__srv_io_send_body(srv_io *io, const uint8_t *hd, size_t hdlen,
                           const uint8_t *data, int fd, off_t off, size_t len,
                           writer_release_fn rel, void *arg) {
+  /* nghttp2 would otherwise pack a whole window of frames into one pull */
+  int full = out_full(io);
+  if (full)
+    return full < 0 ? -1 : -2;
   if (out_append(io, hd, hdlen) != 0)
     return -1;
   if (io->ssl || len < REF_MIN) {
-    /* TLS: the one copy is SSL_write's, from the record buffer */
+    /* TLS: a big payload is encrypted from where it is (its frame header
+     * and what came before close the record under way); SSL_write's is
+     * then its one plaintext copy */
+    if (data && io->ssl && len >= TLS_RECORD && tls_encrypt(io) != 0)
+      return -1;
     if (data)
       return out_append(io, data, len) != 0 ? -1 : 0;
     return out_append_file(io, fd, off, len) != 0 ? -1 : 0;
@@ -165,31 +185,42 @@ int h2t__srv_io_send_body(srv_io *io, const uint8_t *hd, size_t hdlen,
 /* The layer above ends the connection (and frees io). */
 static void io_closed(srv_io *io, int abort) { io->cb->closed(io->arg, abort); }
 
+/* Is the writer's queue full?  Hands over what is pending when it nears
+ * the limit; 1 (a notify comes when it drained to half), 0, or -1 when
+ * the connection must be aborted. */
+static int out_full(srv_io *io) {
+  srv_ctx *x = io->x;
+  size_t limit = x->cfg.write_queue_limit;
+  if (h2t__writer_conn_queued(io->wc) + io->outlen + io->ptlen < limit)
+    return 0;
+  if ((io->ssl && tls_encrypt(io) != 0) || push_out(io) != 0)
+    return -1;
+  if (h2t__writer_conn_queued(io->wc) < limit ||
+      h2t__writer_conn_want_notify(io->wc, limit / 2))
+    return 0;
+  if (!io->blocked)
+    x->st.writer_blocked++;
+  io->blocked = 1;
+  if (h2t__writer_conn_queued(io->wc) >= 2 * (size_t)limit &&
+      !io->read_paused) {
+    io->read_paused = 1;
+    ev_io_stop(x->loop, &io->rio);
+  }
+  return 1;
+}
+
 /* Produce output until the session has nothing more or the writer queue is
  * full; hand it over as one item; close when the session is over. */
 static void io_flush(srv_io *io) {
-  srv_ctx *x = io->x;
-  size_t limit = x->cfg.write_queue_limit;
   if (!io->ssl || io->tls_done) {
     for (;;) {
-      if (h2t__writer_conn_queued(io->wc) + io->outlen + io->ptlen >= limit) {
-        if ((io->ssl && tls_encrypt(io) != 0) || push_out(io) != 0) {
-          io_closed(io, 1);
-          return;
-        }
-        if (h2t__writer_conn_queued(io->wc) >= limit &&
-            !h2t__writer_conn_want_notify(io->wc, limit / 2)) {
-          if (!io->blocked)
-            x->st.writer_blocked++;
-          io->blocked = 1;
-          if (h2t__writer_conn_queued(io->wc) >= 2 * (size_t)limit &&
-              !io->read_paused) {
-            io->read_paused = 1;
-            ev_io_stop(x->loop, &io->rio);
-          }
-          break;
-        }
+      int full = out_full(io);
+      if (full < 0) {
+        io_closed(io, 1);
+        return;
       }
+      if (full)
+        break;
       const uint8_t *data;
       ssize_t n = io->cb->pull(io->arg, &data);
       if (n < 0) {

@@ -664,19 +664,18 @@ static ssize_t on_body_read(void *req, uint8_t *buf, size_t length,
 
 static int on_body_send(void *req, const uint8_t *hd, size_t len) {
   h2t_server_req *r = req;
-  int rc;
-  if (r->body_kind == SRV_BODY_BUF) {
-    rc = h2t__srv_sess_send_body(r->c, hd, r->body + r->boff, -1, 0, len,
-                                 req_release, r);
+  int buf = r->body_kind == SRV_BODY_BUF;
+  int rc = h2t__srv_sess_send_body(r->c, hd, buf ? r->body + r->boff : NULL,
+                                   buf ? -1 : r->fd, r->foff, len,
+                                   req_release, r);
+  if (rc < 0)
+    return rc; /* -2: the same frame is asked for again */
+  if (buf) {
     r->boff += len;
   } else {
-    rc = h2t__srv_sess_send_body(r->c, hd, NULL, r->fd, r->foff, len,
-                                 req_release, r);
     r->foff += (off_t)len;
     r->fleft -= (int64_t)len;
   }
-  if (rc < 0)
-    return -1;
   r->wrefs += (unsigned)rc;
   return 0;
 }

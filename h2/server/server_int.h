@@ -157,7 +157,8 @@ int h2t__srv_io_init(srv_io *io, srv_ctx *x, int fd, uint64_t id,
 /* A DATA frame: its header (hd), then len payload bytes from data, or from
  * file fd at off.  Returns 1: referenced, not copied (h2c, big enough);
  * rel(arg) comes on the loop when the writer is done with them.  0: copied
- * now (TLS, small).  -1: the connection must be aborted. */
+ * now (TLS, small).  -2: nothing done, the writer's queue is full (a
+ * flush comes when it drained).  -1: the connection must be aborted. */
 int h2t__srv_io_send_body(srv_io *io, const uint8_t *hd, size_t hdlen,
                           const uint8_t *data, int fd, off_t off, size_t len,
                           writer_release_fn rel, void *arg);

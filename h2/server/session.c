@@ -256,10 +256,12 @@ static int on_send_data(nghttp2_session *sess, nghttp2_frame *f,
                         const uint8_t *framehd, size_t length,
                         nghttp2_data_source *src, void *user) {
   srv_conn *c = user;
-  if (f->data.padlen ||
-      c->x->sess_cb->body_send(src->ptr, framehd, length) != 0)
+  if (f->data.padlen)
     return NGHTTP2_ERR_CALLBACK_FAILURE;
-  return 0;
+  int rc = c->x->sess_cb->body_send(src->ptr, framehd, length);
+  if (rc == -2) /* asked again when the writer's queue drained */
+    return NGHTTP2_ERR_WOULDBLOCK;
+  return rc ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
 }
 
 static int on_stream_close(nghttp2_session *sess, int32_t sid, uint32_t code,
