@@ -197,10 +197,68 @@ static void h_hold(h2t_server_req *r, void *user) {
   pthread_mutex_unlock(&t->mu);
 }
 
+/* /fnv: answers "<length> <FNV-1a 64 of the body>" once it has all */
+typedef struct fnv {
+  size_t n;
+  uint64_t h;
+} fnv;
+
+static uint64_t fnv_add(uint64_t h, const uint8_t *d, size_t len) {
+  for (size_t i = 0; i < len; i++)
+    h = (h ^ d[i]) * 0x100000001b3ull;
+  return h;
+}
+
+static int fnv_body(h2t_server_req *r, const uint8_t *d, size_t len, int eof,
+                    void *user) {
+  fnv *f = user;
+  f->n += len;
+  f->h = fnv_add(f->h, d, len);
+  if (eof) {
+    char b[64];
+    int k = snprintf(b, sizeof b, "%zu %016llx", f->n,
+                     (unsigned long long)f->h);
+    h2t_server_req_respond(r, 200, NULL, 0, b, (size_t)k, 0);
+  }
+  return 0;
+}
+
+static void h_fnv(h2t_server_req *r, void *user) {
+  fnv *f = calloc(1, sizeof *f);
+  f->h = 0xcbf29ce484222325ull;
+  h2t_server_req_on(r, fnv_body, sum_close, f);
+}
+
 static void h_big(h2t_server_req *r, void *user) {
   tsrv *t = user;
   int fd = open(t->big_path, O_RDONLY);
   h2t_server_req_respond_file(r, 200, NULL, 0, fd, 0, -1);
+}
+
+/* /slice?k=file|nocopy&n=N: N bytes of big.bin from offset 7, as a file
+ * range or as a NOCOPY buffer that on_close frees (ASan sees a writer that
+ * reads it after on_close). */
+static void slice_close(h2t_server_req *r, uint32_t code, void *user) {
+  free(user);
+}
+
+static void h_slice(h2t_server_req *r, void *user) {
+  tsrv *t = user;
+  const char *p = h2t_server_req_path(r), *q = strstr(p, "n=");
+  size_t n = q ? strtoul(q + 2, NULL, 10) : 0;
+  int fd = open(t->big_path, O_RDONLY);
+  assert_true(fd >= 0);
+  if (strstr(p, "k=file")) {
+    assert_int_equal(
+        h2t_server_req_respond_file(r, 200, NULL, 0, fd, 7, (int64_t)n), 0);
+    return;
+  }
+  uint8_t *b = malloc(n + 1);
+  assert_int_equal(pread(fd, b, n, 7), (ssize_t)n);
+  close(fd);
+  h2t_server_req_on(r, NULL, slice_close, b);
+  assert_int_equal(
+      h2t_server_req_respond(r, 200, NULL, 0, b, n, H2T_RESPOND_NOCOPY), 0);
 }
 
 static void *srv_thread(void *arg) {
@@ -244,6 +302,8 @@ static tsrv *tsrv_start(h2t_writer_mode mode, h2t_server_config *cfg) {
   h2t_server_handle(t->s, "/delay", h2t_test_delay_handler, NULL);
   h2t_server_handle(t->s, "/hold", h_hold, t);
   h2t_server_handle(t->s, "/big", h_big, t);
+  h2t_server_handle(t->s, "/slice", h_slice, t);
+  h2t_server_handle(t->s, "/fnv", h_fnv, t);
   assert_int_equal(pthread_create(&t->th, NULL, srv_thread, t->s), 0);
   return t;
 }
@@ -360,6 +420,84 @@ static void test_bodies_file_gen_trailers(void **state) {
     assert_int_equal(atoi(out), 123457);
     free(out);
   }
+  tsrv_stop(t);
+}
+
+/* File ranges and NOCOPY buffers go to the socket by reference (h2c) or
+ * copied once into TLS records: byte-exact at frame (16384), window
+ * (65535) and by-reference (1024) boundaries, and past 1 MiB. */
+static void test_zero_copy_bodies_exact(void **state) {
+  tsrv *t = tsrv_start(mode_of(state), NULL);
+  static const char *sizes =
+      "0 1 1023 1024 16383 16384 16385 65535 65536 65537 1048576 1048583";
+  for (int tls = 0; tls < 2; tls++) {
+    for (int k = 0; k < 2; k++) {
+      char cmd[1200], *out = NULL;
+      snprintf(cmd, sizeof cmd,
+               "for n in %s; do "
+               "curl -sSk --http2%s --max-time 20 '%s?k=%s&n='$n >%s/got || exit 1; "
+               "tail -c +8 %s | head -c $n | cmp - %s/got || exit 1; "
+               "done; echo SAME",
+               sizes, tls ? "" : "-prior-knowledge", url(t, tls, "/slice"),
+               k ? "file" : "nocopy", h2t_test_tmpdir(), t->big_path,
+               h2t_test_tmpdir());
+      char *argv[] = {"sh", "-c", cmd, NULL};
+      assert_int_equal(h2t_test_run(argv, 60000, &out), 0);
+      if (!strstr(out, "SAME"))
+        print_error("tls=%d %s: %s\n", tls, k ? "file" : "nocopy", out);
+      assert_non_null(strstr(out, "SAME"));
+      free(out);
+    }
+    /* many at once on one connection, through a 1 KiB window */
+    char cmd[600], *out = NULL;
+    snprintf(cmd, sizeof cmd,
+             "nghttp -w 10 -W 10 -m 8 '%s?k=file&n=100000' 2>/dev/null | wc -c; "
+             "nghttp -m 8 '%s?k=nocopy&n=100000' 2>/dev/null | wc -c",
+             url(t, tls, "/slice"), url(t, tls, "/slice"));
+    char *argv[] = {"sh", "-c", cmd, NULL};
+    assert_int_equal(h2t_test_run(argv, 60000, &out), 0);
+    unsigned a = 0, b = 0;
+    assert_int_equal(sscanf(out, "%u %u", &a, &b), 2);
+    assert_int_equal(a, 800000);
+    assert_int_equal(b, 800000);
+    free(out);
+  }
+  tsrv_stop(t);
+}
+
+/* The client's buffer bodies (copied once, into its output) and the
+ * server's body path (to the handler from nghttp2's buffer) keep every
+ * byte, at frame and window boundaries and past 1 MiB, h2c and TLS. */
+static void test_client_upload_exact(void **state) {
+  tsrv *t = tsrv_start(mode_of(state), NULL);
+  h2t_client_config cc = {H2T_CLIENT_CONFIG_INIT, .insecure = 1};
+  h2t_client *c = NULL;
+  assert_int_equal(h2t_client_new(&c, &cc), 0);
+  static const size_t sizes[] = {1, 1023, 16383, 16384, 16385, 65535,
+                                 65536, 1048576 + 7};
+  uint8_t *up = malloc(1048576 + 7);
+  for (size_t i = 0; i < 1048576 + 7; i++)
+    up[i] = (uint8_t)(i * 131 + (i >> 9));
+  for (int tls = 0; tls < 2; tls++)
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+      h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = url(t, tls, "/fnv"),
+                            .method = "POST", .body = up,
+                            .body_len = sizes[i]};
+      h2t_response resp;
+      assert_int_equal(h2t_client_fetch(c, &o, &resp), 0);
+      assert_int_equal(resp.status, 200);
+      char want[64];
+      snprintf(want, sizeof want, "%zu %016llx", sizes[i],
+               (unsigned long long)fnv_add(0xcbf29ce484222325ull, up,
+                                           sizes[i]));
+      if (resp.body_len != strlen(want) ||
+          memcmp(resp.body, want, resp.body_len))
+        fail_msg("tls=%d %zu bytes: got \"%.*s\", want \"%s\"", tls,
+                 sizes[i], (int)resp.body_len, (const char *)resp.body, want);
+      h2t_response_free(&resp);
+    }
+  free(up);
+  h2t_client_del(c);
   tsrv_stop(t);
 }
 
@@ -863,6 +1001,8 @@ int main(void) {
       H2T_TEST_PER_MODE(test_shutdown_done_on_app_loop),
       H2T_TEST_PER_MODE(test_curl_h2c_and_tls),
       H2T_TEST_PER_MODE(test_bodies_file_gen_trailers),
+      H2T_TEST_PER_MODE(test_zero_copy_bodies_exact),
+      H2T_TEST_PER_MODE(test_client_upload_exact),
       H2T_TEST_PER_MODE(test_h2load_no_failures),
       H2T_TEST_PER_MODE(test_hook_order),
       H2T_TEST_PER_MODE(test_cancel_from_other_thread),

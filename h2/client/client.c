@@ -921,17 +921,25 @@ static ssize_t on_body_read(void *su, uint8_t *buf, size_t len,
     n = (size_t)got;
     r->body_eof = eof != 0;
   } else {
+    /* on_body_send copies it once, into the output; nghttp2 does not */
     n = r->body_len - r->body_off;
     if (n > len)
       n = len;
-    memcpy(buf, r->body + r->body_off, n);
-    r->body_off += n;
-    r->body_eof = r->body_off == r->body_len;
+    r->body_eof = r->body_off + n == r->body_len;
+    *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
   }
   r->bytes_sent += n;
   if (r->body_eof)
     *flags |= NGHTTP2_DATA_FLAG_EOF;
   return (ssize_t)n;
+}
+
+static int on_body_send(void *su, const uint8_t *hd, size_t len) {
+  h2t_request *r = su;
+  int rc = h2t__conn_send_body(r->conn, hd, 9, r->body + r->body_off, len);
+  if (rc == 0)
+    r->body_off += len;
+  return rc;
 }
 
 /* How the stream ended decides how the request does. */
@@ -983,6 +991,7 @@ static const h2t__conn_cbs conn_cbs = {
     .data_frame = on_data_frame,
     .stream_reset = on_stream_reset,
     .body_read = on_body_read,
+    .body_send = on_body_send,
     .stream_closed = on_stream_closed,
 };
 

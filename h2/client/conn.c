@@ -622,6 +622,17 @@ static int out_append(h2t__conn *cn, const uint8_t *data, size_t n) {
   return 0;
 }
 
+int h2t__conn_send_body(h2t__conn *cn, const uint8_t *hd, size_t hdlen,
+                        const uint8_t *data, size_t len) {
+  /* nghttp2 would otherwise pack every frame the windows allow into one
+   * mem_send call, past OUT_HIGH */
+  if (cn->outlen >= OUT_HIGH)
+    return NGHTTP2_ERR_WOULDBLOCK;
+  if (out_append(cn, hd, hdlen) != 0 || out_append(cn, data, len) != 0)
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+  return 0;
+}
+
 void h2t__conn_flush(h2t__conn *cn) {
   h2t__conn_ctx *ctx = cn->ctx;
   if (cn->dirty) {

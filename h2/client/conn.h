@@ -81,6 +81,11 @@ typedef struct h2t__conn_cbs {
    * Returns bytes, NGHTTP2_ERR_DEFERRED or
    * NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE. */
   ssize_t (*body_read)(void *su, uint8_t *buf, size_t len, uint32_t *flags);
+  /* A DATA frame of a body that body_read marked NGHTTP2_DATA_FLAG_NO_COPY:
+   * send hd (9 bytes) and len payload bytes with h2t__conn_send_body().
+   * 0, NGHTTP2_ERR_WOULDBLOCK (asked again later) or
+   * NGHTTP2_ERR_CALLBACK_FAILURE. */
+  int (*body_send)(void *su, const uint8_t *hd, size_t len);
   /* The stream is closed (nghttp2's on_stream_close).  Not called for a
    * stream taken off with h2t__conn_reset()/h2t__conn_detach(). */
   void (*stream_closed)(void *su, int32_t stream_id, uint32_t code);
@@ -200,6 +205,11 @@ void h2t__conn_free(h2t__conn *cn);
 void h2t__conn_mark_dirty(h2t__conn *cn);
 /* Pull frames from the session and write them. */
 void h2t__conn_flush(h2t__conn *cn);
+/* From body_send: the frame header and its payload straight into the
+ * output, the payload's one copy.  0, NGHTTP2_ERR_WOULDBLOCK (the output
+ * is full: asked again once written) or NGHTTP2_ERR_CALLBACK_FAILURE. */
+int h2t__conn_send_body(h2t__conn *cn, const uint8_t *hd, size_t hdlen,
+                        const uint8_t *data, size_t len);
 /* Leave an I/O section: a close asked meanwhile happens now. */
 void h2t__conn_end_io(h2t__conn *cn);
 /* For the layers above: keep cn from being freed across calls into it

@@ -191,6 +191,15 @@ static ssize_t body_read(nghttp2_session *s, int32_t sid, uint8_t *buf,
   return n;
 }
 
+static int send_data(nghttp2_session *s, nghttp2_frame *f, const uint8_t *hd,
+                     size_t len, nghttp2_data_source *src, void *ud) {
+  h2t__conn *cn = ud;
+  void *su = stream_su(s, f->hd.stream_id);
+  if (!su || f->data.padlen)
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+  return cbs_of(cn)->body_send(su, hd, len);
+}
+
 int h2t__session_callbacks_new(nghttp2_session_callbacks **out) {
   nghttp2_session_callbacks *cb;
   if (nghttp2_session_callbacks_new(&cb) != 0)
@@ -204,6 +213,7 @@ int h2t__session_callbacks_new(nghttp2_session_callbacks **out) {
   nghttp2_session_callbacks_set_on_header_callback2(cb, on_header);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+  nghttp2_session_callbacks_set_send_data_callback(cb, send_data);
   *out = cb;
   return 0;
 }

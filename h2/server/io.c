@@ -16,6 +16,10 @@
 #define READ_CHUNK 65536
 #define TLS_RECORD 16384
 #define FLUSH_PIECE 32768
+/* DATA payloads this big go to the writer by reference (h2c); smaller ones
+ * are copied once into the flush's buffer, which costs less than an item
+ * of their own and its release. */
+#define REF_MIN 1024
 
 void h2t__srv_io_flush(srv_io *io) {
   if (io->flush_queued || io->dying)
@@ -77,6 +81,16 @@ static int out_append(srv_io *io, const uint8_t *data, size_t n) {
       return -1;
   }
   while (n) {
+    if (!io->ptlen && n >= TLS_RECORD) { /* a whole record: no staging */
+      int r = SSL_write(io->ssl, data, TLS_RECORD);
+      if (r <= 0) {
+        ERR_clear_error();
+        return -1;
+      }
+      data += TLS_RECORD;
+      n -= TLS_RECORD;
+      continue;
+    }
     size_t k = TLS_RECORD - io->ptlen < n ? TLS_RECORD - io->ptlen : n;
     memcpy(io->pt + io->ptlen, data, k);
     io->ptlen += k;
@@ -84,6 +98,40 @@ static int out_append(srv_io *io, const uint8_t *data, size_t n) {
     n -= k;
     if (io->ptlen == TLS_RECORD && tls_encrypt(io) != 0)
       return -1;
+  }
+  return 0;
+}
+
+/* len bytes of file fd at off into the output, read straight into it. */
+static int out_append_file(srv_io *io, int fd, off_t off, size_t len) {
+  while (len) {
+    uint8_t *dst;
+    size_t room;
+    if (!io->ssl) {
+      if (out_reserve(io, len) != 0)
+        return -1;
+      dst = io->out + io->outlen;
+      room = len;
+    } else {
+      if (!io->pt && !(io->pt = h2t_xmalloc(io->x->mem, TLS_RECORD)))
+        return -1;
+      dst = io->pt + io->ptlen;
+      room = TLS_RECORD - io->ptlen < len ? TLS_RECORD - io->ptlen : len;
+    }
+    ssize_t k = pread(fd, dst, room, off);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k <= 0)
+      return -1; /* an error, or a file shorter than promised */
+    off += k;
+    len -= (size_t)k;
+    if (!io->ssl) {
+      io->outlen += (size_t)k;
+    } else {
+      io->ptlen += (size_t)k;
+      if (io->ptlen == TLS_RECORD && tls_encrypt(io) != 0)
+        return -1;
+    }
   }
   return 0;
 }
@@ -101,34 +149,78 @@ static int push_out(srv_io *io) {
   return h2t__writer_push(io->wc, buf, n);
 }
 
+static int out_full(srv_io *io);
+
+int h2t__srv_io_send_body(srv_io *io, const uint8_t *hd, size_t hdlen,
+                          const uint8_t *data, int fd, off_t off, size_t len,
+                          writer_release_fn rel, void *arg) {
+  /* nghttp2 would otherwise pack a whole window of frames into one pull */
+  int full = out_full(io);
+  if (full)
+    return full < 0 ? -1 : -2;
+  if (out_append(io, hd, hdlen) != 0)
+    return -1;
+  if (io->ssl || len < REF_MIN) {
+    /* TLS: a big payload is encrypted from where it is (its frame header
+     * and what came before close the record under way); SSL_write's is
+     * then its one plaintext copy */
+    if (data && io->ssl && len >= TLS_RECORD && tls_encrypt(io) != 0)
+      return -1;
+    if (data)
+      return out_append(io, data, len) != 0 ? -1 : 0;
+    return out_append_file(io, fd, off, len) != 0 ? -1 : 0;
+  }
+  size_t n = io->outlen;
+  uint8_t *buf = io->out;
+  io->out = NULL;
+  io->outlen = io->outcap = 0;
+  io->x->st.bytes_out += n + len;
+  io->x->st.writer_flushes++;
+  h2t__connreg_bytes(io->reg, 0, n + len); /* inflight */
+  return h2t__writer_push_ref(io->wc, buf, n, data, fd, off, len, rel, arg) != 0
+             ? -1
+             : 1;
+}
+
 /* The layer above ends the connection (and frees io). */
 static void io_closed(srv_io *io, int abort) { io->cb->closed(io->arg, abort); }
+
+/* Is the writer's queue full?  Hands over what is pending when it nears
+ * the limit; 1 (a notify comes when it drained to half), 0, or -1 when
+ * the connection must be aborted. */
+static int out_full(srv_io *io) {
+  srv_ctx *x = io->x;
+  size_t limit = x->cfg.write_queue_limit;
+  if (h2t__writer_conn_queued(io->wc) + io->outlen + io->ptlen < limit)
+    return 0;
+  if ((io->ssl && tls_encrypt(io) != 0) || push_out(io) != 0)
+    return -1;
+  if (h2t__writer_conn_queued(io->wc) < limit ||
+      h2t__writer_conn_want_notify(io->wc, limit / 2))
+    return 0;
+  if (!io->blocked)
+    x->st.writer_blocked++;
+  io->blocked = 1;
+  if (h2t__writer_conn_queued(io->wc) >= 2 * (size_t)limit &&
+      !io->read_paused) {
+    io->read_paused = 1;
+    ev_io_stop(x->loop, &io->rio);
+  }
+  return 1;
+}
 
 /* Produce output until the session has nothing more or the writer queue is
  * full; hand it over as one item; close when the session is over. */
 static void io_flush(srv_io *io) {
-  srv_ctx *x = io->x;
-  size_t limit = x->cfg.write_queue_limit;
   if (!io->ssl || io->tls_done) {
     for (;;) {
-      if (h2t__writer_conn_queued(io->wc) + io->outlen + io->ptlen >= limit) {
-        if ((io->ssl && tls_encrypt(io) != 0) || push_out(io) != 0) {
-          io_closed(io, 1);
-          return;
-        }
-        if (h2t__writer_conn_queued(io->wc) >= limit &&
-            !h2t__writer_conn_want_notify(io->wc, limit / 2)) {
-          if (!io->blocked)
-            x->st.writer_blocked++;
-          io->blocked = 1;
-          if (h2t__writer_conn_queued(io->wc) >= 2 * (size_t)limit &&
-              !io->read_paused) {
-            io->read_paused = 1;
-            ev_io_stop(x->loop, &io->rio);
-          }
-          break;
-        }
+      int full = out_full(io);
+      if (full < 0) {
+        io_closed(io, 1);
+        return;
       }
+      if (full)
+        break;
       const uint8_t *data;
       ssize_t n = io->cb->pull(io->arg, &data);
       if (n < 0) {

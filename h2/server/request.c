@@ -36,6 +36,10 @@ struct h2t_server_req {
   uint64_t id;
   uint64_t t_start;
   h2t_server_req *prev, *next; /* x->reqs */
+  uint64_t conn_id;            /* c may be gone by on_close (see wrefs) */
+  /* Pieces of the response body the writer holds by reference: on_close
+   * and the free wait until it gives the last one back. */
+  unsigned wrefs;
   trace_chain tc;              /* the server's, plus the in-flight entry */
   struct inflight_entry *ife;
   h2t_trace_context tctx;      /* W3C: the incoming trace, our own span */
@@ -60,6 +64,7 @@ struct h2t_server_req {
   uint8_t *held;
   size_t held_len, held_cap;
   uint64_t bytes_in, bytes_out;
+  uint32_t close_code;
 
   /* response body */
   int body_kind;
@@ -160,6 +165,14 @@ static void req_free(h2t_server_req *r) {
   h2t_xfree(m, r);
 }
 
+/* Closed, and the writer holds nothing of its body: a NOCOPY buffer is the
+ * user's until on_close, so on_close comes only now. */
+static void req_done(h2t_server_req *r) {
+  if (r->on_close)
+    SRV_USER_CALL(r->x, r->on_close(r, r->close_code, r->cb_user));
+  req_free(r);
+}
+
 /* The stream is over (closed by nghttp2, or the connection went away);
  * session.c has detached it. */
 static void req_close(h2t_server_req *r, uint32_t code) {
@@ -191,8 +204,6 @@ static void req_close(h2t_server_req *r, uint32_t code) {
     h2t__inflight_end(r->ife, code == 0 ? 0
                          : code == NGHTTP2_CANCEL ? H2T_ERR_CANCELED
                                                   : H2T_ERR_STREAM_RESET);
-  if (r->on_close)
-    SRV_USER_CALL(x, r->on_close(r, code, r->cb_user));
   if (r->counted) {
     x->st.inflight--;
     h2t__connreg_stream_close(r->c->io.reg); /* inflight */
@@ -203,7 +214,17 @@ static void req_close(h2t_server_req *r, uint32_t code) {
     x->reqs = r->next;
   if (r->next)
     r->next->prev = r->prev;
-  req_free(r);
+  r->close_code = code;
+  r->c = NULL; /* the connection may go before the writer lets go */
+  if (!r->wrefs)
+    req_done(r);
+}
+
+/* The writer gave back a piece of r's body (on the loop, from its top). */
+static void req_release(void *arg) {
+  h2t_server_req *r = arg;
+  if (--r->wrefs == 0 && r->closed)
+    req_done(r);
 }
 
 static void stream_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
@@ -275,6 +296,7 @@ static h2t_server_req *req_new(srv_conn *c, int32_t sid) {
   r->x = x;
   r->c = c;
   r->sid = sid;
+  r->conn_id = c->io.id;
   r->id = h2t_next_req_id();
   r->t_start = srv_now(x);
   r->fd = -1;
@@ -578,28 +600,29 @@ static ssize_t on_body_read(void *req, uint8_t *buf, size_t length,
   size_t n = 0;
   int eof = 0;
   switch (r->body_kind) {
-  case SRV_BODY_BUF:
+  case SRV_BODY_BUF: /* body_send sends it, from where it is */
     n = r->blen - r->boff < length ? r->blen - r->boff : length;
-    memcpy(buf, r->body + r->boff, n);
-    r->boff += n;
-    eof = r->boff == r->blen;
+    eof = r->boff + n == r->blen;
+    *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
     break;
-  case SRV_BODY_FILE: {
-    size_t want = length;
-    if (r->fleft >= 0 && (uint64_t)r->fleft < want)
-      want = (size_t)r->fleft;
-    ssize_t k = 0;
-    while (want && (k = pread(r->fd, buf, want, r->foff)) < 0 && errno == EINTR)
-      ; /* a file on NFS or FUSE may be interrupted */
-    if (k < 0)
-      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    n = (size_t)k;
-    r->foff += k;
-    if (r->fleft >= 0)
-      r->fleft -= k;
-    eof = k == 0 || r->fleft == 0;
+  case SRV_BODY_FILE:
+    if (r->fleft >= 0) { /* body_send sends it (sendfile when it can) */
+      n = (uint64_t)r->fleft < length ? (size_t)r->fleft : length;
+      eof = (size_t)r->fleft == n;
+      *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+      break;
+    }
+    { /* to end of file: only a read tells where that is */
+      ssize_t k;
+      while ((k = pread(r->fd, buf, length, r->foff)) < 0 && errno == EINTR)
+        ; /* a file on NFS or FUSE may be interrupted */
+      if (k < 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+      n = (size_t)k;
+      r->foff += k;
+      eof = k == 0;
+    }
     break;
-  }
   case SRV_BODY_GEN: {
     ssize_t k;
     SRV_USER_CALL(r->x, k = r->gen(r, buf, length, &eof, r->gen_user));
@@ -637,6 +660,24 @@ static ssize_t on_body_read(void *req, uint8_t *buf, size_t length,
     r->flow_blocked = (unsigned)blocked;
   }
   return (ssize_t)n;
+}
+
+static int on_body_send(void *req, const uint8_t *hd, size_t len) {
+  h2t_server_req *r = req;
+  int buf = r->body_kind == SRV_BODY_BUF;
+  int rc = h2t__srv_sess_send_body(r->c, hd, buf ? r->body + r->boff : NULL,
+                                   buf ? -1 : r->fd, r->foff, len,
+                                   req_release, r);
+  if (rc < 0)
+    return rc; /* -2: the same frame is asked for again */
+  if (buf) {
+    r->boff += len;
+  } else {
+    r->foff += (off_t)len;
+    r->fleft -= (int64_t)len;
+  }
+  r->wrefs += (unsigned)rc;
+  return 0;
 }
 
 static void on_frame_sent(void *req, uint8_t type, size_t length,
@@ -703,6 +744,7 @@ static const srv_sess_callbacks sess_callbacks = {
     .body_eof = on_body_eof,
     .body_chunk = on_body_chunk,
     .body_read = on_body_read,
+    .body_send = on_body_send,
     .frame_sent = on_frame_sent,
     .stream_reset = on_stream_reset,
     .stream_close = on_stream_close,
@@ -754,7 +796,7 @@ int32_t h2t_server_req_stream_id(const h2t_server_req *r) {
   return r ? r->sid : 0;
 }
 uint64_t h2t_server_req_conn_id(const h2t_server_req *r) {
-  return r ? r->c->io.id : 0;
+  return r ? r->conn_id : 0;
 }
 h2t_server *h2t_server_req_server(const h2t_server_req *r) {
   return r ? r->x->server : NULL;

@@ -39,6 +39,9 @@ typedef struct wconn wconn;
 /* On the loop: the connection's queue drained to the level asked for with
  * h2t__writer_conn_want_notify(), or writing failed (h2t__writer_conn_failed()). */
 typedef void (*writer_notify_fn)(void *arg);
+/* On the loop (from its top, never inside a push): the writer is done with
+ * a reference (written or dropped). */
+typedef void (*writer_release_fn)(void *arg);
 
 /* drain_us bounds how long a socket that takes nothing is waited for when
  * the connection closes, or by a SPAWN thread (UINT64_MAX: no bound). */
@@ -59,6 +62,14 @@ void h2t__writer_buf_put(srv_writer *w, uint8_t *data);
  * owned by the writer from now on (recycled even on error).  One call per
  * connection flush.  Returns 0 or H2T_ERR_IO (connection failed). */
 int h2t__writer_push(wconn *wc, uint8_t *buf, size_t len);
+/* The same, followed by rlen bytes by reference, without a copy: from ref,
+ * or from file fd at off (fd >= 0; sendfile).  buf may be NULL (len 0).
+ * They must stay as they are until rel(arg) on the loop, which comes once
+ * if this returns 0 and never otherwise (H2T_ERR_IO, H2T_ERR_NOMEM; buf is
+ * recycled in every case). */
+int h2t__writer_push_ref(wconn *wc, uint8_t *buf, size_t len,
+                         const uint8_t *ref, int fd, off_t off, size_t rlen,
+                         writer_release_fn rel, void *arg);
 /* Bytes queued and not yet written.  Any thread. */
 size_t h2t__writer_conn_queued(const wconn *wc);
 /* Ask for a notify when queued <= low.  Returns 1 if that is already the
@@ -143,6 +154,14 @@ struct srv_io {
  * reading.  0, or -1 (nothing to undo; the caller still owns fd). */
 int h2t__srv_io_init(srv_io *io, srv_ctx *x, int fd, uint64_t id,
                      SSL_CTX *ssl_ctx, const srv_io_callbacks *cb, void *arg);
+/* A DATA frame: its header (hd), then len payload bytes from data, or from
+ * file fd at off.  Returns 1: referenced, not copied (h2c, big enough);
+ * rel(arg) comes on the loop when the writer is done with them.  0: copied
+ * now (TLS, small).  -2: nothing done, the writer's queue is full (a
+ * flush comes when it drained).  -1: the connection must be aborted. */
+int h2t__srv_io_send_body(srv_io *io, const uint8_t *hd, size_t hdlen,
+                          const uint8_t *data, int fd, off_t off, size_t len,
+                          writer_release_fn rel, void *arg);
 /* Produce output for io at the end of this loop iteration. */
 void h2t__srv_io_flush(srv_io *io);
 /* Flush every io that asked (from server.c's ev_prepare). */
@@ -170,8 +189,13 @@ typedef struct srv_sess_callbacks {
   void (*body_eof)(void *req);
   /* Request body bytes.  0, or -1 (out of memory: the stream fails). */
   int (*body_chunk)(void *req, const uint8_t *data, size_t len);
-  /* nghttp2's data source read callback, for a response body. */
+  /* nghttp2's data source read callback, for a response body.  It may set
+   * NGHTTP2_DATA_FLAG_NO_COPY: then body_send sends the payload. */
   ssize_t (*body_read)(void *req, uint8_t *buf, size_t len, uint32_t *flags);
+  /* A DATA frame of a NO_COPY body is due: send its 9-byte header hd and
+   * len payload bytes with h2t__srv_sess_send_body().  0, or -1 (the
+   * connection fails). */
+  int (*body_send)(void *req, const uint8_t *hd, size_t len);
   /* A HEADERS or DATA frame of the response went out. */
   void (*frame_sent)(void *req, uint8_t type, size_t length, int end_stream);
   /* RST_STREAM sent or received; req NULL when no request is attached. */
@@ -221,6 +245,10 @@ void h2t__srv_sess_detach(srv_conn *c, int32_t sid);
 void h2t__srv_sess_windows(srv_conn *c, int32_t sid, int32_t *stream_window,
                            int32_t *conn_window);
 void h2t__srv_sess_flush(srv_conn *c);
+/* From body_send: see h2t__srv_io_send_body. */
+int h2t__srv_sess_send_body(srv_conn *c, const uint8_t *hd, const uint8_t *data,
+                            int fd, off_t off, size_t len,
+                            writer_release_fn rel, void *arg);
 /* n body bytes of stream sid were read by its handler, or dropped: the
  * peer may send that much more (windows are only refilled so). */
 void h2t__srv_sess_consume(srv_conn *c, int32_t sid, size_t n);

@@ -58,6 +58,13 @@ void h2t__srv_sess_windows(srv_conn *c, int32_t sid, int32_t *stream_window,
 
 void h2t__srv_sess_flush(srv_conn *c) { h2t__srv_io_flush(&c->io); }
 
+int h2t__srv_sess_send_body(srv_conn *c, const uint8_t *hd, const uint8_t *data,
+                            int fd, off_t off, size_t len,
+                            writer_release_fn rel, void *arg) {
+  return h2t__srv_io_send_body(&c->io, hd, 9, data, fd, off,
+                               len, rel, arg);
+}
+
 void h2t__srv_sess_consume(srv_conn *c, int32_t sid, size_t n) {
   if (!n)
     return;
@@ -243,6 +250,20 @@ static int on_frame_send(nghttp2_session *sess, const nghttp2_frame *f,
   return 0;
 }
 
+/* A NO_COPY DATA frame (we never pad): the payload goes without passing
+ * through nghttp2's buffer. */
+static int on_send_data(nghttp2_session *sess, nghttp2_frame *f,
+                        const uint8_t *framehd, size_t length,
+                        nghttp2_data_source *src, void *user) {
+  srv_conn *c = user;
+  if (f->data.padlen)
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+  int rc = c->x->sess_cb->body_send(src->ptr, framehd, length);
+  if (rc == -2) /* asked again when the writer's queue drained */
+    return NGHTTP2_ERR_WOULDBLOCK;
+  return rc ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
+}
+
 static int on_stream_close(nghttp2_session *sess, int32_t sid, uint32_t code,
                            void *user) {
   srv_conn *c = user;
@@ -269,6 +290,7 @@ static void callbacks_init(void) {
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
   nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
   nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+  nghttp2_session_callbacks_set_send_data_callback(cb, on_send_data);
   callbacks = cb;
 }
 

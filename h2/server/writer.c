@@ -18,7 +18,9 @@
 #include <stdint.h>
 #include <string.h>
 #include <linux/futex.h>
+#include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/sendfile.h>
 #include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -48,6 +50,16 @@ typedef struct witem {
   int close; /* 1: close marker, 2: abort marker */
   int fd;    /* a spent close marker from the writer thread: the socket the
                 loop must close (-1: none) */
+  /* The item's bytes are buf[0..hlen) (frame headers and the rest of a
+   * flush), then len - hlen bytes by reference: from ref, or from the file
+   * src_fd at src_off (sendfile).  The reference is given back with
+   * rel(rel_arg) on the loop once written or dropped. */
+  size_t hlen;
+  const uint8_t *ref;
+  int src_fd;
+  off_t src_off;
+  writer_release_fn rel;
+  void *rel_arg;
   uint8_t buf[];
 } witem;
 
@@ -100,6 +112,7 @@ struct srv_writer {
   atomic_uint depth, depth_max;
   atomic_int spawned; /* SPAWN: threads created and not yet joined */
   _Atomic(witem *) recycled; /* spent items from the writer thread */
+  _Atomic(witem *) released; /* spent items whose reference goes back */
   witem *pool;               /* loop thread: items ready for reuse */
   unsigned npool;
   /* REUSED thread: connections with queued items */
@@ -149,8 +162,13 @@ static void reclaim(srv_writer *w) {
 
 static witem *pool_get(srv_writer *w, size_t min) {
   witem *it = pool_take(w, min);
-  if (it)
+  if (it) {
     it->fd = -1;
+    it->hlen = 0;
+    it->ref = NULL;
+    it->src_fd = -1;
+    it->rel = NULL;
+  }
   return it;
 }
 
@@ -180,6 +198,16 @@ static witem *pool_take(srv_writer *w, size_t min) {
 /* A spent item, from whichever thread spends it: in REUSED mode that is
  * the writer thread, otherwise the loop. */
 static void item_free(srv_writer *w, witem *it) {
+  if (it->rel) {
+    /* The owner hears of it from the loop's top (async_cb), never from
+     * inside a push: its release may free what the pusher still uses. */
+    witem *head = atomic_load(&w->released);
+    do
+      it->next = head;
+    while (!atomic_compare_exchange_weak(&w->released, &head, it));
+    ev_async_send(w->loop, &w->async);
+    return;
+  }
   if (w->mode == H2T_WRITER_REUSED) {
     witem *head = atomic_load(&w->recycled);
     do
@@ -187,6 +215,26 @@ static void item_free(srv_writer *w, witem *it) {
     while (!atomic_compare_exchange_weak(&w->recycled, &head, it));
   } else {
     pool_put(w, it);
+  }
+}
+
+/* Loop thread: give back the references of written or dropped items. */
+static void release_refs(srv_writer *w) {
+  witem *l = atomic_exchange(&w->released, NULL);
+  while (l) {
+    witem *next = l->next;
+    writer_release_fn fn = l->rel;
+    void *arg = l->rel_arg;
+    l->rel = NULL;
+    l->ref = NULL;
+    l->src_fd = -1;
+    if (l->fd >= 0) {
+      close(l->fd);
+      l->fd = -1;
+    }
+    pool_put(w, l);
+    fn(arg);
+    l = next;
   }
 }
 
@@ -270,23 +318,73 @@ static void set_failed(wconn *wc) {
   }
 }
 
+/* sendfile has no MSG_NOSIGNAL: a peer gone away must not kill the
+ * process with SIGPIPE, so it is blocked around the call and a pending one
+ * taken back. */
+static ssize_t sendfile_nosig(int sock, int fd, off_t off, size_t len) {
+  sigset_t pipe, old;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, &old);
+  ssize_t r = sendfile(sock, fd, &off, len);
+  int e = errno;
+  if (r < 0 && e == EPIPE) {
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(&pipe, NULL, &zero) < 0 && errno == EINTR)
+      ;
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  errno = e;
+  if (r == 0 && len) { /* the file is shorter than promised */
+    errno = EIO;
+    return -1;
+  }
+  return r;
+}
+
+/* Fill iov from the items from it on; *more: the batch stops before a
+ * file range.  Returns the number of entries. */
+static int gather(witem *it, struct iovec *iov, int *more) {
+  int n = 0;
+  *more = 0;
+  for (; it && !it->close && n < WRITER_IOV - 1; it = it->next) {
+    if (it->off < it->hlen)
+      iov[n++] = (struct iovec){it->buf + it->off, it->hlen - it->off};
+    if (it->src_fd >= 0) {
+      *more = 1;
+      break;
+    }
+    if (it->ref) {
+      size_t o = it->off > it->hlen ? it->off - it->hlen : 0;
+      iov[n++] = (struct iovec){(void *)(it->ref + o), it->len - it->hlen - o};
+    }
+  }
+  return n;
+}
+
+/* One write from the head item on: a file range with sendfile, else a
+ * batch of memory with sendmsg. */
+static ssize_t send_head(wconn *wc) {
+  witem *it = wc->head;
+  if (it->src_fd >= 0 && it->off >= it->hlen)
+    return sendfile_nosig(wc->fd, it->src_fd,
+                          it->src_off + (off_t)(it->off - it->hlen),
+                          it->len - it->off);
+  struct iovec iov[WRITER_IOV];
+  int more;
+  int n = gather(it, iov, &more);
+  struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+  return sendmsg(wc->fd, &mh, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
+}
+
 /* Write as much of wc's list as the socket takes.  Returns 1 if the list
  * head is now a close marker or the list is empty, 0 on EAGAIN. */
 static int write_some(wconn *wc) {
   srv_writer *w = wc->w;
   for (;;) {
-    struct iovec iov[WRITER_IOV];
-    int n = 0;
-    for (witem *it = wc->head; it && n < WRITER_IOV && !it->close;
-         it = it->next) {
-      iov[n].iov_base = it->buf + it->off;
-      iov[n].iov_len = it->len - it->off;
-      n++;
-    }
-    if (n == 0)
+    if (!wc->head || wc->head->close)
       return 1;
-    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-    ssize_t r = sendmsg(wc->fd, &mh, MSG_NOSIGNAL);
+    ssize_t r = send_head(wc);
     if (r < 0) {
       if (errno == EINTR)
         continue;
@@ -561,12 +659,24 @@ static int spawn_wait_writable(wconn *wc) {
   }
 }
 
+/* SPAWN: one contiguous piece of the head item, at most max bytes. */
+static ssize_t spawn_send(wconn *wc, witem *it, size_t max) {
+  if (it->off < it->hlen) {
+    size_t k = it->hlen - it->off < max ? it->hlen - it->off : max;
+    return send(wc->fd, it->buf + it->off, k, MSG_NOSIGNAL);
+  }
+  size_t o = it->off - it->hlen;
+  if (it->src_fd >= 0)
+    return sendfile_nosig(wc->fd, it->src_fd, it->src_off + (off_t)o, max);
+  return send(wc->fd, it->ref + o, max, MSG_NOSIGNAL);
+}
+
 static void *spawn_thread(void *arg) {
   wconn *wc = arg;
   witem *it = wc->head;
   size_t end = it->len - it->off > SPAWN_WRITE ? it->off + SPAWN_WRITE : it->len;
   while (it->off < end) {
-    ssize_t r = send(wc->fd, it->buf + it->off, end - it->off, MSG_NOSIGNAL);
+    ssize_t r = spawn_send(wc, it, end - it->off);
     if (r < 0) {
       if (errno == EINTR)
         continue;
@@ -671,6 +781,7 @@ static void inline_drain_timeout(struct ev_loop *loop, ev_timer *t,
 static void async_cb(struct ev_loop *loop, ev_async *a, int revents) {
   srv_writer *w = a->data;
   reclaim(w);
+  release_refs(w);
   pthread_mutex_lock(&w->mu);
   wconn *list = w->ready;
   w->ready = NULL;
@@ -715,6 +826,7 @@ int h2t__writer_new(srv_writer **out, h2t_writer_mode mode, struct ev_loop *loop
   ev_unref(loop); /* the writer alone must not keep the loop running */
   atomic_init(&w->in, NULL);
   atomic_init(&w->recycled, NULL);
+  atomic_init(&w->released, NULL);
   if (mode == H2T_WRITER_REUSED) {
     w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (w->efd < 0 || pthread_create(&w->th, NULL, writer_thread, w) != 0) {
@@ -754,6 +866,7 @@ void h2t__writer_del(srv_writer *w) {
   ev_async_stop(w->loop, &w->async);
   pthread_mutex_destroy(&w->mu);
   reclaim(w); /* closes the sockets the writer finished with */
+  release_refs(w);
   while (w->pool) {
     witem *it = w->pool;
     w->pool = it->next;
@@ -846,7 +959,27 @@ int h2t__writer_push(wconn *wc, uint8_t *buf, size_t len) {
     pool_put(wc->w, it);
     return H2T_ERR_IO;
   }
+  it->hlen = len;
   return enqueue(wc, it, len, 0);
+}
+
+int h2t__writer_push_ref(wconn *wc, uint8_t *buf, size_t len,
+                         const uint8_t *ref, int fd, off_t off, size_t rlen,
+                         writer_release_fn rel, void *arg) {
+  witem *it = buf ? item_of(buf) : pool_get(wc->w, 0);
+  if (!it)
+    return H2T_ERR_NOMEM;
+  if (atomic_load(&wc->failed)) {
+    pool_put(wc->w, it);
+    return H2T_ERR_IO;
+  }
+  it->hlen = len;
+  it->ref = fd >= 0 ? NULL : ref;
+  it->src_fd = fd;
+  it->src_off = off;
+  it->rel = rel;
+  it->rel_arg = arg;
+  return enqueue(wc, it, len + rlen, 0);
 }
 
 size_t h2t__writer_conn_queued(const wconn *wc) {

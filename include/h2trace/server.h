@@ -301,7 +301,9 @@ typedef ssize_t (*h2t_server_gen_cb)(h2t_server_req *r, uint8_t *buf,
 
 /* Flags for h2t_server_req_respond(). */
 #define H2T_RESPOND_NOCOPY 1u /* body is not copied: it must stay valid
-                                 until on_close (or h2t_server_del) */
+                                 until on_close (or h2t_server_del); on
+                                 h2c the writer sends it from there, and
+                                 on_close waits until it has */
 
 /* Answer with status, headers (copied; pseudo-headers are refused) and a
  * body from a buffer (copied unless H2T_RESPOND_NOCOPY; len 0: none).  One
