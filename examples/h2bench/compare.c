@@ -314,7 +314,7 @@ static double instructions(const env *e, const opts *o, int which, int tls,
       return -1;
     double rps;
     int rc = h2load(o, &s, body, o->n * (uint64_t)(i + 1), &rps);
-    stop(s.pid, SIGINT);
+    stop(s.pid, SIGTERM); /* nghttpd writes its callgrind data on TERM, not INT */
     t[i] = callgrind_total(out);
     unlink(out);
     if (rc != 0 || t[i] < 0)
