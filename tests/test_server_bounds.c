@@ -28,6 +28,7 @@
 #include <h2trace/server.h>
 #include "handlers.h"
 #include "modes.h"
+#include "frames.h"
 #include "peer.h"
 
 #define PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -44,11 +45,11 @@ static void h_hello(h2t_server_req *r, void *user) {
 
 /* /big: BIG bytes from a generator (back-pressure), a known pattern */
 #define BIG (8u << 20)
-static ssize_t big_gen(h2t_server_req *r, uint8_t *buf, size_t len, int *eof,
+static ssize_t big_gen(h2t_server_req *r, uint8_t *out, size_t len, int *eof,
                        void *user) {
   size_t *left = user;
   size_t n = len < *left ? len : *left;
-  memset(buf, 'b', n);
+  memset(out, 'b', n);
   *left -= n;
   *eof = *left == 0;
   return (ssize_t)n;
@@ -114,29 +115,6 @@ static int dial(int port, int rcvbuf) {
   return fd;
 }
 
-typedef struct buf {
-  uint8_t *p;
-  size_t len, cap;
-} buf;
-
-static void put(buf *b, const void *d, size_t n) {
-  if (b->len + n > b->cap) {
-    b->cap = (b->len + n) * 2 + 1024;
-    b->p = realloc(b->p, b->cap);
-  }
-  memcpy(b->p + b->len, d, n);
-  b->len += n;
-}
-
-static void frame(buf *b, uint8_t type, uint8_t flags, uint32_t sid,
-                  const void *payload, size_t len) {
-  uint8_t h[9] = {(uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len,
-                  type, flags, (uint8_t)(sid >> 24), (uint8_t)(sid >> 16),
-                  (uint8_t)(sid >> 8), (uint8_t)sid};
-  put(b, h, 9);
-  if (len)
-    put(b, payload, len);
-}
 
 /* Preface and SETTINGS; big_windows: stream and connection windows of
  * 2^31-1, so that only the socket limits what the server sends. */

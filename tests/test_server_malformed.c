@@ -24,6 +24,7 @@
 
 #include <nghttp2/nghttp2.h>
 #include <h2trace/server.h>
+#include "frames.h"
 #include "peer.h"
 
 #define PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -89,29 +90,6 @@ static int dial(int port) {
   return fd;
 }
 
-typedef struct buf {
-  uint8_t *p;
-  size_t len, cap;
-} buf;
-
-static void put(buf *b, const void *d, size_t n) {
-  if (b->len + n > b->cap) {
-    b->cap = (b->len + n) * 2 + 1024;
-    b->p = realloc(b->p, b->cap);
-  }
-  memcpy(b->p + b->len, d, n);
-  b->len += n;
-}
-
-static void frame(buf *b, uint8_t type, uint8_t flags, uint32_t sid,
-                  const void *payload, size_t len) {
-  uint8_t h[9] = {(uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len,
-                  type, flags, (uint8_t)(sid >> 24), (uint8_t)(sid >> 16),
-                  (uint8_t)(sid >> 8), (uint8_t)sid};
-  put(b, h, 9);
-  if (len)
-    put(b, payload, len);
-}
 
 static void start_conn(buf *b) {
   put(b, PREFACE, sizeof PREFACE - 1);
