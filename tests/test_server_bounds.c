@@ -205,19 +205,11 @@ static answer read_answer(int fd, int timeout_ms, int until_end) {
     if (a.closed || a.rst || (a.goaway && !until_end) ||
         (until_end && a.ended) || (!until_end && a.ended))
       break;
-    uint64_t now = h2t_now_us();
-    if (now >= end)
+    int got = recv_more(fd, &in, end);
+    if (got == 0)
       break;
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (poll(&p, 1, (int)((end - now) / 1000) + 1) <= 0)
-      break;
-    uint8_t tmp[65536];
-    ssize_t r = recv(fd, tmp, sizeof tmp, 0);
-    if (r <= 0) {
+    if (got < 0)
       a.closed = 1;
-      continue;
-    }
-    put(&in, tmp, (size_t)r);
   }
   free(in.p);
   return a;

@@ -194,19 +194,11 @@ static answer read_answer(int fd, int want_status, int timeout_ms) {
     in.len -= off;
     if (a.goaway || a.rst || (want_status && a.status) || a.closed)
       break;
-    uint64_t now = h2t_now_us();
-    if (now >= end)
+    int got = recv_more(fd, &in, end);
+    if (got == 0)
       break;
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (poll(&p, 1, (int)((end - now) / 1000) + 1) <= 0)
-      break;
-    uint8_t tmp[65536];
-    ssize_t r = recv(fd, tmp, sizeof tmp, 0);
-    if (r <= 0) {
+    if (got < 0)
       a.closed = 1;
-      continue;
-    }
-    put(&in, tmp, (size_t)r);
   }
   nghttp2_hd_inflate_del(inf);
   free(in.p);

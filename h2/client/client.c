@@ -116,7 +116,7 @@ static void put_conn_event(h2t_request *r, h2t__conn *cn) {
           ? (cn->close_reason != H2T_CONN_NONE ? cn->close_reason
                                                : H2T_CONN_CLOSED)
       : cn->drain_reason != H2T_CONN_NONE ? cn->drain_reason
-      : cn->settings_seen && cn->max_streams == 0 ? H2T_CONN_MAX_STREAMS
+      : h2t__conn_takes_none(cn) ? H2T_CONN_MAX_STREAMS
                                                   : H2T_CONN_ERROR;
   ev.u.put_idle_conn.active_streams = cn->nattached;
   emit(r, &ev);

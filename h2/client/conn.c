@@ -739,7 +739,7 @@ void h2t__conn_idle(h2t__conn *cn) {
   h2t__conn_ctx *ctx = cn->ctx;
   if (cn->state != H2T__CONN_READY || cn->close_pending)
     return;
-  if (cn->settings_seen && cn->max_streams == 0 &&
+  if (h2t__conn_takes_none(cn) &&
       cn->drain_reason == H2T_CONN_NONE) {
     /* it can take no stream: make room for one that can */
     cn->drain_reason = H2T_CONN_MAX_STREAMS;
@@ -759,7 +759,7 @@ void h2t__conn_idle(h2t__conn *cn) {
 
 int h2t__conn_usable(const h2t__conn *cn) {
   return cn->state == H2T__CONN_READY && cn->drain_reason == H2T_CONN_NONE &&
-         !cn->close_pending && !(cn->settings_seen && cn->max_streams == 0);
+         !cn->close_pending && !h2t__conn_takes_none(cn);
 }
 
 uint32_t h2t__conn_capacity(const h2t__conn *cn, uint32_t guess) {

@@ -220,6 +220,11 @@ static inline void h2t__conn_release(h2t__conn *cn) { h2t__conn_end_io(cn); }
  * stream (MAX_CONCURRENT_STREAMS 0) closes to make room. */
 void h2t__conn_idle(h2t__conn *cn);
 
+/* The peer's SETTINGS said MAX_CONCURRENT_STREAMS 0: it takes no stream. */
+static inline int h2t__conn_takes_none(const h2t__conn *cn) {
+  return cn->settings_seen && cn->max_streams == 0;
+}
+
 /* Can a new stream go on it now, and how many may be open at once? */
 int h2t__conn_usable(const h2t__conn *cn);
 /* The peer's MAX_CONCURRENT_STREAMS, or `guess` before its SETTINGS. */

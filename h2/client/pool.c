@@ -118,7 +118,7 @@ static uint32_t live_conns(const h2t__origin *o) {
   const h2t__conn *cn;
   TAILQ_FOREACH(cn, &o->conns, link) {
     if (cn->drain_reason == H2T_CONN_NONE && !cn->close_pending &&
-        !(cn->settings_seen && cn->max_streams == 0))
+        !h2t__conn_takes_none(cn))
       n++;
   }
   return n;
