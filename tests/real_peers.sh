@@ -10,30 +10,11 @@
 # Args: SOURCE_DIR BINARY_DIR.
 set -u
 BENCH="$2/bin/h2bench"
-T=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do
-    kill "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-  done
-  rm -rf "$T"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/support/lib.sh"
 fail() {
   echo "FAIL: $*"
   for f in "$T"/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -20 "$f"; }; done
   exit 1
-}
-free_port() {
-  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_port() {
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  return 1
 }
 # bench NAME URL N M: N requests, M at once on one connection's worth of
 # client; every one must succeed.

@@ -5,29 +5,12 @@
 # /debug/recent and /metrics.  Args: SOURCE_DIR BINARY_DIR.
 set -u
 BIN="$2/bin/h2serve"
-T=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do
-    kill "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-  done
-  rm -rf "$T"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/support/lib.sh"
 fail() {
   echo "FAIL: $*"
   echo "--- h2serve stdout"; cat "$T/out" 2>/dev/null
   echo "--- h2serve stderr"; cat "$T/err" 2>/dev/null
   exit 1
-}
-# poll CMD... : up to 15 s until CMD succeeds (slow when the machine is busy)
-poll() {
-  for _ in $(seq 300); do
-    "$@" && return 0
-    sleep 0.05
-  done
-  return 1
 }
 
 mkdir -p "$T/www"

@@ -13,27 +13,11 @@ set -u
 SRC=$1
 BUILD=$2
 BIN="$BUILD/bin"
-T=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do
-    kill "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-  done
-  rm -rf "$T"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/support/lib.sh"
 fail() {
   echo "FAIL: $*"
   for f in "$T"/*.err; do [ -s "$f" ] && { echo "--- $f"; cat "$f"; }; done
   exit 1
-}
-poll() {
-  for _ in $(seq 300); do
-    "$@" && return 0
-    sleep 0.05
-  done
-  return 1
 }
 
 command -v node >/dev/null && command -v npm >/dev/null ||

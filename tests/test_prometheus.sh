@@ -12,16 +12,7 @@ command -v prometheus >/dev/null && command -v python3 >/dev/null || {
   echo "SKIP: no prometheus (Debian package prometheus) or python3"
   exit 77
 }
-T=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do
-    kill "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-  done
-  rm -rf "$T"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/support/lib.sh"
 fail() {
   echo "FAIL: $*"
   for f in "$T"/*.out "$T"/*.err "$T/prom.log"; do
@@ -39,10 +30,6 @@ poll() {
   done
   return 1
 }
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
 mkdir -p "$T/www" "$T/data"
 head -c 2000 /dev/zero >"$T/www/index.html"
 
