@@ -4,7 +4,6 @@
  * through the srv_sess_callbacks it registers with session.c, runs the
  * route's handler, and has every public h2t_server_req_* call.
  */
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -162,7 +161,7 @@ static void req_free(h2t_server_req *r) {
   h2t_xfree(m, r->trailers);
   if (r->fd >= 0)
     close(r->fd);
-  h2t_xfree(m, r);
+  h2t__slab_free(r, r->x->slab);
 }
 
 /* Closed, and the writer holds nothing of its body: a NOCOPY buffer is the
@@ -283,8 +282,8 @@ static void stall_start(h2t_server_req *r) {
 static h2t_server_req *req_new(srv_conn *c, int32_t sid) {
   srv_ctx *x = c->x;
   /* One allocation: the request, then its first arena block. */
-  h2t_server_req *r =
-      h2t_xmalloc(x->mem, sizeof *r + sizeof(srv_arena_blk) + SRV_ARENA0);
+  h2t_server_req *r = h2t__slab_malloc(
+      sizeof *r + sizeof(srv_arena_blk) + SRV_ARENA0, x->slab);
   if (!r)
     return NULL;
   memset(r, 0, sizeof *r);
@@ -855,22 +854,13 @@ int h2t_server_req_on(h2t_server_req *r, h2t_server_body_cb on_body,
   return 0;
 }
 
-static int headers_ok(const h2t_header *h, size_t n) {
-  if (n && !h)
-    return 0;
-  for (size_t i = 0; i < n; i++) {
-    if (!h[i].name || !h[i].value || !h[i].name[0] || h[i].name[0] == ':')
-      return 0;
-    for (const char *p = h[i].name; *p; p++)
-      if (isupper((unsigned char)*p))
-        return 0;
-  }
-  return 1;
-}
-
+/* nghttp2 references our header strings (NO_COPY: it neither copies nor
+ * lowercases them); they live in the request's arena, which outlives the
+ * frames that carry them. */
 #define NV(n, nl, v, vl)                                                       \
   (nghttp2_nv) {                                                               \
-    (uint8_t *)(n), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NONE           \
+    (uint8_t *)(n), (uint8_t *)(v), (nl), (vl),                                \
+        NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE           \
   }
 
 /* Decimal digits of v into b (NUL-terminated); returns the length. */
@@ -886,13 +876,41 @@ static size_t utoa(uint64_t v, char *b) {
   return n;
 }
 
+/* The user's headers as nghttp2 name/value pairs in nva, their strings
+ * copied into r's arena.  A name must be non-empty, not a pseudo-header
+ * and lowercase (HTTP/2 sends names in lowercase; we check rather than
+ * fold them).  *have_cl (if not NULL) tells whether content-length is
+ * among them.  0, H2T_ERR_INVALID_ARG or H2T_ERR_NOMEM. */
+static int headers_to_nv(h2t_server_req *r, const h2t_header *h, size_t n,
+                         nghttp2_nv *nva, int *have_cl) {
+  if (n && !h)
+    return H2T_ERR_INVALID_ARG;
+  for (size_t i = 0; i < n; i++) {
+    const char *name = h[i].name, *value = h[i].value;
+    if (!name || !value || !name[0] || name[0] == ':')
+      return H2T_ERR_INVALID_ARG;
+    size_t nl = 0;
+    for (; name[nl]; nl++)
+      if ((unsigned char)(name[nl] - 'A') < 26)
+        return H2T_ERR_INVALID_ARG;
+    size_t vl = strlen(value);
+    if (have_cl && nl == 14 && !memcmp(name, "content-length", 14))
+      *have_cl = 1;
+    char *a = arena_dup(r, name, nl), *b = arena_dup(r, value, vl);
+    if (!a || !b)
+      return H2T_ERR_NOMEM;
+    nva[i] = NV(a, nl, b, vl);
+  }
+  return 0;
+}
+
 static int req_submit(h2t_server_req *r, int status, const h2t_header *hdrs,
                       size_t n, int64_t content_length) {
   if (!r)
     return H2T_ERR_INVALID_ARG;
   if (r->closed || r->responded)
     return H2T_ERR_STATE;
-  if (status < 200 || status > 999 || !headers_ok(hdrs, n))
+  if (status < 200 || status > 999 || (n && !hdrs))
     return H2T_ERR_INVALID_ARG;
   nghttp2_nv stack[16], *nva = stack;
   if (n + 2 > 16) {
@@ -900,27 +918,36 @@ static int req_submit(h2t_server_req *r, int status, const h2t_header *hdrs,
     if (!nva)
       return H2T_ERR_NOMEM;
   }
-  char st[8], cl[24];
-  size_t stl = utoa((uint64_t)status, st);
-  size_t k = 0;
   int have_cl = 0;
-  nva[k++] = NV(":status", 7, st, stl);
-  for (size_t i = 0; i < n; i++) {
-    if (!strcmp(hdrs[i].name, "content-length"))
-      have_cl = 1;
-    nva[k++] = NV(hdrs[i].name, strlen(hdrs[i].name), hdrs[i].value,
-                  strlen(hdrs[i].value));
+  int rv = headers_to_nv(r, hdrs, n, nva + 1, &have_cl);
+  char num[24];
+  size_t k = n + 1, numl = utoa((uint64_t)status, num);
+  char *st = rv ? NULL : arena_dup(r, num, numl);
+  if (st) {
+    nva[0] = NV(":status", 7, st, numl);
+    if (content_length >= 0 && !have_cl) {
+      numl = utoa((uint64_t)content_length, num);
+      char *cl = arena_dup(r, num, numl);
+      if (cl)
+        nva[k++] = NV("content-length", 14, cl, numl);
+      else
+        st = NULL;
+    }
+    if (!st)
+      rv = H2T_ERR_NOMEM;
+  } else if (!rv) {
+    rv = H2T_ERR_NOMEM;
   }
-  if (content_length >= 0 && !have_cl) {
-    size_t cll = utoa((uint64_t)content_length, cl);
-    nva[k++] = NV("content-length", 14, cl, cll);
+  if (!rv) {
+    int has_body = r->body_kind != SRV_BODY_NONE || r->ntrailers;
+    rv = h2t__srv_sess_respond(r->c, r->sid, nva, k, has_body ? r : NULL);
+    if (rv)
+      rv = rv == NGHTTP2_ERR_NOMEM ? H2T_ERR_NOMEM : H2T_ERR_STATE;
   }
-  int has_body = r->body_kind != SRV_BODY_NONE || r->ntrailers;
-  int rv = h2t__srv_sess_respond(r->c, r->sid, nva, k, has_body ? r : NULL);
   if (nva != stack)
     h2t_xfree(r->x->mem, nva);
-  if (rv != 0)
-    return rv == NGHTTP2_ERR_NOMEM ? H2T_ERR_NOMEM : H2T_ERR_STATE;
+  if (rv)
+    return rv;
   r->responded = 1;
   r->status = status;
   r->x->st.responses++;
@@ -1014,7 +1041,7 @@ int h2t_server_req_resume(h2t_server_req *r) {
 
 int h2t_server_req_set_trailers(h2t_server_req *r, const h2t_header *hdrs,
                                 size_t n) {
-  if (!r || !n || !headers_ok(hdrs, n))
+  if (!r || !n || !hdrs)
     return H2T_ERR_INVALID_ARG;
   if (r->closed || r->ntrailers ||
       (r->responded && r->body_kind != SRV_BODY_GEN))
@@ -1022,14 +1049,10 @@ int h2t_server_req_set_trailers(h2t_server_req *r, const h2t_header *hdrs,
   nghttp2_nv *nv = h2t_xmalloc(r->x->mem, n * sizeof *nv);
   if (!nv)
     return H2T_ERR_NOMEM;
-  for (size_t i = 0; i < n; i++) {
-    size_t nl = strlen(hdrs[i].name), vl = strlen(hdrs[i].value);
-    char *a = arena_dup(r, hdrs[i].name, nl), *b = arena_dup(r, hdrs[i].value, vl);
-    if (!a || !b) {
-      h2t_xfree(r->x->mem, nv);
-      return H2T_ERR_NOMEM;
-    }
-    nv[i] = NV(a, nl, b, vl);
+  int rv = headers_to_nv(r, hdrs, n, nv, NULL);
+  if (rv) {
+    h2t_xfree(r->x->mem, nv);
+    return rv;
   }
   r->trailers = nv;
   r->ntrailers = n;

@@ -219,8 +219,12 @@ static int worker_init(h2t_server *s, srv_worker *w, int index,
   uint64_t drain_us = def->stream_idle_timeout_ms == H2T_SERVER_UNLIMITED
                           ? UINT64_MAX
                           : def->stream_idle_timeout_ms * 1000ull;
-  int rc = h2t__writer_new(&x->writer, def->writer, x->loop, x->mem, drain_us);
+  x->slab = h2t__slab_new(x->mem);
+  int rc = x->slab ? h2t__writer_new(&x->writer, def->writer, x->loop, x->mem,
+                                     drain_us)
+                   : H2T_ERR_NOMEM;
   if (rc != 0) {
+    h2t__slab_del(x->slab);
     if (w->own_loop)
       ev_loop_destroy(x->loop);
     return rc;
@@ -256,6 +260,7 @@ static void worker_fini(srv_worker *w) {
   ev_prepare_stop(x->loop, &w->prepare);
   h2t__postq_fini(&w->post);
   pthread_mutex_destroy(&w->st_mu);
+  h2t__slab_del(x->slab); /* after the writer gave back the last request */
   if (w->own_loop)
     ev_loop_destroy(x->loop);
 }

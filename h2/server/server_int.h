@@ -29,6 +29,7 @@
 #include <openssl/ssl.h>
 
 #include <h2trace/server.h>
+#include "h2/common/slab.h"
 #include "trace/trace_int.h"
 
 /* --- frame writer (writer.c) --------------------------------------------- */
@@ -210,6 +211,8 @@ typedef struct srv_sess_callbacks {
   void (*conn_gone)(srv_ctx *x);
 } srv_sess_callbacks;
 
+#define SRV_SID_CACHE 16
+
 struct srv_conn {
   srv_conn *next, *prev; /* x->conns */
   srv_ctx *x;
@@ -224,6 +227,14 @@ struct srv_conn {
   ev_tstamp hdr_since;    /* a header block began then and is open; 0 none */
   ev_tstamp t_useful;     /* last complete request headers (or accept) */
   uint64_t body_held;     /* request.c: body bytes its handlers have not read */
+  /* The request of a recent stream, by (sid >> 1) % SRV_SID_CACHE: each
+   * callback of a frame would otherwise search nghttp2's stream map (ten
+   * times per request).  An entry changes only with the stream's user
+   * data (set_req). */
+  struct {
+    int32_t sid;
+    void *req;
+  } sid_cache[SRV_SID_CACHE];
   unsigned ready : 1, goaway : 1;
 };
 
@@ -284,6 +295,7 @@ struct srv_ctx {
   /* server.c: set at creation */
   struct ev_loop *loop;
   const h2t_mem *mem;
+  h2t__slab *slab;       /* nghttp2's and the requests' small blocks */
   h2t_server_config cfg; /* defaults filled in */
   trace_chain tc;        /* computed once */
   srv_writer *writer;

@@ -27,6 +27,27 @@ static ssize_t data_read(nghttp2_session *sess, int32_t sid, uint8_t *buf,
   return c->x->sess_cb->body_read(src->ptr, buf, length, flags);
 }
 
+/* ------------------------------------------------------------------------
+ * a stream's request: nghttp2's stream user data, behind sid_cache
+ */
+
+static void *stream_req(srv_conn *c, int32_t sid) {
+  unsigned i = ((uint32_t)sid >> 1) % SRV_SID_CACHE;
+  if (c->sid_cache[i].sid == sid)
+    return c->sid_cache[i].req;
+  void *r = nghttp2_session_get_stream_user_data(c->sess, sid);
+  c->sid_cache[i].sid = sid;
+  c->sid_cache[i].req = r;
+  return r;
+}
+
+static void set_req(srv_conn *c, int32_t sid, void *r) {
+  unsigned i = ((uint32_t)sid >> 1) % SRV_SID_CACHE;
+  nghttp2_session_set_stream_user_data(c->sess, sid, r);
+  c->sid_cache[i].sid = sid;
+  c->sid_cache[i].req = r;
+}
+
 int h2t__srv_sess_respond(srv_conn *c, int32_t sid, const nghttp2_nv *nva,
                           size_t n, void *body_req) {
   nghttp2_data_provider prd = {.source.ptr = body_req, .read_callback = data_read};
@@ -46,9 +67,7 @@ int h2t__srv_sess_resume(srv_conn *c, int32_t sid) {
   return nghttp2_session_resume_data(c->sess, sid);
 }
 
-void h2t__srv_sess_detach(srv_conn *c, int32_t sid) {
-  nghttp2_session_set_stream_user_data(c->sess, sid, NULL);
-}
+void h2t__srv_sess_detach(srv_conn *c, int32_t sid) { set_req(c, sid, NULL); }
 
 void h2t__srv_sess_windows(srv_conn *c, int32_t sid, int32_t *stream_window,
                            int32_t *conn_window) {
@@ -139,7 +158,7 @@ static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *f,
   void *r = c->x->sess_cb->stream_open(c, f->hd.stream_id);
   if (r) {
     c->nreqs++;
-    nghttp2_session_set_stream_user_data(sess, f->hd.stream_id, r);
+    set_req(c, f->hd.stream_id, r);
   }
   return 0;
 }
@@ -149,7 +168,7 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *f,
                      const uint8_t *value, size_t valuelen, uint8_t flags,
                      void *user) {
   srv_conn *c = user;
-  void *r = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
+  void *r = stream_req(c, f->hd.stream_id);
   if (!r || f->hd.type != NGHTTP2_HEADERS ||
       f->headers.cat != NGHTTP2_HCAT_REQUEST)
     return 0;
@@ -166,7 +185,7 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *f,
   switch (f->hd.type) {
   case NGHTTP2_HEADERS:
     c->hdr_since = 0;
-    r = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
+    r = stream_req(c, f->hd.stream_id);
     if (!r)
       break;
     if (f->headers.cat == NGHTTP2_HCAT_REQUEST)
@@ -174,18 +193,18 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *f,
     cb->headers(r, f->headers.cat == NGHTTP2_HCAT_REQUEST,
                 (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0);
     /* the handler may have reset the stream: look again */
-    r = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
+    r = stream_req(c, f->hd.stream_id);
     if (r && (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
       cb->body_eof(r);
     break;
   case NGHTTP2_DATA:
-    r = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
+    r = stream_req(c, f->hd.stream_id);
     if (r && (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
       cb->body_eof(r);
     break;
   case NGHTTP2_RST_STREAM:
     c->x->st.resets_recv++;
-    r = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
+    r = stream_req(c, f->hd.stream_id);
     cb->stream_reset(c, r, f->hd.stream_id, f->rst_stream.error_code, 1);
     break;
   case NGHTTP2_SETTINGS:
@@ -200,7 +219,7 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *f,
 static int on_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t sid,
                          const uint8_t *data, size_t len, void *user) {
   srv_conn *c = user;
-  void *r = nghttp2_session_get_stream_user_data(sess, sid);
+  void *r = stream_req(c, sid);
   if (!r) { /* nobody will read it: the window is the peer's again */
     nghttp2_session_consume(sess, sid, len);
     return 0;
@@ -217,7 +236,7 @@ static int on_frame_send(nghttp2_session *sess, const nghttp2_frame *f,
   srv_ctx *x = c->x;
   void *r = NULL;
   if (f->hd.stream_id)
-    r = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
+    r = stream_req(c, f->hd.stream_id);
   switch (f->hd.type) {
   case NGHTTP2_HEADERS:
   case NGHTTP2_DATA:
@@ -267,9 +286,10 @@ static int on_send_data(nghttp2_session *sess, nghttp2_frame *f,
 static int on_stream_close(nghttp2_session *sess, int32_t sid, uint32_t code,
                            void *user) {
   srv_conn *c = user;
-  void *r = nghttp2_session_get_stream_user_data(sess, sid);
+  void *r = stream_req(c, sid);
   if (r) {
-    nghttp2_session_set_stream_user_data(sess, sid, NULL);
+    /* nghttp2 forgets the stream after this: only our cache must */
+    c->sid_cache[((uint32_t)sid >> 1) % SRV_SID_CACHE].req = NULL;
     c->x->sess_cb->stream_close(r, code);
     c->nreqs--;
   }
@@ -507,19 +527,16 @@ void h2t__srv_conn_accept(srv_ctx *x, SSL_CTX *ssl_ctx, int fd) {
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 
   nghttp2_option *opt = NULL;
-  nghttp2_mem ngmem, *ngm = NULL;
-  if (x->mem) {
-    ngmem = (nghttp2_mem){x->mem->user, x->mem->malloc, x->mem->free,
-                          x->mem->calloc, x->mem->realloc};
-    ngm = &ngmem;
-  }
+  /* the slab sits on x->mem, so a user's allocator still sees it all */
+  nghttp2_mem ngmem = {x->slab, h2t__slab_malloc, h2t__slab_free,
+                       h2t__slab_calloc, h2t__slab_realloc};
   if (nghttp2_option_new(&opt) != 0)
     goto fail;
   nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
   /* Windows are refilled as handlers read (h2t__srv_sess_consume): a peer
    * cannot make us buffer more body than body_conn_budget. */
   nghttp2_option_set_no_auto_window_update(opt, 1);
-  int rv = nghttp2_session_server_new3(&c->sess, callbacks, c, opt, ngm);
+  int rv = nghttp2_session_server_new3(&c->sess, callbacks, c, opt, &ngmem);
   nghttp2_option_del(opt);
   if (rv != 0) {
     c->sess = NULL;
