@@ -101,6 +101,30 @@ static void h_hello(h2t_server_req *r, void *user) {
   h2t_server_req_respond(r, 200, &h, 1, "hello\n", 6, 0);
 }
 
+/* /hdrs: the request's headers, kept by the server for as long as the
+ * request, come back in the answer; names the API must refuse (capitals
+ * in the first eight bytes, after them, pseudo, empty) are counted. */
+static void h_hdrs(h2t_server_req *r, void *user) {
+  (void)user;
+  static const h2t_header bad[] = {{"X-Short", "v"},
+                                   {"x-long-header-namE", "v"},
+                                   {"x-long-header-name-Upper-tail", "v"},
+                                   {":status", "v"},
+                                   {"", "v"}};
+  int refused = 0;
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    refused += h2t_server_req_respond(r, 200, &bad[i], 1, "x", 1, 0) ==
+               H2T_ERR_INVALID_ARG;
+  const char *echo = h2t_server_req_header(r, "x-echo");
+  char body[512];
+  int n = snprintf(body, sizeof body, "%s %s %s refused=%d\n",
+                   h2t_server_req_method(r), h2t_server_req_path(r),
+                   echo ? echo : "-", refused);
+  h2t_header h[] = {{"x-echoed", echo ? echo : "-"},
+                    {"x-a-long-lowercase-name-0123456789", "ok"}};
+  h2t_server_req_respond(r, 200, h, 2, body, (size_t)n, 0);
+}
+
 /* /gen?n=N: a generator that defers every other call and resumes from a
  * zero-delay timer: the answer must still be N bytes, in order. */
 typedef struct gen {
@@ -304,6 +328,7 @@ static tsrv *tsrv_start(h2t_writer_mode mode, h2t_server_config *cfg) {
   h2t_server_handle(t->s, "/big", h_big, t);
   h2t_server_handle(t->s, "/slice", h_slice, t);
   h2t_server_handle(t->s, "/fnv", h_fnv, t);
+  h2t_server_handle(t->s, "/hdrs", h_hdrs, t);
   assert_int_equal(pthread_create(&t->th, NULL, srv_thread, t->s), 0);
   return t;
 }
@@ -377,6 +402,38 @@ static void test_curl_h2c_and_tls(void **state) {
     data[sizeof data - 1] = '\0';
     assert_int_equal(curl(t, tls, "/sum", data, &out), 0);
     assert_string_equal(out, "8199\n200 2");
+    free(out);
+  }
+  tsrv_stop(t);
+}
+
+/* Request headers reach the handler intact (the server keeps nghttp2's
+ * buffers rather than copying them); response header names with a
+ * capital letter anywhere are refused, lowercase ones of any length go out
+ * as given. */
+static void test_header_strings(void **state) {
+  tsrv *t = tsrv_start(mode_of(state), NULL);
+  for (int round = 0; round < 2; round++) {
+    /* two requests on one connection (TLS: curl 7.88 cannot reuse a
+     * prior-knowledge h2c one): the second's headers come from HPACK's
+     * dynamic table, buffers nghttp2 shares with it */
+    char *u = url(t, round, "/hdrs?q=1");
+    char *argv[] = {"curl", "-sS", "--max-time", "20", "-k",
+                    round ? "--http2" : "--http2-prior-knowledge", "-i", "-H",
+                    "x-echo: value-of-some-length-0123456789", u,
+                    round ? u : NULL, NULL};
+    char *out = NULL;
+    assert_int_equal(h2t_test_run(argv, 25000, &out), 0);
+    const char *first = strstr(out, "refused=5");
+    assert_non_null(first);
+    if (round)
+      assert_non_null(strstr(first + 1, "refused=5"));
+    assert_non_null(strstr(out, "HTTP/2 200"));
+    assert_non_null(
+        strstr(out, "x-echoed: value-of-some-length-0123456789\r\n"));
+    assert_non_null(strstr(out, "x-a-long-lowercase-name-0123456789: ok\r\n"));
+    assert_non_null(strstr(
+        out, "GET /hdrs?q=1 value-of-some-length-0123456789 refused=5\n"));
     free(out);
   }
   tsrv_stop(t);
@@ -1001,6 +1058,7 @@ int main(void) {
       H2T_TEST_PER_MODE(test_shutdown_done_on_app_loop),
       H2T_TEST_PER_MODE(test_curl_h2c_and_tls),
       H2T_TEST_PER_MODE(test_bodies_file_gen_trailers),
+      H2T_TEST_PER_MODE(test_header_strings),
       H2T_TEST_PER_MODE(test_zero_copy_bodies_exact),
       H2T_TEST_PER_MODE(test_client_upload_exact),
       H2T_TEST_PER_MODE(test_h2load_no_failures),

@@ -27,6 +27,9 @@ typedef struct srv_arena_blk {
 /* Room for a typical request's strings and headers without more mallocs. */
 #define SRV_ARENA0 768
 #define SRV_HDRS0 8
+/* Header strings kept by reference to nghttp2's buffers; past that many,
+ * copied into the arena. */
+#define SRV_REFS 16
 
 struct h2t_server_req {
   srv_ctx *x;
@@ -50,6 +53,8 @@ struct h2t_server_req {
   int status;
   size_t hdr_bytes;
   srv_arena_blk *arena;
+  nghttp2_rcbuf *refs[SRV_REFS];
+  unsigned nrefs;
   const srv_route *route;
 
   unsigned headers_done : 1, body_eof : 1, responded : 1, closed : 1,
@@ -103,24 +108,51 @@ static void emit_req(h2t_server_req *r, h2t_event *ev) {
   trace_emit(&r->tc, ev);
 }
 
-static char *arena_dup(h2t_server_req *r, const void *p, size_t n) {
+/* n bytes of r's arena (never NULL-terminated by itself). */
+static char *arena_alloc_slow(h2t_server_req *r, size_t n) {
+  size_t cap = n > 1024 ? n : 1024;
+  srv_arena_blk *b = h2t_xmalloc(r->x->mem, sizeof *b + cap);
+  if (!b)
+    return NULL;
+  b->next = r->arena;
+  b->used = n;
+  b->cap = cap;
+  b->inline_ = 0;
+  r->arena = b;
+  return b->data;
+}
+
+static inline char *arena_alloc(h2t_server_req *r, size_t n) {
   srv_arena_blk *b = r->arena;
-  if (!b || b->cap - b->used < n + 1) {
-    size_t cap = n + 1 > 1024 ? n + 1 : 1024;
-    b = h2t_xmalloc(r->x->mem, sizeof *b + cap);
-    if (!b)
-      return NULL;
-    b->next = r->arena;
-    b->used = 0;
-    b->cap = cap;
-    b->inline_ = 0;
-    r->arena = b;
-  }
+  if (b->cap - b->used < n)
+    return arena_alloc_slow(r, n);
   char *d = b->data + b->used;
-  memcpy(d, p, n);
-  d[n] = '\0';
-  b->used += n + 1;
+  b->used += n;
   return d;
+}
+
+static inline char *arena_dup(h2t_server_req *r, const void *p, size_t n) {
+  char *d = arena_alloc(r, n + 1);
+  if (d) {
+    memcpy(d, p, n);
+    d[n] = '\0';
+  }
+  return d;
+}
+
+/* A header string of nghttp2's, kept for as long as r: by reference when
+ * there is room in r->refs, else copied. */
+static const char *hold(h2t_server_req *r, nghttp2_rcbuf *rc, nghttp2_vec v) {
+  if (v.base[v.len] == '\0') { /* always, as nghttp2 documents */
+    if (nghttp2_rcbuf_is_static(rc))
+      return (const char *)v.base;
+    if (r->nrefs < SRV_REFS) {
+      nghttp2_rcbuf_incref(rc);
+      r->refs[r->nrefs++] = rc;
+      return (const char *)v.base;
+    }
+  }
+  return arena_dup(r, v.base, v.len);
 }
 
 /* ------------------------------------------------------------------------
@@ -149,6 +181,8 @@ static void shed_trace(srv_conn *c, h2t_server_req *r, int32_t sid,
 
 static void req_free(h2t_server_req *r) {
   const h2t_mem *m = r->x->mem;
+  for (unsigned i = 0; i < r->nrefs; i++)
+    nghttp2_rcbuf_decref(r->refs[i]);
   while (r->arena) {
     srv_arena_blk *b = r->arena;
     r->arena = b->next;
@@ -465,17 +499,21 @@ static void *on_stream_open(srv_conn *c, int32_t sid) {
   return r;
 }
 
-static int on_header(void *req, const uint8_t *name, size_t namelen,
-                     const uint8_t *value, size_t valuelen) {
+static int on_header(void *req, nghttp2_rcbuf *name_rc,
+                     nghttp2_rcbuf *value_rc) {
   h2t_server_req *r = req;
   if (r->too_big)
     return 0;
-  r->hdr_bytes += namelen + valuelen + 32;
+  nghttp2_vec nv = nghttp2_rcbuf_get_buf(name_rc);
+  nghttp2_vec vv = nghttp2_rcbuf_get_buf(value_rc);
+  const uint8_t *name = nv.base;
+  size_t namelen = nv.len;
+  r->hdr_bytes += namelen + vv.len + 32;
   if (r->hdr_bytes > r->x->cfg.max_header_list_size) {
     r->too_big = 1;
     return 0;
   }
-  char *v = arena_dup(r, value, valuelen);
+  const char *v = hold(r, value_rc, vv);
   if (!v)
     return -1;
   if (namelen && name[0] == ':') {
@@ -489,7 +527,7 @@ static int on_header(void *req, const uint8_t *name, size_t namelen,
       r->authority = v;
     return 0;
   }
-  char *n = arena_dup(r, name, namelen);
+  const char *n = hold(r, name_rc, nv);
   if (!n)
     return -1;
   if (r->nhdrs == r->hcap) {
@@ -876,6 +914,24 @@ static size_t utoa(uint64_t v, char *b) {
   return n;
 }
 
+/* Does s[0..n) hold an ASCII capital?  Eight bytes at a time (the
+ * "has a byte between m and n" test of Bit Twiddling Hacks). */
+static int has_upper(const char *s, size_t n) {
+  const uint64_t ones = 0x0101010101010101ull, low7 = ones * 127;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x;
+    memcpy(&x, s + i, 8);
+    if ((ones * (127 + 'Z' + 1) - (x & low7)) & ~x &
+        ((x & low7) + ones * (127 - ('A' - 1))) & ones * 128)
+      return 1;
+  }
+  for (; i < n; i++)
+    if ((unsigned char)(s[i] - 'A') < 26)
+      return 1;
+  return 0;
+}
+
 /* The user's headers as nghttp2 name/value pairs in nva, their strings
  * copied into r's arena.  A name must be non-empty, not a pseudo-header
  * and lowercase (HTTP/2 sends names in lowercase; we check rather than
@@ -889,17 +945,17 @@ static int headers_to_nv(h2t_server_req *r, const h2t_header *h, size_t n,
     const char *name = h[i].name, *value = h[i].value;
     if (!name || !value || !name[0] || name[0] == ':')
       return H2T_ERR_INVALID_ARG;
-    size_t nl = 0;
-    for (; name[nl]; nl++)
-      if ((unsigned char)(name[nl] - 'A') < 26)
-        return H2T_ERR_INVALID_ARG;
-    size_t vl = strlen(value);
+    size_t nl = strlen(name), vl = strlen(value);
+    if (has_upper(name, nl))
+      return H2T_ERR_INVALID_ARG;
     if (have_cl && nl == 14 && !memcmp(name, "content-length", 14))
       *have_cl = 1;
-    char *a = arena_dup(r, name, nl), *b = arena_dup(r, value, vl);
-    if (!a || !b)
+    char *a = arena_alloc(r, nl + vl + 2);
+    if (!a)
       return H2T_ERR_NOMEM;
-    nva[i] = NV(a, nl, b, vl);
+    memcpy(a, name, nl + 1);
+    memcpy(a + nl + 1, value, vl + 1);
+    nva[i] = NV(a, nl, a + nl + 1, vl);
   }
   return 0;
 }
@@ -920,21 +976,13 @@ static int req_submit(h2t_server_req *r, int status, const h2t_header *hdrs,
   }
   int have_cl = 0;
   int rv = headers_to_nv(r, hdrs, n, nva + 1, &have_cl);
-  char num[24];
-  size_t k = n + 1, numl = utoa((uint64_t)status, num);
-  char *st = rv ? NULL : arena_dup(r, num, numl);
-  if (st) {
-    nva[0] = NV(":status", 7, st, numl);
-    if (content_length >= 0 && !have_cl) {
-      numl = utoa((uint64_t)content_length, num);
-      char *cl = arena_dup(r, num, numl);
-      if (cl)
-        nva[k++] = NV("content-length", 14, cl, numl);
-      else
-        st = NULL;
-    }
-    if (!st)
-      rv = H2T_ERR_NOMEM;
+  size_t k = n + 1;
+  char *num = rv ? NULL : arena_alloc(r, 2 * 21);
+  if (num) {
+    nva[0] = NV(":status", 7, num, utoa((uint64_t)status, num));
+    if (content_length >= 0 && !have_cl)
+      nva[k++] = NV("content-length", 14, num + 21,
+                    utoa((uint64_t)content_length, num + 21));
   } else if (!rv) {
     rv = H2T_ERR_NOMEM;
   }

@@ -181,9 +181,10 @@ typedef struct srv_sess_callbacks {
   /* HEADERS opened stream sid: the request to attach, or NULL (the callee
    * refused or reset the stream). */
   void *(*stream_open)(srv_conn *c, int32_t sid);
-  /* One request header.  0, or -1 (out of memory: the stream fails). */
-  int (*header)(void *req, const uint8_t *name, size_t namelen,
-                const uint8_t *value, size_t valuelen);
+  /* One request header, in nghttp2's reference-counted buffers (NUL-
+   * terminated; the callee may keep them with nghttp2_rcbuf_incref).  0,
+   * or -1 (out of memory: the stream fails). */
+  int (*header)(void *req, nghttp2_rcbuf *name, nghttp2_rcbuf *value);
   /* A HEADERS frame is complete: the request's (request 1) or trailers;
    * end_stream 1 when no DATA follows. */
   void (*headers)(void *req, int request, int end_stream);

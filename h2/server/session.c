@@ -164,15 +164,14 @@ static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *f,
 }
 
 static int on_header(nghttp2_session *sess, const nghttp2_frame *f,
-                     const uint8_t *name, size_t namelen,
-                     const uint8_t *value, size_t valuelen, uint8_t flags,
+                     nghttp2_rcbuf *name, nghttp2_rcbuf *value, uint8_t flags,
                      void *user) {
   srv_conn *c = user;
   void *r = stream_req(c, f->hd.stream_id);
   if (!r || f->hd.type != NGHTTP2_HEADERS ||
       f->headers.cat != NGHTTP2_HCAT_REQUEST)
     return 0;
-  if (c->x->sess_cb->header(r, name, namelen, value, valuelen) != 0)
+  if (c->x->sess_cb->header(r, name, value) != 0)
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   return 0;
 }
@@ -305,7 +304,7 @@ static void callbacks_init(void) {
     return;
   nghttp2_session_callbacks_set_on_begin_frame_callback(cb, on_begin_frame);
   nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
-  nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+  nghttp2_session_callbacks_set_on_header_callback2(cb, on_header);
   nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
   nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
