@@ -859,6 +859,29 @@ static void test_fetch_keeps_user(void **state) {
   env_stop(&e);
 }
 
+/* The client's traceparent: the first on a connection is indexed (so that
+ * later ones send the name's table index), every later one is a "never
+ * indexed" literal, since its value never repeats. */
+static void test_traceparent_indexing(void **state) {
+  env e;
+  h2t_script s = {0};
+  env_start(&e, &s, NULL);
+  char url[128];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/x", e.port);
+  h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = url};
+  for (int i = 0; i < 3; i++) {
+    h2t_response resp;
+    assert_int_equal(h2t_client_fetch(e.c, &o, &resp), 0);
+    assert_int_equal(resp.status, 200);
+    h2t_response_free(&resp);
+  }
+  int never;
+  assert_int_equal(h2t_scripted_server_traceparents(e.srv, &never), 3);
+  assert_int_equal(never, 2);
+  assert_int_equal(h2t_scripted_server_conns(e.srv), 1);
+  env_stop(&e);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_goaway_retries_on_new_conn),
@@ -887,6 +910,7 @@ int main(void) {
       cmocka_unit_test(test_cancel_from_every_hook),
       cmocka_unit_test(test_cancel_from_inline_flow_blocked),
       cmocka_unit_test(test_fetch_keeps_user),
+      cmocka_unit_test(test_traceparent_indexing),
       cmocka_unit_test(test_got_conn_max_streams_unknown_until_settings),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -375,6 +375,18 @@ static void attach(h2t_client *c, h2t__conn *cn, h2t_request *r, int fresh) {
   if (was_idle && TRACE_WANTS(&r->tc, H2T_EV_GOT_CONN))
     idle_us = h2t_now_us() - cn->idle_since;
   int has_body = r->body_read || r->body_len;
+  /* Our traceparent's value never repeats: indexing it would churn the
+   * HPACK table out of useful entries, so it goes NO_INDEX.  But the first
+   * one on a connection is indexed: its name then stays in the table, and
+   * every later one sends that index instead of the literal, Huffman-coded
+   * name (nghttp2 looks names up for NO_INDEX fields too): 9 bytes and
+   * about 300 instructions a request, for one 98-byte entry. */
+  if (r->tp_nv) {
+    if (cn->tp_named)
+      r->tp_nv->flags |= NGHTTP2_NV_FLAG_NO_INDEX;
+    else
+      r->tp_nv->flags &= (uint8_t)~NGHTTP2_NV_FLAG_NO_INDEX;
+  }
   int32_t sid = h2t__conn_submit(cn, r->nv, r->nnv, has_body, r);
   if (sid < 0) {
     int rv = sid;
@@ -388,6 +400,8 @@ static void attach(h2t_client *c, h2t__conn *cn, h2t_request *r, int fresh) {
     return;
   }
   cn->served++;
+  if (r->tp_nv)
+    cn->tp_named = 1;
   if (reused) {
     c->stats.conns_reused_picks++;
     h2t__connreg_reused(cn->reg);

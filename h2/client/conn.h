@@ -141,6 +141,7 @@ struct h2t__conn {
   uint64_t served;              /* client: requests that got this conn */
   uint64_t idle_since;          /* client */
   h2t_conn_reason open_reason;  /* pool */
+  int tp_named;                 /* client: a traceparent went out indexed */
   /* --- this layer's --------------------------------------------------- */
   h2t__conn_ctx *ctx;
   TAILQ_ENTRY(h2t__conn) dirty_link;
