@@ -46,7 +46,7 @@ typedef struct bench {
   int warmup_set;
   enum trace_mode trace_mode;
   const char *url, *cacert;
-  int insecure;
+  int insecure, no_traceparent;
   char *body;
   size_t body_len;
   cli_headers headers;
@@ -91,6 +91,9 @@ static void usage(FILE *f) {
       "      --trace MODE   none (default); all: every hook set on the\n"
       "                     client's default trace; req: the same trace\n"
       "                     attached to each request\n"
+      "      --no-traceparent\n"
+      "                     send no traceparent header (the library adds\n"
+      "                     one by default): the same request as h2load's\n"
       "  -d DATA | @FILE    request body (POST)\n"
       "  -H 'Name: value'   add a request header (repeatable)\n"
       "  -k, --insecure     do not verify the server certificate\n"
@@ -106,13 +109,14 @@ static int usage_error(const char *fmt, const char *arg) {
   return 2;
 }
 
-enum { OPT_WARMUP = 256, OPT_TRACE, OPT_CACERT };
+enum { OPT_WARMUP = 256, OPT_TRACE, OPT_CACERT, OPT_NO_TRACEPARENT };
 
 static int parse_args(bench *b, int argc, char **argv) {
   static const struct option longopts[] = {
       {"duration", required_argument, NULL, 'D'},
       {"warmup", required_argument, NULL, OPT_WARMUP},
       {"trace", required_argument, NULL, OPT_TRACE},
+      {"no-traceparent", no_argument, NULL, OPT_NO_TRACEPARENT},
       {"data", required_argument, NULL, 'd'},
       {"header", required_argument, NULL, 'H'},
       {"insecure", no_argument, NULL, 'k'},
@@ -158,6 +162,9 @@ static int parse_args(bench *b, int argc, char **argv) {
         b->trace_mode = TRACE_REQ;
       else
         return usage_error("--trace wants none, all or req, not '%s'", optarg);
+      break;
+    case OPT_NO_TRACEPARENT:
+      b->no_traceparent = 1;
       break;
     case 'd':
       free(b->body);
@@ -524,6 +531,7 @@ int bench_client_main(int argc, char **argv) {
   cfg.max_conns_per_origin = 1; /* one client per connection */
   cfg.ca_file = b.cacert;
   cfg.insecure = b.insecure;
+  cfg.no_traceparent = b.no_traceparent;
   cfg.trace = b.trace_mode == TRACE_ALL ? &b.trace : NULL;
   for (uint64_t i = 0; i < b.c; i++) {
     b.conns[i].b = &b;
