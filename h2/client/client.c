@@ -141,19 +141,7 @@ static void hdrs_reset(h2t_request *r) {
   r->hdrs_cap = H2T__REQ_INLINE_HDRS;
 }
 
-/* Under AddressSanitizer requests are not recycled, so that a use after
- * completion is still caught. */
-#if defined(__SANITIZE_ADDRESS__)
-#define MAX_FREE_REQS 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define MAX_FREE_REQS 0
-#endif
-#endif
-#ifndef MAX_FREE_REQS
-#define MAX_FREE_REQS 64
-#endif
-static const unsigned max_free_reqs = MAX_FREE_REQS;
+static const unsigned max_free_reqs = H2T__ASAN ? 0 : 64;
 
 static void req_destroy(const h2t_mem *m, h2t_request *r) {
   h2t_xfree(m, r->hdrbuf);

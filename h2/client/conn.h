@@ -91,6 +91,27 @@ typedef struct h2t__conn_cbs {
   void (*stream_closed)(void *su, int32_t stream_id, uint32_t code);
 } h2t__conn_cbs;
 
+/* Under AddressSanitizer nothing is recycled (requests, nghttp2's
+ * blocks), so that a use after free is still caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#define H2T__ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define H2T__ASAN 1
+#endif
+#endif
+#ifndef H2T__ASAN
+#define H2T__ASAN 0
+#endif
+
+/* nghttp2's freed blocks kept for reuse, per size class (conn.c). */
+#define H2T__NGMEM_CLASSES 5 /* 64, 128, ... 1024 bytes */
+typedef struct h2t__ngmem {
+  nghttp2_mem mem;
+  void *free[H2T__NGMEM_CLASSES];
+  uint32_t nfree[H2T__NGMEM_CLASSES];
+} h2t__ngmem;
+
 /* What all connections of one client share. */
 typedef struct h2t__conn_ctx {
   struct ev_loop *loop;
@@ -104,6 +125,8 @@ typedef struct h2t__conn_ctx {
   uint32_t max_header_list; /* advertised SETTINGS_MAX_HEADER_LIST_SIZE */
   nghttp2_session_callbacks *ngcbs;
   nghttp2_option *ngopt;
+  h2t__ngmem ngmem;        /* nghttp2's allocator (mem.mem_user_data NULL:
+                              nghttp2's own, see conn.c) */
   TAILQ_HEAD(, h2t__conn) dirty; /* to flush before the loop polls */
   ev_prepare flush_w;
   /* called after the flush that runs before each poll (the client checks
@@ -255,6 +278,8 @@ void h2t__conn_body_done(h2t__conn *cn);
 int h2t__session_callbacks_new(nghttp2_session_callbacks **out);
 /* Make the session and queue our SETTINGS.  0 or H2T_ERR_NOMEM. */
 int h2t__session_start(h2t__conn *cn);
+/* The allocator sessions are made with (NULL: nghttp2's default). */
+const nghttp2_mem *h2t__conn_ngmem(h2t__conn_ctx *ctx);
 /* A stream was closed or taken off: count it, idle when none is left. */
 void h2t__conn_stream_gone(h2t__conn *cn);
 
