@@ -680,29 +680,33 @@ static void on_sent_headers(void *su, int eos) {
         H2T_PROBE_ON(H2T_EV_WROTE_HEADERS) |
         H2T_PROBE_ON(H2T_EV_WROTE_REQUEST)))
     return; /* nothing traced: the common fast path */
+  /* One clock read for the frame's events, and for every other frame of
+   * the flush (h2t__conn_flush puts ctx.ts back when it ends). */
+  h2t__conn_ctx *ctx = &r->client->ctx;
+  if (!ctx->ts)
+    ctx->ts = h2t_now_us();
   h2t_event ev;
-  event_init(&ev, r, H2T_EV_STREAM_OPENED);
-  if (!ev.t_us)
-    ev.t_us = h2t_now_us(); /* one clock read for the frame's events */
-  uint64_t t = ev.t_us;
+  /* r is held across these events: each is trace_emit() without emit()'s
+   * own hold, and r->state tells whether a hook completed r */
   hold(r);
-  if (TRACE_WANTS(&r->tc, H2T_EV_STREAM_OPENED))
-    emit(r, &ev);
-  if (TRACE_WANTS(&r->tc, H2T_EV_WROTE_HEADER_FIELD)) {
+  if (TRACE_WANTS(&r->tc, H2T_EV_STREAM_OPENED)) {
+    event_init(&ev, r, H2T_EV_STREAM_OPENED);
+    trace_emit(&r->tc, &ev);
+  }
+  if (r->state == H2T__REQ_ACTIVE &&
+      TRACE_WANTS(&r->tc, H2T_EV_WROTE_HEADER_FIELD)) {
     event_init(&ev, r, H2T_EV_WROTE_HEADER_FIELD);
-    ev.t_us = t;
     for (size_t i = 0; i < r->nnv && r->state == H2T__REQ_ACTIVE; i++) {
       ev.u.header_field.name = (const char *)r->nv[i].name;
       ev.u.header_field.namelen = r->nv[i].namelen;
       ev.u.header_field.value = (const char *)r->nv[i].value;
       ev.u.header_field.valuelen = r->nv[i].valuelen;
-      emit(r, &ev);
+      trace_emit(&r->tc, &ev);
     }
   }
   if (r->state == H2T__REQ_ACTIVE && TRACE_WANTS(&r->tc, H2T_EV_WROTE_HEADERS)) {
     event_init(&ev, r, H2T_EV_WROTE_HEADERS);
-    ev.t_us = t;
-    emit(r, &ev);
+    trace_emit(&r->tc, &ev);
   }
   if (r->state != H2T__REQ_ACTIVE) {
   } else if (eos) {

@@ -752,6 +752,9 @@ void h2t__conn_flush(h2t__conn *cn) {
   }
   if (cn->state != H2T__CONN_READY || cn->close_pending)
     return;
+  /* events of the frames written here may read the clock into ctx->ts,
+   * once for all of them: what it was is put back at the end */
+  uint64_t ts = ctx->ts;
   cn->in_io++;
   for (;;) {
     while (cn->outlen < OUT_HIGH) {
@@ -800,6 +803,7 @@ blocked:
     h2t__conn_close(cn, why, cn->error ? cn->error : H2T_ERR_CONN_CLOSED);
   }
 out:
+  ctx->ts = ts;
   h2t__conn_end_io(cn);
 }
 

@@ -133,7 +133,8 @@ typedef struct h2t__conn_ctx {
    * whether a request completed meanwhile) */
   void (*after_flush)(struct h2t__conn_ctx *ctx);
   /* While one read is processed: its arrival time, shared by every event
-   * the read causes.  0 otherwise. */
+   * the read causes; while a flush writes, the time its first traced frame
+   * went out (read once, lazily).  0 otherwise. */
   uint64_t ts;
   void *user; /* the client */
   /* NULL: h2t__tcp_connect().  The fuzz targets put a socketpair here, so
