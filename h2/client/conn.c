@@ -135,7 +135,7 @@ static void ngmem_fini(h2t__ngmem *m) {
   memset(m->nfree, 0, sizeof m->nfree);
 }
 
-const nghttp2_mem *h2t__conn_ngmem(h2t__conn_ctx *ctx) {
+nghttp2_mem *h2t__conn_ngmem(h2t__conn_ctx *ctx) {
   return ctx->ngmem.mem.mem_user_data ? &ctx->ngmem.mem : NULL;
 }
 

@@ -280,7 +280,7 @@ int h2t__session_callbacks_new(nghttp2_session_callbacks **out);
 /* Make the session and queue our SETTINGS.  0 or H2T_ERR_NOMEM. */
 int h2t__session_start(h2t__conn *cn);
 /* The allocator sessions are made with (NULL: nghttp2's default). */
-const nghttp2_mem *h2t__conn_ngmem(h2t__conn_ctx *ctx);
+nghttp2_mem *h2t__conn_ngmem(h2t__conn_ctx *ctx);
 /* A stream was closed or taken off: count it, idle when none is left. */
 void h2t__conn_stream_gone(h2t__conn *cn);
 
