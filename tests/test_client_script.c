@@ -107,12 +107,14 @@ typedef struct env {
   int port;
   h2t_client *c;
   h2t_client_trace tr[16];
+  char url[64]; /* http://127.0.0.1:port/x */
 } env;
 
 static void env_start(env *e, const h2t_script *s, h2t_client_config *cfg) {
   memset(e, 0, sizeof *e);
   e->srv = h2t_scripted_server_start(s, &e->port);
   assert_non_null(e->srv);
+  snprintf(e->url, sizeof e->url, "http://127.0.0.1:%d/x", e->port);
   h2t_client_config dflt = {H2T_CLIENT_CONFIG_INIT};
   if (!cfg)
     cfg = &dflt;
@@ -127,8 +129,7 @@ static void env_stop(env *e) {
 
 static void submit(env *e, int i, rq *q, const char *method, h2t_request_opts
                    *extra) {
-  char url[128];
-  snprintf(url, sizeof url, "http://127.0.0.1:%d/x", e->port);
+  const char *url = e->url;
   e->tr[i] = (h2t_client_trace){H2T_CLIENT_TRACE_INIT, .any = on_ev,
                                 .user = q, .next = next_trace};
   h2t_request_opts o = {H2T_REQUEST_OPTS_INIT};
@@ -321,8 +322,7 @@ static void test_max_streams_opens_new_conn_then_queues(void **state) {
   submit(&e, 2, &q[1], NULL, NULL);
   submit(&e, 3, &q[2], NULL, NULL); /* no conn left: queued */
   /* the queue holds one */
-  char url[128];
-  snprintf(url, sizeof url, "http://127.0.0.1:%d/x", e.port);
+  const char *url = e.url;
   h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = url};
   assert_int_equal(h2t_request_submit(e.c, &o, NULL), H2T_ERR_LIMIT);
   h2t_client_stats st;
@@ -707,8 +707,7 @@ static void test_cancel_from_inline_flow_blocked(void **state) {
   env_start(&e, &s, NULL);
   static uint8_t big[300000];
   memset(big, 'b', sizeof big);
-  char url[128];
-  snprintf(url, sizeof url, "http://127.0.0.1:%d/x", e.port);
+  const char *url = e.url;
   h2t_client_trace tr = {H2T_CLIENT_TRACE_INIT, .flow_blocked = fb_cancel};
   fb_done = 0;
   /* several uploads on one conn, so the walk has a next to go on with */
@@ -804,8 +803,7 @@ static void test_cancel_from_every_hook(void **state) {
   env e;
   h2t_script s = {.send_100 = 1};
   env_start(&e, &s, NULL);
-  char url[128];
-  snprintf(url, sizeof url, "http://127.0.0.1:%d/x", e.port);
+  const char *url = e.url;
   h2t_header hdr[] = {{"expect", "100-continue"}};
   h2t_client_trace tr = {H2T_CLIENT_TRACE_INIT, .any = chaos_hook};
   for (int t = 0; t < H2T_EV_FIRST_SERVER_; t++) {
@@ -844,8 +842,7 @@ static void test_fetch_keeps_user(void **state) {
   env e;
   h2t_script s = {0};
   env_start(&e, &s, NULL);
-  char url[128];
-  snprintf(url, sizeof url, "http://127.0.0.1:%d/x", e.port);
+  const char *url = e.url;
   int marker = 42;
   h2t_client_trace tr = {H2T_CLIENT_TRACE_INIT, .got_conn = fetch_user_hook};
   h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = url, .trace = &tr,
@@ -856,6 +853,28 @@ static void test_fetch_keeps_user(void **state) {
   assert_ptr_equal(fetch_seen_user, &marker);
   assert_string_equal((const char *)resp.body, "ok 0");
   h2t_response_free(&resp);
+  env_stop(&e);
+}
+
+/* The client's traceparent: the first on a connection is indexed (so that
+ * later ones send the name's table index), every later one is a "never
+ * indexed" literal, since its value never repeats. */
+static void test_traceparent_indexing(void **state) {
+  env e;
+  h2t_script s = {0};
+  env_start(&e, &s, NULL);
+  const char *url = e.url;
+  h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = url};
+  for (int i = 0; i < 3; i++) {
+    h2t_response resp;
+    assert_int_equal(h2t_client_fetch(e.c, &o, &resp), 0);
+    assert_int_equal(resp.status, 200);
+    h2t_response_free(&resp);
+  }
+  int never;
+  assert_int_equal(h2t_scripted_server_traceparents(e.srv, &never), 3);
+  assert_int_equal(never, 2);
+  assert_int_equal(h2t_scripted_server_conns(e.srv), 1);
   env_stop(&e);
 }
 
@@ -887,6 +906,7 @@ int main(void) {
       cmocka_unit_test(test_cancel_from_every_hook),
       cmocka_unit_test(test_cancel_from_inline_flow_blocked),
       cmocka_unit_test(test_fetch_keeps_user),
+      cmocka_unit_test(test_traceparent_indexing),
       cmocka_unit_test(test_got_conn_max_streams_unknown_until_settings),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -141,19 +141,7 @@ static void hdrs_reset(h2t_request *r) {
   r->hdrs_cap = H2T__REQ_INLINE_HDRS;
 }
 
-/* Under AddressSanitizer requests are not recycled, so that a use after
- * completion is still caught. */
-#if defined(__SANITIZE_ADDRESS__)
-#define MAX_FREE_REQS 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define MAX_FREE_REQS 0
-#endif
-#endif
-#ifndef MAX_FREE_REQS
-#define MAX_FREE_REQS 64
-#endif
-static const unsigned max_free_reqs = MAX_FREE_REQS;
+static const unsigned max_free_reqs = H2T__ASAN ? 0 : 64;
 
 static void req_destroy(const h2t_mem *m, h2t_request *r) {
   h2t_xfree(m, r->hdrbuf);
@@ -375,6 +363,18 @@ static void attach(h2t_client *c, h2t__conn *cn, h2t_request *r, int fresh) {
   if (was_idle && TRACE_WANTS(&r->tc, H2T_EV_GOT_CONN))
     idle_us = h2t_now_us() - cn->idle_since;
   int has_body = r->body_read || r->body_len;
+  /* Our traceparent's value never repeats: indexing it would churn the
+   * HPACK table out of useful entries, so it goes NO_INDEX.  But the first
+   * one on a connection is indexed: its name then stays in the table, and
+   * every later one sends that index instead of the literal, Huffman-coded
+   * name (nghttp2 looks names up for NO_INDEX fields too): 9 bytes and
+   * about 300 instructions a request, for one 98-byte entry. */
+  if (r->tp_nv) {
+    if (cn->tp_named)
+      r->tp_nv->flags |= NGHTTP2_NV_FLAG_NO_INDEX;
+    else
+      r->tp_nv->flags &= (uint8_t)~NGHTTP2_NV_FLAG_NO_INDEX;
+  }
   int32_t sid = h2t__conn_submit(cn, r->nv, r->nnv, has_body, r);
   if (sid < 0) {
     int rv = sid;
@@ -388,6 +388,8 @@ static void attach(h2t_client *c, h2t__conn *cn, h2t_request *r, int fresh) {
     return;
   }
   cn->served++;
+  if (r->tp_nv)
+    cn->tp_named = 1;
   if (reused) {
     c->stats.conns_reused_picks++;
     h2t__connreg_reused(cn->reg);
@@ -678,29 +680,33 @@ static void on_sent_headers(void *su, int eos) {
         H2T_PROBE_ON(H2T_EV_WROTE_HEADERS) |
         H2T_PROBE_ON(H2T_EV_WROTE_REQUEST)))
     return; /* nothing traced: the common fast path */
+  /* One clock read for the frame's events, and for every other frame of
+   * the flush (h2t__conn_flush puts ctx.ts back when it ends). */
+  h2t__conn_ctx *ctx = &r->client->ctx;
+  if (!ctx->ts)
+    ctx->ts = h2t_now_us();
   h2t_event ev;
-  event_init(&ev, r, H2T_EV_STREAM_OPENED);
-  if (!ev.t_us)
-    ev.t_us = h2t_now_us(); /* one clock read for the frame's events */
-  uint64_t t = ev.t_us;
+  /* r is held across these events: each is trace_emit() without emit()'s
+   * own hold, and r->state tells whether a hook completed r */
   hold(r);
-  if (TRACE_WANTS(&r->tc, H2T_EV_STREAM_OPENED))
-    emit(r, &ev);
-  if (TRACE_WANTS(&r->tc, H2T_EV_WROTE_HEADER_FIELD)) {
+  if (TRACE_WANTS(&r->tc, H2T_EV_STREAM_OPENED)) {
+    event_init(&ev, r, H2T_EV_STREAM_OPENED);
+    trace_emit(&r->tc, &ev);
+  }
+  if (r->state == H2T__REQ_ACTIVE &&
+      TRACE_WANTS(&r->tc, H2T_EV_WROTE_HEADER_FIELD)) {
     event_init(&ev, r, H2T_EV_WROTE_HEADER_FIELD);
-    ev.t_us = t;
     for (size_t i = 0; i < r->nnv && r->state == H2T__REQ_ACTIVE; i++) {
       ev.u.header_field.name = (const char *)r->nv[i].name;
       ev.u.header_field.namelen = r->nv[i].namelen;
       ev.u.header_field.value = (const char *)r->nv[i].value;
       ev.u.header_field.valuelen = r->nv[i].valuelen;
-      emit(r, &ev);
+      trace_emit(&r->tc, &ev);
     }
   }
   if (r->state == H2T__REQ_ACTIVE && TRACE_WANTS(&r->tc, H2T_EV_WROTE_HEADERS)) {
     event_init(&ev, r, H2T_EV_WROTE_HEADERS);
-    ev.t_us = t;
-    emit(r, &ev);
+    trace_emit(&r->tc, &ev);
   }
   if (r->state != H2T__REQ_ACTIVE) {
   } else if (eos) {

@@ -45,6 +45,7 @@ struct h2t_request {
   const char *method;  /* into hdrbuf */
   nghttp2_nv *nv;      /* pseudo + user headers, in hdrbuf */
   size_t nnv;
+  nghttp2_nv *tp_nv;   /* the traceparent we add, in nv, or NULL */
   char *hdrbuf;        /* one allocation: nv array + strings */
   size_t hdrcap;
   char *urlbuf;        /* url's strings (url.buf_ stays NULL) */

@@ -91,6 +91,27 @@ typedef struct h2t__conn_cbs {
   void (*stream_closed)(void *su, int32_t stream_id, uint32_t code);
 } h2t__conn_cbs;
 
+/* Under AddressSanitizer nothing is recycled (requests, nghttp2's
+ * blocks), so that a use after free is still caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#define H2T__ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define H2T__ASAN 1
+#endif
+#endif
+#ifndef H2T__ASAN
+#define H2T__ASAN 0
+#endif
+
+/* nghttp2's freed blocks kept for reuse, per size class (conn.c). */
+#define H2T__NGMEM_CLASSES 5 /* 64, 128, ... 1024 bytes */
+typedef struct h2t__ngmem {
+  nghttp2_mem mem;
+  void *free[H2T__NGMEM_CLASSES];
+  uint32_t nfree[H2T__NGMEM_CLASSES];
+} h2t__ngmem;
+
 /* What all connections of one client share. */
 typedef struct h2t__conn_ctx {
   struct ev_loop *loop;
@@ -104,13 +125,16 @@ typedef struct h2t__conn_ctx {
   uint32_t max_header_list; /* advertised SETTINGS_MAX_HEADER_LIST_SIZE */
   nghttp2_session_callbacks *ngcbs;
   nghttp2_option *ngopt;
+  h2t__ngmem ngmem;        /* nghttp2's allocator (mem.mem_user_data NULL:
+                              nghttp2's own, see conn.c) */
   TAILQ_HEAD(, h2t__conn) dirty; /* to flush before the loop polls */
   ev_prepare flush_w;
   /* called after the flush that runs before each poll (the client checks
    * whether a request completed meanwhile) */
   void (*after_flush)(struct h2t__conn_ctx *ctx);
   /* While one read is processed: its arrival time, shared by every event
-   * the read causes.  0 otherwise. */
+   * the read causes; while a flush writes, the time its first traced frame
+   * went out (read once, lazily).  0 otherwise. */
   uint64_t ts;
   void *user; /* the client */
   /* NULL: h2t__tcp_connect().  The fuzz targets put a socketpair here, so
@@ -141,6 +165,7 @@ struct h2t__conn {
   uint64_t served;              /* client: requests that got this conn */
   uint64_t idle_since;          /* client */
   h2t_conn_reason open_reason;  /* pool */
+  int tp_named;                 /* client: a traceparent went out indexed */
   /* --- this layer's --------------------------------------------------- */
   h2t__conn_ctx *ctx;
   TAILQ_ENTRY(h2t__conn) dirty_link;
@@ -254,6 +279,8 @@ void h2t__conn_body_done(h2t__conn *cn);
 int h2t__session_callbacks_new(nghttp2_session_callbacks **out);
 /* Make the session and queue our SETTINGS.  0 or H2T_ERR_NOMEM. */
 int h2t__session_start(h2t__conn *cn);
+/* The allocator sessions are made with (NULL: nghttp2's default). */
+nghttp2_mem *h2t__conn_ngmem(h2t__conn_ctx *ctx);
 /* A stream was closed or taken off: count it, idle when none is left. */
 void h2t__conn_stream_gone(h2t__conn *cn);
 

@@ -157,9 +157,8 @@ int h2t__req_headers(h2t_request *r, const h2t_request_opts *o) {
   if (clbuf[0])
     nv_set(&r->nv[k++], &p, "content-length", 14, clbuf, strlen(clbuf), 0);
   if (send_tp) {
-    /* formatted in place; NO_INDEX: a value that never repeats must not
-     * churn the connection's HPACK table out of useful entries */
-    nghttp2_nv *nv = &r->nv[k++];
+    /* formatted in place; its NO_INDEX flag is attach()'s to set */
+    nghttp2_nv *nv = r->tp_nv = &r->nv[k++];
     memcpy(p, "traceparent", sizeof "traceparent");
     nv->name = (uint8_t *)p;
     nv->namelen = sizeof "traceparent" - 1;
@@ -168,8 +167,7 @@ int h2t__req_headers(h2t_request *r, const h2t_request_opts *o) {
     p[H2T_TRACEPARENT_LEN] = '\0';
     nv->value = (uint8_t *)p;
     nv->valuelen = H2T_TRACEPARENT_LEN;
-    nv->flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE |
-                NGHTTP2_NV_FLAG_NO_INDEX;
+    nv->flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
     p += H2T_TRACEPARENT_LEN + 1;
   }
   r->nnv = k;

@@ -220,7 +220,8 @@ int h2t__session_callbacks_new(nghttp2_session_callbacks **out) {
 
 int h2t__session_start(h2t__conn *cn) {
   h2t__conn_ctx *ctx = cn->ctx;
-  if (nghttp2_session_client_new2(&cn->sess, ctx->ngcbs, cn, ctx->ngopt) != 0)
+  if (nghttp2_session_client_new3(&cn->sess, ctx->ngcbs, cn, ctx->ngopt,
+                                  h2t__conn_ngmem(ctx)) != 0)
     return H2T_ERR_NOMEM;
   nghttp2_settings_entry iv[] = {
       {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},

@@ -25,6 +25,7 @@ struct h2t_scripted_server {
   ev_async stop_w;
   int lfd;
   atomic_int nconns, nstreams, ngoaways;
+  atomic_int ntp, ntp_never; /* traceparent fields; never-indexed ones */
   struct sconn *conns;
 };
 
@@ -170,8 +171,14 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f,
                      const uint8_t *name, size_t nlen, const uint8_t *value,
                      size_t vlen, uint8_t flags, void *ud) {
   sstream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+  sconn *sc = ud;
   if (st && nlen == 6 && !memcmp(name, "expect", 6))
     st->expect = 1;
+  if (nlen == 11 && !memcmp(name, "traceparent", 11)) {
+    atomic_fetch_add(&sc->srv->ntp, 1);
+    if (flags & NGHTTP2_NV_FLAG_NO_INDEX)
+      atomic_fetch_add(&sc->srv->ntp_never, 1);
+  }
   return 0;
 }
 
@@ -346,4 +353,10 @@ int h2t_scripted_server_streams(h2t_scripted_server *srv) {
 
 int h2t_scripted_server_goaways(h2t_scripted_server *srv) {
   return atomic_load(&srv->ngoaways);
+}
+
+int h2t_scripted_server_traceparents(h2t_scripted_server *srv,
+                                     int *never_indexed) {
+  *never_indexed = atomic_load(&srv->ntp_never);
+  return atomic_load(&srv->ntp);
 }

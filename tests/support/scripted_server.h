@@ -39,5 +39,9 @@ int h2t_scripted_server_conns(h2t_scripted_server *srv);
 int h2t_scripted_server_streams(h2t_scripted_server *srv);
 /* GOAWAY frames received from clients. */
 int h2t_scripted_server_goaways(h2t_scripted_server *srv);
+/* traceparent fields received; *never_indexed: how many of them came as
+ * HPACK "never indexed" literals */
+int h2t_scripted_server_traceparents(h2t_scripted_server *srv,
+                                     int *never_indexed);
 
 #endif
