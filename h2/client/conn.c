@@ -34,109 +34,19 @@ static void start_dns(h2t__conn *cn);
 
 /* nghttp2 allocates a few blocks per stream (the stream, its outbound item,
  * the header copy) and frees them when the stream closes, many at once
- * when responses arrive together: past glibc's per-size cache (7 blocks)
- * into its slower bins, ~700 instructions a request.  Each client keeps up
- * to NGMEM_KEEP freed blocks per power-of-two class instead, behind a
- * 16-byte header holding the class.  Not under ASan (see H2T__ASAN), nor
- * with an application allocator, which nghttp2 has never used. */
-#define NGMEM_KEEP 64
-#define NGMEM_HDR 16
-#define NGMEM_BIG H2T__NGMEM_CLASSES /* class of a block over 1024 bytes */
-
-static size_t ngmem_cls(size_t size) {
-  size_t cls = 0;
-  while (cls < NGMEM_BIG && size > ((size_t)64 << cls))
-    cls++;
-  return cls;
-}
-
-static void *ngmem_new(size_t cls, size_t size) {
-  uint8_t *h = malloc(NGMEM_HDR + (cls < NGMEM_BIG ? (size_t)64 << cls : size));
-  if (!h)
-    return NULL;
-  memcpy(h, &cls, sizeof cls);
-  return h + NGMEM_HDR;
-}
-
-static void *ngmem_malloc(size_t size, void *ud) {
-  h2t__ngmem *m = ud;
-  size_t cls = ngmem_cls(size);
-  void *p = cls < NGMEM_BIG ? m->free[cls] : NULL;
-  if (!p)
-    return ngmem_new(cls, size);
-  memcpy(&m->free[cls], p, sizeof p); /* the next free block */
-  m->nfree[cls]--;
-  return p;
-}
-
-static size_t ngmem_cls_of(void *p) {
-  size_t cls;
-  memcpy(&cls, (uint8_t *)p - NGMEM_HDR, sizeof cls);
-  return cls;
-}
-
-static void ngmem_free(void *p, void *ud) {
-  h2t__ngmem *m = ud;
-  if (!p)
-    return;
-  size_t cls = ngmem_cls_of(p);
-  if (cls < NGMEM_BIG && m->nfree[cls] < NGMEM_KEEP) {
-    memcpy(p, &m->free[cls], sizeof p);
-    m->free[cls] = p;
-    m->nfree[cls]++;
-    return;
-  }
-  free((uint8_t *)p - NGMEM_HDR);
-}
-
-static void *ngmem_calloc(size_t n, size_t size, void *ud) {
-  if (size && n > SIZE_MAX / size)
-    return NULL;
-  void *p = ngmem_malloc(n * size, ud);
-  if (p)
-    memset(p, 0, n * size);
-  return p;
-}
-
-static void *ngmem_realloc(void *p, size_t size, void *ud) {
-  if (!p)
-    return ngmem_malloc(size, ud);
-  size_t cls = ngmem_cls_of(p);
-  if (cls == NGMEM_BIG) { /* stays big: its size is the allocator's */
-    uint8_t *h = realloc((uint8_t *)p - NGMEM_HDR, NGMEM_HDR + size);
-    return h ? h + NGMEM_HDR : NULL;
-  }
-  size_t have = (size_t)64 << cls;
-  if (size <= have)
-    return p;
-  void *q = ngmem_malloc(size, ud);
-  if (q) {
-    memcpy(q, p, have);
-    ngmem_free(p, ud);
-  }
-  return q;
-}
-
+ * when responses arrive together: past glibc's per-size cache into its
+ * slower bins, ~700 instructions a request.  A block cache (the server's
+ * too, h2/common/slab.c) keeps them for reuse.  Not with an application
+ * allocator, which nghttp2 has never used. */
 static void ngmem_init(h2t__conn_ctx *ctx) {
-  memset(&ctx->ngmem, 0, sizeof ctx->ngmem);
-  if (H2T__ASAN || ctx->mem)
-    return;
-  ctx->ngmem.mem = (nghttp2_mem){&ctx->ngmem, ngmem_malloc, ngmem_free,
-                                 ngmem_calloc, ngmem_realloc};
-}
-
-static void ngmem_fini(h2t__ngmem *m) {
-  for (size_t cls = 0; cls < NGMEM_BIG; cls++)
-    while (m->free[cls]) {
-      void *p = m->free[cls];
-      memcpy(&m->free[cls], p, sizeof p);
-      free((uint8_t *)p - NGMEM_HDR);
-    }
-  memset(m->nfree, 0, sizeof m->nfree);
+  ctx->slab = ctx->mem ? NULL : h2t__slab_new(NULL);
+  if (ctx->slab) /* else (out of memory) nghttp2's own */
+    ctx->ngmem = (nghttp2_mem){ctx->slab, h2t__slab_malloc, h2t__slab_free,
+                               h2t__slab_calloc, h2t__slab_realloc};
 }
 
 nghttp2_mem *h2t__conn_ngmem(h2t__conn_ctx *ctx) {
-  return ctx->ngmem.mem.mem_user_data ? &ctx->ngmem.mem : NULL;
+  return ctx->slab ? &ctx->ngmem : NULL;
 }
 
 /* --- the shared context -------------------------------------------------- */
@@ -187,7 +97,8 @@ void h2t__conn_ctx_fini(h2t__conn_ctx *ctx) {
   if (ctx->ngopt)
     nghttp2_option_del(ctx->ngopt);
   ctx->ngopt = NULL;
-  ngmem_fini(&ctx->ngmem); /* every session is gone (h2t__pool_fini) */
+  h2t__slab_del(ctx->slab); /* every session is gone (h2t__pool_fini) */
+  ctx->slab = NULL;
 }
 
 static int new_session_cb(SSL *ssl, SSL_SESSION *sess);

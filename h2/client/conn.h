@@ -34,6 +34,7 @@
 #include <openssl/ssl.h>
 
 #include <h2trace/trace.h>
+#include "h2/common/slab.h"
 #include "h2/net/net.h"
 
 typedef struct h2t__conn h2t__conn;
@@ -91,26 +92,6 @@ typedef struct h2t__conn_cbs {
   void (*stream_closed)(void *su, int32_t stream_id, uint32_t code);
 } h2t__conn_cbs;
 
-/* Under AddressSanitizer nothing is recycled (requests, nghttp2's
- * blocks), so that a use after free is still caught. */
-#if defined(__SANITIZE_ADDRESS__)
-#define H2T__ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define H2T__ASAN 1
-#endif
-#endif
-#ifndef H2T__ASAN
-#define H2T__ASAN 0
-#endif
-
-/* nghttp2's freed blocks kept for reuse, per size class (conn.c). */
-#define H2T__NGMEM_CLASSES 5 /* 64, 128, ... 1024 bytes */
-typedef struct h2t__ngmem {
-  nghttp2_mem mem;
-  void *free[H2T__NGMEM_CLASSES];
-  uint32_t nfree[H2T__NGMEM_CLASSES];
-} h2t__ngmem;
 
 /* What all connections of one client share. */
 typedef struct h2t__conn_ctx {
@@ -125,8 +106,9 @@ typedef struct h2t__conn_ctx {
   uint32_t max_header_list; /* advertised SETTINGS_MAX_HEADER_LIST_SIZE */
   nghttp2_session_callbacks *ngcbs;
   nghttp2_option *ngopt;
-  h2t__ngmem ngmem;        /* nghttp2's allocator (mem.mem_user_data NULL:
-                              nghttp2's own, see conn.c) */
+  h2t__slab *slab;         /* nghttp2's blocks (NULL: nghttp2's own
+                              allocator, see conn.c) */
+  nghttp2_mem ngmem;
   TAILQ_HEAD(, h2t__conn) dirty; /* to flush before the loop polls */
   ev_prepare flush_w;
   /* called after the flush that runs before each poll (the client checks

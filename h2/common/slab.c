@@ -11,17 +11,6 @@
 
 #include "trace/trace_int.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SLAB_PASSTHROUGH 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SLAB_PASSTHROUGH 1
-#endif
-#endif
-#ifndef SLAB_PASSTHROUGH
-#define SLAB_PASSTHROUGH 0
-#endif
-
 #define SLAB_MIN_SHIFT 6 /* 64 bytes */
 #define SLAB_CLASSES 7   /* to 4 KiB */
 #define SLAB_KEEP_BYTES (256 * 1024)
@@ -46,7 +35,7 @@ static size_t class_size(unsigned c) {
 }
 
 static unsigned class_of(size_t n) {
-  if (SLAB_PASSTHROUGH || n > class_size(SLAB_CLASSES - 1))
+  if (H2T__ASAN || n > class_size(SLAB_CLASSES - 1))
     return SLAB_BIG;
   if (n <= class_size(0))
     return 0;

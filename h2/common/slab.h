@@ -5,7 +5,7 @@
  * server's request) do not go through malloc each time.  One slab per
  * loop, used from that loop's thread only.  Larger blocks, and every block
  * under AddressSanitizer (so it still sees use after free), go straight to
- * the backing allocator.
+ * the backing allocator (H2T__ASAN below).
  */
 #ifndef H2T_SLAB_H
 #define H2T_SLAB_H
@@ -13,6 +13,19 @@
 #include <stddef.h>
 
 #include <h2trace/common.h>
+
+/* Under AddressSanitizer nothing is recycled (slab blocks, the client's
+ * requests), so that a use after free is still caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#define H2T__ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define H2T__ASAN 1
+#endif
+#endif
+#ifndef H2T__ASAN
+#define H2T__ASAN 0
+#endif
 
 typedef struct h2t__slab h2t__slab;
 
