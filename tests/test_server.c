@@ -1021,6 +1021,35 @@ static void test_shutdown_done_idle_and_run(void **state) {
   assert_int_equal(st2.done_calls, 0);
 }
 
+/* The suite a client gets is the server's choice: AES-128-GCM first, even
+ * for a client that lists AES-256-GCM first (openssl s_client does); a
+ * client that offers only AES-256 still gets it.  TLS 1.2 likewise. */
+static void test_tls_suite_order(void **state) {
+  (void)state;
+  tsrv *t = tsrv_start(H2T_WRITER_REUSED, NULL);
+  static const struct {
+    const char *args, *want;
+  } cases[] = {
+      {"", "Ciphersuite: TLS_AES_128_GCM_SHA256"},
+      {"-ciphersuites TLS_AES_256_GCM_SHA384",
+       "Ciphersuite: TLS_AES_256_GCM_SHA384"},
+      {"-tls1_2", "Ciphersuite: ECDHE-ECDSA-AES128-GCM-SHA256"}, /* EC key */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char cmd[256];
+    snprintf(cmd, sizeof cmd,
+             "openssl s_client -connect 127.0.0.1:%d -alpn h2 -brief %s "
+             "</dev/null",
+             t->tls_port, cases[i].args);
+    char *argv[] = {"sh", "-c", cmd, NULL}, *out = NULL;
+    assert_int_equal(h2t_test_run(argv, 20000, &out), 0);
+    if (!strstr(out, cases[i].want))
+      fail_msg("%s: want \"%s\" in:\n%s", cmd, cases[i].want, out);
+    free(out);
+  }
+  tsrv_stop(t);
+}
+
 static void test_api_misuse(void **state) {
   h2t_server *s = NULL;
   h2t_server_config bad = {H2T_SERVER_CONFIG_INIT};
@@ -1054,6 +1083,7 @@ static void test_api_misuse(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_api_misuse),
+      cmocka_unit_test(test_tls_suite_order),
       cmocka_unit_test(test_shutdown_done_idle_and_run),
       H2T_TEST_PER_MODE(test_shutdown_done_on_app_loop),
       H2T_TEST_PER_MODE(test_curl_h2c_and_tls),

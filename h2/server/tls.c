@@ -38,9 +38,21 @@ SSL_CTX *h2t__srv_tls_ctx_new(const char *cert_file, const char *key_file) {
                                SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION |
                                SSL_OP_NO_RENEGOTIATION |
                                SSL_OP_CIPHER_SERVER_PREFERENCE);
-  /* RFC 9113 §9.2.2: TLS 1.2 ciphers usable with h2 (ephemeral, AEAD). */
-  SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:"
-                               "DHE+CHACHA20");
+  /* Our order, Mozilla's "intermediate" one: AES-128-GCM first (as
+   * secure for TLS and cheaper than AES-256: 10 rounds, not 14), then
+   * AES-256-GCM, then ChaCha20.  TLS 1.2: the ciphers RFC 9113 §9.2.2
+   * allows with h2 (ephemeral, AEAD). */
+  SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+                                "TLS_CHACHA20_POLY1305_SHA256");
+  SSL_CTX_set_cipher_list(ctx, "ECDHE-ECDSA-AES128-GCM-SHA256:"
+                               "ECDHE-RSA-AES128-GCM-SHA256:"
+                               "ECDHE-ECDSA-AES256-GCM-SHA384:"
+                               "ECDHE-RSA-AES256-GCM-SHA384:"
+                               "ECDHE-ECDSA-CHACHA20-POLY1305:"
+                               "ECDHE-RSA-CHACHA20-POLY1305:"
+                               "DHE-RSA-AES128-GCM-SHA256:"
+                               "DHE-RSA-AES256-GCM-SHA384:"
+                               "DHE-RSA-CHACHA20-POLY1305");
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS |
                             SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
