@@ -40,6 +40,10 @@ static void *b_calloc(size_t a, size_t b, void *u) {
 }
 static void *b_realloc(void *p, size_t n, void *u) {
   (void)u;
+  if (fail_at == 0)
+    return NULL;
+  if (fail_at > 0)
+    fail_at--;
   void *q = realloc(p, n);
   if (q && !p)
     live++;
