@@ -910,11 +910,10 @@ void h2t__inflight_end(struct inflight_entry *e, int error) {
   e->error = error;
   uint32_t tot[H2T_IFS_DONE];
   ife_totals(e, tot);
-  h2t__profile_add(e, tot);
   uint32_t idx = e->next_free;
   int kind = e->kind;
   e->cancel = NULL;
-  h2t__hist_request(e, tot); /* reads the entry only */
+  h2t__hist_request(e, tot); /* histograms and profile; reads the entry */
   /* the entry itself is now the ring's: it stays as it is until lapped */
   uint32_t out = ring_push(e, idx);
   ow_end(e);
