@@ -158,7 +158,7 @@ static struct side *side_find(const struct inflight_entry *slot, uint64_t id) {
 }
 
 static size_t copy_trunc(char *dst, size_t cap, const char *src);
-static void step_to(struct inflight_entry *e, unsigned st, uint64_t t);
+static inline void step_to(struct inflight_entry *e, unsigned st, uint64_t t);
 
 static void side_apply(const struct side *d, struct inflight_entry *e) {
   if (d->has_status)
@@ -460,17 +460,31 @@ static void set_target(struct inflight_entry *e, const char *authority,
  * it, and h2t__inflight_end() sums them once (ife_totals).  Only a step
  * that hist[] is about to lose (more than IFE_HIST steps) gives its time to
  * state_tot first; state_tot is valid only once nhist went past IFE_HIST. */
-static void push_step(struct inflight_entry *e, unsigned st, uint64_t t) {
+__attribute__((noinline, cold)) static void
+step_lost(struct inflight_entry *e, uint32_t n) {
+  if (n == IFE_HIST)
+    memset(e->state_tot, 0, sizeof e->state_tot);
+  uint64_t old = e->hist[n % IFE_HIST];
+  uint64_t next = e->hist[(n + 1) % IFE_HIST] & IFE_T_MASK;
+  unsigned os = (unsigned)(old >> 56);
+  uint64_t tot = e->state_tot[os] + (next - (old & IFE_T_MASK));
+  e->state_tot[os] = tot > UINT32_MAX ? UINT32_MAX : (uint32_t)tot;
+}
+
+/* (unused where the probes are not built) */
+__attribute__((noinline, cold, unused)) static void
+step_probe(const struct inflight_entry *e) {
+  (void)e;
+  h2t__probe_state(e->id, e->conn_id, e->stream_id, e->state_us, e->state,
+                   e->kind);
+}
+
+/* Inlined in the event path: a handful of stores, the rare parts apart. */
+static inline __attribute__((always_inline)) void
+push_step(struct inflight_entry *e, unsigned st, uint64_t t) {
   uint32_t n = e->nhist;
-  if (__builtin_expect(n >= IFE_HIST, 0)) {
-    if (n == IFE_HIST)
-      memset(e->state_tot, 0, sizeof e->state_tot);
-    uint64_t old = e->hist[n % IFE_HIST];
-    uint64_t next = e->hist[(n + 1) % IFE_HIST] & IFE_T_MASK;
-    unsigned os = (unsigned)(old >> 56);
-    uint64_t tot = e->state_tot[os] + (next - (old & IFE_T_MASK));
-    e->state_tot[os] = tot > UINT32_MAX ? UINT32_MAX : (uint32_t)tot;
-  }
+  if (__builtin_expect(n >= IFE_HIST, 0))
+    step_lost(e, n);
   e->hist[n % IFE_HIST] = ((uint64_t)st << 56) | (t & IFE_T_MASK);
   if (n < UINT32_MAX)
     e->nhist = n + 1;
@@ -478,10 +492,11 @@ static void push_step(struct inflight_entry *e, unsigned st, uint64_t t) {
   e->state = (uint8_t)st;
   e->state_us = t;
   if (__builtin_expect(H2T_PROBE_SEMA(H2T_PROBE_STATE_), 0))
-    h2t__probe_state(e->id, e->conn_id, e->stream_id, t, st, e->kind);
+    step_probe(e);
 }
 
-static void step_to(struct inflight_entry *e, unsigned st, uint64_t t) {
+static inline __attribute__((always_inline)) void
+step_to(struct inflight_entry *e, unsigned st, uint64_t t) {
   if (e->state == st || e->state == H2T_IFS_DONE)
     return;
   if (t < e->state_us)
@@ -713,6 +728,7 @@ static int apply(struct inflight_entry *e, const h2t_event *ev) {
   case H2T_EV_TLS_HANDSHAKE_START:
     return H2T_IFS_TLS;
   case H2T_EV_GOT_CONN:
+    h2t__metrics_got_conn(ev);
     /* It counted itself in: above the peer's limit it waits for a slot. */
     return ev->u.got_conn.max_streams &&
                    ev->u.got_conn.active_streams > ev->u.got_conn.max_streams
@@ -803,8 +819,6 @@ static int apply(struct inflight_entry *e, const h2t_event *ev) {
 void h2t__inflight_event(struct inflight_entry *e, const h2t_event *ev) {
   if (!e)
     return;
-  if (ev->type == H2T_EV_GOT_CONN)
-    h2t__metrics_got_conn(ev);
   uint64_t t = ev->t_us ? ev->t_us : h2t_now_us();
   ow_begin(e);
   FOLD(e);
