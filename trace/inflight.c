@@ -457,7 +457,7 @@ static void set_target(struct inflight_entry *e, const char *authority,
 }
 
 /* Time per state is not added up at each step: the steps in hist[] hold
- * it, and h2t__inflight_end() sums them once (ife_totals).  Only a step
+ * it, and the request's end reads them once (h2t__hist_request).  Only a step
  * that hist[] is about to lose (more than IFE_HIST steps) gives its time to
  * state_tot first; state_tot is valid only once nhist went past IFE_HIST. */
 __attribute__((noinline, cold)) static void
@@ -502,28 +502,6 @@ step_to(struct inflight_entry *e, unsigned st, uint64_t t) {
   if (t < e->state_us)
     t = e->state_us;
   push_step(e, st, t);
-}
-
-/* µs per state of a finished entry (saturating), none for done: what
- * state_tot kept of the steps hist[] lost, plus the steps it still has
- * (each lasts until the next; the last is done). */
-static void ife_totals(const struct inflight_entry *e,
-                       uint32_t tot[H2T_IFS_DONE]) {
-  uint32_t n = e->nhist, k = n < IFE_HIST ? n : IFE_HIST;
-  if (n > IFE_HIST)
-    memcpy(tot, e->state_tot, sizeof e->state_tot);
-  else
-    memset(tot, 0, sizeof e->state_tot);
-  uint64_t prev = e->hist[(n - k) % IFE_HIST];
-  for (uint32_t i = n - k + 1; i < n; i++) {
-    uint64_t cur = e->hist[i % IFE_HIST];
-    unsigned ps = (unsigned)(prev >> 56);
-    if (ps < H2T_IFS_DONE) {
-      uint64_t v = tot[ps] + ((cur & IFE_T_MASK) - (prev & IFE_T_MASK));
-      tot[ps] = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
-    }
-    prev = cur;
-  }
 }
 
 /*
@@ -651,9 +629,14 @@ struct inflight_entry *h2t__inflight_begin_at(inflight_kind kind, uint64_t req_i
   e->next_free = idx; /* while live: its own index, for h2t__inflight_end */
   e->goaway_us = 0;
   e->reset_code = 0;
-  copy_trunc(e->method, sizeof e->method, method);
-  copy_trunc(e->scheme, sizeof e->scheme, scheme);
-  set_target(e, authority, path);
+  if (method || scheme || authority || path) {
+    copy_trunc(e->method, sizeof e->method, method);
+    copy_trunc(e->scheme, sizeof e->scheme, scheme);
+    set_target(e, authority, path);
+  } else { /* a server request: its request_headers event brings them */
+    e->method[0] = e->scheme[0] = '\0';
+    e->target[0] = e->target[1] = '\0';
+  }
   e->status[0] = '\0';
   e->cancel_reason[0] = '\0';
   memset(e->trace_id, 0, sizeof e->trace_id); /* h2t__inflight_set_trace */
@@ -922,12 +905,10 @@ void h2t__inflight_end(struct inflight_entry *e, int error) {
   if (e->state != H2T_IFS_DONE)
     step_to(e, H2T_IFS_DONE, h2t_now_us());
   e->error = error;
-  uint32_t tot[H2T_IFS_DONE];
-  ife_totals(e, tot);
   uint32_t idx = e->next_free;
   int kind = e->kind;
   e->cancel = NULL;
-  h2t__hist_request(e, tot); /* histograms and profile; reads the entry */
+  h2t__hist_request(e); /* histograms and profile; reads the entry */
   /* the entry itself is now the ring's: it stays as it is until lapped */
   uint32_t out = ring_push(e, idx);
   ow_end(e);

@@ -165,16 +165,15 @@ void h2t__metrics_request_done(int kind, int error);
 /* metrics_hist.c: histograms, and the profile's counts.  reset
  * (table_init): counts start over with nauth authority labels (0: the
  * default); 0 or H2T_ERR_NOMEM.  request: at a request's end, on its loop
- * thread, before it stops counting live; tot is its µs per state (none for
- * done).  profile: add every thread's profile counts into sum (rows
+ * thread, before it stops counting live (in its write section: it reads
+ * the entry only).  profile: add every thread's profile counts into sum (rows
  * H2T_PROF_NROWS); the caller holds h2t__ifl_life shared.  conn: a
  * registered connection closes.  text: the exposition into a new string
  * (free()); 0 or H2T_ERR_NOMEM. */
 #define H2T_METRICS_AUTHORITIES_DEFAULT 32
 #define H2T_METRICS_AUTHORITIES_MAX 4096
 int h2t__hist_reset(size_t nauth);
-void h2t__hist_request(const struct inflight_entry *e,
-                        const uint32_t tot[H2T_IFS_DONE]);
+void h2t__hist_request(const struct inflight_entry *e);
 void h2t__hist_profile(uint64_t (*sum)[H2T_PROF_SERIES]);
 void h2t__hist_conn(int kind, uint64_t opened_us, uint64_t requests);
 int h2t__hist_text(char **out, size_t *len);

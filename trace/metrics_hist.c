@@ -373,8 +373,39 @@ static size_t auth_cached(struct shard *s, const char *a, int kind, int *row) {
   return s->last_slot;
 }
 
-void h2t__hist_request(const struct inflight_entry *e,
-                        const uint32_t tot[H2T_IFS_DONE]) {
+/* One state's time in a finished request: its histogram and its profile
+ * row (p NULL: none). */
+static inline void state_time(struct shard *s, counter *p, int kind,
+                              unsigned st, uint64_t us) {
+  observe(s->state[kind][st], us);
+  if (p) {
+    BUMP(p[H2T_PROF_STATE(st)], 1);
+    BUMP(p[H2T_PROF_STATE(st) + 1], us);
+  }
+}
+
+static uint32_t sat32(uint64_t v) { return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v; }
+
+/* µs per state of a finished entry (saturating), none for done: what
+ * state_tot kept of the steps hist[] lost, plus the steps it still has
+ * (each lasts until the next; the last is done). */
+static void ife_totals(const struct inflight_entry *e, uint32_t tot[NSTATE]) {
+  uint32_t n = e->nhist, k = n < IFE_HIST ? n : IFE_HIST;
+  if (n > IFE_HIST)
+    memcpy(tot, e->state_tot, sizeof e->state_tot);
+  else
+    memset(tot, 0, sizeof e->state_tot);
+  uint64_t prev = e->hist[(n - k) % IFE_HIST];
+  for (uint32_t i = n - k + 1; i < n; i++) {
+    uint64_t cur = e->hist[i % IFE_HIST];
+    unsigned ps = (unsigned)(prev >> 56);
+    if (ps < NSTATE)
+      tot[ps] = sat32(tot[ps] + ((cur & IFE_T_MASK) - (prev & IFE_T_MASK)));
+    prev = cur;
+  }
+}
+
+void h2t__hist_request(const struct inflight_entry *e) {
   struct shard *s = shard_get();
   if (!s)
     return;
@@ -393,13 +424,26 @@ void h2t__hist_request(const struct inflight_entry *e,
     if (e->visited & (1u << H2T_IFS_DONE))
       BUMP(p[H2T_PROF_STATE(H2T_IFS_DONE)], 1);
   }
+  /* The usual request enters each state once (as many steps as states
+   * visited): a step's time is its state's, straight from the history. */
+  uint32_t n = e->nhist, nvisited = 0;
+  for (uint32_t v = e->visited; v && n <= IFE_HIST; v &= v - 1)
+    nvisited++; /* no popcount instruction in the baseline x86-64 */
+  if (n == nvisited) {
+    for (uint32_t i = 1; i < n; i++) {
+      uint64_t prev = e->hist[i - 1];
+      unsigned st = (unsigned)(prev >> 56);
+      if (st < NSTATE)
+        state_time(s, p, kind, st,
+                   sat32((e->hist[i] & IFE_T_MASK) - (prev & IFE_T_MASK)));
+    }
+    return;
+  }
+  uint32_t tot[NSTATE];
+  ife_totals(e, tot);
   for (uint32_t v = e->visited & ((1u << NSTATE) - 1); v; v &= v - 1) {
     unsigned st = (unsigned)__builtin_ctz(v);
-    observe(s->state[kind][st], tot[st]);
-    if (p) {
-      BUMP(p[H2T_PROF_STATE(st)], 1);
-      BUMP(p[H2T_PROF_STATE(st) + 1], tot[st]);
-    }
+    state_time(s, p, kind, st, tot[st]);
   }
 }
 
