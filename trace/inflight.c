@@ -492,18 +492,24 @@ step_probe(const struct inflight_entry *e) {
                    e->kind);
 }
 
-/* Inlined in the event path: a handful of stores, the rare parts apart. */
+/* The stores of a step, when hist[] has room and no probe is attached. */
 static inline __attribute__((always_inline)) void
-push_step(struct inflight_entry *e, unsigned st, uint64_t t) {
-  uint32_t n = e->nhist;
-  if (__builtin_expect(n >= IFE_HIST, 0))
-    step_lost(e, n);
+step_store(struct inflight_entry *e, unsigned st, uint64_t t, uint32_t n) {
   e->hist[n % IFE_HIST] = ((uint64_t)st << 56) | (t & IFE_T_MASK);
   if (n < UINT32_MAX)
     e->nhist = n + 1;
   e->visited |= 1u << st;
   e->state = (uint8_t)st;
   e->state_us = t;
+}
+
+/* Inlined in the event path: a handful of stores, the rare parts apart. */
+static inline __attribute__((always_inline)) void
+push_step(struct inflight_entry *e, unsigned st, uint64_t t) {
+  uint32_t n = e->nhist;
+  if (__builtin_expect(n >= IFE_HIST, 0))
+    step_lost(e, n);
+  step_store(e, st, t, n);
   if (__builtin_expect(H2T_PROBE_SEMA(H2T_PROBE_STATE_), 0))
     step_probe(e);
 }
@@ -710,8 +716,32 @@ static void note_reset(struct inflight_entry *e, uint32_t code, int by_peer) {
     e->flags |= IFE_RESET_BY_PEER;
 }
 
-/* The state an event moves the request to, or -1; also keeps counters. */
-static int apply(struct inflight_entry *e, const h2t_event *ev) {
+/* The events that call out (a string copy, the connection metrics):
+ * apply_heavy(), on event_full()'s path. */
+#define HEAVY (EVBIT(GOT_CONN) | EVBIT(SRV_REQUEST_HEADERS))
+
+static int apply_heavy(struct inflight_entry *e, const h2t_event *ev) {
+  if (ev->type == H2T_EV_GOT_CONN) {
+    h2t__metrics_got_conn(ev);
+    /* It counted itself in: above the peer's limit it waits for a slot. */
+    return ev->u.got_conn.max_streams &&
+                   ev->u.got_conn.active_streams > ev->u.got_conn.max_streams
+               ? H2T_IFS_WAIT_STREAM
+               : H2T_IFS_SENDING;
+  }
+  /* H2T_EV_SRV_REQUEST_HEADERS */
+  if (!e->method[0])
+    set_strings(e, ev->u.request_headers.method, ev->u.request_headers.scheme,
+                ev->u.request_headers.authority, ev->u.request_headers.path);
+  if (!ev->u.request_headers.end_stream)
+    e->flags |= IFE_BODY_OPEN;
+  return e->state == H2T_IFS_READ_HEADERS ? H2T_IFS_READ_BODY : -1;
+}
+
+/* The state an event moves the request to, or -1; also keeps counters.
+ * Not for the HEAVY events. */
+static inline __attribute__((always_inline)) int
+apply(struct inflight_entry *e, const h2t_event *ev) {
   switch (ev->type) {
   case H2T_EV_GET_CONN:
     return H2T_IFS_QUEUED;
@@ -721,13 +751,6 @@ static int apply(struct inflight_entry *e, const h2t_event *ev) {
     return H2T_IFS_CONNECTING;
   case H2T_EV_TLS_HANDSHAKE_START:
     return H2T_IFS_TLS;
-  case H2T_EV_GOT_CONN:
-    h2t__metrics_got_conn(ev);
-    /* It counted itself in: above the peer's limit it waits for a slot. */
-    return ev->u.got_conn.max_streams &&
-                   ev->u.got_conn.active_streams > ev->u.got_conn.max_streams
-               ? H2T_IFS_WAIT_STREAM
-               : H2T_IFS_SENDING;
   case H2T_EV_STREAM_OPENED:
   case H2T_EV_GOT_100_CONTINUE:
     return H2T_IFS_SENDING;
@@ -766,14 +789,6 @@ static int apply(struct inflight_entry *e, const h2t_event *ev) {
     if (ev->u.done.status)
       e->http_status = (uint16_t)ev->u.done.status;
     return H2T_IFS_DONE;
-  case H2T_EV_SRV_REQUEST_HEADERS:
-    if (!e->method[0])
-      set_strings(e, ev->u.request_headers.method,
-                  ev->u.request_headers.scheme,
-                  ev->u.request_headers.authority, ev->u.request_headers.path);
-    if (!ev->u.request_headers.end_stream)
-      e->flags |= IFE_BODY_OPEN;
-    return e->state == H2T_IFS_READ_HEADERS ? H2T_IFS_READ_BODY : -1;
   case H2T_EV_SRV_REQUEST_BODY_DONE:
     e->bytes_in = ev->u.body.bytes;
     e->flags &= (uint8_t)~IFE_BODY_OPEN;
@@ -808,22 +823,69 @@ static int apply(struct inflight_entry *e, const h2t_event *ev) {
   }
 }
 
-void h2t__inflight_event(struct inflight_entry *e, const h2t_event *ev) {
-  if (!e)
-    return;
-  uint64_t t = ev->t_us ? ev->t_us : h2t_now_us();
-  ow_begin(e);
-  FOLD(e);
+static inline void set_ids(struct inflight_entry *e, const h2t_event *ev) {
   if (ev->conn_id)
     e->conn_id = ev->conn_id;
   if (ev->stream_id)
     e->stream_id = ev->stream_id;
-  int st = apply(e, ev);
-  /* once canceled, late events must not make it look alive again; once
-   * done, nothing moves it */
-  if (st >= 0 && e->state != H2T_IFS_DONE &&
-      (!(e->flags & IFE_CANCELED) || st == H2T_IFS_DONE))
+}
+
+/* Once canceled, late events must not make it look alive again; once done,
+ * nothing moves it. */
+static inline int moves(const struct inflight_entry *e, int st) {
+  return st >= 0 && e->state != H2T_IFS_DONE &&
+         (!(e->flags & IFE_CANCELED) || st == H2T_IFS_DONE);
+}
+
+/* Any event, with all it may need: side records to fold, a clock read. */
+__attribute__((noinline)) static void event_full(struct inflight_entry *e,
+                                                 const h2t_event *ev) {
+  uint64_t t = ev->t_us ? ev->t_us : h2t_now_us();
+  ow_begin(e);
+  FOLD(e);
+  set_ids(e, ev);
+  int st = (HEAVY >> ev->type) & 1 ? apply_heavy(e, ev) : apply(e, ev);
+  if (moves(e, st))
     step_to(e, (unsigned)st, t);
+  ow_end(e);
+}
+
+/* A step whose history is full or that a probe wants; then the end of the
+ * write section. */
+__attribute__((noinline)) static void step_slow(struct inflight_entry *e,
+                                                unsigned st, uint64_t t) {
+  push_step(e, st, t);
+  ow_end(e);
+}
+
+/* The usual event is a few stores and no call that returns here (each call
+ * below is the function's last act, a jump), so it saves no register. */
+void h2t__inflight_event(struct inflight_entry *e, const h2t_event *ev) {
+  if (!e)
+    return;
+  uint64_t t = ev->t_us;
+  if (__builtin_expect(!t || ((HEAVY >> ev->type) & 1) ||
+                           (atomic_load_explicit(&e->pending,
+                                                 memory_order_relaxed) &
+                            IFE_PEND_SIDE),
+                       0)) {
+    event_full(e, ev);
+    return;
+  }
+  ow_begin(e);
+  set_ids(e, ev);
+  int st = apply(e, ev);
+  if (moves(e, st) && e->state != st) {
+    if (t < e->state_us)
+      t = e->state_us;
+    uint32_t n = e->nhist;
+    if (__builtin_expect(
+            n >= IFE_HIST || H2T_PROBE_SEMA(H2T_PROBE_STATE_), 0)) {
+      step_slow(e, (unsigned)st, t);
+      return;
+    }
+    step_store(e, (unsigned)st, t, n);
+  }
   ow_end(e);
 }
 
