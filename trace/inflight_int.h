@@ -147,13 +147,14 @@ int h2t__ifl_ensure_on(void);
  * kind, for the overall row) when it is read. */
 #define H2T_PROF_ROWS 128
 #define H2T_PROF_NROWS (H2T_PROF_ROWS + 2)
-/* A row's counters: requests, errors, total µs, then for each state the
- * requests that entered it and the µs they spent in it. */
+/* A row's counters: requests, errors, total µs, then for each state but
+ * done (which every finished request entered, for no time) the requests
+ * that entered it and the µs they spent in it. */
 #define H2T_PROF_REQ 0
 #define H2T_PROF_ERR 1
 #define H2T_PROF_US 2
 #define H2T_PROF_STATE(s) (3 + 2 * (s)) /* + 1: its µs */
-#define H2T_PROF_SERIES H2T_PROF_STATE(H2T_IFS_COUNT_)
+#define H2T_PROF_SERIES H2T_PROF_STATE(H2T_IFS_DONE)
 int h2t__profile_init(void);
 void h2t__profile_fini(void);
 /* The row of (kind, authority), registered if new; -1 when the table is

@@ -120,7 +120,7 @@ struct shard {
    * row by kind (-1: not looked up yet): a loop mostly sees the same one,
    * and a strcmp costs less than the hash. */
   int last_ok;
-  size_t last_slot;
+  size_t last_len, last_slot;
   int last_row[2];
   char last_auth[AUTH_LEN];
   counter prof[H2T_PROF_NROWS][H2T_PROF_SERIES];
@@ -356,14 +356,38 @@ static inline void observe(counter *series, uint64_t us) {
   BUMP(series[SUM], us);
 }
 
-/* The shard's cached slot and row for authority a, looked up when it is
- * not the last one; the row is -1 when the table went off meanwhile. */
+/* a is the cached authority: its last_len + 1 bytes (NUL included), a
+ * word at a time, which strcmp() cannot know it may do (a is an entry's
+ * target and last_auth as long: both have AUTH_LEN bytes and more). */
+static inline int auth_same(const struct shard *s, const char *a) {
+  size_t n = s->last_len + 1, i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x, y;
+    memcpy(&x, s->last_auth + i, 8);
+    memcpy(&y, a + i, 8);
+    if (x != y)
+      return 0;
+  }
+  for (; i < n; i++)
+    if (s->last_auth[i] != a[i])
+      return 0;
+  return 1;
+}
+
+_Static_assert(IFE_TARGET >= AUTH_LEN,
+               "auth_same() reads AUTH_LEN bytes of a target");
+
+/* The shard's cached slot and row for authority a (an entry's target),
+ * looked up when it is not the last one; the row is -1 when the table went
+ * off meanwhile. */
 static size_t auth_cached(struct shard *s, const char *a, int kind, int *row) {
-  if (!s->last_ok || strcmp(s->last_auth, a)) {
+  if (!s->last_ok || !auth_same(s, a)) {
     size_t n = strnlen(a, AUTH_LEN);
     s->last_ok = n < AUTH_LEN;
-    if (s->last_ok)
+    if (s->last_ok) {
       memcpy(s->last_auth, a, n + 1);
+      s->last_len = n;
+    }
     s->last_slot = auth_slot(a, s->nauth);
     s->last_row[0] = s->last_row[1] = -1;
   }
@@ -382,6 +406,14 @@ static inline void state_time(struct shard *s, counter *p, int kind,
     BUMP(p[H2T_PROF_STATE(st)], 1);
     BUMP(p[H2T_PROF_STATE(st) + 1], us);
   }
+}
+
+/* (the baseline x86-64 has no popcount instruction: a libgcc call) */
+static inline uint32_t popcount32(uint32_t v) {
+  v = v - ((v >> 1) & 0x55555555u);
+  v = (v & 0x33333333u) + ((v >> 2) & 0x33333333u);
+  v = (v + (v >> 4)) & 0x0f0f0f0fu;
+  return (v * 0x01010101u) >> 24;
 }
 
 static uint32_t sat32(uint64_t v) { return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v; }
@@ -420,16 +452,12 @@ void h2t__hist_request(const struct inflight_entry *e) {
   if (p) {
     BUMP(p[H2T_PROF_REQ], 1);
     BUMP(p[H2T_PROF_ERR], e->error != 0);
-    BUMP(p[H2T_PROF_US], dur);
-    if (e->visited & (1u << H2T_IFS_DONE))
-      BUMP(p[H2T_PROF_STATE(H2T_IFS_DONE)], 1);
+    BUMP(p[H2T_PROF_US], dur); /* every request ends done: its count */
   }
   /* The usual request enters each state once (as many steps as states
    * visited): a step's time is its state's, straight from the history. */
-  uint32_t n = e->nhist, nvisited = 0;
-  for (uint32_t v = e->visited; v && n <= IFE_HIST; v &= v - 1)
-    nvisited++; /* no popcount instruction in the baseline x86-64 */
-  if (n == nvisited) {
+  uint32_t n = e->nhist;
+  if (n <= IFE_HIST && n == popcount32(e->visited)) {
     for (uint32_t i = 1; i < n; i++) {
       uint64_t prev = e->hist[i - 1];
       unsigned st = (unsigned)(prev >> 56);

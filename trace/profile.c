@@ -93,10 +93,12 @@ static void row_fill(h2t_inflight_profile_row *r, int kind,
   r->requests = c[H2T_PROF_REQ];
   r->errors = c[H2T_PROF_ERR];
   r->total_us = c[H2T_PROF_US];
-  for (unsigned s = 0; s < H2T_IFS_COUNT_; s++) {
+  for (unsigned s = 0; s < H2T_IFS_DONE; s++) {
     r->states[s].requests = c[H2T_PROF_STATE(s)];
     r->states[s].total_us = c[H2T_PROF_STATE(s) + 1];
   }
+  /* every finished request ended done, which has no time */
+  r->states[H2T_IFS_DONE].requests = r->requests;
 }
 
 static void row_add(h2t_inflight_profile_row *dst,
