@@ -719,6 +719,7 @@ static void note_reset(struct inflight_entry *e, uint32_t code, int by_peer) {
 /* The events that call out (a string copy, the connection metrics):
  * apply_heavy(), on event_full()'s path. */
 #define HEAVY (EVBIT(GOT_CONN) | EVBIT(SRV_REQUEST_HEADERS))
+_Static_assert(H2T_EV_COUNT_ <= 64, "an event type is a bit of a uint64_t");
 
 static int apply_heavy(struct inflight_entry *e, const h2t_event *ev) {
   if (ev->type == H2T_EV_GOT_CONN) {

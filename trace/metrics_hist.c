@@ -118,7 +118,7 @@ struct shard {
   size_t nauth;
   /* The last authority this thread resolved, its slot and its profile
    * row by kind (-1: not looked up yet): a loop mostly sees the same one,
-   * and a strcmp costs less than the hash. */
+   * and a compare costs less than the hash. */
   int last_ok;
   size_t last_len, last_slot;
   int last_row[2];
@@ -416,7 +416,9 @@ static inline uint32_t popcount32(uint32_t v) {
   return (v * 0x01010101u) >> 24;
 }
 
-static uint32_t sat32(uint64_t v) { return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v; }
+static uint32_t sat32(uint64_t v) {
+  return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+}
 
 /* µs per state of a finished entry (saturating), none for done: what
  * state_tot kept of the steps hist[] lost, plus the steps it still has
@@ -452,8 +454,8 @@ void h2t__hist_request(const struct inflight_entry *e) {
   if (p) {
     BUMP(p[H2T_PROF_REQ], 1);
     BUMP(p[H2T_PROF_ERR], e->error != 0);
-    BUMP(p[H2T_PROF_US], dur); /* every request ends done: its count */
-  }
+    BUMP(p[H2T_PROF_US], dur);
+  } /* (done: every request ends there; profile.c counts it from requests) */
   /* The usual request enters each state once (as many steps as states
    * visited): a step's time is its state's, straight from the history. */
   uint32_t n = e->nhist;
