@@ -46,6 +46,17 @@ static const h2t_inflight_profile_row *row(const h2t_inflight_profile_data *p,
   return NULL;
 }
 
+/* End e, then its authority's row in a new profile (*p: free it). */
+static const h2t_inflight_profile_row *
+end_and_row(struct inflight_entry *e, const char *authority,
+            h2t_inflight_profile_data **p) {
+  h2t__inflight_end(e, 0);
+  assert_int_equal(h2t_inflight_profile(p), 0);
+  const h2t_inflight_profile_row *r = row(*p, authority);
+  assert_non_null(r);
+  return r;
+}
+
 static void test_profile_per_authority(void **state) {
   one("slow:1", 10, 5000, 100, 0);
   one("slow:1", 30, 7000, 300, H2T_ERR_TIMEOUT);
@@ -95,11 +106,8 @@ static void test_long_history_keeps_all_time(void **state) {
   ev.type = H2T_EV_RETRY;
   ev.t_us = t;
   h2t__inflight_event(e, &ev);
-  h2t__inflight_end(e, 0);
   h2t_inflight_profile_data *p;
-  assert_int_equal(h2t_inflight_profile(&p), 0);
-  const h2t_inflight_profile_row *r = row(p, "long:1");
-  assert_non_null(r);
+  const h2t_inflight_profile_row *r = end_and_row(e, "long:1", &p);
   assert_int_equal(r->states[H2T_IFS_QUEUED].total_us, 1);
   assert_int_equal(r->states[H2T_IFS_RECEIVING].total_us, 200);
   assert_int_equal(r->states[H2T_IFS_FLOW_BLOCKED].total_us, 100);
@@ -179,11 +187,8 @@ static void test_state_entered_twice(void **state) {
     h2t_event ev = {.type = steps[i].type, .t_us = t};
     h2t__inflight_event(e, &ev);
   }
-  h2t__inflight_end(e, 0);
   h2t_inflight_profile_data *p;
-  assert_int_equal(h2t_inflight_profile(&p), 0);
-  const h2t_inflight_profile_row *r = row(p, "twice:1");
-  assert_non_null(r);
+  const h2t_inflight_profile_row *r = end_and_row(e, "twice:1", &p);
   assert_int_equal(r->states[H2T_IFS_RECEIVING].requests, 1);
   assert_int_equal(r->states[H2T_IFS_RECEIVING].total_us, 10000 + 20000);
   assert_int_equal(r->states[H2T_IFS_FLOW_BLOCKED].total_us, 5000);
