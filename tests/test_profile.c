@@ -197,6 +197,20 @@ static void test_state_entered_twice(void **state) {
   h2t_inflight_profile_free(p);
 }
 
+/* Nothing finished yet: no rows (and no array), two overall rows of 0. */
+static void test_profile_empty(void **state) {
+  h2t_inflight_profile_data *p;
+  assert_int_equal(h2t_inflight_profile(&p), 0);
+  assert_int_equal(p->nrows, 0);
+  assert_null(p->rows);
+  for (int k = 0; k < 2; k++) {
+    assert_int_equal(p->overall[k].kind, k);
+    assert_string_equal(p->overall[k].authority, "*");
+    assert_int_equal(p->overall[k].requests, 0);
+  }
+  h2t_inflight_profile_free(p);
+}
+
 static void test_profile_off(void **state) {
   h2t_inflight_profile_data *p;
   assert_int_equal(h2t_inflight_profile(NULL), H2T_ERR_INVALID_ARG);
@@ -216,6 +230,7 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_state_entered_twice, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(test_profile_empty, setup, teardown),
       cmocka_unit_test(test_profile_off),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

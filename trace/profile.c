@@ -129,6 +129,10 @@ static int profile_fold(h2t_inflight_profile_data *p,
       row_fill(&p->rows[p->nrows++], k, "(other)", sum[H2T_PROF_ROWS + k]);
   for (size_t i = 0; i < p->nrows; i++)
     row_add(&p->overall[p->rows[i].kind ? 1 : 0], &p->rows[i]);
+  if (!p->nrows) { /* as before: no rows, no array */
+    free(p->rows);
+    p->rows = NULL;
+  }
   return 0;
 }
 
