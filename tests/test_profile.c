@@ -1,6 +1,8 @@
 /* trace/profile.c: where finished requests spent their time, overall and
  * per (kind, authority). */
+#include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -18,9 +20,10 @@ static int teardown(void **state) { return h2t_inflight_disable(); }
  * end (now) is clamped to the last event: the durations are exact. */
 static void one(const char *authority, uint64_t q, uint64_t w, uint64_t r,
                 int error) {
-  static uint64_t id = 1;
-  struct inflight_entry *e = h2t__inflight_begin(INFLIGHT_CLIENT, id++, "GET",
-                                            "http", authority, "/", NULL, NULL);
+  static atomic_uint_fast64_t id = 1;
+  struct inflight_entry *e =
+      h2t__inflight_begin(INFLIGHT_CLIENT, atomic_fetch_add(&id, 1), "GET",
+                          "http", authority, "/", NULL, NULL);
   uint64_t b = e->start_us;
   h2t_event ev = {.type = H2T_EV_WROTE_REQUEST, .t_us = b + q};
   h2t__inflight_event(e, &ev);
@@ -41,6 +44,17 @@ static const h2t_inflight_profile_row *row(const h2t_inflight_profile_data *p,
     if (!strcmp(p->rows[i].authority, authority))
       return &p->rows[i];
   return NULL;
+}
+
+/* End e, then its authority's row in a new profile (*p: free it). */
+static const h2t_inflight_profile_row *
+end_and_row(struct inflight_entry *e, const char *authority,
+            h2t_inflight_profile_data **p) {
+  h2t__inflight_end(e, 0);
+  assert_int_equal(h2t_inflight_profile(p), 0);
+  const h2t_inflight_profile_row *r = row(*p, authority);
+  assert_non_null(r);
+  return r;
 }
 
 static void test_profile_per_authority(void **state) {
@@ -92,11 +106,8 @@ static void test_long_history_keeps_all_time(void **state) {
   ev.type = H2T_EV_RETRY;
   ev.t_us = t;
   h2t__inflight_event(e, &ev);
-  h2t__inflight_end(e, 0);
   h2t_inflight_profile_data *p;
-  assert_int_equal(h2t_inflight_profile(&p), 0);
-  const h2t_inflight_profile_row *r = row(p, "long:1");
-  assert_non_null(r);
+  const h2t_inflight_profile_row *r = end_and_row(e, "long:1", &p);
   assert_int_equal(r->states[H2T_IFS_QUEUED].total_us, 1);
   assert_int_equal(r->states[H2T_IFS_RECEIVING].total_us, 200);
   assert_int_equal(r->states[H2T_IFS_FLOW_BLOCKED].total_us, 100);
@@ -121,6 +132,85 @@ static void test_many_authorities_share_other(void **state) {
   h2t_inflight_profile_free(p);
 }
 
+static void *three(void *authority) {
+  for (int i = 0; i < 3; i++)
+    one(authority, 10000, 20000, 30000, 0);
+  return NULL;
+}
+
+/* Each thread counts the requests it ends on its own: the profile sums
+ * them, those of threads that have exited too; the overall row is the sum
+ * of the rows and every request counts as done. */
+static void test_profile_sums_threads(void **state) {
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(pthread_create(&th[i], NULL, three, "t:1"), 0);
+  for (int i = 0; i < 2; i++)
+    pthread_join(th[i], NULL);
+  one("t:1", 10000, 20000, 30000, H2T_ERR_TIMEOUT);
+  one("u:1", 1000, 2000, 3000, 0);
+  h2t_inflight_profile_data *p;
+  assert_int_equal(h2t_inflight_profile(&p), 0);
+  const h2t_inflight_profile_row *t = row(p, "t:1"), *all = &p->overall[0];
+  assert_non_null(t);
+  assert_int_equal(t->requests, 7);
+  assert_int_equal(t->errors, 1);
+  assert_int_equal(t->total_us, 7 * 60000);
+  assert_int_equal(t->states[H2T_IFS_QUEUED].total_us, 70000);
+  assert_int_equal(t->states[H2T_IFS_WAIT_RESPONSE].total_us, 140000);
+  assert_int_equal(t->states[H2T_IFS_RECEIVING].requests, 7);
+  assert_int_equal(t->states[H2T_IFS_RECEIVING].total_us, 210000);
+  assert_int_equal(t->states[H2T_IFS_DONE].requests, 7);
+  assert_int_equal(all->requests, 8);
+  assert_int_equal(all->errors, 1);
+  assert_int_equal(all->total_us, 7 * 60000 + 6000);
+  assert_int_equal(all->states[H2T_IFS_WAIT_RESPONSE].total_us, 142000);
+  assert_int_equal(all->states[H2T_IFS_DONE].requests, 8);
+  h2t_inflight_profile_free(p);
+}
+
+/* A state entered twice in a short history: one request in it, the time of
+ * both visits. */
+static void test_state_entered_twice(void **state) {
+  struct inflight_entry *e = h2t__inflight_begin(INFLIGHT_CLIENT, 7777, "GET",
+                                                 "http", "twice:1", "/", NULL,
+                                                 NULL);
+  uint64_t t = e->start_us;
+  static const struct {
+    h2t_event_type type;
+    uint64_t dt;
+  } steps[] = {{H2T_EV_WROTE_REQUEST, 1000}, {H2T_EV_GOT_DATA, 2000},
+               {H2T_EV_FLOW_BLOCKED, 10000}, {H2T_EV_GOT_DATA, 5000},
+               {H2T_EV_RETRY, 20000}}; /* µs, ahead of its end: exact */
+  for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+    t += steps[i].dt;
+    h2t_event ev = {.type = steps[i].type, .t_us = t};
+    h2t__inflight_event(e, &ev);
+  }
+  h2t_inflight_profile_data *p;
+  const h2t_inflight_profile_row *r = end_and_row(e, "twice:1", &p);
+  assert_int_equal(r->states[H2T_IFS_RECEIVING].requests, 1);
+  assert_int_equal(r->states[H2T_IFS_RECEIVING].total_us, 10000 + 20000);
+  assert_int_equal(r->states[H2T_IFS_FLOW_BLOCKED].total_us, 5000);
+  assert_int_equal(r->states[H2T_IFS_WAIT_RESPONSE].total_us, 2000);
+  assert_int_equal(r->total_us, 38000);
+  h2t_inflight_profile_free(p);
+}
+
+/* Nothing finished yet: no rows (and no array), two overall rows of 0. */
+static void test_profile_empty(void **state) {
+  h2t_inflight_profile_data *p;
+  assert_int_equal(h2t_inflight_profile(&p), 0);
+  assert_int_equal(p->nrows, 0);
+  assert_null(p->rows);
+  for (int k = 0; k < 2; k++) {
+    assert_int_equal(p->overall[k].kind, k);
+    assert_string_equal(p->overall[k].authority, "*");
+    assert_int_equal(p->overall[k].requests, 0);
+  }
+  h2t_inflight_profile_free(p);
+}
+
 static void test_profile_off(void **state) {
   h2t_inflight_profile_data *p;
   assert_int_equal(h2t_inflight_profile(NULL), H2T_ERR_INVALID_ARG);
@@ -136,6 +226,11 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_many_authorities_share_other, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(test_profile_sums_threads, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_state_entered_twice, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_profile_empty, setup, teardown),
       cmocka_unit_test(test_profile_off),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -158,7 +158,7 @@ static struct side *side_find(const struct inflight_entry *slot, uint64_t id) {
 }
 
 static size_t copy_trunc(char *dst, size_t cap, const char *src);
-static void step_to(struct inflight_entry *e, unsigned st, uint64_t t);
+static inline void step_to(struct inflight_entry *e, unsigned st, uint64_t t);
 
 static void side_apply(const struct side *d, struct inflight_entry *e) {
   if (d->has_status)
@@ -431,14 +431,23 @@ static int grow(void) {
  * strings are a few bytes long (a method, a scheme, an authority, a path),
  * and two calls into libc per string cost more than the copy. */
 static size_t copy_trunc(char *dst, size_t cap, const char *src) {
+  if (!src)
+    src = "";
   size_t i = 0;
-  if (src)
-    for (; i < cap && src[i]; i++)
-      dst[i] = src[i];
-  if (i < cap) {
-    dst[i] = '\0';
-    return i;
+  /* four bytes a round: one bound check for four */
+  for (; i + 4 <= cap; i += 4) {
+    if (!(dst[i] = src[i]))
+      return i;
+    if (!(dst[i + 1] = src[i + 1]))
+      return i + 1;
+    if (!(dst[i + 2] = src[i + 2]))
+      return i + 2;
+    if (!(dst[i + 3] = src[i + 3]))
+      return i + 3;
   }
+  for (; i < cap; i++)
+    if (!(dst[i] = src[i]))
+      return i;
   /* on a character boundary: half a UTF-8 sequence breaks every JSON
    * reader of the table */
   size_t n0 = cap - 4;
@@ -448,67 +457,70 @@ static size_t copy_trunc(char *dst, size_t cap, const char *src) {
   return n0 + 3;
 }
 
-/* authority\0path\0 into target; the authority gets at most half. */
-static void set_target(struct inflight_entry *e, const char *authority,
-                       const char *path) {
+/* The request line; authority\0path\0 into target, the authority at most
+ * half.  Apart from the event path, which it would crowd. */
+__attribute__((noinline)) static void
+set_strings(struct inflight_entry *e, const char *method, const char *scheme,
+            const char *authority, const char *path) {
+  copy_trunc(e->method, sizeof e->method, method);
+  copy_trunc(e->scheme, sizeof e->scheme, scheme);
   char *t = e->target;
   size_t alen = copy_trunc(t, IFE_TARGET / 2, authority) + 1;
   copy_trunc(t + alen, IFE_TARGET - alen, path);
 }
 
 /* Time per state is not added up at each step: the steps in hist[] hold
- * it, and h2t__inflight_end() sums them once (ife_totals).  Only a step
+ * it, and the request's end reads them once (h2t__hist_request).  Only a step
  * that hist[] is about to lose (more than IFE_HIST steps) gives its time to
  * state_tot first; state_tot is valid only once nhist went past IFE_HIST. */
-static void push_step(struct inflight_entry *e, unsigned st, uint64_t t) {
-  uint32_t n = e->nhist;
-  if (__builtin_expect(n >= IFE_HIST, 0)) {
-    if (n == IFE_HIST)
-      memset(e->state_tot, 0, sizeof e->state_tot);
-    uint64_t old = e->hist[n % IFE_HIST];
-    uint64_t next = e->hist[(n + 1) % IFE_HIST] & IFE_T_MASK;
-    unsigned os = (unsigned)(old >> 56);
-    uint64_t tot = e->state_tot[os] + (next - (old & IFE_T_MASK));
-    e->state_tot[os] = tot > UINT32_MAX ? UINT32_MAX : (uint32_t)tot;
-  }
+__attribute__((noinline, cold)) static void
+step_lost(struct inflight_entry *e, uint32_t n) {
+  if (n == IFE_HIST)
+    memset(e->state_tot, 0, sizeof e->state_tot);
+  uint64_t old = e->hist[n % IFE_HIST];
+  uint64_t next = e->hist[(n + 1) % IFE_HIST] & IFE_T_MASK;
+  unsigned os = (unsigned)(old >> 56);
+  uint64_t tot = e->state_tot[os] + (next - (old & IFE_T_MASK));
+  e->state_tot[os] = tot > UINT32_MAX ? UINT32_MAX : (uint32_t)tot;
+}
+
+/* (unused where the probes are not built) */
+__attribute__((noinline, cold, unused)) static void
+step_probe(const struct inflight_entry *e) {
+  (void)e;
+  h2t__probe_state(e->id, e->conn_id, e->stream_id, e->state_us, e->state,
+                   e->kind);
+}
+
+/* The stores of a step, when hist[] has room and no probe is attached. */
+static inline __attribute__((always_inline)) void
+step_store(struct inflight_entry *e, unsigned st, uint64_t t, uint32_t n) {
   e->hist[n % IFE_HIST] = ((uint64_t)st << 56) | (t & IFE_T_MASK);
   if (n < UINT32_MAX)
     e->nhist = n + 1;
   e->visited |= 1u << st;
   e->state = (uint8_t)st;
   e->state_us = t;
-  if (__builtin_expect(H2T_PROBE_SEMA(H2T_PROBE_STATE_), 0))
-    h2t__probe_state(e->id, e->conn_id, e->stream_id, t, st, e->kind);
 }
 
-static void step_to(struct inflight_entry *e, unsigned st, uint64_t t) {
+/* Inlined in the event path: a handful of stores, the rare parts apart. */
+static inline __attribute__((always_inline)) void
+push_step(struct inflight_entry *e, unsigned st, uint64_t t) {
+  uint32_t n = e->nhist;
+  if (__builtin_expect(n >= IFE_HIST, 0))
+    step_lost(e, n);
+  step_store(e, st, t, n);
+  if (__builtin_expect(H2T_PROBE_SEMA(H2T_PROBE_STATE_), 0))
+    step_probe(e);
+}
+
+static inline __attribute__((always_inline)) void
+step_to(struct inflight_entry *e, unsigned st, uint64_t t) {
   if (e->state == st || e->state == H2T_IFS_DONE)
     return;
   if (t < e->state_us)
     t = e->state_us;
   push_step(e, st, t);
-}
-
-/* µs per state of a finished entry (saturating), none for done: what
- * state_tot kept of the steps hist[] lost, plus the steps it still has
- * (each lasts until the next; the last is done). */
-static void ife_totals(const struct inflight_entry *e,
-                       uint32_t tot[H2T_IFS_DONE]) {
-  uint32_t n = e->nhist, k = n < IFE_HIST ? n : IFE_HIST;
-  if (n > IFE_HIST)
-    memcpy(tot, e->state_tot, sizeof e->state_tot);
-  else
-    memset(tot, 0, sizeof e->state_tot);
-  uint64_t prev = e->hist[(n - k) % IFE_HIST];
-  for (uint32_t i = n - k + 1; i < n; i++) {
-    uint64_t cur = e->hist[i % IFE_HIST];
-    unsigned ps = (unsigned)(prev >> 56);
-    if (ps < H2T_IFS_DONE) {
-      uint64_t v = tot[ps] + ((cur & IFE_T_MASK) - (prev & IFE_T_MASK));
-      tot[ps] = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
-    }
-    prev = cur;
-  }
 }
 
 /*
@@ -636,9 +648,12 @@ struct inflight_entry *h2t__inflight_begin_at(inflight_kind kind, uint64_t req_i
   e->next_free = idx; /* while live: its own index, for h2t__inflight_end */
   e->goaway_us = 0;
   e->reset_code = 0;
-  copy_trunc(e->method, sizeof e->method, method);
-  copy_trunc(e->scheme, sizeof e->scheme, scheme);
-  set_target(e, authority, path);
+  if (method || scheme || authority || path) {
+    set_strings(e, method, scheme, authority, path);
+  } else { /* a server request: its request_headers event brings them */
+    e->method[0] = e->scheme[0] = '\0';
+    e->target[0] = e->target[1] = '\0';
+  }
   e->status[0] = '\0';
   e->cancel_reason[0] = '\0';
   memset(e->trace_id, 0, sizeof e->trace_id); /* h2t__inflight_set_trace */
@@ -701,8 +716,33 @@ static void note_reset(struct inflight_entry *e, uint32_t code, int by_peer) {
     e->flags |= IFE_RESET_BY_PEER;
 }
 
-/* The state an event moves the request to, or -1; also keeps counters. */
-static int apply(struct inflight_entry *e, const h2t_event *ev) {
+/* The events that call out (a string copy, the connection metrics):
+ * apply_heavy(), on event_full()'s path. */
+#define HEAVY (EVBIT(GOT_CONN) | EVBIT(SRV_REQUEST_HEADERS))
+_Static_assert(H2T_EV_COUNT_ <= 64, "an event type is a bit of a uint64_t");
+
+static int apply_heavy(struct inflight_entry *e, const h2t_event *ev) {
+  if (ev->type == H2T_EV_GOT_CONN) {
+    h2t__metrics_got_conn(ev);
+    /* It counted itself in: above the peer's limit it waits for a slot. */
+    return ev->u.got_conn.max_streams &&
+                   ev->u.got_conn.active_streams > ev->u.got_conn.max_streams
+               ? H2T_IFS_WAIT_STREAM
+               : H2T_IFS_SENDING;
+  }
+  /* H2T_EV_SRV_REQUEST_HEADERS */
+  if (!e->method[0])
+    set_strings(e, ev->u.request_headers.method, ev->u.request_headers.scheme,
+                ev->u.request_headers.authority, ev->u.request_headers.path);
+  if (!ev->u.request_headers.end_stream)
+    e->flags |= IFE_BODY_OPEN;
+  return e->state == H2T_IFS_READ_HEADERS ? H2T_IFS_READ_BODY : -1;
+}
+
+/* The state an event moves the request to, or -1; also keeps counters.
+ * Not for the HEAVY events. */
+static inline __attribute__((always_inline)) int
+apply(struct inflight_entry *e, const h2t_event *ev) {
   switch (ev->type) {
   case H2T_EV_GET_CONN:
     return H2T_IFS_QUEUED;
@@ -712,12 +752,6 @@ static int apply(struct inflight_entry *e, const h2t_event *ev) {
     return H2T_IFS_CONNECTING;
   case H2T_EV_TLS_HANDSHAKE_START:
     return H2T_IFS_TLS;
-  case H2T_EV_GOT_CONN:
-    /* It counted itself in: above the peer's limit it waits for a slot. */
-    return ev->u.got_conn.max_streams &&
-                   ev->u.got_conn.active_streams > ev->u.got_conn.max_streams
-               ? H2T_IFS_WAIT_STREAM
-               : H2T_IFS_SENDING;
   case H2T_EV_STREAM_OPENED:
   case H2T_EV_GOT_100_CONTINUE:
     return H2T_IFS_SENDING;
@@ -756,16 +790,6 @@ static int apply(struct inflight_entry *e, const h2t_event *ev) {
     if (ev->u.done.status)
       e->http_status = (uint16_t)ev->u.done.status;
     return H2T_IFS_DONE;
-  case H2T_EV_SRV_REQUEST_HEADERS:
-    if (!e->method[0]) {
-      copy_trunc(e->method, sizeof e->method, ev->u.request_headers.method);
-      copy_trunc(e->scheme, sizeof e->scheme, ev->u.request_headers.scheme);
-      set_target(e, ev->u.request_headers.authority,
-                 ev->u.request_headers.path);
-    }
-    if (!ev->u.request_headers.end_stream)
-      e->flags |= IFE_BODY_OPEN;
-    return e->state == H2T_IFS_READ_HEADERS ? H2T_IFS_READ_BODY : -1;
   case H2T_EV_SRV_REQUEST_BODY_DONE:
     e->bytes_in = ev->u.body.bytes;
     e->flags &= (uint8_t)~IFE_BODY_OPEN;
@@ -800,24 +824,69 @@ static int apply(struct inflight_entry *e, const h2t_event *ev) {
   }
 }
 
-void h2t__inflight_event(struct inflight_entry *e, const h2t_event *ev) {
-  if (!e)
-    return;
-  if (ev->type == H2T_EV_GOT_CONN)
-    h2t__metrics_got_conn(ev);
-  uint64_t t = ev->t_us ? ev->t_us : h2t_now_us();
-  ow_begin(e);
-  FOLD(e);
+static inline void set_ids(struct inflight_entry *e, const h2t_event *ev) {
   if (ev->conn_id)
     e->conn_id = ev->conn_id;
   if (ev->stream_id)
     e->stream_id = ev->stream_id;
-  int st = apply(e, ev);
-  /* once canceled, late events must not make it look alive again; once
-   * done, nothing moves it */
-  if (st >= 0 && e->state != H2T_IFS_DONE &&
-      (!(e->flags & IFE_CANCELED) || st == H2T_IFS_DONE))
+}
+
+/* Once canceled, late events must not make it look alive again; once done,
+ * nothing moves it. */
+static inline int moves(const struct inflight_entry *e, int st) {
+  return st >= 0 && e->state != H2T_IFS_DONE &&
+         (!(e->flags & IFE_CANCELED) || st == H2T_IFS_DONE);
+}
+
+/* Any event, with all it may need: side records to fold, a clock read. */
+__attribute__((noinline)) static void event_full(struct inflight_entry *e,
+                                                 const h2t_event *ev) {
+  uint64_t t = ev->t_us ? ev->t_us : h2t_now_us();
+  ow_begin(e);
+  FOLD(e);
+  set_ids(e, ev);
+  int st = (HEAVY >> ev->type) & 1 ? apply_heavy(e, ev) : apply(e, ev);
+  if (moves(e, st))
     step_to(e, (unsigned)st, t);
+  ow_end(e);
+}
+
+/* A step whose history is full or that a probe wants; then the end of the
+ * write section. */
+__attribute__((noinline)) static void step_slow(struct inflight_entry *e,
+                                                unsigned st, uint64_t t) {
+  push_step(e, st, t);
+  ow_end(e);
+}
+
+/* The usual event is a few stores and no call that returns here (each call
+ * below is the function's last act, a jump), so it saves no register. */
+void h2t__inflight_event(struct inflight_entry *e, const h2t_event *ev) {
+  if (!e)
+    return;
+  uint64_t t = ev->t_us;
+  if (__builtin_expect(!t || ((HEAVY >> ev->type) & 1) ||
+                           (atomic_load_explicit(&e->pending,
+                                                 memory_order_relaxed) &
+                            IFE_PEND_SIDE),
+                       0)) {
+    event_full(e, ev);
+    return;
+  }
+  ow_begin(e);
+  set_ids(e, ev);
+  int st = apply(e, ev);
+  if (moves(e, st) && e->state != st) {
+    if (t < e->state_us)
+      t = e->state_us;
+    uint32_t n = e->nhist;
+    if (__builtin_expect(
+            n >= IFE_HIST || H2T_PROBE_SEMA(H2T_PROBE_STATE_), 0)) {
+      step_slow(e, (unsigned)st, t);
+      return;
+    }
+    step_store(e, (unsigned)st, t, n);
+  }
   ow_end(e);
 }
 
@@ -908,13 +977,10 @@ void h2t__inflight_end(struct inflight_entry *e, int error) {
   if (e->state != H2T_IFS_DONE)
     step_to(e, H2T_IFS_DONE, h2t_now_us());
   e->error = error;
-  uint32_t tot[H2T_IFS_DONE];
-  ife_totals(e, tot);
-  h2t__profile_add(e, tot);
   uint32_t idx = e->next_free;
   int kind = e->kind;
   e->cancel = NULL;
-  h2t__hist_request(e, tot); /* reads the entry only */
+  h2t__hist_request(e); /* histograms and profile; reads the entry */
   /* the entry itself is now the ring's: it stays as it is until lapped */
   uint32_t out = ring_push(e, idx);
   ow_end(e);

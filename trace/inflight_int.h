@@ -139,25 +139,43 @@ int h2t__ifl_recent_at(uint64_t gen, uint64_t seq, struct inflight_entry *out);
 /* Turn on with defaults if off (diag endpoint, signal dump).  0 or error. */
 int h2t__ifl_ensure_on(void);
 
-/* profile.c; h2t__profile_add() is called with the entry locked, tot its
- * µs per state (none for done) */
+/* profile.c: the rows' names.  A row is a (kind, authority), registered
+ * at its first finished request; the first H2T_PROF_ROWS get one each, the
+ * others share "(other)" of their kind (row H2T_PROF_ROWS + kind).  The
+ * counts are not here: each thread adds its own in its metrics_hist.c
+ * shard, and h2t_inflight_profile() sums the shards (and the rows of a
+ * kind, for the overall row) when it is read. */
+#define H2T_PROF_ROWS 128
+#define H2T_PROF_NROWS (H2T_PROF_ROWS + 2)
+/* A row's counters: requests, errors, total µs, then for each state but
+ * done (which every finished request entered, for no time) the requests
+ * that entered it and the µs they spent in it. */
+#define H2T_PROF_REQ 0
+#define H2T_PROF_ERR 1
+#define H2T_PROF_US 2
+#define H2T_PROF_STATE(s) (3 + 2 * (s)) /* + 1: its µs */
+#define H2T_PROF_SERIES H2T_PROF_STATE(H2T_IFS_DONE)
 int h2t__profile_init(void);
 void h2t__profile_fini(void);
-void h2t__profile_add(const struct inflight_entry *done,
-                      const uint32_t tot[H2T_IFS_DONE]);
+/* The row of (kind, authority), registered if new; -1 when the table is
+ * off.  Takes a lock: callers cache it (one per thread and authority). */
+int h2t__profile_row(int kind, const char *authority);
 
 /* metrics.c */
 void h2t__metrics_request_done(int kind, int error);
-/* metrics_hist.c: histograms.  reset (table_init): counts start over with
- * nauth authority labels (0: the default); 0 or H2T_ERR_NOMEM.  request:
- * at a request's end, on its loop thread, before it stops counting live.
- * conn: a registered connection closes.  text: the exposition into a new
- * string (free()); 0 or H2T_ERR_NOMEM. */
+/* metrics_hist.c: histograms, and the profile's counts.  reset
+ * (table_init): counts start over with nauth authority labels (0: the
+ * default); 0 or H2T_ERR_NOMEM.  request: at a request's end, on its loop
+ * thread, before it stops counting live (in its write section: it reads
+ * the entry only).  profile: add every thread's profile counts into sum (rows
+ * H2T_PROF_NROWS); the caller holds h2t__ifl_life shared.  conn: a
+ * registered connection closes.  text: the exposition into a new string
+ * (free()); 0 or H2T_ERR_NOMEM. */
 #define H2T_METRICS_AUTHORITIES_DEFAULT 32
 #define H2T_METRICS_AUTHORITIES_MAX 4096
 int h2t__hist_reset(size_t nauth);
-void h2t__hist_request(const struct inflight_entry *e,
-                        const uint32_t tot[H2T_IFS_DONE]);
+void h2t__hist_request(const struct inflight_entry *e);
+void h2t__hist_profile(uint64_t (*sum)[H2T_PROF_SERIES]);
 void h2t__hist_conn(int kind, uint64_t opened_us, uint64_t requests);
 int h2t__hist_text(char **out, size_t *len);
 void h2t__metrics_got_conn(const h2t_event *ev);

@@ -9,6 +9,9 @@
  * the authority's label slot is looked up once per request (lock-free after
  * its first sight).  A scrape sums the shards under hist_mu.
  *
+ * The state profile's counts (profile.c names its rows) are recorded here
+ * too, in the same shard and with the same look-up of the authority.
+ *
  * Label values are bounded: the first `metrics_authorities` authorities of
  * the table's life get a slot each, later ones (and any that is empty or
  * not plain printable ASCII) fold into "other". */
@@ -113,10 +116,14 @@ struct shard {
   uint64_t gen;
   int owned;
   size_t nauth;
-  /* The last authority this thread resolved and its slot: a loop mostly
-   * sees the same one, and a strcmp costs less than the hash. */
-  size_t last_slot;
+  /* The last authority this thread resolved, its slot and its profile
+   * row by kind (-1: not looked up yet): a loop mostly sees the same one,
+   * and a compare costs less than the hash. */
+  int last_ok;
+  size_t last_len, last_slot;
+  int last_row[2];
   char last_auth[AUTH_LEN];
+  counter prof[H2T_PROF_NROWS][H2T_PROF_SERIES];
   counter state[2][NSTATE][SERIES];
   counter conn_life[2][SERIES];
   counter conn_reqs[2][RSERIES];
@@ -175,6 +182,7 @@ static void add_into(struct shard *dst, const struct shard *src) {
   add_n(&dst->conn_life[0][0], &src->conn_life[0][0], 2 * SERIES);
   add_n(&dst->conn_reqs[0][0], &src->conn_reqs[0][0], 2 * RSERIES);
   add_n(dst->req, src->req, req_counters(src->nauth));
+  add_n(&dst->prof[0][0], &src->prof[0][0], H2T_PROF_NROWS * H2T_PROF_SERIES);
 }
 
 static struct shard *retired_locked(void) {
@@ -339,36 +347,145 @@ static size_t auth_slot(const char *a, size_t nauth) {
   return slot < nauth ? slot : nauth;
 }
 
+static uint64_t load(const counter *c) {
+  return atomic_load_explicit(c, memory_order_relaxed);
+}
+
 static inline void observe(counter *series, uint64_t us) {
   BUMP(series[bucket_of(us)], 1);
   BUMP(series[SUM], us);
 }
 
-void h2t__hist_request(const struct inflight_entry *e,
-                        const uint32_t tot[H2T_IFS_DONE]) {
+/* a is the cached authority: its last_len + 1 bytes (NUL included), a
+ * word at a time, which strcmp() cannot know it may do (a is an entry's
+ * target and last_auth as long: both have AUTH_LEN bytes and more). */
+static inline int auth_same(const struct shard *s, const char *a) {
+  size_t n = s->last_len + 1, i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x, y;
+    memcpy(&x, s->last_auth + i, 8);
+    memcpy(&y, a + i, 8);
+    if (x != y)
+      return 0;
+  }
+  for (; i < n; i++)
+    if (s->last_auth[i] != a[i])
+      return 0;
+  return 1;
+}
+
+_Static_assert(IFE_TARGET >= AUTH_LEN,
+               "auth_same() reads AUTH_LEN bytes of a target");
+
+/* The shard's cached slot and row for authority a (an entry's target),
+ * looked up when it is not the last one; the row is -1 when the table went
+ * off meanwhile. */
+static size_t auth_cached(struct shard *s, const char *a, int kind, int *row) {
+  if (!s->last_ok || !auth_same(s, a)) {
+    size_t n = strnlen(a, AUTH_LEN);
+    s->last_ok = n < AUTH_LEN;
+    if (s->last_ok) {
+      memcpy(s->last_auth, a, n + 1);
+      s->last_len = n;
+    }
+    s->last_slot = auth_slot(a, s->nauth);
+    s->last_row[0] = s->last_row[1] = -1;
+  }
+  if (s->last_row[kind] < 0)
+    s->last_row[kind] = h2t__profile_row(kind, a);
+  *row = s->last_row[kind];
+  return s->last_slot;
+}
+
+/* One state's time in a finished request: its histogram and its profile
+ * row (p NULL: none). */
+static inline void state_time(struct shard *s, counter *p, int kind,
+                              unsigned st, uint64_t us) {
+  observe(s->state[kind][st], us);
+  if (p) {
+    BUMP(p[H2T_PROF_STATE(st)], 1);
+    BUMP(p[H2T_PROF_STATE(st) + 1], us);
+  }
+}
+
+/* (the baseline x86-64 has no popcount instruction: a libgcc call) */
+static inline uint32_t popcount32(uint32_t v) {
+  v = v - ((v >> 1) & 0x55555555u);
+  v = (v & 0x33333333u) + ((v >> 2) & 0x33333333u);
+  v = (v + (v >> 4)) & 0x0f0f0f0fu;
+  return (v * 0x01010101u) >> 24;
+}
+
+static uint32_t sat32(uint64_t v) {
+  return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+}
+
+/* µs per state of a finished entry (saturating), none for done: what
+ * state_tot kept of the steps hist[] lost, plus the steps it still has
+ * (each lasts until the next; the last is done). */
+static void ife_totals(const struct inflight_entry *e, uint32_t tot[NSTATE]) {
+  uint32_t n = e->nhist, k = n < IFE_HIST ? n : IFE_HIST;
+  if (n > IFE_HIST)
+    memcpy(tot, e->state_tot, sizeof e->state_tot);
+  else
+    memset(tot, 0, sizeof e->state_tot);
+  uint64_t prev = e->hist[(n - k) % IFE_HIST];
+  for (uint32_t i = n - k + 1; i < n; i++) {
+    uint64_t cur = e->hist[i % IFE_HIST];
+    unsigned ps = (unsigned)(prev >> 56);
+    if (ps < NSTATE)
+      tot[ps] = sat32(tot[ps] + ((cur & IFE_T_MASK) - (prev & IFE_T_MASK)));
+    prev = cur;
+  }
+}
+
+void h2t__hist_request(const struct inflight_entry *e) {
   struct shard *s = shard_get();
   if (!s)
     return;
-  int kind = e->kind ? 1 : 0;
-  size_t slot;
-  if (s->last_auth[0] && !strcmp(s->last_auth, e->target))
-    slot = s->last_slot;
-  else {
-    slot = auth_slot(e->target, s->nauth);
-    size_t n = strnlen(e->target, AUTH_LEN);
-    if (n < AUTH_LEN) {
-      memcpy(s->last_auth, e->target, n + 1);
-      s->last_slot = slot;
-    }
-  }
+  int kind = e->kind ? 1 : 0, row;
+  size_t slot = auth_cached(s, e->target, kind, &row);
   counter *series =
       &s->req[((kind * (s->nauth + 1) + slot) * NOUT + outcome_of(e->error)) *
               SERIES];
-  observe(series, e->state_us > e->start_us ? e->state_us - e->start_us : 0);
+  uint64_t dur = e->state_us > e->start_us ? e->state_us - e->start_us : 0;
+  observe(series, dur);
+  counter *p = row >= 0 ? s->prof[row] : NULL;
+  if (p) {
+    BUMP(p[H2T_PROF_REQ], 1);
+    BUMP(p[H2T_PROF_ERR], e->error != 0);
+    BUMP(p[H2T_PROF_US], dur);
+  } /* (done: every request ends there; profile.c counts it from requests) */
+  /* The usual request enters each state once (as many steps as states
+   * visited): a step's time is its state's, straight from the history. */
+  uint32_t n = e->nhist;
+  if (n <= IFE_HIST && n == popcount32(e->visited)) {
+    for (uint32_t i = 1; i < n; i++) {
+      uint64_t prev = e->hist[i - 1];
+      unsigned st = (unsigned)(prev >> 56);
+      if (st < NSTATE)
+        state_time(s, p, kind, st,
+                   sat32((e->hist[i] & IFE_T_MASK) - (prev & IFE_T_MASK)));
+    }
+    return;
+  }
+  uint32_t tot[NSTATE];
+  ife_totals(e, tot);
   for (uint32_t v = e->visited & ((1u << NSTATE) - 1); v; v &= v - 1) {
     unsigned st = (unsigned)__builtin_ctz(v);
-    observe(s->state[kind][st], tot[st]);
+    state_time(s, p, kind, st, tot[st]);
   }
+}
+
+void h2t__hist_profile(uint64_t (*sum)[H2T_PROF_SERIES]) {
+  pthread_mutex_lock(&hist_mu);
+  uint64_t g = atomic_load(&hist_gen);
+  for (struct shard *s = shards; s; s = s->next)
+    if (s->gen == g)
+      for (size_t r = 0; r < H2T_PROF_NROWS; r++)
+        for (size_t i = 0; i < H2T_PROF_SERIES; i++)
+          sum[r][i] += load(&s->prof[r][i]);
+  pthread_mutex_unlock(&hist_mu);
 }
 
 void h2t__hist_conn(int kind, uint64_t opened_us, uint64_t requests) {
@@ -388,10 +505,6 @@ void h2t__hist_conn(int kind, uint64_t opened_us, uint64_t requests) {
 /* --- exposition ---------------------------------------------------------- */
 
 static const char *const kinds[2] = {"client", "server"};
-
-static uint64_t load(const counter *c) {
-  return atomic_load_explicit(c, memory_order_relaxed);
-}
 
 /* One series: cumulative buckets, _sum in seconds (or plain), _count.
  * Nothing when it never counted. */

@@ -1,72 +1,45 @@
 /* State profile: time per state over finished requests, overall and per
- * (kind, authority).  Rows are preallocated so that ending a request (on a
- * loop thread) never allocates. */
-#include <sched.h>
+ * (kind, authority).  This file names the rows; the counts are each
+ * thread's own (metrics_hist.c's shards, recorded with the histograms at a
+ * request's end, no shared lock) and are summed here when read.  The
+ * overall row of a kind is the sum of its rows, so it is not recorded at
+ * all. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "trace/inflight_int.h"
 
-#define PROF_ROWS 128 /* authorities tracked; the rest share "(other)" */
-#define PROF_SLOTS 256 /* hash slots, > PROF_ROWS */
+#define PROF_SLOTS 256 /* hash slots, > H2T_PROF_ROWS */
 
-/* A spinlock, not a mutex: ending a request holds it for a few dozen adds,
- * and a reader for one copy of the rows (~60 KB, microseconds). */
-static atomic_flag prof_lock = ATOMIC_FLAG_INIT;
+struct prof_name {
+  int kind;
+  char authority[H2T_INFLIGHT_AUTHORITY_MAX];
+};
 
-static void prof_acquire(void) {
-  for (unsigned spins = 0;
-       atomic_flag_test_and_set_explicit(&prof_lock, memory_order_acquire);
-       spins++)
-    if (spins > 64)
-      sched_yield();
-}
-
-static void prof_release(void) {
-  atomic_flag_clear_explicit(&prof_lock, memory_order_release);
-}
-static h2t_inflight_profile_row prof_overall[2];
-static h2t_inflight_profile_row *prof_rows; /* PROF_ROWS + 2 "(other)" */
+/* prof_mu: the names, taken by a loop thread only for an authority it has
+ * not seen since the table was made. */
+static pthread_mutex_t prof_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct prof_name *prof_names; /* H2T_PROF_ROWS; NULL: table off */
 static size_t prof_nrows;
 static int16_t prof_slot[PROF_SLOTS]; /* row index + 1 */
-static unsigned prof_gen; /* bumped when the rows are made anew or freed */
-
-/* The row this thread found last: a loop mostly serves one authority, and a
- * strcmp costs less than the hash and the probe.  A row once given to an
- * authority stays its own until the rows are made anew. */
-struct prof_last {
-  unsigned gen;
-  int kind;
-  h2t_inflight_profile_row *row;
-  char authority[IFE_TARGET / 2];
-};
-static _Thread_local struct prof_last prof_last
-    __attribute__((tls_model("initial-exec")));
 
 int h2t__profile_init(void) {
-  prof_acquire();
-  free(prof_rows);
-  prof_rows = calloc(PROF_ROWS + 2, sizeof *prof_rows);
+  pthread_mutex_lock(&prof_mu);
+  free(prof_names);
+  prof_names = calloc(H2T_PROF_ROWS, sizeof *prof_names);
   prof_nrows = 0;
-  prof_gen++;
   memset(prof_slot, 0, sizeof prof_slot);
-  memset(prof_overall, 0, sizeof prof_overall);
-  for (int k = 0; k < 2; k++) {
-    prof_overall[k].kind = (h2t_inflight_kind)k;
-    strcpy(prof_overall[k].authority, "*");
-  }
-  int rc = prof_rows ? 0 : -1;
-  prof_release();
+  int rc = prof_names ? 0 : -1;
+  pthread_mutex_unlock(&prof_mu);
   return rc;
 }
 
 void h2t__profile_fini(void) {
-  prof_acquire();
-  free(prof_rows);
-  prof_rows = NULL;
+  pthread_mutex_lock(&prof_mu);
+  free(prof_names);
+  prof_names = NULL;
   prof_nrows = 0;
-  prof_gen++;
-  prof_release();
+  pthread_mutex_unlock(&prof_mu);
 }
 
 static uint32_t hash(int kind, const char *s) {
@@ -76,75 +49,91 @@ static uint32_t hash(int kind, const char *s) {
   return h;
 }
 
-static h2t_inflight_profile_row *row_for(int kind, const char *authority) {
+/* With prof_mu held and the names allocated. */
+static int row_for(int kind, const char *authority) {
   uint32_t h = hash(kind, authority);
   for (unsigned i = 0; i < PROF_SLOTS; i++) {
     unsigned s = (h + i) % PROF_SLOTS;
     if (prof_slot[s]) {
-      h2t_inflight_profile_row *r = &prof_rows[prof_slot[s] - 1];
-      if ((int)r->kind == kind && !strcmp(r->authority, authority))
-        return r;
+      const struct prof_name *r = &prof_names[prof_slot[s] - 1];
+      if (r->kind == kind && !strcmp(r->authority, authority))
+        return prof_slot[s] - 1;
       continue;
     }
-    if (prof_nrows >= PROF_ROWS)
+    if (prof_nrows >= H2T_PROF_ROWS)
       break;
-    h2t_inflight_profile_row *r = &prof_rows[prof_nrows];
+    struct prof_name *r = &prof_names[prof_nrows];
     prof_slot[s] = (int16_t)(++prof_nrows);
-    r->kind = (h2t_inflight_kind)kind;
+    r->kind = kind;
     size_t n = strlen(authority);
     if (n >= sizeof r->authority)
       n = sizeof r->authority - 1;
     memcpy(r->authority, authority, n);
     r->authority[n] = '\0';
-    return r;
+    return prof_slot[s] - 1;
   }
-  h2t_inflight_profile_row *other = &prof_rows[PROF_ROWS + (kind != 0)];
-  if (!other->authority[0]) {
-    other->kind = (h2t_inflight_kind)kind;
-    strcpy(other->authority, "(other)");
-  }
-  return other;
+  return H2T_PROF_ROWS + kind; /* "(other)" */
 }
 
-static void add_to(h2t_inflight_profile_row *r, const struct inflight_entry *e,
-                   const uint32_t tot[H2T_IFS_DONE]) {
-  r->requests++;
-  if (e->error)
-    r->errors++;
-  r->total_us += e->state_us - e->start_us;
-  for (uint32_t v = e->visited; v; v &= v - 1) {
-    unsigned s = (unsigned)__builtin_ctz(v);
-    r->states[s].requests++;
-    r->states[s].total_us += s < H2T_IFS_DONE ? tot[s] : 0;
+int h2t__profile_row(int kind, const char *authority) {
+  kind = kind ? 1 : 0;
+  pthread_mutex_lock(&prof_mu);
+  int row = prof_names ? row_for(kind, authority) : -1;
+  pthread_mutex_unlock(&prof_mu);
+  return row;
+}
+
+static void row_fill(h2t_inflight_profile_row *r, int kind,
+                     const char *authority, const uint64_t *c) {
+  memset(r, 0, sizeof *r);
+  r->kind = (h2t_inflight_kind)kind;
+  strcpy(r->authority, authority); /* < H2T_INFLIGHT_AUTHORITY_MAX */
+  if (!c)
+    return;
+  r->requests = c[H2T_PROF_REQ];
+  r->errors = c[H2T_PROF_ERR];
+  r->total_us = c[H2T_PROF_US];
+  for (unsigned s = 0; s < H2T_IFS_DONE; s++) {
+    r->states[s].requests = c[H2T_PROF_STATE(s)];
+    r->states[s].total_us = c[H2T_PROF_STATE(s) + 1];
+  }
+  /* every finished request ended done, which has no time */
+  r->states[H2T_IFS_DONE].requests = r->requests;
+}
+
+static void row_add(h2t_inflight_profile_row *dst,
+                    const h2t_inflight_profile_row *r) {
+  dst->requests += r->requests;
+  dst->errors += r->errors;
+  dst->total_us += r->total_us;
+  for (unsigned s = 0; s < H2T_IFS_COUNT_; s++) {
+    dst->states[s].requests += r->states[s].requests;
+    dst->states[s].total_us += r->states[s].total_us;
   }
 }
 
-/* With prof_lock held. */
-static h2t_inflight_profile_row *row_cached(int kind, const char *authority) {
-  struct prof_last *l = &prof_last;
-  if (l->row && l->gen == prof_gen && l->kind == kind &&
-      !strcmp(l->authority, authority))
-    return l->row;
-  h2t_inflight_profile_row *r = row_for(kind, authority);
-  size_t n = strlen(authority);
-  if (n < sizeof l->authority) {
-    memcpy(l->authority, authority, n + 1);
-    l->gen = prof_gen;
-    l->kind = kind;
-    l->row = r;
+/* The rows of sum that have a name (or are an "(other)" that counted), and
+ * the overall rows, into p.  0 or H2T_ERR_NOMEM. */
+static int profile_fold(h2t_inflight_profile_data *p,
+                        const uint64_t (*sum)[H2T_PROF_SERIES],
+                        const struct prof_name *names, size_t nnames) {
+  p->rows = malloc(H2T_PROF_NROWS * sizeof *p->rows);
+  if (!p->rows)
+    return H2T_ERR_NOMEM;
+  for (int k = 0; k < 2; k++)
+    row_fill(&p->overall[k], k, "*", NULL);
+  for (size_t i = 0; i < nnames; i++)
+    row_fill(&p->rows[p->nrows++], names[i].kind, names[i].authority, sum[i]);
+  for (int k = 0; k < 2; k++)
+    if (sum[H2T_PROF_ROWS + k][H2T_PROF_REQ])
+      row_fill(&p->rows[p->nrows++], k, "(other)", sum[H2T_PROF_ROWS + k]);
+  for (size_t i = 0; i < p->nrows; i++)
+    row_add(&p->overall[p->rows[i].kind ? 1 : 0], &p->rows[i]);
+  if (!p->nrows) { /* as before: no rows, no array */
+    free(p->rows);
+    p->rows = NULL;
   }
-  return r;
-}
-
-void h2t__profile_add(const struct inflight_entry *e,
-                      const uint32_t tot[H2T_IFS_DONE]) {
-  int kind = e->kind ? 1 : 0;
-  prof_acquire();
-  if (prof_rows) {
-    add_to(&prof_overall[kind], e, tot);
-    add_to(row_cached(kind, e->target), e, tot);
-  }
-  prof_release();
+  return 0;
 }
 
 int h2t_inflight_profile(h2t_inflight_profile_data **out) {
@@ -152,31 +141,36 @@ int h2t_inflight_profile(h2t_inflight_profile_data **out) {
     return H2T_ERR_INVALID_ARG;
   *out = NULL;
   h2t_inflight_profile_data *p = calloc(1, sizeof *p);
-  if (!p)
-    return H2T_ERR_NOMEM;
-  prof_acquire();
-  if (!prof_rows) {
-    prof_release();
-    free(p);
-    return H2T_ERR_STATE;
+  uint64_t(*sum)[H2T_PROF_SERIES] = calloc(H2T_PROF_NROWS, sizeof *sum);
+  struct prof_name *names = malloc(H2T_PROF_ROWS * sizeof *names);
+  int rc = 0;
+  /* The table's life held: its counts and its names are of one table.
+   * Counts first: every row counted by then is named by then. */
+  pthread_rwlock_rdlock(&h2t__ifl_life);
+  if (!atomic_load(&h2t__ifl_on))
+    rc = H2T_ERR_STATE;
+  else if (!p || !sum || !names)
+    rc = H2T_ERR_NOMEM;
+  size_t nnames = 0;
+  if (rc == 0) {
+    h2t__hist_profile(sum);
+    pthread_mutex_lock(&prof_mu);
+    if (prof_names) {
+      nnames = prof_nrows;
+      memcpy(names, prof_names, nnames * sizeof *names);
+    }
+    pthread_mutex_unlock(&prof_mu);
   }
-  size_t n = prof_nrows;
-  for (int k = 0; k < 2; k++)
-    n += prof_rows[PROF_ROWS + k].requests != 0;
-  p->rows = n ? malloc(n * sizeof *p->rows) : NULL;
-  if (n && !p->rows) {
-    prof_release();
-    free(p);
-    return H2T_ERR_NOMEM;
+  pthread_rwlock_unlock(&h2t__ifl_life);
+  if (rc == 0)
+    rc = profile_fold(p, (const uint64_t(*)[H2T_PROF_SERIES])sum, names,
+                      nnames);
+  free(sum);
+  free(names);
+  if (rc != 0) {
+    h2t_inflight_profile_free(p);
+    return rc;
   }
-  memcpy(p->overall, prof_overall, sizeof prof_overall);
-  if (prof_nrows)
-    memcpy(p->rows, prof_rows, prof_nrows * sizeof *p->rows);
-  p->nrows = prof_nrows;
-  for (int k = 0; k < 2; k++)
-    if (prof_rows[PROF_ROWS + k].requests)
-      p->rows[p->nrows++] = prof_rows[PROF_ROWS + k];
-  prof_release();
   *out = p;
   return 0;
 }
