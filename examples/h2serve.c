@@ -49,6 +49,9 @@ static void usage(FILE *f) {
           "  --address A        listen address (default 127.0.0.1; IPv6 ok)\n"
           "  --root DIR         serve files from DIR (default .)\n"
           "  --writer MODE      reused (default), spawn or inline\n"
+          "  --writer-spin US   the reused writer stays awake US microseconds\n"
+          "                     after a write before sleeping (default 0)\n"
+
           "  --max-streams N    advertised max concurrent streams (default 100)\n"
           "  --shed-inflight N  shed requests beyond N in flight\n"
           "  --shed-503         shed with a 503 instead of REFUSED_STREAM\n"
@@ -754,6 +757,10 @@ int main(int argc, char **argv) {
       if (!v || !*v || ndiag_cors == sizeof diag_cors / sizeof diag_cors[0])
         return bad("bad --diag-cors (at most 16): %s", v ? v : "");
       diag_cors[ndiag_cors++] = v;
+      i++;
+    } else if (!strcmp(o, "--writer-spin")) {
+      if (parse_u32(v, 10000, &cfg.writer_spin_us) != 0)
+        return bad("bad --writer-spin (0 to 10000 us): %s", v);
       i++;
     } else if (!strcmp(o, "--threads")) {
       if (parse_u32(v, 256, &cfg.threads) != 0 || !cfg.threads)

@@ -565,7 +565,9 @@ static int h2load_ok(const char *out, int n) {
 }
 
 static void test_h2load_no_failures(void **state) {
-  tsrv *t = tsrv_start(mode_of(state), NULL);
+  /* the reused writer with writer_spin_us, the others without */
+  h2t_server_config cfg = {H2T_SERVER_CONFIG_INIT, .writer_spin_us = 100};
+  tsrv *t = tsrv_start(mode_of(state), &cfg);
   for (int tls = 0; tls < 2; tls++) {
     char *out = NULL;
     char *argv[] = {"h2load", "-n", "3000", "-c", "4", "-m", "10",
@@ -1054,6 +1056,9 @@ static void test_api_misuse(void **state) {
   h2t_server *s = NULL;
   h2t_server_config bad = {H2T_SERVER_CONFIG_INIT};
   bad.writer = (h2t_writer_mode)7;
+  assert_int_equal(h2t_server_new(&s, &bad), H2T_ERR_INVALID_ARG);
+  bad.writer = H2T_WRITER_REUSED;
+  bad.writer_spin_us = 10001;
   assert_int_equal(h2t_server_new(&s, &bad), H2T_ERR_INVALID_ARG);
   assert_int_equal(h2t_server_new(NULL, NULL), H2T_ERR_INVALID_ARG);
   assert_int_equal(h2t_server_new(&s, NULL), 0);

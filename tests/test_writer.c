@@ -119,10 +119,11 @@ static int got_all(void *arg) {
 
 static int got_eof(void *arg) { return ((reader *)arg)->eof; }
 
+/* (with writer_spin_us: the reused thread stays awake between pushes) */
 static void test_order_and_drain_then_close(void **state) {
   struct ev_loop *loop = ev_loop_new(0);
   srv_writer *w;
-  assert_int_equal(h2t__writer_new(&w, mode_of(state), loop, NULL, 5000000), 0);
+  assert_int_equal(h2t__writer_new(&w, mode_of(state), loop, NULL, 5000000, 200), 0);
   g_w = w;
   pair p = mkpair();
   ctx c = {.loop = loop};
@@ -163,7 +164,7 @@ static int notified(void *arg) { return ((ctx *)arg)->notified > 0; }
 static void test_backpressure_notify(void **state) {
   struct ev_loop *loop = ev_loop_new(0);
   srv_writer *w;
-  assert_int_equal(h2t__writer_new(&w, mode_of(state), loop, NULL, 5000000), 0);
+  assert_int_equal(h2t__writer_new(&w, mode_of(state), loop, NULL, 5000000, 0), 0);
   g_w = w;
   pair p = mkpair();
   ctx c = {.loop = loop};
@@ -204,7 +205,7 @@ static void test_backpressure_notify(void **state) {
 static void test_abort_and_peer_gone(void **state) {
   struct ev_loop *loop = ev_loop_new(0);
   srv_writer *w;
-  assert_int_equal(h2t__writer_new(&w, mode_of(state), loop, NULL, 5000000), 0);
+  assert_int_equal(h2t__writer_new(&w, mode_of(state), loop, NULL, 5000000, 0), 0);
   g_w = w;
   /* abort with a full queue nobody reads: the fd is closed at once */
   pair p = mkpair();

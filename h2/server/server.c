@@ -221,7 +221,7 @@ static int worker_init(h2t_server *s, srv_worker *w, int index,
                           : def->stream_idle_timeout_ms * 1000ull;
   x->slab = h2t__slab_new(x->mem);
   int rc = x->slab ? h2t__writer_new(&x->writer, def->writer, x->loop, x->mem,
-                                     drain_us)
+                                     drain_us, def->writer_spin_us)
                    : H2T_ERR_NOMEM;
   if (rc != 0) {
     h2t__slab_del(x->slab);
@@ -341,7 +341,7 @@ int h2t_server_new(h2t_server **out, const h2t_server_config *cfg) {
     return H2T_ERR_INVALID_ARG;
   if (!def.threads)
     def.threads = 1;
-  if (def.threads > SRV_MAX_THREADS)
+  if (def.threads > SRV_MAX_THREADS || def.writer_spin_us > 10000)
     return H2T_ERR_INVALID_ARG;
 
   h2t_server *s = h2t_xcalloc(def.mem, 1, sizeof *s);

@@ -47,7 +47,7 @@ typedef void (*writer_release_fn)(void *arg);
 /* drain_us bounds how long a socket that takes nothing is waited for when
  * the connection closes, or by a SPAWN thread (UINT64_MAX: no bound). */
 int h2t__writer_new(srv_writer **out, h2t_writer_mode mode, struct ev_loop *loop,
-               const h2t_mem *mem, uint64_t drain_us);
+                    const h2t_mem *mem, uint64_t drain_us, uint32_t spin_us);
 /* Stop (joins the writer thread); every wconn must have been closed. */
 void h2t__writer_del(srv_writer *w);
 /* Register a connection's socket (non-blocking).  NULL on ENOMEM. */
