@@ -36,6 +36,7 @@ typedef struct opts {
   int tls[2], ntls;
   int conns[2], nconns;
   int trace;
+  uint32_t spin_us; /* the reused writer's writer_spin_us */
   int verbose;
 } opts;
 
@@ -56,6 +57,7 @@ static void usage(FILE *f) {
       "  --tls            TLS only   --h2c  h2c only (default both)\n"
       "  --conns LIST     comma list of h2load -c values (default 1,100)\n"
       "  --no-trace       run the server without trace hooks\n"
+      "  --spin US        the reused writer's writer_spin_us (default 0)\n"
       "  -v               print every run\n");
 }
 
@@ -115,9 +117,10 @@ static void *srv_main(void *arg) {
 }
 
 static int bsrv_start(bsrv *b, h2t_writer_mode mode, int tls, const char *cert,
-                      const char *key, int trace) {
+                      const char *key, int trace, uint32_t spin_us) {
   h2t_server_config cfg = {H2T_SERVER_CONFIG_INIT};
   cfg.writer = mode;
+  cfg.writer_spin_us = spin_us;
   if (trace) {
     b->tr = (h2t_server_trace){H2T_SERVER_TRACE_INIT, .user = b,
                                .any = count_event};
@@ -190,7 +193,7 @@ static int one_run(const opts *o, h2t_writer_mode mode, int tls, int conns,
                    size_t body_len, const uint8_t *body, const char *dir,
                    const char *cert, const char *key, result *res) {
   bsrv b = {.body = body, .len = body_len};
-  int rc = bsrv_start(&b, mode, tls, cert, key, o->trace);
+  int rc = bsrv_start(&b, mode, tls, cert, key, o->trace, o->spin_us);
   if (rc != 0) {
     fprintf(stderr, "h2bench writer: server: %s\n", h2t_strerror(rc));
     return -1;
@@ -323,6 +326,13 @@ int bench_writer_main(int argc, char **argv) {
       o.verbose = 1;
     } else if (!v) {
       return bad("unknown option or missing value", a);
+    } else if (!strcmp(a, "--spin")) {
+      char *end;
+      unsigned long sp = strtoul(v, &end, 10);
+      if (*end || *v == '-' || sp > 10000)
+        return bad("bad --spin (0 to 10000 us)", v);
+      o.spin_us = (uint32_t)sp;
+      i++;
     } else if (!strcmp(a, "--duration")) {
       char *end;
       o.duration = strtod(v, &end);
@@ -401,9 +411,11 @@ int bench_writer_main(int argc, char **argv) {
     body[i] = (uint8_t)('a' + i % 26);
   int rc = body ? 0 : 1;
 
-  printf("h2bench writer: h2load -m 10, %s, %d round%s, medians%s\n",
+  printf("h2bench writer: h2load -m 10, %s, %d round%s, medians%s; "
+         "reused writer_spin_us %u\n",
          o.n > 0 ? "fixed request count" : "fixed duration", o.rounds,
-         o.rounds > 1 ? "s" : "", o.trace ? ", tracing on" : "");
+         o.rounds > 1 ? "s" : "", o.trace ? ", tracing on" : "",
+         (unsigned)o.spin_us);
   for (int ti = 0; ti < o.ntls && !rc; ti++)
     for (int bi = 0; bi < o.nbodies && !rc; bi++)
       for (int ci = 0; ci < o.nconns && !rc; ci++) {
