@@ -35,7 +35,7 @@
 static const char *const srv_name[NSRV] = {"h2serve", "nghttpd", "h2o"};
 
 typedef struct opts {
-  uint64_t rounds, duration_s, conns, streams, threads, n;
+  uint64_t rounds, duration_s, conns, streams, threads, n, spin_us;
   int h2c, tls, instructions, verbose, sweep;
   size_t bodies[4];
   size_t nbodies;
@@ -56,6 +56,7 @@ static void usage(FILE *f) {
           "  --transport T      h2c, tls or both (default both)\n"
           "  --bodies LIST      body sizes, bytes (default 6,16384)\n"
           "  --servers LIST     of h2serve,nghttpd,h2o (default all)\n"
+          "  --writer-spin US   h2serve --writer-spin US (default 0)\n"
           "  --instructions     also instructions per request (callgrind;\n"
           "                     slow: N and 2N requests per server)\n"
           "  -n N               requests for --instructions (default 20000)\n"
@@ -172,6 +173,9 @@ static int server_argv(const env *e, const opts *o, int which, int tls,
     argv[k++] = "--quiet";
     argv[k++] = "--threads";
     argv[k++] = bufs[1];
+    snprintf(bufs[3], 320, "%llu", (unsigned long long)o->spin_us);
+    argv[k++] = "--writer-spin";
+    argv[k++] = bufs[3];
     break;
   case 1:
     argv[k++] = "nghttpd";
@@ -393,10 +397,10 @@ static int parse_servers(const char *s, opts *o) {
 static int run_rps(const env *e, const opts *o, double *table) {
   printf("h2load -t 1 -c %llu -m %llu, %llus runs, %llu rounds (order "
          "rotated), medians; TLS 1.3 with " TLS13_SUITE
-         "; servers: %llu worker thread(s)\n",
+         "; servers: %llu worker thread(s); h2serve --writer-spin %llu\n",
          (unsigned long long)o->conns, (unsigned long long)o->streams,
          (unsigned long long)o->duration_s, (unsigned long long)o->rounds,
-         (unsigned long long)o->threads);
+         (unsigned long long)o->threads, (unsigned long long)o->spin_us);
   int rc = 0;
   for (int tls = 0; tls < 2 && rc == 0; tls++) {
     if ((tls && !o->tls) || (!tls && !o->h2c))
@@ -458,6 +462,7 @@ int bench_compare_main(int argc, char **argv) {
       {"servers", required_argument, NULL, 's'},
       {"instructions", no_argument, NULL, 'I'},
       {"sweep", no_argument, NULL, 'S'},
+      {"writer-spin", required_argument, NULL, 'W'},
       {"verbose", no_argument, NULL, 'v'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
@@ -480,6 +485,10 @@ int bench_compare_main(int argc, char **argv) {
     case 'm':
       if (cli_parse_u64(optarg, 1, 1000, &o.streams))
         return bad("--streams wants 1 to 1000", optarg);
+      break;
+    case 'W':
+      if (cli_parse_u64(optarg, 0, 10000, &o.spin_us))
+        return bad("--writer-spin wants 0 to 10000 microseconds", optarg);
       break;
     case 'T':
       if (cli_parse_u64(optarg, 1, 256, &o.threads))
