@@ -45,13 +45,24 @@ setsid "$B/bin/h2tlog" -p "$SRV" >"$T/out" 2>"$T/err" &
 LOG=$!; PIDS+=("$LOG")
 for _ in $(seq 600); do grep -qs "^Attaching" "$T/err" && break; sleep 0.1; done
 grep -qs "^Attaching" "$T/err" || fail "h2tlog did not attach in 60 s"
+# "Attaching" comes before the uprobes are live (slowly, on a loaded
+# machine): requests to /ready until one shows in the log, at most 60 s.
+ready=0
+for _ in $(seq 120); do
+  curl -s --http2-prior-knowledge "http://127.0.0.1:$PORT/ready" -o /dev/null
+  grep -qs '"path":"/ready"' "$T/out" && { ready=1; break; }
+  sleep 0.5
+done
+[ $ready = 1 ] || fail "h2tlog logged nothing in 60 s"
 
 # Two requests on one connection, and one with a path longer than a piece.
 LONG=/$(head -c 300 /dev/zero | tr '\0' b)
 "$B/bin/h2stat" --json "http://127.0.0.1:$PORT/a.txt" "http://127.0.0.1:$PORT/a.txt" >"$T/client" 2>&1 ||
   { cat "$T/client"; fail "h2stat"; }
 curl -s --http2-prior-knowledge "http://127.0.0.1:$PORT$LONG" -o /dev/null || fail "curl"
-for _ in $(seq 50); do [ "$(grep -c '"event":"stream_closed"' "$T/out")" -ge 3 ] && break; sleep 0.1; done
+# (the /ready requests' stream_closed events count too)
+want=$(($(grep -c '"path":"/ready"' "$T/out") + 3))
+for _ in $(seq 50); do [ "$(grep -c '"event":"stream_closed"' "$T/out")" -ge $want ] && break; sleep 0.1; done
 kill -TERM -- "-$LOG" 2>/dev/null; wait "$LOG" 2>/dev/null
 
 python3 - "$T/out" "$LONG" <<'PY' || fail "h2tlog output"
@@ -60,6 +71,9 @@ lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 long_path = sys.argv[2]
 for ev in lines:  # the common fields, in h2stat --json's order
     assert list(ev)[:5] == ["event", "t_us", "req_id", "conn", "stream"], ev
+ready = {e["req_id"] for e in lines
+         if e["event"] == "request_headers" and e["path"] == "/ready"}
+lines = [e for e in lines if e["req_id"] not in ready]
 heads = [e for e in lines if e["event"] == "request_headers"]
 paths = sorted(e["path"] for e in heads)
 assert paths == sorted(["/a.txt", "/a.txt", long_path]), paths
