@@ -39,9 +39,7 @@ validate "$T/bad.har" >/dev/null 2>&1 && fail "har-validator accepted a HAR with
 
 mkdir -p "$T/www"
 echo hello >"$T/www/index.html"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-  -keyout "$T/key.pem" -out "$T/cert.pem" -days 2 -subj /CN=localhost \
-  >/dev/null 2>&1 || fail "openssl"
+make_cert || fail "openssl req"
 
 start_serve() { # name, args...: sets PORT (and DPORT with --diag)
   local name=$1; shift

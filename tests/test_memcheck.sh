@@ -17,10 +17,7 @@ fail() { echo "FAIL: $*"; tail -40 "$T/vg.log"; exit 1; }
 mkdir -p "$T/www"
 printf 'hello\n' >"$T/www/a6"
 head -c 16384 /dev/urandom >"$T/www/b16k"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-  -keyout "$T/key.pem" -out "$T/cert.pem" -days 1 -subj /CN=localhost \
-  2>/dev/null || fail "openssl req"
-BIN2=$2
+make_cert || fail "openssl req"
 for tls in 0 1; do
   P=$(free_port)
   if [ $tls = 1 ]; then
@@ -29,7 +26,7 @@ for tls in 0 1; do
     args=(--h2c); scheme=http; cv=(--http2-prior-knowledge)
   fi
   valgrind --error-exitcode=9 --leak-check=full \
-    --errors-for-leak-kinds=definite "$BIN2/bin/h2serve" "${args[@]}" \
+    --errors-for-leak-kinds=definite "$2/bin/h2serve" "${args[@]}" \
     --port "$P" --root "$T/www" --quiet >"$T/vg.log" 2>&1 &
   VP=$!
   track $VP

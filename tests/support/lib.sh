@@ -32,3 +32,9 @@ wait_port() {
   done
   return 1
 }
+# A self-signed P-256 certificate for localhost: $T/cert.pem, $T/key.pem.
+make_cert() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$T/key.pem" -out "$T/cert.pem" -days 2 -subj /CN=localhost \
+    >/dev/null 2>&1
+}
