@@ -136,16 +136,24 @@ static int out_append_file(srv_io *io, int fd, off_t off, size_t len) {
   return 0;
 }
 
+/* The output buffer (*n bytes), detached for the writer, counted as one
+ * flush of *n + extra bytes (extra: what goes with it by reference). */
+static inline uint8_t *out_take(srv_io *io, size_t extra, size_t *n) {
+  uint8_t *buf = io->out;
+  *n = io->outlen;
+  io->out = NULL;
+  io->outlen = io->outcap = 0;
+  io->x->st.bytes_out += *n + extra;
+  io->x->st.writer_flushes++;
+  h2t__connreg_bytes(io->reg, 0, *n + extra); /* inflight */
+  return buf;
+}
+
 static int push_out(srv_io *io) {
   if (!io->outlen)
     return 0;
-  size_t n = io->outlen;
-  uint8_t *buf = io->out;
-  io->out = NULL;
-  io->outlen = io->outcap = 0;
-  io->x->st.bytes_out += n;
-  io->x->st.writer_flushes++;
-  h2t__connreg_bytes(io->reg, 0, n); /* inflight */
+  size_t n;
+  uint8_t *buf = out_take(io, 0, &n);
   return h2t__writer_push(io->wc, buf, n);
 }
 
@@ -170,13 +178,8 @@ int h2t__srv_io_send_body(srv_io *io, const uint8_t *hd, size_t hdlen,
       return out_append(io, data, len) != 0 ? -1 : 0;
     return out_append_file(io, fd, off, len) != 0 ? -1 : 0;
   }
-  size_t n = io->outlen;
-  uint8_t *buf = io->out;
-  io->out = NULL;
-  io->outlen = io->outcap = 0;
-  io->x->st.bytes_out += n + len;
-  io->x->st.writer_flushes++;
-  h2t__connreg_bytes(io->reg, 0, n + len); /* inflight */
+  size_t n;
+  uint8_t *buf = out_take(io, len, &n);
   return h2t__writer_push_ref(io->wc, buf, n, data, fd, off, len, rel, arg) != 0
              ? -1
              : 1;

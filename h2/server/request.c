@@ -385,22 +385,16 @@ static const srv_route *route_find(srv_ctx *x, const char *path) {
 
 static void shed_trace(srv_conn *c, h2t_server_req *r, int32_t sid,
                        h2t_shed_reason why, h2t_shed_action what) {
-  const trace_chain *tc = r ? &r->tc : &c->x->tc;
-  { /* inflight: /metrics counts sheds whether traced or not */
-    h2t_event m = {.type = H2T_EV_SRV_LOAD_SHED};
-    m.u.load_shed.reason = why;
-    m.u.load_shed.action = what;
-    h2t__metrics_event(&m);
+  if (!r) {
+    h2t__srv_conn_shed(c, sid, why, what);
+    return;
   }
-  if (TRACE_WANTS(tc, H2T_EV_SRV_LOAD_SHED)) {
-    h2t_event ev = {.type = H2T_EV_SRV_LOAD_SHED, .stream_id = sid};
-    ev.u.load_shed.reason = why;
-    ev.u.load_shed.action = what;
-    if (r)
-      emit_req(r, &ev);
-    else
-      srv_emit_conn(c->x, c->io.id, &ev);
-  }
+  h2t_event ev = {.type = H2T_EV_SRV_LOAD_SHED};
+  ev.u.load_shed.reason = why;
+  ev.u.load_shed.action = what;
+  h2t__metrics_event(&ev); /* inflight: counted whether traced or not */
+  if (TRACE_WANTS(&r->tc, H2T_EV_SRV_LOAD_SHED))
+    emit_req(r, &ev); /* sets the stream id, r's own */
 }
 
 static void simple_response(h2t_server_req *r, int status) {

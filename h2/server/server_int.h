@@ -270,6 +270,10 @@ int h2t__srv_sess_peer_may_send(srv_conn *c, int32_t sid);
 /* 1 if stream sid's output waits on the peer: its send window or the
  * connection's is empty, or the socket's queue is full. */
 int h2t__srv_sess_write_blocked(srv_conn *c, int32_t sid);
+/* A limit acted on connection c (stream sid, 0: the connection itself):
+ * /metrics counts it whether traced or not; then the server's trace. */
+void h2t__srv_conn_shed(srv_conn *c, int32_t sid, h2t_shed_reason why,
+                        h2t_shed_action what);
 /* Close one connection that holds no request past its headers, to make
  * room (max_conns, out of descriptors).  1 if one was closed. */
 int h2t__srv_conn_evict(srv_ctx *x);

@@ -103,10 +103,10 @@ int h2t__srv_sess_write_blocked(srv_conn *c, int32_t sid) {
          nghttp2_session_get_remote_window_size(c->sess) <= 0;
 }
 
-/* A limit acted on a connection: /metrics, and the trace. */
-static void shed_conn(srv_conn *c, h2t_shed_reason why, h2t_shed_action what) {
+void h2t__srv_conn_shed(srv_conn *c, int32_t sid, h2t_shed_reason why,
+                        h2t_shed_action what) {
   srv_ctx *x = c->x;
-  h2t_event m = {.type = H2T_EV_SRV_LOAD_SHED};
+  h2t_event m = {.type = H2T_EV_SRV_LOAD_SHED, .stream_id = sid};
   m.u.load_shed.reason = why;
   m.u.load_shed.action = what;
   h2t__metrics_event(&m); /* inflight: counted whether traced or not */
@@ -410,7 +410,7 @@ int h2t__srv_conn_evict(srv_ctx *x) {
   if (!victim)
     return 0;
   x->st.conns_evicted++;
-  shed_conn(victim, H2T_SHED_CONNECTIONS, H2T_SHED_EVICT);
+  h2t__srv_conn_shed(victim, 0, H2T_SHED_CONNECTIONS, H2T_SHED_EVICT);
   conn_finish(victim, 1);
   return 1;
 }
@@ -439,7 +439,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents) {
       /* The peer owes the rest of a header block and nothing else may come
        * first: the connection is of no use any more. */
       x->st.header_timeouts++;
-      shed_conn(c, H2T_SHED_HEADER_TIMEOUT, H2T_SHED_CLOSE);
+      h2t__srv_conn_shed(c, 0, H2T_SHED_HEADER_TIMEOUT, H2T_SHED_CLOSE);
       c->hdr_since = 0;
       if (c->goaway) {
         conn_finish(c, 1);

@@ -149,17 +149,30 @@ static void pool_put(srv_writer *w, witem *it) {
  * reused under them. */
 static witem *pool_take(srv_writer *w, size_t min);
 
+/* Loop thread: a spent item back to the pool, its socket closed if any. */
+static void pool_return(srv_writer *w, witem *it) {
+  if (it->fd >= 0) {
+    close(it->fd);
+    it->fd = -1;
+  }
+  pool_put(w, it);
+}
+
 static void reclaim(srv_writer *w) {
   witem *l = atomic_exchange(&w->recycled, NULL);
   while (l) {
     witem *next = l->next;
-    if (l->fd >= 0) {
-      close(l->fd);
-      l->fd = -1;
-    }
-    pool_put(w, l);
+    pool_return(w, l);
     l = next;
   }
+}
+
+/* Any thread: it onto a lock-free stack (drained with atomic_exchange). */
+static inline void stack_push(_Atomic(witem *) *top, witem *it) {
+  witem *head = atomic_load(top);
+  do
+    it->next = head;
+  while (!atomic_compare_exchange_weak(top, &head, it));
 }
 
 static witem *pool_get(srv_writer *w, size_t min) {
@@ -203,18 +216,12 @@ static void item_free(srv_writer *w, witem *it) {
   if (it->rel) {
     /* The owner hears of it from the loop's top (async_cb), never from
      * inside a push: its release may free what the pusher still uses. */
-    witem *head = atomic_load(&w->released);
-    do
-      it->next = head;
-    while (!atomic_compare_exchange_weak(&w->released, &head, it));
+    stack_push(&w->released, it);
     ev_async_send(w->loop, &w->async);
     return;
   }
   if (w->mode == H2T_WRITER_REUSED) {
-    witem *head = atomic_load(&w->recycled);
-    do
-      it->next = head;
-    while (!atomic_compare_exchange_weak(&w->recycled, &head, it));
+    stack_push(&w->recycled, it);
   } else {
     pool_put(w, it);
   }
@@ -230,11 +237,7 @@ static void release_refs(srv_writer *w) {
     l->rel = NULL;
     l->ref = NULL;
     l->src_fd = -1;
-    if (l->fd >= 0) {
-      close(l->fd);
-      l->fd = -1;
-    }
-    pool_put(w, l);
+    pool_return(w, l);
     fn(arg);
     l = next;
   }
@@ -939,10 +942,7 @@ static int enqueue(wconn *wc, witem *it, size_t len, int close) {
   }
   switch (w->mode) {
   case H2T_WRITER_REUSED: {
-    witem *head = atomic_load(&w->in);
-    do
-      it->next = head;
-    while (!atomic_compare_exchange_weak(&w->in, &head, it));
+    stack_push(&w->in, it);
     if (atomic_load(&w->sleeping))
       writer_wake(w);
     break;
