@@ -45,7 +45,7 @@ static unsigned class_of(size_t n) {
 }
 
 static unsigned keep_max(unsigned c) {
-  return (unsigned)(SLAB_KEEP_BYTES / class_size(c));
+  return (unsigned)(SLAB_KEEP_BYTES >> (c + SLAB_MIN_SHIFT));
 }
 
 h2t__slab *h2t__slab_new(const h2t_mem *backing) {
