@@ -208,20 +208,9 @@ static int on_headers(h2t_request *req, int status, const h2t_header *h,
 static int on_data(h2t_request *req, const uint8_t *d, size_t len,
                    void *user) {
   task *t = user;
-  if (t->body_len + len + 1 > t->body_cap) {
-    size_t cap = t->body_cap ? t->body_cap : 256;
-    while (cap < t->body_len + len + 1)
-      cap *= 2;
-    uint8_t *p = realloc(t->body, cap);
-    if (!p)
-      return 1; /* the attempt fails with H2T_ERR_CALLBACK */
-    t->body = p;
-    t->body_cap = cap;
-  }
-  memcpy(t->body + t->body_len, d, len);
-  t->body_len += len;
-  t->body[t->body_len] = '\0';
-  return 0;
+  /* out of memory: the attempt fails with H2T_ERR_CALLBACK */
+  return h2t__buf_append(NULL, &t->body, &t->body_len, &t->body_cap, 256, d,
+                         len) != 0;
 }
 
 static int retryable(int error, int status) {
