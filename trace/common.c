@@ -89,3 +89,21 @@ char *h2t_xstrndup(const h2t_mem *m, const char *s, size_t n) {
 char *h2t_xstrdup(const h2t_mem *m, const char *s) {
   return h2t_xstrndup(m, s, strlen(s));
 }
+
+int h2t__buf_append(const h2t_mem *m, uint8_t **buf, size_t *len, size_t *cap,
+                    size_t first_cap, const uint8_t *d, size_t n) {
+  if (*len + n + 1 > *cap) {
+    size_t c = *cap ? *cap : first_cap;
+    while (c < *len + n + 1)
+      c *= 2;
+    uint8_t *p = h2t_xrealloc(m, *buf, c);
+    if (!p)
+      return -1;
+    *buf = p;
+    *cap = c;
+  }
+  memcpy(*buf + *len, d, n);
+  *len += n;
+  (*buf)[*len] = '\0';
+  return 0;
+}

@@ -18,6 +18,11 @@ void *h2t_xrealloc(const h2t_mem *m, void *p, size_t n);
 void h2t_xfree(const h2t_mem *m, void *p);
 char *h2t_xstrdup(const h2t_mem *m, const char *s);
 char *h2t_xstrndup(const h2t_mem *m, const char *s, size_t n);
+/* Append n bytes of d to *buf (*len in use of *cap), NUL-terminated: the
+ * buffer doubles from first_cap as needed.  0, or -1 when out of memory
+ * (the buffer is as it was). */
+int h2t__buf_append(const h2t_mem *m, uint8_t **buf, size_t *len, size_t *cap,
+                    size_t first_cap, const uint8_t *d, size_t n);
 
 /* h2t_header_is_sensitive() for a name that is not NUL-terminated (as
  * nghttp2 hands them out).  Thread-safe, lock-free. */

@@ -92,7 +92,6 @@ typedef struct h2t__conn_cbs {
   void (*stream_closed)(void *su, int32_t stream_id, uint32_t code);
 } h2t__conn_cbs;
 
-
 /* What all connections of one client share. */
 typedef struct h2t__conn_ctx {
   struct ev_loop *loop;

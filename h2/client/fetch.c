@@ -41,22 +41,11 @@ static int fetch_headers(h2t_request *r, int status, const h2t_header *h,
 static int fetch_data(h2t_request *r, const uint8_t *d, size_t len,
                       void *user) {
   fetch_state *st = r->fetch;
-  h2t_response *resp = st->resp;
-  if (resp->body_len + len + 1 > st->cap) {
-    size_t cap = st->cap ? st->cap : 1024;
-    while (cap < resp->body_len + len + 1)
-      cap *= 2;
-    uint8_t *p = h2t_xrealloc(st->c->mem, resp->body, cap);
-    if (!p) {
-      st->oom = 1;
-      return 1;
-    }
-    resp->body = p;
-    st->cap = cap;
+  if (h2t__buf_append(st->c->mem, &st->resp->body, &st->resp->body_len,
+                      &st->cap, 1024, d, len) != 0) {
+    st->oom = 1;
+    return 1;
   }
-  memcpy(resp->body + resp->body_len, d, len);
-  resp->body_len += len;
-  resp->body[resp->body_len] = '\0';
   return 0;
 }
 

@@ -98,15 +98,16 @@ static int less_loaded(const replica *a, const replica *b) {
   return (uint64_t)a->busy * b->workers < (uint64_t)b->busy * a->workers;
 }
 
-static uint64_t all_replicas(const h2t_saturate *s) {
-  return s->n == 64 ? UINT64_MAX : (UINT64_C(1) << s->n) - 1;
+/* The replicas t should not go to: those it tried, while any remains
+ * untried (a retry goes elsewhere); none once it has tried them all. */
+static uint64_t avoid_of(const h2t_saturate *s, const task *t) {
+  uint64_t all = s->n == 64 ? UINT64_MAX : (UINT64_C(1) << s->n) - 1;
+  return (t->tried & all) == all ? 0 : t->tried;
 }
 
-/* FREE_SLOT: the freest replica with room that t may use: one it has not
- * tried, while any remains untried (a retry goes elsewhere); -1 if none. */
+/* FREE_SLOT: the freest replica with room that t may use; -1 if none. */
 static int pick_free(const h2t_saturate *s, const task *t) {
-  uint64_t avoid = (t->tried & all_replicas(s)) == all_replicas(s) ? 0
-                                                                   : t->tried;
+  uint64_t avoid = avoid_of(s, t);
   int best = -1;
   for (size_t k = 0; k < s->n; k++) {
     if (!has_room(s, k) || ((avoid >> k) & 1))
@@ -117,11 +118,9 @@ static int pick_free(const h2t_saturate *s, const task *t) {
   return best;
 }
 
-/* The other policies, at queueing time.  A retry avoids replicas tried
- * already while others remain. */
+/* The other policies, at queueing time (avoiding as avoid_of says). */
 static int pick_by_policy(h2t_saturate *s, const task *t) {
-  uint64_t all = all_replicas(s);
-  uint64_t avoid = (t->tried & all) == all ? 0 : t->tried;
+  uint64_t avoid = avoid_of(s, t);
   size_t cand[MAX_REPLICAS] = {0}, nc = 0;
   for (size_t k = 0; k < s->n; k++)
     if (!((avoid >> k) & 1))
@@ -209,20 +208,9 @@ static int on_headers(h2t_request *req, int status, const h2t_header *h,
 static int on_data(h2t_request *req, const uint8_t *d, size_t len,
                    void *user) {
   task *t = user;
-  if (t->body_len + len + 1 > t->body_cap) {
-    size_t cap = t->body_cap ? t->body_cap : 256;
-    while (cap < t->body_len + len + 1)
-      cap *= 2;
-    uint8_t *p = realloc(t->body, cap);
-    if (!p)
-      return 1; /* the attempt fails with H2T_ERR_CALLBACK */
-    t->body = p;
-    t->body_cap = cap;
-  }
-  memcpy(t->body + t->body_len, d, len);
-  t->body_len += len;
-  t->body[t->body_len] = '\0';
-  return 0;
+  /* out of memory: the attempt fails with H2T_ERR_CALLBACK */
+  return h2t__buf_append(NULL, &t->body, &t->body_len, &t->body_cap, 256, d,
+                         len) != 0;
 }
 
 static int retryable(int error, int status) {

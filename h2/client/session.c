@@ -70,13 +70,12 @@ static int on_frame_not_send(nghttp2_session *s, const nghttp2_frame *f,
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f,
                             void *ud) {
   h2t__conn *cn = ud;
-  void *su = stream_su(s, f->hd.stream_id);
-  if (su && f->hd.type == NGHTTP2_HEADERS)
-    cbs_of(cn)->begin_headers(su);
   /* the block's fields come next: look the stream up once for all of them
-   * (again, after the callback: a hook may have reset it) */
+   * (a hook that resets it clears hdr_su, in h2t__conn_reset) */
   cn->hdr_sid = f->hd.stream_id;
   cn->hdr_su = stream_su(s, f->hd.stream_id);
+  if (cn->hdr_su && f->hd.type == NGHTTP2_HEADERS)
+    cbs_of(cn)->begin_headers(cn->hdr_su);
   return 0;
 }
 
