@@ -1528,10 +1528,7 @@ static void usage(FILE *f) {
 }
 
 static int usage_error(const char *fmt, const char *arg) {
-  fprintf(stderr, PROG ": ");
-  fprintf(stderr, fmt, arg);
-  fprintf(stderr, " (see " PROG " --help)\n");
-  return 2;
+  return cli_usage_error(PROG, fmt, arg);
 }
 
 enum { OPT_TIMEOUT = 256, OPT_SORT, OPT_FILTER, OPT_ONCE, OPT_JSON, OPT_BENCH };
