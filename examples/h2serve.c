@@ -753,6 +753,7 @@ int main(int argc, char **argv) {
       if (errno || *end || !*v || *v == '-' || !b)
         return bad("bad --body-server-budget: %s", v);
       cfg.body_server_budget = b;
+      i++;
     } else if (!strcmp(o, "--diag-cors")) {
       if (!v || !*v || ndiag_cors == sizeof diag_cors / sizeof diag_cors[0])
         return bad("bad --diag-cors (at most 16): %s", v ? v : "");
