@@ -51,7 +51,6 @@ static void usage(FILE *f) {
           "  --writer MODE      reused (default), spawn or inline\n"
           "  --writer-spin US   the reused writer stays awake US microseconds\n"
           "                     after a write before sleeping (default 0)\n"
-
           "  --max-streams N    advertised max concurrent streams (default 100)\n"
           "  --shed-inflight N  shed requests beyond N in flight\n"
           "  --shed-503         shed with a 503 instead of REFUSED_STREAM\n"
