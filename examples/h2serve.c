@@ -843,11 +843,13 @@ int main(int argc, char **argv) {
     if (!g_quiet) {
       const char *colon = strrchr(diag_listen, ':');
       int hostlen = colon ? (int)(colon - diag_listen) : 0;
+      const char *host = hostlen ? diag_listen : "127.0.0.1";
+      if (!hostlen)
+        hostlen = 9;
       printf("h2serve: diagnostics on http://%.*s:%u/debug/requests%s\n",
-             hostlen ? hostlen : 9, hostlen ? diag_listen : "127.0.0.1",
-             h2t_diag_port(diag), diag_token ? " (cancel allowed)" : "");
-      printf("h2serve: web page on http://%.*s:%u/debug/ui\n",
-             hostlen ? hostlen : 9, hostlen ? diag_listen : "127.0.0.1",
+             hostlen, host, h2t_diag_port(diag),
+             diag_token ? " (cancel allowed)" : "");
+      printf("h2serve: web page on http://%.*s:%u/debug/ui\n", hostlen, host,
              h2t_diag_port(diag));
     }
   }
