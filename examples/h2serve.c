@@ -51,7 +51,6 @@ static void usage(FILE *f) {
           "  --writer MODE      reused (default), spawn or inline\n"
           "  --writer-spin US   the reused writer stays awake US microseconds\n"
           "                     after a write before sleeping (default 0)\n"
-
           "  --max-streams N    advertised max concurrent streams (default 100)\n"
           "  --shed-inflight N  shed requests beyond N in flight\n"
           "  --shed-503         shed with a 503 instead of REFUSED_STREAM\n"
@@ -753,6 +752,7 @@ int main(int argc, char **argv) {
       if (errno || *end || !*v || *v == '-' || !b)
         return bad("bad --body-server-budget: %s", v);
       cfg.body_server_budget = b;
+      i++;
     } else if (!strcmp(o, "--diag-cors")) {
       if (!v || !*v || ndiag_cors == sizeof diag_cors / sizeof diag_cors[0])
         return bad("bad --diag-cors (at most 16): %s", v ? v : "");
@@ -843,11 +843,13 @@ int main(int argc, char **argv) {
     if (!g_quiet) {
       const char *colon = strrchr(diag_listen, ':');
       int hostlen = colon ? (int)(colon - diag_listen) : 0;
+      const char *host = hostlen ? diag_listen : "127.0.0.1";
+      if (!hostlen)
+        hostlen = 9;
       printf("h2serve: diagnostics on http://%.*s:%u/debug/requests%s\n",
-             hostlen ? hostlen : 9, hostlen ? diag_listen : "127.0.0.1",
-             h2t_diag_port(diag), diag_token ? " (cancel allowed)" : "");
-      printf("h2serve: web page on http://%.*s:%u/debug/ui\n",
-             hostlen ? hostlen : 9, hostlen ? diag_listen : "127.0.0.1",
+             hostlen, host, h2t_diag_port(diag),
+             diag_token ? " (cancel allowed)" : "");
+      printf("h2serve: web page on http://%.*s:%u/debug/ui\n", hostlen, host,
              h2t_diag_port(diag));
     }
   }

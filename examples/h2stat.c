@@ -106,10 +106,7 @@ static void usage(FILE *f) {
 }
 
 static int usage_error(const char *fmt, const char *arg) {
-  fprintf(stderr, PROG ": ");
-  fprintf(stderr, fmt, arg);
-  fprintf(stderr, " (see " PROG " --help)\n");
-  return 2;
+  return cli_usage_error(PROG, fmt, arg);
 }
 
 /* Long-only options get ids past the ASCII range. */

@@ -697,60 +697,49 @@ static int jr_int_field(jr *r, int64_t *out) {
   return jr_value(r, 2);
 }
 
+/* The members a row keeps; any other is checked and skipped. */
+typedef enum { RF_STR, RF_INT, RF_U64, RF_BOOL } row_field_kind;
+static const struct row_field {
+  const char *name;
+  size_t off;
+  row_field_kind kind;
+} row_fields[] = {
+    {"id", offsetof(row, id), RF_U64},
+    {"kind", offsetof(row, kind), RF_STR},
+    {"method", offsetof(row, method), RF_STR},
+    {"authority", offsetof(row, authority), RF_STR},
+    {"age_us", offsetof(row, age_us), RF_INT},
+    {"path", offsetof(row, path), RF_STR},
+    {"trace_id", offsetof(row, trace), RF_STR},
+    {"state", offsetof(row, state), RF_STR},
+    {"status", offsetof(row, status), RF_STR},
+    {"state_age_us", offsetof(row, state_age_us), RF_INT},
+    {"stream", offsetof(row, stream), RF_INT},
+    {"conn", offsetof(row, conn), RF_INT},
+    {"canceled", offsetof(row, canceled), RF_BOOL},
+};
+
 static int row_member(jr *r, const char *k, void *ctx) {
-  row *w = ctx;
-  int64_t id;
-  switch (k[0]) { /* one strcmp per member, most of the time */
-  case 'i':
-    if (!strcmp(k, "id")) {
-      if (jr_int_field(r, &id) != 0)
+  for (size_t i = 0; i < sizeof row_fields / sizeof row_fields[0]; i++) {
+    const struct row_field *f = &row_fields[i];
+    if (f->name[0] != k[0] || strcmp(f->name, k)) /* one strcmp, mostly */
+      continue;
+    void *field = (char *)ctx + f->off;
+    int64_t v;
+    switch (f->kind) {
+    case RF_STR:
+      return jr_str_field(r, field);
+    case RF_INT:
+      return jr_int_field(r, field);
+    case RF_U64:
+      if (jr_int_field(r, &v) != 0)
         return -1;
-      w->id = (uint64_t)id;
+      *(uint64_t *)field = (uint64_t)v;
       return 0;
-    }
-    break;
-  case 'k':
-    if (!strcmp(k, "kind"))
-      return jr_str_field(r, &w->kind);
-    break;
-  case 'm':
-    if (!strcmp(k, "method"))
-      return jr_str_field(r, &w->method);
-    break;
-  case 'a':
-    if (!strcmp(k, "authority"))
-      return jr_str_field(r, &w->authority);
-    if (!strcmp(k, "age_us"))
-      return jr_int_field(r, &w->age_us);
-    break;
-  case 'p':
-    if (!strcmp(k, "path"))
-      return jr_str_field(r, &w->path);
-    break;
-  case 't':
-    if (!strcmp(k, "trace_id"))
-      return jr_str_field(r, &w->trace);
-    break;
-  case 's':
-    if (!strcmp(k, "state"))
-      return jr_str_field(r, &w->state);
-    if (!strcmp(k, "status"))
-      return jr_str_field(r, &w->status);
-    if (!strcmp(k, "state_age_us"))
-      return jr_int_field(r, &w->state_age_us);
-    if (!strcmp(k, "stream"))
-      return jr_int_field(r, &w->stream);
-    break;
-  case 'c':
-    if (!strcmp(k, "conn"))
-      return jr_int_field(r, &w->conn);
-    if (!strcmp(k, "canceled")) {
-      w->canceled = r->p < r->end && *r->p == 't';
+    case RF_BOOL:
+      *(int *)field = r->p < r->end && *r->p == 't';
       return jr_value(r, 2);
     }
-    break;
-  default:
-    break;
   }
   return jr_value(r, 2);
 }
@@ -1528,10 +1517,7 @@ static void usage(FILE *f) {
 }
 
 static int usage_error(const char *fmt, const char *arg) {
-  fprintf(stderr, PROG ": ");
-  fprintf(stderr, fmt, arg);
-  fprintf(stderr, " (see " PROG " --help)\n");
-  return 2;
+  return cli_usage_error(PROG, fmt, arg);
 }
 
 enum { OPT_TIMEOUT = 256, OPT_SORT, OPT_FILTER, OPT_ONCE, OPT_JSON, OPT_BENCH };

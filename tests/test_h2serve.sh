@@ -125,6 +125,9 @@ start --h2c --shed-inflight 2 --shed-503
 out=$(h2load -n 6 -c 1 -m 6 "http://127.0.0.1:$PORT/delay?ms=300" 2>&1)
 echo "$out" | grep -q "status codes: 2 2xx, 0 3xx, 0 4xx, 4 5xx" || fail "503: $out"
 stop
+# every option with a value takes it, not the next word as an option
+start --h2c --body-server-budget 1000000
+stop
 start --h2c --max-conns 1
 # a slot held by a connection without a request is given to the newcomer
 exec 3<>/dev/tcp/127.0.0.1/$PORT

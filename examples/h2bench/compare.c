@@ -379,8 +379,6 @@ static double instructions(const env *e, const opts *o, int which, int tls,
 
 /* ---- main ---------------------------------------------------------------- */
 
-
-
 static int make_files(env *e, const opts *o) {
   for (size_t i = 0; i < o->nbodies; i++) {
     char path[300];

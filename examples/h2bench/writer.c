@@ -155,9 +155,6 @@ static void bsrv_stop(bsrv *b) {
 
 /* ---- child processes --------------------------------------------------- */
 
-
-
-
 /* Latency percentiles from h2load's --log-file (3rd column, µs). */
 static int latencies(const char *path, double *p50, double *p99) {
   FILE *f = fopen(path, "r");
@@ -249,7 +246,6 @@ static int one_run(const opts *o, h2t_writer_mode mode, int tls, int conns,
            res->failed ? "  (failures!)" : "");
   return 0;
 }
-
 
 static int make_cert(const char *dir, char *cert, char *key, size_t cap) {
   snprintf(cert, cap, "%s/cert.pem", dir);

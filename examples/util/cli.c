@@ -203,3 +203,10 @@ int cli_body_arg(const char *arg, char **data, size_t *len, char *err,
   memcpy(*data, arg, *len + 1);
   return 0;
 }
+
+int cli_usage_error(const char *prog, const char *fmt, const char *arg) {
+  fprintf(stderr, "%s: ", prog);
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, " (see %s --help)\n", prog);
+  return 2;
+}

@@ -66,4 +66,8 @@ int cli_read_file(const char *path, char **data, size_t *len);
 int cli_body_arg(const char *arg, char **data, size_t *len, char *err,
                  size_t errlen);
 
+/* "PROG: <fmt with arg> (see PROG --help)" on stderr, for a bad command
+ * line.  Returns 2, the exit status of bad usage. */
+int cli_usage_error(const char *prog, const char *fmt, const char *arg);
+
 #endif
