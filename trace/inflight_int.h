@@ -7,6 +7,7 @@
 #define H2T_INFLIGHT_INT_H
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdatomic.h>
 
 #include <h2trace/inflight.h>
@@ -169,15 +170,15 @@ void h2t__metrics_request_done(int kind, int error);
  * thread, before it stops counting live (in its write section: it reads
  * the entry only).  profile: add every thread's profile counts into sum (rows
  * H2T_PROF_NROWS); the caller holds h2t__ifl_life shared.  conn: a
- * registered connection closes.  text: the exposition into a new string
- * (free()); 0 or H2T_ERR_NOMEM. */
+ * registered connection closes.  write: the exposition, appended to f
+ * (the rest of the metrics' stream); 0 or H2T_ERR_NOMEM. */
 #define H2T_METRICS_AUTHORITIES_DEFAULT 32
 #define H2T_METRICS_AUTHORITIES_MAX 4096
 int h2t__hist_reset(size_t nauth);
 void h2t__hist_request(const struct inflight_entry *e);
 void h2t__hist_profile(uint64_t (*sum)[H2T_PROF_SERIES]);
 void h2t__hist_conn(int kind, uint64_t opened_us, uint64_t requests);
-int h2t__hist_text(char **out, size_t *len);
+int h2t__hist_write(FILE *f);
 void h2t__metrics_got_conn(const h2t_event *ev);
 void h2t__metrics_reset(void);
 
