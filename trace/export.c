@@ -251,12 +251,6 @@ static void add_header(h2t_export *x, xrec *r, const h2t_event *ev) {
   r->hdrs_len += nl + vl + 2;
 }
 
-static int before_sending(unsigned st) {
-  return st == H2T_IFS_QUEUED || st == H2T_IFS_DNS ||
-         st == H2T_IFS_CONNECTING || st == H2T_IFS_TLS ||
-         st == H2T_IFS_WAIT_STREAM || st == H2T_IFS_RETRYING;
-}
-
 /* The same states as the in-flight table's, from the same events. */
 static void on_any(const h2t_event *ev, void *user) {
   h2t_export *x = user;
@@ -309,7 +303,7 @@ static void on_any(const h2t_event *ev, void *user) {
     step(r, H2T_IFS_SENDING, t);
     break;
   case H2T_EV_WROTE_HEADERS:
-    if (before_sending(r->state))
+    if (h2t__ifl_before_sending(r->state))
       step(r, H2T_IFS_SENDING, t);
     break;
   case H2T_EV_WAIT_100_CONTINUE:

@@ -691,12 +691,6 @@ uint64_t h2t__inflight_mask(inflight_kind kind) {
          EVBIT(GOAWAY) | EVBIT(STREAM_RESET);
 }
 
-static int before_sending(unsigned st) {
-  return st == H2T_IFS_QUEUED || st == H2T_IFS_DNS ||
-         st == H2T_IFS_CONNECTING || st == H2T_IFS_TLS ||
-         st == H2T_IFS_WAIT_STREAM || st == H2T_IFS_RETRYING;
-}
-
 /* The first GOAWAY on its connection and the RST_STREAM that ended it, for
  * the exports (h2t_export_reader). */
 static void note_goaway(struct inflight_entry *e, uint64_t t, int by_peer) {
@@ -756,7 +750,7 @@ apply(struct inflight_entry *e, const h2t_event *ev) {
   case H2T_EV_GOT_100_CONTINUE:
     return H2T_IFS_SENDING;
   case H2T_EV_WROTE_HEADERS:
-    return before_sending(e->state) ? H2T_IFS_SENDING : -1;
+    return h2t__ifl_before_sending(e->state) ? H2T_IFS_SENDING : -1;
   case H2T_EV_WAIT_100_CONTINUE:
     return H2T_IFS_WAIT_CONTINUE;
   case H2T_EV_WROTE_REQUEST:

@@ -137,6 +137,14 @@ void h2t__ife_to_info(const struct inflight_entry *e, uint64_t now_us,
 void h2t__ifl_recent_range(uint64_t *gen, uint64_t *first, uint64_t *end);
 int h2t__ifl_recent_at(uint64_t gen, uint64_t seq, struct inflight_entry *out);
 
+/* A client state before the request is being sent: where "wrote headers"
+ * moves it to sending (inflight.c's states and export.c's recorder). */
+static inline int h2t__ifl_before_sending(unsigned st) {
+  return st == H2T_IFS_QUEUED || st == H2T_IFS_DNS ||
+         st == H2T_IFS_CONNECTING || st == H2T_IFS_TLS ||
+         st == H2T_IFS_WAIT_STREAM || st == H2T_IFS_RETRYING;
+}
+
 /* Turn on with defaults if off (diag endpoint, signal dump).  0 or error. */
 int h2t__ifl_ensure_on(void);
 
