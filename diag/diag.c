@@ -191,10 +191,22 @@ static const char *trace_filter(struct MHD_Connection *c) {
   return n == 32 ? t : "";
 }
 
-static int trace_match(const h2t_inflight_info *r, const char *want) {
-  char tid[33], sid[17], pid[17];
-  return !want || (trace_hex(&r->trace, tid, sid, pid) == 0 &&
-                   !strcmp(tid, want));
+/* The 16 bytes of a trace_filter() id (32 lowercase hex digits). */
+static void trace_id_bytes(const char *hex, uint8_t id[16]) {
+  for (int i = 0; i < 16; i++) {
+    int hi = hex[2 * i], lo = hex[2 * i + 1];
+    id[i] = (uint8_t)(((isdigit(hi) ? hi - '0' : hi - 'a' + 10) << 4) |
+                      (isdigit(lo) ? lo - '0' : lo - 'a' + 10));
+  }
+}
+
+/* The request has trace id `id` (compared as bytes: the filter is decoded
+ * once, not each request's ids formatted), and ids trace_json() shows. */
+static int trace_match(const h2t_inflight_info *r, const uint8_t id[16]) {
+  static const h2t_trace_context none;
+  return !memcmp(r->trace.trace_id, id, 16) &&
+         memcmp(r->trace.trace_id, none.trace_id, 16) &&
+         memcmp(r->trace.span_id, none.span_id, 8);
 }
 
 /* Length of the well-formed UTF-8 character at s (of n bytes), 0 if none
@@ -339,6 +351,27 @@ static json_t *request_json(const h2t_inflight_info *r, uint64_t now,
   return o;
 }
 
+/* The requests of arr (freed here) with trace id want (NULL: all), and
+ * how many. */
+static json_t *request_list(struct MHD_Connection *c, h2t_inflight_info *arr,
+                            size_t n, const char *want, uint64_t now,
+                            int detail, size_t *shown) {
+  int show_query = shows_query(c);
+  uint8_t id[16];
+  if (want)
+    trace_id_bytes(want, id);
+  json_t *list = json_array();
+  *shown = 0;
+  for (size_t i = 0; i < n; i++)
+    if (!want || trace_match(&arr[i], id)) {
+      json_array_append_new(list, request_json(&arr[i], now, detail,
+                                               show_query));
+      ++*shown;
+    }
+  h2t_inflight_info_free(arr);
+  return list;
+}
+
 #define BAD_TRACE_ID "trace_id must be 32 lowercase hex digits"
 
 static enum MHD_Result get_requests(struct MHD_Connection *c) {
@@ -350,15 +383,8 @@ static enum MHD_Result get_requests(struct MHD_Connection *c) {
   if (h2t_inflight_snapshot(&arr, &n) != 0)
     return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
   uint64_t now = h2t_now_us();
-  json_t *list = json_array(); /* the snapshot is oldest first */
-  size_t shown = 0;
-  for (size_t i = 0; i < n; i++)
-    if (trace_match(&arr[i], want)) {
-      json_array_append_new(list,
-                            request_json(&arr[i], now, 0, shows_query(c)));
-      shown++;
-    }
-  h2t_inflight_info_free(arr);
+  size_t shown; /* the snapshot is oldest first */
+  json_t *list = request_list(c, arr, n, want, now, 0, &shown);
   return send_json(c, MHD_HTTP_OK,
                    json_pack("{s:o,s:I,s:I}", "requests", list, "count",
                              (json_int_t)shown, "server_time_us",
@@ -420,12 +446,8 @@ static enum MHD_Result get_recent(struct MHD_Connection *c) {
   if (h2t_inflight_recent(&arr, &n) != 0)
     return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
   uint64_t now = h2t_now_us();
-  json_t *list = json_array();
-  for (size_t i = 0; i < n; i++)
-    if (trace_match(&arr[i], want))
-      json_array_append_new(list,
-                            request_json(&arr[i], now, 1, shows_query(c)));
-  h2t_inflight_info_free(arr);
+  size_t shown;
+  json_t *list = request_list(c, arr, n, want, now, 1, &shown);
   return send_json(c, MHD_HTTP_OK,
                    json_pack("{s:o,s:I}", "recent", list, "server_time_us",
                              (json_int_t)now),

@@ -1,12 +1,10 @@
 /* One trace event as a single-line JSON object (h2t_event_json). */
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "trace/json_int.h"
 #include "trace/trace_int.h"
-#include "trace/tracectx_int.h"
 
 typedef h2t__jbuf jobj;
 #define raw h2t__json_raw
@@ -18,13 +16,10 @@ typedef h2t__jbuf jobj;
  * into the caller's buffer needs no allocation.  The output is what
  * jansson's json_dumps(JSON_COMPACT) gave: same key order, same escapes. */
 
-static void key(jobj *j, const char *k) {
-  if (j->fields++)
-    rawc(j, ',');
-  rawc(j, '"');
-  raw(j, k, strlen(k)); /* our own keys: nothing to escape */
-  raw(j, "\":", 2);
-}
+#define key(j, k) h2t__json_key(j, k)
+#define put_int(j, k, v) h2t__json_int(j, k, v)
+#define put_u64(j, k, v) h2t__json_u64(j, k, v)
+#define put_bool(j, k, v) h2t__json_bool(j, k, v)
 
 static void put_strn(jobj *j, const char *k, const char *s, size_t len) {
   key(j, k);
@@ -34,26 +29,6 @@ static void put_strn(jobj *j, const char *k, const char *s, size_t len) {
 static void put_str(jobj *j, const char *k, const char *s) {
   if (s)
     put_strn(j, k, s, strlen(s));
-}
-
-static void put_int(jobj *j, const char *k, long long v) {
-  char b[24];
-  int n = snprintf(b, sizeof b, "%lld", v);
-  key(j, k);
-  raw(j, b, (size_t)n);
-}
-
-/* JSON integers here are signed 64-bit, as jansson's were: clamp. */
-static void put_u64(jobj *j, const char *k, uint64_t v) {
-  put_int(j, k, v > INT64_MAX ? INT64_MAX : (long long)v);
-}
-
-static void put_bool(jobj *j, const char *k, int v) {
-  key(j, k);
-  if (v)
-    raw(j, "true", 4);
-  else
-    raw(j, "false", 5);
 }
 
 static void put_err(jobj *j, const char *key, int err) {
@@ -248,24 +223,6 @@ static void put_payload(jobj *j, const h2t_event *ev) {
   }
 }
 
-static void put_hex(jobj *j, const char *k, const uint8_t *id, size_t n) {
-  char hex[34];
-  h2t__hex(id, n, hex + 1);
-  hex[0] = hex[2 * n + 1] = '"';
-  key(j, k);
-  raw(j, hex, 2 * n + 2);
-}
-
-/* The ids that link this request to the ones it caused or came from. */
-static void put_trace(jobj *j, const h2t_trace_context *t) {
-  if (!t || h2t__zero_id(t->trace_id, 16))
-    return;
-  put_hex(j, "trace_id", t->trace_id, 16);
-  put_hex(j, "span_id", t->span_id, 8);
-  if (!h2t__zero_id(t->parent_span_id, 8))
-    put_hex(j, "parent_span_id", t->parent_span_id, 8);
-}
-
 int h2t_event_json(const h2t_event *ev, char *buf, size_t len) {
   if (!ev || (!buf && len) || !h2t_event_name(ev->type))
     return H2T_ERR_INVALID_ARG;
@@ -277,7 +234,8 @@ int h2t_event_json(const h2t_event *ev, char *buf, size_t len) {
   put_u64(&j, "conn", ev->conn_id);
   put_int(&j, "stream", ev->stream_id);
   put_payload(&j, ev);
-  put_trace(&j, ev->trace);
+  /* the ids that link this request to the ones it caused or came from */
+  h2t__json_trace(&j, ev->trace, "trace_id", "span_id", "parent_span_id");
   rawc(&j, '}');
   if (len)
     buf[j.n < len ? j.n : len - 1] = '\0';

@@ -251,12 +251,6 @@ static void add_header(h2t_export *x, xrec *r, const h2t_event *ev) {
   r->hdrs_len += nl + vl + 2;
 }
 
-static int before_sending(unsigned st) {
-  return st == H2T_IFS_QUEUED || st == H2T_IFS_DNS ||
-         st == H2T_IFS_CONNECTING || st == H2T_IFS_TLS ||
-         st == H2T_IFS_WAIT_STREAM || st == H2T_IFS_RETRYING;
-}
-
 /* The same states as the in-flight table's, from the same events. */
 static void on_any(const h2t_event *ev, void *user) {
   h2t_export *x = user;
@@ -309,7 +303,7 @@ static void on_any(const h2t_event *ev, void *user) {
     step(r, H2T_IFS_SENDING, t);
     break;
   case H2T_EV_WROTE_HEADERS:
-    if (before_sending(r->state))
+    if (h2t__ifl_before_sending(r->state))
       step(r, H2T_IFS_SENDING, t);
     break;
   case H2T_EV_WAIT_100_CONTINUE:
@@ -521,34 +515,16 @@ static void raws(jbuf *j, const char *s) { h2t__json_raw(j, s, strlen(s)); }
 
 static void strv(jbuf *j, const char *s) { h2t__json_str(j, s, strlen(s)); }
 
-static void key(jbuf *j, const char *k) {
-  if (j->fields++)
-    h2t__json_rawc(j, ',');
-  h2t__json_rawc(j, '"');
-  raws(j, k);
-  h2t__json_raw(j, "\":", 2);
-}
+#define key(j, k) h2t__json_key(j, k)
 
 static void kstr(jbuf *j, const char *k, const char *s) {
   key(j, k);
   strv(j, s);
 }
 
-static void kint(jbuf *j, const char *k, long long v) {
-  char b[24];
-  int n = snprintf(b, sizeof b, "%lld", v);
-  key(j, k);
-  h2t__json_raw(j, b, (size_t)n);
-}
-
-static void ku64(jbuf *j, const char *k, uint64_t v) {
-  kint(j, k, v > INT64_MAX ? INT64_MAX : (long long)v);
-}
-
-static void kbool(jbuf *j, const char *k, int v) {
-  key(j, k);
-  raws(j, v ? "true" : "false");
-}
+#define kint(j, k, v) h2t__json_int(j, k, v)
+#define ku64(j, k, v) h2t__json_u64(j, k, v)
+#define kbool(j, k, v) h2t__json_bool(j, k, v)
 
 /* Milliseconds with µs precision, from µs; -1 stays -1. */
 static void kms(jbuf *j, const char *k, int64_t us) {
@@ -561,26 +537,6 @@ static void kms(jbuf *j, const char *k, int64_t us) {
 }
 
 /* Open and close objects and arrays; fields restart inside. */
-static void khex(jbuf *j, const char *k, const uint8_t *id, size_t n) {
-  char hex[33];
-  h2t__hex(id, n, hex);
-  key(j, k);
-  h2t__json_rawc(j, '"');
-  h2t__json_raw(j, hex, 2 * n);
-  h2t__json_rawc(j, '"');
-}
-
-/* The W3C ids, under the names the format wants; nothing without them. */
-static void ktrace(jbuf *j, const h2t_trace_context *t, const char *kt,
-                   const char *ks, const char *kp) {
-  if (h2t__zero_id(t->trace_id, 16))
-    return;
-  khex(j, kt, t->trace_id, 16);
-  khex(j, ks, t->span_id, 8);
-  if (!h2t__zero_id(t->parent_span_id, 8))
-    khex(j, kp, t->parent_span_id, 8);
-}
-
 static int open_obj(jbuf *j, const char *k, char c) {
   if (k)
     key(j, k);
@@ -735,7 +691,7 @@ static void har_entry(jbuf *j, const xview *v, int64_t wall_off) {
   kint(j, "_stream", v->stream_id);
   if (v->reset)
     kstr(j, "_reset", h2t_http2_strerror(v->reset_code));
-  ktrace(j, &v->trace, "_trace_id", "_span_id", "_parent_span_id");
+  h2t__json_trace(j, &v->trace, "_trace_id", "_span_id", "_parent_span_id");
   close_obj(j, e, '}');
 }
 
@@ -832,7 +788,7 @@ static void chrome_entry(jbuf *j, const xview *v, int name_conn, int with_goaway
   kstr(j, "error", h2t_errname(v->error));
   ku64(j, "bytes_in", v->bytes_in);
   ku64(j, "bytes_out", v->bytes_out);
-  ktrace(j, &v->trace, "trace_id", "span_id", "parent_span_id");
+  h2t__json_trace(j, &v->trace, "trace_id", "span_id", "parent_span_id");
   close_obj(j, a, '}');
   h2t__json_rawc(j, '}');
   for (unsigned i = 0; i < v->nsteps; i++) {

@@ -241,15 +241,20 @@ static void table_free(void) {
   sides_free();
 }
 
+/* Sizes a table can have: slot indices (live entries and the ring's) fit
+ * in 32 bits. */
+static int sizes_ok(size_t max, size_t ring, size_t nauth) {
+  return max <= (size_t)UINT32_MAX - 1 - ((size_t)1 << 24) &&
+         ring <= ((size_t)1 << 24) && nauth <= H2T_METRICS_AUTHORITIES_MAX;
+}
+
 static int table_init(const h2t_inflight_config *cfg) {
   size_t max = cfg && cfg->max_entries ? cfg->max_entries : 65536;
   size_t ring = cfg && cfg->recent ? cfg->recent : 256;
   size_t nauth = cfg && cfg->metrics_authorities
                      ? cfg->metrics_authorities
                      : H2T_METRICS_AUTHORITIES_DEFAULT;
-  if (max > (size_t)UINT32_MAX - 1 - ((size_t)1 << 24) ||
-      ring > ((size_t)1 << 24) ||
-      nauth > H2T_METRICS_AUTHORITIES_MAX)
+  if (!sizes_ok(max, ring, nauth))
     return H2T_ERR_INVALID_ARG;
   h2t__ifl.max_entries = max;
   /* finished entries wait in their slots while the ring holds them */
@@ -308,9 +313,8 @@ int h2t_inflight_enable(const h2t_inflight_config *cfgp) {
   const h2t_inflight_config *cfg = cfgp ? &c : NULL;
   if (cfg && !sens_list_ok(cfg))
     return H2T_ERR_INVALID_ARG;
-  if (cfg && (cfg->max_entries > (size_t)UINT32_MAX - 1 ||
-              cfg->recent > ((size_t)1 << 24) ||
-              cfg->metrics_authorities > H2T_METRICS_AUTHORITIES_MAX))
+  if (cfg &&
+      !sizes_ok(cfg->max_entries, cfg->recent, cfg->metrics_authorities))
     return H2T_ERR_INVALID_ARG;
   if (cfg)
     for (size_t i = 0; i < cfg->nsensitive_headers; i++)
@@ -691,12 +695,6 @@ uint64_t h2t__inflight_mask(inflight_kind kind) {
          EVBIT(GOAWAY) | EVBIT(STREAM_RESET);
 }
 
-static int before_sending(unsigned st) {
-  return st == H2T_IFS_QUEUED || st == H2T_IFS_DNS ||
-         st == H2T_IFS_CONNECTING || st == H2T_IFS_TLS ||
-         st == H2T_IFS_WAIT_STREAM || st == H2T_IFS_RETRYING;
-}
-
 /* The first GOAWAY on its connection and the RST_STREAM that ended it, for
  * the exports (h2t_export_reader). */
 static void note_goaway(struct inflight_entry *e, uint64_t t, int by_peer) {
@@ -756,7 +754,7 @@ apply(struct inflight_entry *e, const h2t_event *ev) {
   case H2T_EV_GOT_100_CONTINUE:
     return H2T_IFS_SENDING;
   case H2T_EV_WROTE_HEADERS:
-    return before_sending(e->state) ? H2T_IFS_SENDING : -1;
+    return h2t__ifl_before_sending(e->state) ? H2T_IFS_SENDING : -1;
   case H2T_EV_WAIT_100_CONTINUE:
     return H2T_IFS_WAIT_CONTINUE;
   case H2T_EV_WROTE_REQUEST:

@@ -7,6 +7,7 @@
 #define H2T_INFLIGHT_INT_H
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdatomic.h>
 
 #include <h2trace/inflight.h>
@@ -136,6 +137,14 @@ void h2t__ife_to_info(const struct inflight_entry *e, uint64_t now_us,
 void h2t__ifl_recent_range(uint64_t *gen, uint64_t *first, uint64_t *end);
 int h2t__ifl_recent_at(uint64_t gen, uint64_t seq, struct inflight_entry *out);
 
+/* A client state before the request is being sent: where "wrote headers"
+ * moves it to sending (inflight.c's states and export.c's recorder). */
+static inline int h2t__ifl_before_sending(unsigned st) {
+  return st == H2T_IFS_QUEUED || st == H2T_IFS_DNS ||
+         st == H2T_IFS_CONNECTING || st == H2T_IFS_TLS ||
+         st == H2T_IFS_WAIT_STREAM || st == H2T_IFS_RETRYING;
+}
+
 /* Turn on with defaults if off (diag endpoint, signal dump).  0 or error. */
 int h2t__ifl_ensure_on(void);
 
@@ -169,15 +178,15 @@ void h2t__metrics_request_done(int kind, int error);
  * thread, before it stops counting live (in its write section: it reads
  * the entry only).  profile: add every thread's profile counts into sum (rows
  * H2T_PROF_NROWS); the caller holds h2t__ifl_life shared.  conn: a
- * registered connection closes.  text: the exposition into a new string
- * (free()); 0 or H2T_ERR_NOMEM. */
+ * registered connection closes.  write: the exposition, appended to f
+ * (the rest of the metrics' stream); 0 or H2T_ERR_NOMEM. */
 #define H2T_METRICS_AUTHORITIES_DEFAULT 32
 #define H2T_METRICS_AUTHORITIES_MAX 4096
 int h2t__hist_reset(size_t nauth);
 void h2t__hist_request(const struct inflight_entry *e);
 void h2t__hist_profile(uint64_t (*sum)[H2T_PROF_SERIES]);
 void h2t__hist_conn(int kind, uint64_t opened_us, uint64_t requests);
-int h2t__hist_text(char **out, size_t *len);
+int h2t__hist_write(FILE *f);
 void h2t__metrics_got_conn(const h2t_event *ev);
 void h2t__metrics_reset(void);
 

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "trace/json_int.h"
+#include "trace/tracectx_int.h"
 
 /* Valid UTF-8 as jansson checks it: no overlong forms, no surrogates,
  * nothing above U+10FFFF. */
@@ -82,3 +83,22 @@ void h2t__json_str(h2t__jbuf *j, const char *s, size_t len) {
   h2t__json_rawc(j, '"');
 }
 
+
+static void json_hex(h2t__jbuf *j, const char *k, const uint8_t *id,
+                     size_t n) {
+  char hex[34];
+  h2t__hex(id, n, hex + 1);
+  hex[0] = hex[2 * n + 1] = '"';
+  h2t__json_key(j, k);
+  h2t__json_raw(j, hex, 2 * n + 2);
+}
+
+void h2t__json_trace(h2t__jbuf *j, const h2t_trace_context *t, const char *kt,
+                     const char *ks, const char *kp) {
+  if (!t || h2t__zero_id(t->trace_id, 16))
+    return;
+  json_hex(j, kt, t->trace_id, 16);
+  json_hex(j, ks, t->span_id, 8);
+  if (!h2t__zero_id(t->parent_span_id, 8))
+    json_hex(j, kp, t->parent_span_id, 8);
+}

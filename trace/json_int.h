@@ -7,7 +7,11 @@
 #define H2T_JSON_INT_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+
+#include <h2trace/trace.h>
 
 /* Counts every byte the text needs; stores what fits in buf, keeping one
  * byte for the NUL (snprintf's contract). */
@@ -33,5 +37,41 @@ static inline void h2t__json_rawc(h2t__jbuf *j, char c) {
  * A string that is not valid UTF-8 has each non-ASCII byte written as '?',
  * so the output still parses. */
 void h2t__json_str(h2t__jbuf *j, const char *s, size_t len);
+
+/* A member's key and colon, after a comma unless it is the object's first.
+ * Our own keys only: they are not escaped. */
+static inline void h2t__json_key(h2t__jbuf *j, const char *k) {
+  if (j->fields++)
+    h2t__json_rawc(j, ',');
+  h2t__json_rawc(j, '"');
+  h2t__json_raw(j, k, strlen(k));
+  h2t__json_raw(j, "\":", 2);
+}
+
+static inline void h2t__json_int(h2t__jbuf *j, const char *k, long long v) {
+  char b[24];
+  int n = snprintf(b, sizeof b, "%lld", v);
+  h2t__json_key(j, k);
+  h2t__json_raw(j, b, (size_t)n);
+}
+
+/* JSON integers here are signed 64-bit, as jansson's were: clamp. */
+static inline void h2t__json_u64(h2t__jbuf *j, const char *k, uint64_t v) {
+  h2t__json_int(j, k, v > INT64_MAX ? INT64_MAX : (long long)v);
+}
+
+static inline void h2t__json_bool(h2t__jbuf *j, const char *k, int v) {
+  h2t__json_key(j, k);
+  if (v)
+    h2t__json_raw(j, "true", 4);
+  else
+    h2t__json_raw(j, "false", 5);
+}
+
+/* A request's W3C ids as lowercase hex strings under the keys the format
+ * wants (kt, ks, kp); nothing when t is NULL or has no trace id, and no
+ * parent when it has none. */
+void h2t__json_trace(h2t__jbuf *j, const h2t_trace_context *t, const char *kt,
+                     const char *ks, const char *kp);
 
 #endif

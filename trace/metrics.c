@@ -1,7 +1,6 @@
 /* Counters for GET /metrics and their Prometheus text exposition (0.0.4).
  * Counting is a relaxed atomic add; formatting happens on the reader. */
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,45 +139,9 @@ static int64_t writer_depth_sum(void) {
 
 /* --- exposition ---------------------------------------------------------- */
 
-struct sbuf {
-  char *p;
-  size_t len, cap;
-  int oom;
-};
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...) {
-  if (b->oom)
-    return;
-  for (;;) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-      b->oom = 1;
-      return;
-    }
-    if ((size_t)n < b->cap - b->len) {
-      b->len += (size_t)n;
-      return;
-    }
-    size_t cap = b->cap * 2 + (size_t)n;
-    char *p = realloc(b->p, cap);
-    if (!p) {
-      b->oom = 1;
-      return;
-    }
-    b->p = p;
-    b->cap = cap;
-  }
-}
-
-static void head(struct sbuf *b, const char *name, const char *type,
+static void head(FILE *f, const char *name, const char *type,
                  const char *help) {
-  sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+  fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /* "H2T_ERR_CONNECT_REFUSED" -> "connect_refused" */
@@ -215,12 +178,12 @@ int h2t_diag_metrics(char **out, size_t *len) {
   if (!out)
     return H2T_ERR_INVALID_ARG;
   *out = NULL;
-  struct sbuf b = {.cap = 8192};
-  b.p = malloc(b.cap);
-  if (!b.p)
+  size_t n;
+  FILE *f = open_memstream(out, &n);
+  if (!f)
     return H2T_ERR_NOMEM;
 
-  head(&b, "h2t_requests_total", "counter",
+  head(f, "h2t_requests_total", "counter",
        "Requests finished, by side and outcome.");
   char oc[40];
   for (int k = 0; k < 2; k++)
@@ -229,7 +192,7 @@ int h2t_diag_metrics(char **out, size_t *len) {
       if (!v && i)
         continue; /* keep the exposition short: errors appear once seen */
       outcome_name(i, oc, sizeof oc);
-      sb_printf(&b, "h2t_requests_total{kind=\"%s\",outcome=\"%s\"} %llu\n",
+      fprintf(f, "h2t_requests_total{kind=\"%s\",outcome=\"%s\"} %llu\n",
                 kinds[k], oc, (unsigned long long)v);
     }
 
@@ -239,7 +202,7 @@ int h2t_diag_metrics(char **out, size_t *len) {
   h2t__ifl_foreach_read(count_one, &sc);
   uint64_t dropped = atomic_load(&h2t__ifl.dropped);
   pthread_rwlock_unlock(&h2t__ifl_life);
-  head(&b, "h2t_requests_in_flight", "gauge",
+  head(f, "h2t_requests_in_flight", "gauge",
        "Requests in flight, by side and current state.");
   for (int k = 0; k < 2; k++)
     for (unsigned s = 0; s < H2T_IFS_COUNT_; s++) {
@@ -249,31 +212,31 @@ int h2t_diag_metrics(char **out, size_t *len) {
       int server_state = s >= H2T_IFS_READ_HEADERS && s <= H2T_IFS_SRV_FLOW_BLOCKED;
       if (s != H2T_IFS_CANCELING && server_state != k)
         continue;
-      sb_printf(&b, "h2t_requests_in_flight{kind=\"%s\",state=\"%s\"} %llu\n",
+      fprintf(f, "h2t_requests_in_flight{kind=\"%s\",state=\"%s\"} %llu\n",
                 kinds[k], h2t_inflight_state_name((h2t_inflight_state)s),
                 (unsigned long long)sc.n[k][s]);
     }
-  head(&b, "h2t_requests_untracked_total", "counter",
+  head(f, "h2t_requests_untracked_total", "counter",
        "Requests not tracked because the in-flight table was full.");
-  sb_printf(&b, "h2t_requests_untracked_total %llu\n",
+  fprintf(f, "h2t_requests_untracked_total %llu\n",
             (unsigned long long)dropped);
 
-  head(&b, "h2t_client_connections_opened_total", "counter",
+  head(f, "h2t_client_connections_opened_total", "counter",
        "Client connections opened for a request, by why no existing one "
        "was reused.");
   for (int r = 1; r < H2T_CONN_REASON_COUNT_; r++)
-    sb_printf(&b, "h2t_client_connections_opened_total{reason=\"%s\"} %llu\n",
+    fprintf(f, "h2t_client_connections_opened_total{reason=\"%s\"} %llu\n",
               h2t_conn_reason_name((h2t_conn_reason)r),
               (unsigned long long)atomic_load(&m_conn_new[r]));
-  head(&b, "h2t_client_connections_reused_total", "counter",
+  head(f, "h2t_client_connections_reused_total", "counter",
        "Requests that got an existing connection, by whether it was idle.");
   for (int i = 0; i < 2; i++)
-    sb_printf(&b, "h2t_client_connections_reused_total{was_idle=\"%s\"} %llu\n",
+    fprintf(f, "h2t_client_connections_reused_total{was_idle=\"%s\"} %llu\n",
               i ? "true" : "false",
               (unsigned long long)atomic_load(&m_conn_reused[i]));
-  head(&b, "h2t_server_connections_accepted_total", "counter",
+  head(f, "h2t_server_connections_accepted_total", "counter",
        "Server connections accepted.");
-  sb_printf(&b, "h2t_server_connections_accepted_total %llu\n",
+  fprintf(f, "h2t_server_connections_accepted_total %llu\n",
             (unsigned long long)atomic_load(&m_accepted));
 
   h2t_inflight_conn *conns;
@@ -284,15 +247,15 @@ int h2t_diag_metrics(char **out, size_t *len) {
       open[conns[i].kind ? 1 : 0]++;
     h2t_inflight_conn_free(conns);
   }
-  head(&b, "h2t_connections_open", "gauge", "Connections open, by side.");
+  head(f, "h2t_connections_open", "gauge", "Connections open, by side.");
   for (int k = 0; k < 2; k++)
-    sb_printf(&b, "h2t_connections_open{kind=\"%s\"} %llu\n", kinds[k],
+    fprintf(f, "h2t_connections_open{kind=\"%s\"} %llu\n", kinds[k],
               (unsigned long long)open[k]);
 
-  head(&b, "h2t_goaway_total", "counter", "GOAWAY frames, by direction.");
-  sb_printf(&b, "h2t_goaway_total{direction=\"sent\"} %llu\n",
+  head(f, "h2t_goaway_total", "counter", "GOAWAY frames, by direction.");
+  fprintf(f, "h2t_goaway_total{direction=\"sent\"} %llu\n",
             (unsigned long long)atomic_load(&m_goaway[0]));
-  sb_printf(&b, "h2t_goaway_total{direction=\"received\"} %llu\n",
+  fprintf(f, "h2t_goaway_total{direction=\"received\"} %llu\n",
             (unsigned long long)atomic_load(&m_goaway[1]));
 
   /* Each reason with the actions it can take (a series per pair that can
@@ -314,33 +277,26 @@ int h2t_diag_metrics(char **out, size_t *len) {
       {H2T_SHED_BODY_BUDGET, H2T_SHED_RESET},
       {H2T_SHED_BODY_BUDGET, H2T_SHED_FLOW_CONTROL},
   };
-  head(&b, "h2t_load_shed_total", "counter",
+  head(f, "h2t_load_shed_total", "counter",
        "Requests or connections shed by the server, by reason and action.");
   for (size_t i = 0; i < sizeof shed_pairs / sizeof shed_pairs[0]; i++)
-    sb_printf(&b, "h2t_load_shed_total{reason=\"%s\",action=\"%s\"} %llu\n",
+    fprintf(f, "h2t_load_shed_total{reason=\"%s\",action=\"%s\"} %llu\n",
               h2t_shed_reason_name(shed_pairs[i].r),
               h2t_shed_action_name(shed_pairs[i].a),
               (unsigned long long)atomic_load(
                   &m_shed[shed_pairs[i].r][shed_pairs[i].a]));
 
-  head(&b, "h2t_writer_queue_depth", "gauge",
+  head(f, "h2t_writer_queue_depth", "gauge",
        "Work items queued for writer threads.");
-  sb_printf(&b, "h2t_writer_queue_depth %lld\n", (long long)writer_depth_sum());
+  fprintf(f, "h2t_writer_queue_depth %lld\n", (long long)writer_depth_sum());
 
-  char *hist;
-  size_t hist_len;
-  if (h2t__hist_text(&hist, &hist_len) == 0) {
-    sb_printf(&b, "%s", hist);
-    free(hist);
-  } else
-    b.oom = 1;
-
-  if (b.oom) {
-    free(b.p);
+  int bad = h2t__hist_write(f) != 0 || ferror(f);
+  if (fclose(f) != 0 || bad) {
+    free(*out);
+    *out = NULL;
     return H2T_ERR_NOMEM;
   }
-  *out = b.p;
   if (len)
-    *len = b.len;
+    *len = n;
   return 0;
 }

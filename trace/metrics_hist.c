@@ -538,9 +538,7 @@ static void head(FILE *f, const char *name, const char *help) {
   fprintf(f, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
 }
 
-int h2t__hist_text(char **out, size_t *len) {
-  *out = NULL;
-  *len = 0;
+int h2t__hist_write(FILE *f) {
   /* sum the shards of this generation under the lock, write after it */
   pthread_mutex_lock(&hist_mu);
   size_t nauth = cur_nauth, nnames = atomic_load(&auth_n);
@@ -562,12 +560,6 @@ int h2t__hist_text(char **out, size_t *len) {
     memcpy(names, auth_names, nnames * AUTH_LEN);
   pthread_mutex_unlock(&hist_mu);
 
-  FILE *f = open_memstream(out, len);
-  if (!f) {
-    free(sum);
-    free(names);
-    return H2T_ERR_NOMEM;
-  }
   char labels[160];
   head(f, "h2t_request_duration_seconds",
        "Request duration, start to end, by side, authority (beyond the "
@@ -606,14 +598,6 @@ int h2t__hist_text(char **out, size_t *len) {
     snprintf(labels, sizeof labels, "kind=\"%s\"", kinds[k]);
     put_series(f, "h2t_connection_requests", labels, sum->conn_reqs[k],
                reqs_bound, NRB, 1);
-  }
-  int bad = ferror(f);
-  if (fclose(f) != 0 || bad) {
-    free(*out);
-    *out = NULL;
-    free(sum);
-    free(names);
-    return H2T_ERR_NOMEM;
   }
   free(sum);
   free(names);
