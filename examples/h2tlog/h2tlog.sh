@@ -92,9 +92,12 @@ program=$(awk -v lib="$lib" -v want="$want" -v json="$want_json" -v state="$want
 
 # bpftrace prints a line in pieces ("tid seq last piece"): join each
 # thread's pieces; anything else bpftrace says goes to stderr.  (mawk,
-# Debian's awk, reads a pipe in blocks unless told not to.)
+# Debian's awk, reads a pipe in blocks unless told not to: without
+# -W interactive nothing shows until 4 KiB of events came.  Its version is
+# read whole: `| grep -q` under pipefail failed when grep left first and awk
+# took a SIGPIPE, on a loaded machine.)
 awk=(awk)
-awk -W version 2>&1 | grep -q mawk && awk=(awk -W interactive)
+case $(awk -W version 2>&1 || true) in *mawk*) awk=(awk -W interactive) ;; esac
 BPFTRACE_STRLEN=128 bpftrace -B line -p "$pid" -e "$program" | "${awk[@]}" '
   match($0, /^[0-9]+ [0-9]+ [0-9]+ /) {
     split(substr($0, 1, RLENGTH - 1), h, " ")
