@@ -8,16 +8,8 @@
 set -u
 DOC="$1/doc/diag.md"
 BIN="$2/bin/h2serve"
-T=$(mktemp -d)
-PIDS=()
-cleanup() { # newest first: the client, then h2serve (no request to drain)
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-    kill "${PIDS[i]}" 2>/dev/null
-    wait "${PIDS[i]}" 2>/dev/null
-  done
-  rm -rf "$T"
-}
-trap cleanup EXIT
+# stops the client, then h2serve (no request left to drain)
+. "$(dirname "$0")/support/lib.sh"
 fail() {
   echo "FAIL: $*"
   exit 1

@@ -9,32 +9,15 @@
 set -u
 SRC="$1"
 BIN="$2/bin"
-T=$(mktemp -d)
+. "$(dirname "$0")/support/lib.sh"
 SESSION="h2top-test-$$" # its own tmux server (-L), killed at the end
-PIDS=()
-cleanup() {
-  tmux -L "$SESSION" kill-server 2>/dev/null
-  for p in "${PIDS[@]}"; do
-    kill "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-  done
-  rm -rf "$T"
-}
-trap cleanup EXIT
+cleanup_more() { tmux -L "$SESSION" kill-server 2>/dev/null; }
 fail() {
   echo "FAIL: $*"
   for f in "$T"/*.out "$T"/*.err "$T"/screen; do
     [ -s "$f" ] && { echo "--- $f"; cat "$f"; }
   done
   exit 1
-}
-# poll CMD... : up to 15 s until CMD succeeds
-poll() {
-  for _ in $(seq 300); do
-    "$@" && return 0
-    sleep 0.05
-  done
-  return 1
 }
 [ -x "$BIN/h2top" ] || { echo "SKIP: no h2top (ncurses missing)"; exit 0; }
 

@@ -1,13 +1,16 @@
 # Sourced by the script tests: a temporary directory $T, processes started
-# in the background stopped by PID at exit (track PID), bounded waits.
-# A script defines its own fail() (what to show of its processes' logs).
+# in the background stopped by PID at exit (track PID), newest first (a
+# client before its server), bounded waits.  A script defines its own
+# fail() (what to show of its processes' logs), and cleanup_more() if it
+# has more to stop first.
 T=$(mktemp -d)
 PIDS=()
 track() { PIDS+=("$1"); }
 cleanup() {
-  for p in "${PIDS[@]}"; do
-    kill "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
+  declare -F cleanup_more >/dev/null && cleanup_more
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    kill "${PIDS[i]}" 2>/dev/null
+    wait "${PIDS[i]}" 2>/dev/null
   done
   rm -rf "$T"
 }
