@@ -851,26 +851,13 @@ static void test_shed_503_and_conn_limit(void **state) {
   free(t);
 }
 
-typedef struct bg_run {
-  char **argv;
-  char *out;
-  int rc;
-} bg_run;
-
-static void *bg(void *arg) {
-  bg_run *b = arg;
-  b->rc = h2t_test_run(b->argv, 20000, &b->out);
-  return NULL;
-}
-
 /* Shutdown with streams in flight: they finish, then the server stops. */
 static void test_graceful_shutdown_drains(void **state) {
   tsrv *t = tsrv_start(mode_of(state), NULL);
   char *argv[] = {"h2load", "-n", "5", "-c", "1", "-m", "5",
                   url(t, 0, "/delay?ms=400"), NULL};
-  bg_run b = {.argv = argv};
-  pthread_t th;
-  pthread_create(&th, NULL, bg, &b);
+  h2t_test_bg b = {.argv = argv, .timeout_ms = 20000};
+  assert_int_equal(h2t_test_bg_start(&b), 0);
   for (int i = 0; i < 200; i++) {
     usleep(10000);
     pthread_mutex_lock(&t->mu);
@@ -883,7 +870,7 @@ static void test_graceful_shutdown_drains(void **state) {
   h2t_server_shutdown_async(t->s);
   pthread_join(t->th, NULL);
   uint64_t took = h2t_now_us() - t0;
-  pthread_join(th, NULL);
+  h2t_test_bg_join(&b);
   assert_true(h2load_ok(b.out, 5));
   assert_true(took > 200000 && took < 5000000);
   free(b.out);

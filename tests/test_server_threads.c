@@ -235,27 +235,14 @@ static void test_spread_and_stats(void **state) {
   free(t);
 }
 
-typedef struct bg_run {
-  char **argv;
-  char *out;
-  int rc;
-} bg_run;
-
-static void *bg(void *arg) {
-  bg_run *b = arg;
-  b->rc = h2t_test_run(b->argv, 30000, &b->out);
-  return NULL;
-}
-
 /* Shutdown while /delay requests wait on timers of several workers: they
  * all finish, then on_shutdown_done runs once and h2t_server_run returns. */
 static void test_graceful_shutdown_all_workers(void **state) {
   tsrv *t = tsrv_start(NTHREADS, 0);
   char *argv[] = {"h2load", "-n", "24", "-c", "12", "-m", "2",
                   url(t, "/delay?ms=500"), NULL};
-  bg_run b = {.argv = argv};
-  pthread_t th;
-  pthread_create(&th, NULL, bg, &b);
+  h2t_test_bg b = {.argv = argv, .timeout_ms = 30000};
+  assert_int_equal(h2t_test_bg_start(&b), 0);
   for (int i = 0; i < 400; i++) {
     usleep(10000);
     pthread_mutex_lock(&t->mu);
@@ -271,7 +258,7 @@ static void test_graceful_shutdown_all_workers(void **state) {
   h2t_server_shutdown_async(t->s); /* idempotent */
   pthread_join(t->th, NULL);
   uint64_t took = h2t_now_us() - t0;
-  pthread_join(th, NULL);
+  h2t_test_bg_join(&b);
   assert_true(h2load_ok(b.out, 24));
   free(b.out);
   assert_true(took > 200000 && took < 5000000);

@@ -297,3 +297,19 @@ int h2t_test_run(char *const argv[], int timeout_ms, char **out) {
     free(buf);
   return rc;
 }
+
+static void *bg_main(void *arg) {
+  h2t_test_bg *b = arg;
+  b->rc = h2t_test_run(b->argv, b->timeout_ms, &b->out);
+  return NULL;
+}
+
+int h2t_test_bg_start(h2t_test_bg *b) {
+  b->out = NULL;
+  b->rc = -1;
+  return pthread_create(&b->th, NULL, bg_main, b) == 0 ? 0 : -1;
+}
+
+void h2t_test_bg_join(h2t_test_bg *b) {
+  pthread_join(b->th, NULL);
+}

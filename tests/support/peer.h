@@ -5,6 +5,7 @@
 #ifndef H2T_TEST_PEER_H
 #define H2T_TEST_PEER_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -51,5 +52,18 @@ const char *h2t_test_bin(const char *name);
  * capturing stdout+stderr into *out (malloc'd, NUL-terminated; may be NULL).
  * Returns the exit code, or -1 on timeout / failure to start. */
 int h2t_test_run(char *const argv[], int timeout_ms, char **out);
+
+/* h2t_test_run on a thread of its own, for a client that runs while the
+ * test acts on the server: fill argv and timeout_ms, start; join gives out
+ * and rc.  start returns 0, or -1 (no thread: rc is -1). */
+typedef struct h2t_test_bg {
+  char *const *argv;
+  int timeout_ms;
+  char *out;
+  int rc;
+  pthread_t th;
+} h2t_test_bg;
+int h2t_test_bg_start(h2t_test_bg *b);
+void h2t_test_bg_join(h2t_test_bg *b);
 
 #endif
