@@ -14,13 +14,6 @@ fail() {
   echo "FAIL: $*"
   exit 1
 }
-poll() {
-  for _ in $(seq 300); do
-    "$@" && return 0
-    sleep 0.05
-  done
-  return 1
-}
 
 mkdir -p "$T/www"
 echo hello >"$T/www/index.html"
