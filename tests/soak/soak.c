@@ -133,6 +133,8 @@ static atomic_llong heap_bytes, heap_blocks;
 
 static void *c_malloc(size_t n, void *user) {
   (void)user;
+  if (n > (size_t)-1 - MEM_HDR)
+    return NULL;
   unsigned char *p = malloc(n + MEM_HDR);
   if (!p)
     return NULL;
@@ -166,6 +168,8 @@ static void *c_calloc(size_t k, size_t n, void *user) {
 static void *c_realloc(void *ptr, size_t n, void *user) {
   if (!ptr)
     return c_malloc(n, user);
+  if (n > (size_t)-1 - MEM_HDR)
+    return NULL;
   unsigned char *p = (unsigned char *)ptr - MEM_HDR;
   size_t old;
   memcpy(&old, p, sizeof old);
@@ -675,7 +679,8 @@ static void usage(FILE *f) {
           "  --fault-every F   kill or GOAWAY one h2serve every F requests\n"
           "                    (default n/20; 0: never)\n"
           "  --deadline S      fail after S seconds (default 600)\n"
-          "  --warmup P        ignore the first P%% for RSS (default 10)\n"
+          "  --warmup P        ignore the first P%% for the heap and RSS\n"
+          "                    (default 10)\n"
           "  --heap-tol P      allowed growth of the library's heap in %%\n"
           "                    (default 10; 0: only printed)\n"
           "  --rss-tol P       allowed RSS growth in %% (default 5; 0: only\n"
