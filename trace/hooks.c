@@ -71,16 +71,7 @@ const char *h2t_shed_action_name(h2t_shed_action a) {
   return NULL;
 }
 
-/* Where each event's hook sits in its struct, made from the same lists as
- * the enum: an event without its field in its side's struct does not
- * compile, and no slot can be left 0 (that is struct_size's offset, which
- * would be called as a function). */
-#define CLIENT_OFF(up, low) [H2T_EV_##up] = offsetof(h2t_client_trace, low),
-#define SERVER_OFF(up, low) [H2T_EV_##up] = offsetof(h2t_server_trace, low),
-const uint16_t h2t__trace_hook_off[H2T_EV_COUNT_] = {
-    H2T_CLIENT_EVENT_MAP(CLIENT_OFF) H2T_SERVER_EVENT_MAP(SERVER_OFF)};
-#undef CLIENT_OFF
-#undef SERVER_OFF
+/* h2t__trace_hook_off: trace_int.h. */
 
 /* Each hook field lies past the common head, and the structs hold exactly
  * one hook per event of their side: a hook without an event, or two events

@@ -84,8 +84,18 @@ int h2t__trace_chain_push(trace_chain *tc, const void *trace, uint64_t mask);
  * reach the in-flight table, which keeps state, history and bytes. */
 void h2t__trace_chain_set_inflight(trace_chain *tc, struct inflight_entry *e);
 
-/* Offset of each event's hook in its trace struct (client or server). */
-extern const uint16_t h2t__trace_hook_off[H2T_EV_COUNT_];
+/* Offset of each event's hook in its trace struct (client or server),
+ * made from the same lists as the enum: an event without its field in its
+ * side's struct does not compile, and no slot can be left 0 (that is
+ * struct_size's offset, which would be called as a function).  Here, not
+ * in a .c file, so that a call site whose event type is a constant finds
+ * its hook at a constant offset (no table load). */
+#define TRACE_OFF_C_(up, low) [H2T_EV_##up] = offsetof(h2t_client_trace, low),
+#define TRACE_OFF_S_(up, low) [H2T_EV_##up] = offsetof(h2t_server_trace, low),
+static const uint16_t h2t__trace_hook_off[H2T_EV_COUNT_] = {
+    H2T_CLIENT_EVENT_MAP(TRACE_OFF_C_) H2T_SERVER_EVENT_MAP(TRACE_OFF_S_)};
+#undef TRACE_OFF_C_
+#undef TRACE_OFF_S_
 
 /* The general walk: every head, its `next` chain, `any`, the in-flight
  * entry. */
@@ -93,30 +103,21 @@ void h2t__trace_emit_slow(const trace_chain *tc, h2t_event *ev);
 /* (trace/inflight.c, below) */
 void h2t__inflight_event(struct inflight_entry *e, const h2t_event *ev);
 
-/* Run every hook for ev->type along the chain; reads the clock if ev->t_us
- * is 0; fires the event's attached probes first.  Call only after
- * TRACE_WANTS().  Inline so that the common chain costs a few loads and
- * the hook's call, not a call into the walk. */
-/* The same offsets, visible here so that a call site whose event type is
- * a constant finds its hook at a constant offset (no table load). */
-#define TRACE_OFF_C_(up, low) [H2T_EV_##up] = offsetof(h2t_client_trace, low),
-#define TRACE_OFF_S_(up, low) [H2T_EV_##up] = offsetof(h2t_server_trace, low),
-static const uint16_t trace_hook_off_[H2T_EV_COUNT_] = {
-    H2T_CLIENT_EVENT_MAP(TRACE_OFF_C_) H2T_SERVER_EVENT_MAP(TRACE_OFF_S_)};
-#undef TRACE_OFF_C_
-#undef TRACE_OFF_S_
-
 /* Call one trace struct's hook for ev (reads nothing of it afterwards). */
 static inline void trace_call_one(const void *trace, h2t_event *ev) {
   const char *t = (const char *)trace;
   h2t_hook fn;
   void *user;
-  __builtin_memcpy(&fn, t + trace_hook_off_[ev->type], sizeof fn);
+  __builtin_memcpy(&fn, t + h2t__trace_hook_off[ev->type], sizeof fn);
   __builtin_memcpy(&user, t + sizeof(size_t), sizeof user);
   if (fn)
     fn(ev, user);
 }
 
+/* Run every hook for ev->type along the chain; reads the clock if ev->t_us
+ * is 0; fires the event's attached probes first.  Call only after
+ * TRACE_WANTS().  Inline so that the common chain costs a few loads and
+ * the hook's call, not a call into the walk. */
 static inline void trace_emit(const trace_chain *tc, h2t_event *ev) {
   if (__builtin_expect(H2T_PROBE_ON(ev->type), 0)) {
     if (!ev->t_us)
