@@ -714,18 +714,19 @@ void h2t_server_stats_get(const h2t_server *s, h2t_server_stats *out) {
   if (!s || !out)
     return;
   *out = s->w[0].x.st;
-  out->writer_queue_depth = h2t__writer_depth(s->w[0].x.writer);
-  out->writer_queue_max = h2t__writer_depth_max(s->w[0].x.writer);
-  for (int i = 1; i < s->nworkers; i++) {
+  out->writer_queue_max = 0;
+  for (int i = 0; i < s->nworkers; i++) {
     srv_worker *w = &s->w[i];
-    h2t_server_stats st;
-    pthread_mutex_lock(&w->st_mu);
-    st = w->st_snap;
-    pthread_mutex_unlock(&w->st_mu);
-    stats_add(out, &st);
-    out->writer_queue_depth += h2t__writer_depth(w->x.writer);
+    if (i > 0) {
+      h2t_server_stats st;
+      pthread_mutex_lock(&w->st_mu);
+      st = w->st_snap;
+      pthread_mutex_unlock(&w->st_mu);
+      stats_add(out, &st);
+    }
     out->writer_queue_max += h2t__writer_depth_max(w->x.writer);
   }
+  out->writer_queue_depth = h2t_server_writer_depth(s);
 }
 
 uint32_t h2t_server_writer_depth(const h2t_server *s) {

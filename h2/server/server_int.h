@@ -213,6 +213,10 @@ typedef struct srv_sess_callbacks {
 } srv_sess_callbacks;
 
 #define SRV_SID_CACHE 16
+typedef struct srv_sid_slot {
+  int32_t sid;
+  void *req;
+} srv_sid_slot;
 
 struct srv_conn {
   srv_conn *next, *prev; /* x->conns */
@@ -232,10 +236,7 @@ struct srv_conn {
    * callback of a frame would otherwise search nghttp2's stream map (ten
    * times per request).  An entry changes only with the stream's user
    * data (set_req). */
-  struct {
-    int32_t sid;
-    void *req;
-  } sid_cache[SRV_SID_CACHE];
+  srv_sid_slot sid_cache[SRV_SID_CACHE];
   unsigned ready : 1, goaway : 1;
 };
 

@@ -31,21 +31,23 @@ static ssize_t data_read(nghttp2_session *sess, int32_t sid, uint8_t *buf,
  * a stream's request: nghttp2's stream user data, behind sid_cache
  */
 
+/* sid's entry (client streams are odd: sid >> 1 numbers them) */
+static inline srv_sid_slot *sid_entry(srv_conn *c, int32_t sid) {
+  return &c->sid_cache[((uint32_t)sid >> 1) % SRV_SID_CACHE];
+}
+
 static void *stream_req(srv_conn *c, int32_t sid) {
-  unsigned i = ((uint32_t)sid >> 1) % SRV_SID_CACHE;
-  if (c->sid_cache[i].sid == sid)
-    return c->sid_cache[i].req;
-  void *r = nghttp2_session_get_stream_user_data(c->sess, sid);
-  c->sid_cache[i].sid = sid;
-  c->sid_cache[i].req = r;
-  return r;
+  srv_sid_slot *e = sid_entry(c, sid);
+  if (e->sid != sid) {
+    e->sid = sid;
+    e->req = nghttp2_session_get_stream_user_data(c->sess, sid);
+  }
+  return e->req;
 }
 
 static void set_req(srv_conn *c, int32_t sid, void *r) {
-  unsigned i = ((uint32_t)sid >> 1) % SRV_SID_CACHE;
   nghttp2_session_set_stream_user_data(c->sess, sid, r);
-  c->sid_cache[i].sid = sid;
-  c->sid_cache[i].req = r;
+  *sid_entry(c, sid) = (srv_sid_slot){sid, r};
 }
 
 int h2t__srv_sess_respond(srv_conn *c, int32_t sid, const nghttp2_nv *nva,
@@ -288,7 +290,7 @@ static int on_stream_close(nghttp2_session *sess, int32_t sid, uint32_t code,
   void *r = stream_req(c, sid);
   if (r) {
     /* nghttp2 forgets the stream after this: only our cache must */
-    c->sid_cache[((uint32_t)sid >> 1) % SRV_SID_CACHE].req = NULL;
+    sid_entry(c, sid)->req = NULL;
     c->x->sess_cb->stream_close(r, code);
     c->nreqs--;
   }
