@@ -223,12 +223,28 @@ static void on_static_close(h2t_server_req *r, uint32_t code, void *user) {
   blob_unref(user);
 }
 
-static void respond_blob(h2t_server_req *r, centry *e, int head) {
-  h2t_header h[2] = {{"content-type", e->ctype}, {"content-length", e->cl}};
+/* A cached file for a response: the blob, with a reference for it, and
+ * its header values, copied while the cache is locked. */
+typedef struct cached {
+  blob *b;
+  const char *ctype;
+  char cl[24];
+} cached;
+
+/* Fill c from e; 1, static_locked()'s answer for a cached file. */
+static int cached_ref(centry *e, cached *c) {
   atomic_fetch_add(&e->b->refs, 1);
-  h2t_server_req_on(r, NULL, on_static_close, e->b);
-  h2t_server_req_respond(r, 200, h, 2, head ? NULL : e->b->data,
-                         head ? 0 : e->b->len, H2T_RESPOND_NOCOPY);
+  c->b = e->b;
+  c->ctype = e->ctype;
+  memcpy(c->cl, e->cl, sizeof c->cl);
+  return 1;
+}
+
+static void respond_blob(h2t_server_req *r, const cached *c, int head) {
+  h2t_header h[2] = {{"content-type", c->ctype}, {"content-length", c->cl}};
+  h2t_server_req_on(r, NULL, on_static_close, c->b);
+  h2t_server_req_respond(r, 200, h, 2, head ? NULL : c->b->data,
+                         head ? 0 : c->b->len, H2T_RESPOND_NOCOPY);
 }
 
 static void not_found(h2t_server_req *r, int status, const char *msg) {
@@ -237,9 +253,10 @@ static void not_found(h2t_server_req *r, int status, const char *msg) {
                          H2T_RESPOND_NOCOPY);
 }
 
-/* With the cache locked. */
-static void static_locked(app *a, h2t_server_req *r, const char *rel,
-                          int head);
+/* With the cache locked: 1 and *c for rel's cached file, or 0 when r
+ * was answered (not found, an error, a file too large to cache). */
+static int static_locked(app *a, h2t_server_req *r, const char *rel,
+                         int head, cached *c);
 
 static void handle_static(h2t_server_req *r, void *user) {
   app *a = user;
@@ -254,37 +271,39 @@ static void handle_static(h2t_server_req *r, void *user) {
     not_found(r, 400, "bad path\n");
     return;
   }
+  /* The response is sent after the lock: under it, every worker's
+   * responses would wait for one another. */
+  cached c;
   pthread_mutex_lock(&a->cache_mu);
-  static_locked(a, r, rel, head);
+  int hit = static_locked(a, r, rel, head, &c);
   pthread_mutex_unlock(&a->cache_mu);
+  if (hit)
+    respond_blob(r, &c, head);
 }
 
-static void static_locked(app *a, h2t_server_req *r, const char *rel,
-                          int head) {
+static int static_locked(app *a, h2t_server_req *r, const char *rel,
+                         int head, cached *c) {
   unsigned hb = hash_str(rel);
   centry *e = a->cache[hb];
   while (e && strcmp(e->path, rel))
     e = e->next;
   ev_tstamp now = ev_now(h2t_server_req_loop(r));
-  if (e && now - e->checked < 1.0) {
-    respond_blob(r, e, head);
-    return;
-  }
+  if (e && now - e->checked < 1.0)
+    return cached_ref(e, c);
   char full[PATH_MAX * 2];
   snprintf(full, sizeof full, "%s%s", a->root, rel);
   struct stat st;
   if (e && stat(full, &st) == 0 && st.st_mtime == e->mtime &&
       st.st_size == e->size) {
     e->checked = now;
-    respond_blob(r, e, head);
-    return;
+    return cached_ref(e, c);
   }
   int fd = open(full, O_RDONLY | O_CLOEXEC);
   if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     if (fd >= 0)
       close(fd);
     not_found(r, 404, "not found\n");
-    return;
+    return 0;
   }
   if (st.st_size <= CACHE_MAX_FILE) {
     blob *b = malloc(sizeof *b + (size_t)st.st_size + 1);
@@ -293,7 +312,7 @@ static void static_locked(app *a, h2t_server_req *r, const char *rel,
     if (got != st.st_size) {
       free(b);
       not_found(r, 500, "read error\n");
-      return;
+      return 0;
     }
     atomic_init(&b->refs, 1);
     b->len = (size_t)got;
@@ -303,7 +322,7 @@ static void static_locked(app *a, h2t_server_req *r, const char *rel,
         free(e);
         free(b);
         not_found(r, 500, "out of memory\n");
-        return;
+        return 0;
       }
       e->next = a->cache[hb];
       a->cache[hb] = e;
@@ -315,8 +334,7 @@ static void static_locked(app *a, h2t_server_req *r, const char *rel,
     e->size = st.st_size;
     snprintf(e->cl, sizeof e->cl, "%zu", b->len);
     e->checked = now;
-    respond_blob(r, e, head);
-    return;
+    return cached_ref(e, c);
   }
   h2t_header h[2] = {{"content-type", ctype_of(rel)}, {"content-length", NULL}};
   char cl[24];
@@ -325,9 +343,10 @@ static void static_locked(app *a, h2t_server_req *r, const char *rel,
   if (head) {
     close(fd);
     h2t_server_req_respond(r, 200, h, 2, NULL, 0, 0);
-    return;
+    return 0;
   }
   h2t_server_req_respond_file(r, 200, h, 1, fd, 0, st.st_size);
+  return 0;
 }
 
 static void cache_free(app *a) {

@@ -103,10 +103,7 @@ static void usage(FILE *f) {
 }
 
 static int usage_error(const char *fmt, const char *arg) {
-  fprintf(stderr, "h2bench: client: ");
-  fprintf(stderr, fmt, arg);
-  fprintf(stderr, " (see h2bench client --help)\n");
-  return 2;
+  return cli_usage_error(PROG, fmt, arg);
 }
 
 enum { OPT_WARMUP = 256, OPT_TRACE, OPT_CACERT, OPT_NO_TRACEPARENT };

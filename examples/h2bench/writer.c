@@ -22,6 +22,7 @@
 
 #include <h2trace/server.h>
 #include "bench.h"
+#include "cli.h"
 
 #define MAX_ROUNDS 15
 #define NMODES 3
@@ -323,9 +324,8 @@ int bench_writer_main(int argc, char **argv) {
     } else if (!v) {
       return bad("unknown option or missing value", a);
     } else if (!strcmp(a, "--spin")) {
-      char *end;
-      unsigned long sp = strtoul(v, &end, 10);
-      if (*end || *v == '-' || sp > 10000)
+      uint64_t sp;
+      if (cli_parse_u64(v, 0, 10000, &sp) != 0)
         return bad("bad --spin (0 to 10000 us)", v);
       o.spin_us = (uint32_t)sp;
       i++;
