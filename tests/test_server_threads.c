@@ -169,6 +169,13 @@ static unsigned handled_of(tsrv *t) {
   return n;
 }
 
+static int nheld_of(tsrv *t) {
+  pthread_mutex_lock(&t->mu);
+  int n = t->nheld;
+  pthread_mutex_unlock(&t->mu);
+  return n;
+}
+
 static struct ev_loop *loop_of(tsrv *t, int i) {
   pthread_mutex_lock(&t->mu);
   struct ev_loop *l = t->loops[i];
@@ -243,14 +250,8 @@ static void test_graceful_shutdown_all_workers(void **state) {
                   url(t, "/delay?ms=500"), NULL};
   h2t_test_bg b = {.argv = argv, .timeout_ms = 30000};
   assert_int_equal(h2t_test_bg_start(&b), 0);
-  for (int i = 0; i < 400; i++) {
+  for (int i = 0; i < 400 && handled_of(t) < 24; i++)
     usleep(10000);
-    pthread_mutex_lock(&t->mu);
-    unsigned n = t->handled;
-    pthread_mutex_unlock(&t->mu);
-    if (n == 24)
-      break;
-  }
   assert_int_equal(handled_of(t), 24);
   assert_true(busy_loops(t) >= 2); /* in flight on several workers */
   uint64_t t0 = h2t_now_us();
@@ -292,15 +293,9 @@ static void test_cancel_and_diag_across_workers(void **state) {
   char *argv[] = {"h2load", "-n", "12", "-c", "12", "-m", "1",
                   url(t, "/hold"), NULL};
   pid_t pid = h2t_test_spawn(argv, NULL);
-  for (int i = 0; i < 500; i++) {
+  for (int i = 0; i < 500 && nheld_of(t) < 12; i++)
     usleep(10000);
-    pthread_mutex_lock(&t->mu);
-    int n = t->nheld;
-    pthread_mutex_unlock(&t->mu);
-    if (n == 12)
-      break;
-  }
-  assert_int_equal(t->nheld, 12);
+  assert_int_equal(nheld_of(t), 12);
   assert_true(busy_loops(t) >= 2);
   struct ev_loop *loop0 = h2t_server_loop(t->s);
   int k = -1;
