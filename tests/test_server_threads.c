@@ -130,10 +130,14 @@ static tsrv *tsrv_start(uint32_t threads, uint32_t shutdown_timeout_ms) {
   return t;
 }
 
-/* Shut down, wait for h2t_server_run to return, free. */
-static void tsrv_finish(tsrv *t) {
+/* Shut down, wait for h2t_server_run to return: the stats and counters
+ * can be read until tsrv_free. */
+static void tsrv_join(tsrv *t) {
   h2t_server_shutdown_async(t->s);
   pthread_join(t->th, NULL);
+}
+
+static void tsrv_free(tsrv *t) {
   h2t_server_del(t->s);
   pthread_mutex_destroy(&t->mu);
   free(t);
@@ -225,8 +229,7 @@ static void test_spread_and_stats(void **state) {
   free(out);
   assert_true(busy_loops(t) >= 2);
   assert_true(nloops_of(t) <= NTHREADS);
-  h2t_server_shutdown_async(t->s);
-  pthread_join(t->th, NULL);
+  tsrv_join(t);
   h2t_server_stats st;
   h2t_server_stats_get(t->s, &st);
   assert_int_equal(st.requests, 600);
@@ -237,9 +240,7 @@ static void test_spread_and_stats(void **state) {
   assert_true(st.bytes_out > 600 * 6);
   assert_int_equal(handled_of(t), 600);
   assert_int_equal(t->done_calls, 1);
-  h2t_server_del(t->s);
-  pthread_mutex_destroy(&t->mu);
-  free(t);
+  tsrv_free(t);
 }
 
 /* Shutdown while /delay requests wait on timers of several workers: they
@@ -274,9 +275,7 @@ static void test_graceful_shutdown_all_workers(void **state) {
   char *out = NULL;
   assert_int_not_equal(h2t_test_run(cargv, 10000, &out), 0);
   free(out);
-  h2t_server_del(t->s);
-  pthread_mutex_destroy(&t->mu);
-  free(t);
+  tsrv_free(t);
 }
 
 /* Requests held on several workers: the diagnostics endpoint lists every
@@ -336,8 +335,7 @@ static void test_cancel_and_diag_across_workers(void **state) {
       assert_int_equal(__atomic_load_n(&t->held[i].closed, __ATOMIC_ACQUIRE),
                        0);
   /* the rest never answer: shutdown_timeout_ms closes them on every worker */
-  h2t_server_shutdown_async(t->s);
-  pthread_join(t->th, NULL);
+  tsrv_join(t);
   for (int i = 0; i < t->nheld; i++) {
     assert_int_equal(t->held[i].closed, 1);
     assert_true(t->held[i].closed_on_own_thread);
@@ -345,9 +343,7 @@ static void test_cancel_and_diag_across_workers(void **state) {
   assert_int_equal(t->done_calls, 1);
   h2t_test_stop(pid);
   h2t_diag_stop(d);
-  h2t_server_del(t->s);
-  pthread_mutex_destroy(&t->mu);
-  free(t);
+  tsrv_free(t);
 }
 
 /* threads = 1 through the same paths: one loop, today's behaviour. */
@@ -361,7 +357,8 @@ static void test_one_thread_same(void **state) {
   free(out);
   assert_int_equal(nloops_of(t), 1);
   assert_ptr_equal(loop_of(t, 0), h2t_server_loop(t->s));
-  tsrv_finish(t);
+  tsrv_join(t);
+  tsrv_free(t);
 }
 
 int main(void) {
