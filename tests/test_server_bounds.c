@@ -188,8 +188,7 @@ static answer read_answer(int fd, int timeout_ms, int until_end) {
       }
     }
     drop(&in, off);
-    if (a.closed || a.rst || (a.goaway && !until_end) ||
-        (until_end && a.ended) || (!until_end && a.ended))
+    if (a.closed || a.rst || a.ended || (a.goaway && !until_end))
       break;
     int got = recv_more(fd, &in, end);
     if (got == 0)
