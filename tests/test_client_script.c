@@ -129,13 +129,12 @@ static void env_stop(env *e) {
 
 static void submit(env *e, int i, rq *q, const char *method, h2t_request_opts
                    *extra) {
-  const char *url = e->url;
   e->tr[i] = (h2t_client_trace){H2T_CLIENT_TRACE_INIT, .any = on_ev,
                                 .user = q, .next = next_trace};
   h2t_request_opts o = {H2T_REQUEST_OPTS_INIT};
   if (extra)
     o = *extra;
-  o.url = url;
+  o.url = e->url;
   o.method = method;
   o.on_data = on_data;
   o.on_done = on_done;
@@ -322,8 +321,7 @@ static void test_max_streams_opens_new_conn_then_queues(void **state) {
   submit(&e, 2, &q[1], NULL, NULL);
   submit(&e, 3, &q[2], NULL, NULL); /* no conn left: queued */
   /* the queue holds one */
-  const char *url = e.url;
-  h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = url};
+  h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = e.url};
   assert_int_equal(h2t_request_submit(e.c, &o, NULL), H2T_ERR_LIMIT);
   h2t_client_stats st;
   h2t_client_stats_get(e.c, &st);
@@ -707,12 +705,11 @@ static void test_cancel_from_inline_flow_blocked(void **state) {
   env_start(&e, &s, NULL);
   static uint8_t big[300000];
   memset(big, 'b', sizeof big);
-  const char *url = e.url;
   h2t_client_trace tr = {H2T_CLIENT_TRACE_INIT, .flow_blocked = fb_cancel};
   fb_done = 0;
   /* several uploads on one conn, so the walk has a next to go on with */
   for (int i = 0; i < 3; i++) {
-    h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = url, .body = big,
+    h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = e.url, .body = big,
                           .body_len = sizeof big, .on_done = fb_on_done,
                           .trace = &tr};
     assert_int_equal(h2t_request_submit(e.c, &o, NULL), 0);
@@ -803,14 +800,13 @@ static void test_cancel_from_every_hook(void **state) {
   env e;
   h2t_script s = {.send_100 = 1};
   env_start(&e, &s, NULL);
-  const char *url = e.url;
   h2t_header hdr[] = {{"expect", "100-continue"}};
   h2t_client_trace tr = {H2T_CLIENT_TRACE_INIT, .any = chaos_hook};
   for (int t = 0; t < H2T_EV_FIRST_SERVER_; t++) {
     chaos_type = (h2t_event_type)t;
     chaos_fired = chaos_dones = 0;
     int err = 1;
-    h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = url,
+    h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = e.url,
                           .method = "POST", .body = "abc", .body_len = 3,
                           .headers = hdr, .nheaders = 1, .trace = &tr,
                           .on_done = chaos_done, .user = &err};
@@ -842,10 +838,9 @@ static void test_fetch_keeps_user(void **state) {
   env e;
   h2t_script s = {0};
   env_start(&e, &s, NULL);
-  const char *url = e.url;
   int marker = 42;
   h2t_client_trace tr = {H2T_CLIENT_TRACE_INIT, .got_conn = fetch_user_hook};
-  h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = url, .trace = &tr,
+  h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = e.url, .trace = &tr,
                         .user = &marker};
   h2t_response resp;
   fetch_seen_user = NULL;
@@ -863,8 +858,7 @@ static void test_traceparent_indexing(void **state) {
   env e;
   h2t_script s = {0};
   env_start(&e, &s, NULL);
-  const char *url = e.url;
-  h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = url};
+  h2t_request_opts o = {H2T_REQUEST_OPTS_INIT, .url = e.url};
   for (int i = 0; i < 3; i++) {
     h2t_response resp;
     assert_int_equal(h2t_client_fetch(e.c, &o, &resp), 0);

@@ -31,8 +31,6 @@
 #include "frames.h"
 #include "peer.h"
 
-#define PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
 typedef struct tsrv {
   h2t_server *s;
   pthread_t th;
@@ -115,7 +113,6 @@ static int dial(int port, int rcvbuf) {
   return fd;
 }
 
-
 /* Preface and SETTINGS; big_windows: stream and connection windows of
  * 2^31-1, so that only the socket limits what the server sends. */
 static void start_conn(buf *b, int big_windows) {
@@ -176,34 +173,22 @@ static answer read_answer(int fd, int timeout_ms, int until_end) {
   uint64_t end = h2t_now_us() + (uint64_t)timeout_ms * 1000;
   for (;;) {
     size_t off = 0;
-    while (in.len - off >= 9) {
-      const uint8_t *h = in.p + off;
-      size_t len = ((size_t)h[0] << 16) | ((size_t)h[1] << 8) | h[2];
-      if (in.len - off < 9 + len)
-        break;
-      const uint8_t *pl = h + 9;
-      uint32_t sid = ((uint32_t)(h[5] & 0x7f) << 24) | ((uint32_t)h[6] << 16) |
-                     ((uint32_t)h[7] << 8) | h[8];
-      if (h[3] == NGHTTP2_GOAWAY && !a.goaway && len >= 8) {
+    frame_in f;
+    while (frame_next(&in, &off, &f)) {
+      if (f.type == NGHTTP2_GOAWAY && !a.goaway && f.len >= 8) {
         a.goaway = 1;
-        a.goaway_code = ((uint32_t)pl[4] << 24) | ((uint32_t)pl[5] << 16) |
-                        ((uint32_t)pl[6] << 8) | pl[7];
-      } else if (h[3] == NGHTTP2_RST_STREAM && !a.rst && len == 4) {
+        a.goaway_code = be32(f.pl + 4);
+      } else if (f.type == NGHTTP2_RST_STREAM && !a.rst && f.len == 4) {
         a.rst = 1;
-        a.rst_code = ((uint32_t)pl[0] << 24) | ((uint32_t)pl[1] << 16) |
-                     ((uint32_t)pl[2] << 8) | pl[3];
-      } else if (h[3] == NGHTTP2_DATA && sid == 1) {
-        a.data += len;
-        if (h[4] & NGHTTP2_FLAG_END_STREAM)
+        a.rst_code = be32(f.pl);
+      } else if (f.type == NGHTTP2_DATA && f.sid == 1) {
+        a.data += f.len;
+        if (f.flags & NGHTTP2_FLAG_END_STREAM)
           a.ended = 1;
       }
-      off += 9 + len;
     }
-    if (off)
-      memmove(in.p, in.p + off, in.len - off);
-    in.len -= off;
-    if (a.closed || a.rst || (a.goaway && !until_end) ||
-        (until_end && a.ended) || (!until_end && a.ended))
+    drop(&in, off);
+    if (a.closed || a.rst || a.ended || (a.goaway && !until_end))
       break;
     int got = recv_more(fd, &in, end);
     if (got == 0)

@@ -27,8 +27,6 @@
 #include "frames.h"
 #include "peer.h"
 
-#define PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
 typedef struct tsrv {
   h2t_server *s;
   pthread_t th;
@@ -90,7 +88,6 @@ static int dial(int port) {
   return fd;
 }
 
-
 static void start_conn(buf *b) {
   put(b, PREFACE, sizeof PREFACE - 1);
   frame(b, NGHTTP2_SETTINGS, 0, 0, NULL, 0);
@@ -143,28 +140,22 @@ static answer read_answer(int fd, int want_status, int timeout_ms) {
   for (;;) {
     /* parse what we have */
     size_t off = 0;
-    while (in.len - off >= 9) {
-      const uint8_t *h = in.p + off;
-      size_t len = ((size_t)h[0] << 16) | ((size_t)h[1] << 8) | h[2];
-      if (in.len - off < 9 + len)
-        break;
-      const uint8_t *pl = h + 9;
-      if (h[3] == NGHTTP2_GOAWAY && !a.goaway && len >= 8) {
+    frame_in f;
+    while (frame_next(&in, &off, &f)) {
+      if (f.type == NGHTTP2_GOAWAY && !a.goaway && f.len >= 8) {
         a.goaway = 1;
-        a.goaway_code = ((uint32_t)pl[4] << 24) | ((uint32_t)pl[5] << 16) |
-                        ((uint32_t)pl[6] << 8) | pl[7];
-      } else if (h[3] == NGHTTP2_RST_STREAM && !a.rst && len == 4) {
+        a.goaway_code = be32(f.pl + 4);
+      } else if (f.type == NGHTTP2_RST_STREAM && !a.rst && f.len == 4) {
         a.rst = 1;
-        a.rst_code = ((uint32_t)pl[0] << 24) | ((uint32_t)pl[1] << 16) |
-                     ((uint32_t)pl[2] << 8) | pl[3];
-      } else if (h[3] == NGHTTP2_HEADERS && !a.status) {
-        const uint8_t *p = pl;
-        size_t left = len;
-        if (h[4] & NGHTTP2_FLAG_PADDED) {
+        a.rst_code = be32(f.pl);
+      } else if (f.type == NGHTTP2_HEADERS && !a.status) {
+        const uint8_t *p = f.pl;
+        size_t left = f.len;
+        if (f.flags & NGHTTP2_FLAG_PADDED) {
           p++;
           left--;
         }
-        if (h[4] & NGHTTP2_FLAG_PRIORITY) {
+        if (f.flags & NGHTTP2_FLAG_PRIORITY) {
           p += 5;
           left -= 5;
         }
@@ -187,11 +178,8 @@ static answer read_answer(int fd, int want_status, int timeout_ms) {
             break;
         }
       }
-      off += 9 + len;
     }
-    if (off)
-      memmove(in.p, in.p + off, in.len - off);
-    in.len -= off;
+    drop(&in, off);
     if (a.goaway || a.rst || (want_status && a.status) || a.closed)
       break;
     int got = recv_more(fd, &in, end);

@@ -130,10 +130,14 @@ static tsrv *tsrv_start(uint32_t threads, uint32_t shutdown_timeout_ms) {
   return t;
 }
 
-/* Shut down, wait for h2t_server_run to return, free. */
-static void tsrv_finish(tsrv *t) {
+/* Shut down, wait for h2t_server_run to return: the stats and counters
+ * can be read until tsrv_free. */
+static void tsrv_join(tsrv *t) {
   h2t_server_shutdown_async(t->s);
   pthread_join(t->th, NULL);
+}
+
+static void tsrv_free(tsrv *t) {
   h2t_server_del(t->s);
   pthread_mutex_destroy(&t->mu);
   free(t);
@@ -165,6 +169,13 @@ static int nloops_of(tsrv *t) {
 static unsigned handled_of(tsrv *t) {
   pthread_mutex_lock(&t->mu);
   unsigned n = t->handled;
+  pthread_mutex_unlock(&t->mu);
+  return n;
+}
+
+static int nheld_of(tsrv *t) {
+  pthread_mutex_lock(&t->mu);
+  int n = t->nheld;
   pthread_mutex_unlock(&t->mu);
   return n;
 }
@@ -218,8 +229,7 @@ static void test_spread_and_stats(void **state) {
   free(out);
   assert_true(busy_loops(t) >= 2);
   assert_true(nloops_of(t) <= NTHREADS);
-  h2t_server_shutdown_async(t->s);
-  pthread_join(t->th, NULL);
+  tsrv_join(t);
   h2t_server_stats st;
   h2t_server_stats_get(t->s, &st);
   assert_int_equal(st.requests, 600);
@@ -230,9 +240,7 @@ static void test_spread_and_stats(void **state) {
   assert_true(st.bytes_out > 600 * 6);
   assert_int_equal(handled_of(t), 600);
   assert_int_equal(t->done_calls, 1);
-  h2t_server_del(t->s);
-  pthread_mutex_destroy(&t->mu);
-  free(t);
+  tsrv_free(t);
 }
 
 /* Shutdown while /delay requests wait on timers of several workers: they
@@ -243,14 +251,8 @@ static void test_graceful_shutdown_all_workers(void **state) {
                   url(t, "/delay?ms=500"), NULL};
   h2t_test_bg b = {.argv = argv, .timeout_ms = 30000};
   assert_int_equal(h2t_test_bg_start(&b), 0);
-  for (int i = 0; i < 400; i++) {
+  for (int i = 0; i < 400 && handled_of(t) < 24; i++)
     usleep(10000);
-    pthread_mutex_lock(&t->mu);
-    unsigned n = t->handled;
-    pthread_mutex_unlock(&t->mu);
-    if (n == 24)
-      break;
-  }
   assert_int_equal(handled_of(t), 24);
   assert_true(busy_loops(t) >= 2); /* in flight on several workers */
   uint64_t t0 = h2t_now_us();
@@ -273,9 +275,7 @@ static void test_graceful_shutdown_all_workers(void **state) {
   char *out = NULL;
   assert_int_not_equal(h2t_test_run(cargv, 10000, &out), 0);
   free(out);
-  h2t_server_del(t->s);
-  pthread_mutex_destroy(&t->mu);
-  free(t);
+  tsrv_free(t);
 }
 
 /* Requests held on several workers: the diagnostics endpoint lists every
@@ -292,15 +292,9 @@ static void test_cancel_and_diag_across_workers(void **state) {
   char *argv[] = {"h2load", "-n", "12", "-c", "12", "-m", "1",
                   url(t, "/hold"), NULL};
   pid_t pid = h2t_test_spawn(argv, NULL);
-  for (int i = 0; i < 500; i++) {
+  for (int i = 0; i < 500 && nheld_of(t) < 12; i++)
     usleep(10000);
-    pthread_mutex_lock(&t->mu);
-    int n = t->nheld;
-    pthread_mutex_unlock(&t->mu);
-    if (n == 12)
-      break;
-  }
-  assert_int_equal(t->nheld, 12);
+  assert_int_equal(nheld_of(t), 12);
   assert_true(busy_loops(t) >= 2);
   struct ev_loop *loop0 = h2t_server_loop(t->s);
   int k = -1;
@@ -317,13 +311,9 @@ static void test_cancel_and_diag_across_workers(void **state) {
   char *body = NULL;
   assert_int_equal(h2t_test_run(cargv, 15000, &body), 0);
   for (int i = 0; i < t->nheld; i++) {
-    char id[32];
-    snprintf(id, sizeof id, "\"id\":%llu", (unsigned long long)t->held[i].id);
-    if (!strstr(body, id)) {
-      snprintf(id, sizeof id, "\"id\": %llu",
-               (unsigned long long)t->held[i].id);
-      assert_non_null(strstr(body, id));
-    }
+    char id[32]; /* compact JSON, "id" first of its members: "id":N, */
+    snprintf(id, sizeof id, "\"id\":%llu,", (unsigned long long)t->held[i].id);
+    assert_non_null(strstr(body, id));
   }
   free(body);
 
@@ -341,8 +331,7 @@ static void test_cancel_and_diag_across_workers(void **state) {
       assert_int_equal(__atomic_load_n(&t->held[i].closed, __ATOMIC_ACQUIRE),
                        0);
   /* the rest never answer: shutdown_timeout_ms closes them on every worker */
-  h2t_server_shutdown_async(t->s);
-  pthread_join(t->th, NULL);
+  tsrv_join(t);
   for (int i = 0; i < t->nheld; i++) {
     assert_int_equal(t->held[i].closed, 1);
     assert_true(t->held[i].closed_on_own_thread);
@@ -350,9 +339,7 @@ static void test_cancel_and_diag_across_workers(void **state) {
   assert_int_equal(t->done_calls, 1);
   h2t_test_stop(pid);
   h2t_diag_stop(d);
-  h2t_server_del(t->s);
-  pthread_mutex_destroy(&t->mu);
-  free(t);
+  tsrv_free(t);
 }
 
 /* threads = 1 through the same paths: one loop, today's behaviour. */
@@ -366,7 +353,8 @@ static void test_one_thread_same(void **state) {
   free(out);
   assert_int_equal(nloops_of(t), 1);
   assert_ptr_equal(loop_of(t, 0), h2t_server_loop(t->s));
-  tsrv_finish(t);
+  tsrv_join(t);
+  tsrv_free(t);
 }
 
 int main(void) {

@@ -13,6 +13,8 @@
 
 #include <h2trace/common.h>
 
+#define PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
 typedef struct buf {
   uint8_t *p;
   size_t len, cap;
@@ -36,6 +38,46 @@ static inline void frame(buf *b, uint8_t type, uint8_t flags, uint32_t sid,
   put(b, h, 9);
   if (len)
     put(b, payload, len);
+}
+
+/* A frame read back: its header's fields and its payload. */
+typedef struct frame_in {
+  uint8_t type, flags;
+  uint32_t sid;
+  const uint8_t *pl;
+  size_t len;
+} frame_in;
+
+/* The next whole frame at in->p + *off into f, *off moved past it; 0 when
+ * what is left is not a whole frame (drop the *off bytes read, then
+ * recv_more). */
+static inline int frame_next(const buf *in, size_t *off, frame_in *f) {
+  if (in->len - *off < 9)
+    return 0;
+  const uint8_t *h = in->p + *off;
+  f->len = ((size_t)h[0] << 16) | ((size_t)h[1] << 8) | h[2];
+  if (in->len - *off < 9 + f->len)
+    return 0;
+  f->type = h[3];
+  f->flags = h[4];
+  f->sid = ((uint32_t)(h[5] & 0x7f) << 24) | ((uint32_t)h[6] << 16) |
+           ((uint32_t)h[7] << 8) | h[8];
+  f->pl = h + 9;
+  *off += 9 + f->len;
+  return 1;
+}
+
+/* The first n bytes of b, read: gone. */
+static inline void drop(buf *b, size_t n) {
+  if (n)
+    memmove(b->p, b->p + n, b->len - n);
+  b->len -= n;
+}
+
+/* A 32-bit big-endian field (an error code, a window increment). */
+static inline uint32_t be32(const uint8_t *p) {
+  return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
+         ((uint32_t)p[2] << 8) | p[3];
 }
 
 /* Wait (until end_us, the h2t_now_us() clock) for the peer's next bytes and
